@@ -1,0 +1,3 @@
+//! Starling, an XMPP server.
+
+pub mod xml;

@@ -1,0 +1,38 @@
+//! XML namespaces used across the server, in one place so that a typo is a compile error.
+
+pub const CLIENT: &str = "jabber:client";
+pub const SERVER: &str = "jabber:server";
+pub const STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const XMPP_STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const XMPP_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
+/// XEP-0440: SASL channel-binding type capability.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// Application-specific error conditions (XEP-0205, `<stanza-too-big/>`).
+pub const XMPP_ERRORS: &str = "urn:xmpp:errors";
+
+pub const ROSTER: &str = "jabber:iq:roster";
+pub const ROSTER_VER_FEATURE: &str = "urn:xmpp:features:rosterver";
+pub const PRE_APPROVAL_FEATURE: &str = "urn:xmpp:features:pre-approval";
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+pub const PING: &str = "urn:xmpp:ping";
+pub const VERSION: &str = "jabber:iq:version";
+pub const TIME: &str = "urn:xmpp:time";
+pub const LAST: &str = "jabber:iq:last";
+pub const VCARD: &str = "vcard-temp";
+pub const PRIVATE: &str = "jabber:iq:private";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const REGISTER: &str = "jabber:iq:register";
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+pub const DATA_FORMS: &str = "jabber:x:data";
+pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0160 advertises offline storage with this bare feature string.
+pub const MSGOFFLINE: &str = "msgoffline";
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
