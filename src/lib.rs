@@ -1,3 +1,4 @@
 //! Starling, an XMPP server.
 
+pub mod config;
 pub mod xml;

@@ -1,0 +1,537 @@
+//! The TOML configuration: typed, with documented defaults, and every problem reported at
+//! once with the file and the key (`config/starling.example.toml` documents each key).
+//!
+//! Relative paths are resolved against the directory of the config file, or against the
+//! working directory when no file is given, so `starling --config /etc/starling.toml serve`
+//! behaves the same from any directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+    /// default: ["localhost"]. The served domains (virtual hosts).
+    pub domains: Vec<String>,
+    /// default: "data". SQLite database, generated certificates.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub c2s: C2sConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub registration: RegistrationConfig,
+    pub offline: OfflineConfig,
+    pub modules: ModulesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// default: "info". A tracing filter (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// default: "sqlite://starling.db" (relative to data_dir), or "postgres://...".
+    pub url: String,
+    /// default: 8. Connections in the pool.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct C2sConfig {
+    /// default: ["0.0.0.0:5222"]. STARTTLS listeners.
+    pub listen: Vec<SocketAddr>,
+    /// default: ["0.0.0.0:5223"]. Direct TLS listeners (XEP-0368).
+    pub listen_tls: Vec<SocketAddr>,
+    /// default: true. Refuse authentication and stanzas before TLS.
+    pub require_encryption: bool,
+    /// default: 262144. Largest stanza in bytes; larger gets a policy-violation stream error.
+    pub max_stanza_size: usize,
+    /// default: 60. Seconds a client has to authenticate and bind.
+    pub auth_timeout: u64,
+    /// default: 300. Seconds of silence after which the server pings the client.
+    pub ping_interval: u64,
+    /// default: 60. Seconds the client has to answer that ping.
+    pub ping_timeout: u64,
+    /// default: 10. Resources one account may bind at once.
+    pub max_resources: usize,
+    /// default: 102400. Sustained bytes per second read from one client; 0 disables.
+    pub max_bytes_per_second: u64,
+    /// default: 1000. Stanzas queued for a client that does not read before it is dropped.
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsConfig {
+    /// default: none. Certificate chain (PEM) for all domains; self-signed if absent.
+    pub cert: Option<PathBuf>,
+    /// default: none. Private key (PEM) matching `cert`.
+    pub key: Option<PathBuf>,
+    /// default: {}. Per-domain certificates: `[tls.domains."example.org"] cert/key`.
+    pub domains: BTreeMap<String, CertPaths>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// default: 4096. PBKDF2 iterations for new SCRAM credentials (RFC 7677 minimum 4096).
+    pub scram_iterations: u32,
+    /// default: 1000. Milliseconds before a failed authentication is answered.
+    pub failure_delay_ms: u64,
+    /// default: 3. Failed attempts on one stream before it is closed.
+    pub max_failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationConfig {
+    /// default: false. XEP-0077 in-band registration of new accounts.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfflineConfig {
+    /// default: 1000. Messages stored per account; beyond it the sender gets an error.
+    pub max_per_user: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModulesConfig {
+    /// default: []. Names of modules not to load (see `starling check`).
+    pub disabled: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: None,
+            domains: vec!["localhost".into()],
+            data_dir: PathBuf::from("data"),
+            log: LogConfig { level: "info".into() },
+            storage: StorageConfig { url: "sqlite://starling.db".into(), max_connections: 8 },
+            c2s: C2sConfig {
+                listen: vec!["0.0.0.0:5222".parse().unwrap()],
+                listen_tls: vec!["0.0.0.0:5223".parse().unwrap()],
+                require_encryption: true,
+                max_stanza_size: 262_144,
+                auth_timeout: 60,
+                ping_interval: 300,
+                ping_timeout: 60,
+                max_resources: 10,
+                max_bytes_per_second: 102_400,
+                max_queue: 1000,
+            },
+            tls: TlsConfig::default(),
+            auth: AuthConfig { scram_iterations: 4096, failure_delay_ms: 1000, max_failures: 3 },
+            registration: RegistrationConfig { enabled: false },
+            offline: OfflineConfig { max_per_user: 1000 },
+            modules: ModulesConfig::default(),
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+/// All problems found in one file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(f, "{}: {} problem{}", self.file, n, if n == 1 { "" } else { "s" })?;
+        for issue in &self.issues {
+            if issue.key.is_empty() {
+                write!(f, "\n  {}", issue.message)?;
+            } else {
+                write!(f, "\n  {}: `{}`: {}", self.file, issue.key, issue.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load from a file; relative paths resolve against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            issues: vec![ConfigIssue { key: String::new(), message: format!("cannot read: {e}") }],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut config = Config::parse(&text, &file, &base)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The configuration used when no file is given: the defaults, paths relative to the
+    /// working directory.
+    pub fn defaults_here() -> Config {
+        Config::parse("", "<defaults>", Path::new("")).expect("defaults are valid")
+    }
+
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            file: file.to_string(),
+            issues: vec![ConfigIssue { key: String::new(), message: format!("invalid TOML: {}", e.to_string().trim_end()) }],
+        })?;
+        let mut errors = Vec::new();
+        let config = read_config(table, &mut errors, &mut BTreeSet::new(), base);
+        if errors.is_empty() { Ok(config) } else { Err(ConfigError { file: file.to_string(), issues: errors }) }
+    }
+
+    /// Every key the reader understands, as dotted paths; the example config test checks
+    /// that each one is documented.
+    pub fn known_keys() -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        read_config(toml::Table::new(), &mut Vec::new(), &mut keys, Path::new(""));
+        keys
+    }
+
+    /// Where the SQLite database lives, or the PostgreSQL URL, with relative SQLite paths
+    /// resolved against `data_dir`.
+    pub fn storage_url(&self) -> String {
+        resolve_sqlite_url(&self.storage.url, &self.data_dir)
+    }
+
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d == domain)
+    }
+}
+
+fn resolve_sqlite_url(url: &str, data_dir: &Path) -> String {
+    let Some(rest) = url.strip_prefix("sqlite:") else { return url.to_string() };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    if rest.starts_with(":memory:") || rest.starts_with("file:") {
+        return url.to_string();
+    }
+    let (path, query) = rest.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((rest, None));
+    let path = Path::new(path);
+    let full = if path.is_absolute() { path.to_path_buf() } else { data_dir.join(path) };
+    match query {
+        Some(q) => format!("sqlite://{}?{q}", full.display()),
+        None => format!("sqlite://{}", full.display()),
+    }
+}
+
+fn read_config(
+    table: toml::Table,
+    errors: &mut Vec<ConfigIssue>,
+    known: &mut BTreeSet<String>,
+    base: &Path,
+) -> Config {
+    let d = Config::default();
+    let mut root = Section::new("", table, errors, known);
+    let domains = root.take("domains", d.domains.clone(), |v| {
+        let list = string_list(v)?;
+        if list.is_empty() {
+            return Err("at least one domain is required".into());
+        }
+        list.iter().map(|s| normalize_domain(s)).collect()
+    });
+    let data_dir = root.take("data_dir", d.data_dir.clone(), |v| string(v).map(PathBuf::from));
+    let data_dir = if data_dir.is_absolute() { data_dir } else { base.join(data_dir) };
+
+    let mut s = root.section("log");
+    let log = LogConfig { level: s.take("level", d.log.level.clone(), string) };
+    s.finish();
+
+    let mut s = root.section("storage");
+    let storage = StorageConfig {
+        url: s.take("url", d.storage.url.clone(), |v| {
+            let url = string(v)?;
+            if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Ok(url)
+            } else {
+                Err(format!("expected a sqlite:// or postgres:// URL, got {url:?}"))
+            }
+        }),
+        max_connections: s.take("max_connections", d.storage.max_connections, |v| int_in(v, 1, 1000).map(|n| n as u32)),
+    };
+    s.finish();
+
+    let mut s = root.section("c2s");
+    let c2s = C2sConfig {
+        listen: s.take("listen", d.c2s.listen.clone(), socket_addrs),
+        listen_tls: s.take("listen_tls", d.c2s.listen_tls.clone(), socket_addrs),
+        require_encryption: s.take("require_encryption", d.c2s.require_encryption, boolean),
+        // Prosody's floor: below 10000 bytes ordinary stanzas (vCards, disco) stop fitting.
+        max_stanza_size: s.take("max_stanza_size", d.c2s.max_stanza_size, |v| int_in(v, 10_000, 64 << 20).map(|n| n as usize)),
+        auth_timeout: s.take("auth_timeout", d.c2s.auth_timeout, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
+        ping_interval: s.take("ping_interval", d.c2s.ping_interval, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
+        ping_timeout: s.take("ping_timeout", d.c2s.ping_timeout, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
+        max_resources: s.take("max_resources", d.c2s.max_resources, |v| int_in(v, 1, 1000).map(|n| n as usize)),
+        max_bytes_per_second: s.take("max_bytes_per_second", d.c2s.max_bytes_per_second, |v| int_in(v, 0, i64::MAX).map(|n| n as u64)),
+        max_queue: s.take("max_queue", d.c2s.max_queue, |v| int_in(v, 16, 1_000_000).map(|n| n as usize)),
+    };
+    s.finish();
+
+    let mut s = root.section("tls");
+    let cert = s.take("cert", None, |v| string(v).map(|p| Some(base.join(p))));
+    let key = s.take("key", None, |v| string(v).map(|p| Some(base.join(p))));
+    if cert.is_some() != key.is_some() {
+        s.error("cert", "`cert` and `key` must be set together".into());
+    }
+    let mut domains_section = s.section("domains");
+    let mut per_domain = BTreeMap::new();
+    for name in domains_section.remaining_keys() {
+        let mut ds = domains_section.section(&name);
+        let cert = ds.take("cert", None, |v| string(v).map(|p| Some(base.join(p))));
+        let key = ds.take("key", None, |v| string(v).map(|p| Some(base.join(p))));
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                per_domain.insert(name.to_lowercase(), CertPaths { cert, key });
+            }
+            _ => ds.error("cert", "both `cert` and `key` are required".into()),
+        }
+        ds.finish();
+    }
+    domains_section.note_dynamic("<domain>.cert");
+    domains_section.note_dynamic("<domain>.key");
+    domains_section.finish();
+    s.finish();
+    let tls = TlsConfig { cert, key, domains: per_domain };
+
+    let mut s = root.section("auth");
+    let auth = AuthConfig {
+        scram_iterations: s.take("scram_iterations", d.auth.scram_iterations, |v| int_in(v, 4096, 10_000_000).map(|n| n as u32)),
+        failure_delay_ms: s.take("failure_delay_ms", d.auth.failure_delay_ms, |v| int_in(v, 0, 60_000).map(|n| n as u64)),
+        max_failures: s.take("max_failures", d.auth.max_failures, |v| int_in(v, 1, 100).map(|n| n as u32)),
+    };
+    s.finish();
+
+    let mut s = root.section("registration");
+    let registration = RegistrationConfig { enabled: s.take("enabled", d.registration.enabled, boolean) };
+    s.finish();
+
+    let mut s = root.section("offline");
+    let offline = OfflineConfig {
+        max_per_user: s.take("max_per_user", d.offline.max_per_user, |v| int_in(v, 0, 1_000_000).map(|n| n as usize)),
+    };
+    s.finish();
+
+    let mut s = root.section("modules");
+    let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), string_list) };
+    s.finish();
+
+    root.finish();
+    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, modules }
+}
+
+/// A domain as a JID domainpart: nameprep'd and lowercased, no node or resource.
+fn normalize_domain(s: &str) -> Result<String, String> {
+    match jid::BareJid::new(s) {
+        Ok(j) if j.node().is_none() => Ok(j.domain().as_str().to_string()),
+        _ => Err(format!("{s:?} is not a valid domain")),
+    }
+}
+
+/// A table being read: takes known keys, reports the rest as unknown.
+struct Section<'e> {
+    path: String,
+    table: toml::Table,
+    errors: &'e mut Vec<ConfigIssue>,
+    known: &'e mut BTreeSet<String>,
+}
+
+impl<'e> Section<'e> {
+    fn new(path: &str, table: toml::Table, errors: &'e mut Vec<ConfigIssue>, known: &'e mut BTreeSet<String>) -> Self {
+        Section { path: path.to_string(), table, errors, known }
+    }
+
+    fn full(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn error(&mut self, key: &str, message: String) {
+        let key = self.full(key);
+        self.errors.push(ConfigIssue { key, message });
+    }
+
+    fn take<T>(&mut self, key: &str, default: T, parse: impl FnOnce(&toml::Value) -> Result<T, String>) -> T {
+        let full = self.full(key);
+        self.known.insert(full.clone());
+        match self.table.remove(key) {
+            None => default,
+            Some(value) => match parse(&value) {
+                Ok(v) => v,
+                Err(message) => {
+                    self.errors.push(ConfigIssue { key: full, message });
+                    default
+                }
+            },
+        }
+    }
+
+    fn section(&mut self, key: &str) -> Section<'_> {
+        let full = self.full(key);
+        let table = match self.table.remove(key) {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                self.errors.push(ConfigIssue { key: full.clone(), message: format!("expected a table, got {}", other.type_str()) });
+                toml::Table::new()
+            }
+        };
+        Section { path: full, table, errors: self.errors, known: self.known }
+    }
+
+    fn remaining_keys(&self) -> Vec<String> {
+        self.table.keys().cloned().collect()
+    }
+
+    /// Record a key pattern that has no fixed name (for the documentation check).
+    fn note_dynamic(&mut self, pattern: &str) {
+        let full = self.full(pattern);
+        self.known.insert(full);
+    }
+
+    fn finish(self) {
+        for key in self.table.keys() {
+            let full = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
+            self.errors.push(ConfigIssue { key: full, message: "unknown key".into() });
+        }
+    }
+}
+
+fn string(v: &toml::Value) -> Result<String, String> {
+    v.as_str().map(str::to_string).ok_or_else(|| format!("expected a string, got {}", v.type_str()))
+}
+
+fn boolean(v: &toml::Value) -> Result<bool, String> {
+    v.as_bool().ok_or_else(|| format!("expected true or false, got {}", v.type_str()))
+}
+
+fn int_in(v: &toml::Value, min: i64, max: i64) -> Result<i64, String> {
+    let n = v.as_integer().ok_or_else(|| format!("expected an integer, got {}", v.type_str()))?;
+    if n < min || n > max {
+        return Err(format!("{n} is out of range ({min}..={max})"));
+    }
+    Ok(n)
+}
+
+fn string_list(v: &toml::Value) -> Result<Vec<String>, String> {
+    let arr = v.as_array().ok_or_else(|| format!("expected an array of strings, got {}", v.type_str()))?;
+    arr.iter().map(string).collect()
+}
+
+fn socket_addrs(v: &toml::Value) -> Result<Vec<SocketAddr>, String> {
+    string_list(v)?
+        .iter()
+        .map(|s| s.parse::<SocketAddr>().map_err(|_| format!("{s:?} is not an address:port (e.g. \"0.0.0.0:5222\" or \"[::]:5222\")")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_sqlite_path() {
+        let c = Config::parse("", "x.toml", Path::new("/etc/starling")).unwrap();
+        assert_eq!(c.domains, ["localhost"]);
+        assert_eq!(c.data_dir, Path::new("/etc/starling/data"));
+        assert_eq!(c.storage_url(), "sqlite:///etc/starling/data/starling.db");
+        let c = Config::parse("[storage]\nurl = \"sqlite:///var/lib/s.db?mode=rwc\"", "x.toml", Path::new("")).unwrap();
+        assert_eq!(c.storage_url(), "sqlite:///var/lib/s.db?mode=rwc");
+    }
+
+    #[test]
+    fn reports_all_errors_with_keys() {
+        let text = r#"
+            domains = ["Example.ORG", "not a domain@"]
+            bogus = 1
+            [c2s]
+            max_stanza_size = "big"
+            listen = ["nope"]
+            [storage]
+            url = "mysql://x"
+            [tls]
+            cert = "a.pem"
+            [registration]
+            enabled = "yes"
+            extra = true
+        "#;
+        let err = Config::parse(text, "s.toml", Path::new("")).unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        for want in ["domains", "bogus", "c2s.max_stanza_size", "c2s.listen", "storage.url", "tls.cert", "registration.enabled", "registration.extra"] {
+            assert!(keys.contains(&want), "missing {want} in {err}");
+        }
+        let text = err.to_string();
+        assert!(text.starts_with("s.toml: 8 problems"), "{text}");
+        assert!(text.contains("s.toml: `registration.extra`: unknown key"), "{text}");
+    }
+
+    #[test]
+    fn normalizes_domains_and_reads_per_domain_certs() {
+        let c = Config::parse(
+            "domains = [\"Example.ORG\"]\n[tls.domains.\"example.org\"]\ncert = \"e.pem\"\nkey = \"e.key\"",
+            "x",
+            Path::new("/c"),
+        )
+        .unwrap();
+        assert_eq!(c.domains, ["example.org"]);
+        assert_eq!(c.tls.domains["example.org"].cert, Path::new("/c/e.pem"));
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let err = Config::parse("domains = [", "bad.toml", Path::new("")).unwrap_err();
+        assert!(err.to_string().contains("invalid TOML"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/starling.example.toml");
+
+    /// The example config shows the defaults: loading it changes nothing.
+    #[test]
+    fn example_config_is_the_defaults() {
+        let example = Config::parse(EXAMPLE, "starling.example.toml", Path::new("")).unwrap();
+        assert_eq!(example, Config::defaults_here());
+    }
+
+    /// Every key the reader understands is documented in the example, set or commented.
+    #[test]
+    fn example_config_documents_every_key() {
+        let mut section = String::new();
+        let mut documented = BTreeSet::new();
+        for line in EXAMPLE.lines() {
+            let line = line.trim().trim_start_matches('#').trim();
+            if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = header.replace("\"example.org\"", "<domain>");
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                let key = key.trim();
+                if !key.contains(' ') {
+                    documented.insert(if section.is_empty() { key.to_string() } else { format!("{section}.{key}") });
+                }
+            }
+        }
+        for key in Config::known_keys() {
+            assert!(documented.contains(&key), "config key `{key}` is not documented in config/starling.example.toml");
+        }
+    }
+}
