@@ -1,0 +1,8 @@
+-- Offline messages (XEP-0160), serialised with their XEP-0203 delay, in arrival order.
+CREATE TABLE offline_messages (
+    id BIGSERIAL PRIMARY KEY,
+    owner     TEXT NOT NULL REFERENCES accounts (jid) ON DELETE CASCADE,
+    stanza    TEXT NOT NULL,
+    stored_at BIGINT NOT NULL
+);
+CREATE INDEX offline_messages_owner ON offline_messages (owner, id);

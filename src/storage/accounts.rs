@@ -1,0 +1,143 @@
+//! Accounts and their SCRAM credentials.
+
+use jid::BareJid;
+use sqlx::Row;
+
+use super::{Db, Result, StorageError, now_unix, on_pool};
+use crate::auth::{ScramCredential, ScramHash};
+
+/// Insert one credential row; a macro so that it expands inside each backend's arm.
+macro_rules! insert_credential {
+    ($tx:expr, $jid:expr, $c:expr) => {
+        sqlx::query(
+            "INSERT INTO scram_credentials (jid, mechanism, salt, iterations, stored_key, server_key) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind($jid)
+        .bind($c.hash.mechanism())
+        .bind(&$c.salt[..])
+        .bind(i64::from($c.iterations))
+        .bind(&$c.stored_key[..])
+        .bind(&$c.server_key[..])
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+#[derive(Clone, Debug)]
+pub struct AccountStore {
+    pub(super) db: Db,
+}
+
+/// An account to create, with its credentials already derived.
+pub struct NewAccount {
+    pub jid: BareJid,
+    pub credentials: Vec<ScramCredential>,
+}
+
+impl AccountStore {
+    /// Create an account; `false` if it already exists.
+    pub async fn create(&self, account: &NewAccount) -> Result<bool> {
+        Ok(self.create_many(std::slice::from_ref(account)).await? == 1)
+    }
+
+    /// Create many accounts in one transaction; existing ones are skipped. Returns how
+    /// many were created.
+    pub async fn create_many(&self, accounts: &[NewAccount]) -> Result<usize> {
+        let now = now_unix();
+        on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut created = 0;
+            for account in accounts {
+                let jid = account.jid.as_str();
+                let domain = account.jid.domain().as_str();
+                let inserted = sqlx::query(
+                    "INSERT INTO accounts (jid, domain, created_at) VALUES ($1, $2, $3) ON CONFLICT (jid) DO NOTHING",
+                )
+                .bind(jid)
+                .bind(domain)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    continue;
+                }
+                created += 1;
+                for c in &account.credentials {
+                    insert_credential!(tx, jid, c);
+                }
+            }
+            tx.commit().await?;
+            Ok(created)
+        })
+    }
+
+    /// Replace the credentials of an existing account; `false` if there is no such account.
+    pub async fn set_credentials(&self, jid: &BareJid, credentials: &[ScramCredential]) -> Result<bool> {
+        on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let exists = sqlx::query("SELECT 1 FROM accounts WHERE jid = $1").bind(jid.as_str()).fetch_optional(&mut *tx).await?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM scram_credentials WHERE jid = $1").bind(jid.as_str()).execute(&mut *tx).await?;
+            for c in credentials {
+                insert_credential!(tx, jid.as_str(), c);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// The credential for one hash, or `None` if there is no such account (or it has no
+    /// credential for that hash).
+    pub async fn credential(&self, jid: &BareJid, hash: ScramHash) -> Result<Option<ScramCredential>> {
+        let sql = "SELECT salt, iterations, stored_key, server_key FROM scram_credentials WHERE jid = $1 AND mechanism = $2";
+        let row = on_pool!(self.db, |pool| {
+            sqlx::query(sql).bind(jid.as_str()).bind(hash.mechanism()).fetch_optional(pool).await?.map(|row| {
+                let iterations: i64 = row.try_get("iterations")?;
+                Ok::<_, sqlx::Error>(ScramCredential {
+                    hash,
+                    salt: row.try_get("salt")?,
+                    iterations: u32::try_from(iterations).unwrap_or(0),
+                    stored_key: row.try_get("stored_key")?,
+                    server_key: row.try_get("server_key")?,
+                })
+            })
+        });
+        let credential = row.transpose()?;
+        if let Some(c) = &credential {
+            if c.iterations == 0 || c.salt.is_empty() {
+                return Err(StorageError::Corrupt(format!("bad SCRAM credential for {jid}")));
+            }
+        }
+        Ok(credential)
+    }
+
+    pub async fn exists(&self, jid: &BareJid) -> Result<bool> {
+        on_pool!(self.db, |pool| {
+            Ok(sqlx::query("SELECT 1 FROM accounts WHERE jid = $1").bind(jid.as_str()).fetch_optional(pool).await?.is_some())
+        })
+    }
+
+    /// Delete an account and, through foreign keys, everything stored for it.
+    pub async fn delete(&self, jid: &BareJid) -> Result<bool> {
+        on_pool!(self.db, |pool| {
+            let n = sqlx::query("DELETE FROM accounts WHERE jid = $1").bind(jid.as_str()).execute(pool).await?.rows_affected();
+            Ok(n > 0)
+        })
+    }
+
+    /// Bare JIDs of all accounts, optionally of one domain, sorted.
+    pub async fn list(&self, domain: Option<&str>) -> Result<Vec<String>> {
+        on_pool!(self.db, |pool| {
+            let rows = match domain {
+                Some(d) => sqlx::query("SELECT jid FROM accounts WHERE domain = $1 ORDER BY jid").bind(d).fetch_all(pool).await?,
+                None => sqlx::query("SELECT jid FROM accounts ORDER BY jid").fetch_all(pool).await?,
+            };
+            rows.iter().map(|r| r.try_get::<String, _>("jid").map_err(Into::into)).collect()
+        })
+    }
+}
+

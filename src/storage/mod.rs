@@ -1,0 +1,166 @@
+//! Storage over SQLite and PostgreSQL: one store per concern, each a small type whose
+//! methods hold both dialects side by side. SQL lives only under this directory.
+//!
+//! Queries use `$1, $2, ...` placeholders in order of first use, which both SQLite and
+//! PostgreSQL accept, so most statements are written once and run on either pool.
+
+mod accounts;
+mod blocklist;
+mod last_activity;
+mod offline;
+mod private;
+mod roster;
+mod vcard;
+
+pub use accounts::{AccountStore, NewAccount};
+pub use blocklist::BlocklistStore;
+pub use last_activity::{LastActivity, LastActivityStore};
+pub use offline::{OfflineMessage, OfflineStore};
+pub use private::PrivateStore;
+pub use roster::{RosterItem, RosterStore, Subscription};
+pub use vcard::VcardStore;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database: cheap to clone, shared by every store.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: Pool,
+}
+
+/// Run the same statement text on whichever pool is open: the body is compiled once per
+/// backend with `$pool` bound to that backend's pool.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db.pool {
+            $crate::storage::Pool::Sqlite($pool) => $body,
+            $crate::storage::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Db {
+    /// Open (creating a SQLite file and its directory if needed) and apply migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Db> {
+        let pool = if url.starts_with("sqlite:") {
+            let mut options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .foreign_keys(true)
+                // WAL lets readers work during writes; FULL makes a commit survive power
+                // loss, because an accepted offline message must never be lost.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !memory {
+                let path = options.get_filename().to_path_buf();
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", dir.display())))?;
+                }
+            } else {
+                options = options.journal_mode(SqliteJournalMode::Memory);
+            }
+            // An in-memory database exists per connection: one connection only.
+            let max = if memory { 1 } else { max_connections };
+            let pool = SqlitePoolOptions::new().max_connections(max).connect_with(options).await?;
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
+        };
+        Ok(Db { pool })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+
+    pub fn accounts(&self) -> AccountStore {
+        AccountStore { db: self.clone() }
+    }
+    pub fn roster(&self) -> RosterStore {
+        RosterStore { db: self.clone() }
+    }
+    pub fn offline(&self) -> OfflineStore {
+        OfflineStore { db: self.clone() }
+    }
+    pub fn vcard(&self) -> VcardStore {
+        VcardStore { db: self.clone() }
+    }
+    pub fn private(&self) -> PrivateStore {
+        PrivateStore { db: self.clone() }
+    }
+    pub fn blocklist(&self) -> BlocklistStore {
+        BlocklistStore { db: self.clone() }
+    }
+    pub fn last_activity(&self) -> LastActivityStore {
+        LastActivityStore { db: self.clone() }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Both migration folders must hold the same file names (one migration per store).
+    #[test]
+    fn migration_folders_match() {
+        let names = |dir: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("sqlite"), names("postgres"));
+        assert!(!names("sqlite").is_empty());
+    }
+}

@@ -1,0 +1,75 @@
+//! Offline messages (XEP-0160), kept in arrival order.
+
+use jid::BareJid;
+use sqlx::Row;
+
+use super::{Db, Result, now_unix, on_pool};
+
+#[derive(Clone, Debug)]
+pub struct OfflineStore {
+    pub(super) db: Db,
+}
+
+#[derive(Debug, Clone)]
+pub struct OfflineMessage {
+    pub id: i64,
+    /// The message, serialised, with its XEP-0203 delay.
+    pub stanza: String,
+}
+
+impl OfflineStore {
+    /// Store a message unless the owner already has `limit` messages waiting; `false` when
+    /// over the limit. One statement, so the count and the insert cannot interleave with
+    /// another writer on SQLite.
+    pub async fn store(&self, owner: &BareJid, stanza: &str, limit: usize) -> Result<bool> {
+        let sql = "INSERT INTO offline_messages (owner, stanza, stored_at) \
+                   SELECT $1, $2, $3 WHERE (SELECT COUNT(*) FROM offline_messages WHERE owner = $1) < $4";
+        on_pool!(self.db, |pool| {
+            let n = sqlx::query(sql)
+                .bind(owner.as_str())
+                .bind(stanza)
+                .bind(now_unix())
+                .bind(limit as i64)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok(n == 1)
+        })
+    }
+
+    /// All waiting messages, oldest first.
+    pub async fn load(&self, owner: &BareJid) -> Result<Vec<OfflineMessage>> {
+        on_pool!(self.db, |pool| {
+            let rows = sqlx::query("SELECT id, stanza FROM offline_messages WHERE owner = $1 ORDER BY id")
+                .bind(owner.as_str())
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| Ok(OfflineMessage { id: r.try_get("id")?, stanza: r.try_get("stanza")? }))
+                .collect()
+        })
+    }
+
+    /// Delete the messages up to and including `last_id` (those that were delivered); any
+    /// that arrived since stay.
+    pub async fn delete_up_to(&self, owner: &BareJid, last_id: i64) -> Result<u64> {
+        on_pool!(self.db, |pool| {
+            Ok(sqlx::query("DELETE FROM offline_messages WHERE owner = $1 AND id <= $2")
+                .bind(owner.as_str())
+                .bind(last_id)
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    pub async fn count(&self, owner: &BareJid) -> Result<i64> {
+        on_pool!(self.db, |pool| {
+            Ok(sqlx::query("SELECT COUNT(*) AS n FROM offline_messages WHERE owner = $1")
+                .bind(owner.as_str())
+                .fetch_one(pool)
+                .await?
+                .try_get::<i64, _>("n")?)
+        })
+    }
+}

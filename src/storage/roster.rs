@@ -1,0 +1,296 @@
+//! Rosters (RFC 6121 §2), their versions (XEP-0237) and pending inbound subscription
+//! requests (RFC 6121 §3.1.3).
+
+use std::collections::HashMap;
+
+use jid::BareJid;
+use sqlx::Row;
+
+use super::{Db, Result, StorageError, on_pool};
+
+/// RFC 6121 §2.1.2.5 subscription states (pending-in is kept apart, pending-out is `ask`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    None,
+    To,
+    From,
+    Both,
+}
+
+impl Subscription {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Subscription> {
+        Some(match s {
+            "none" => Subscription::None,
+            "to" => Subscription::To,
+            "from" => Subscription::From,
+            "both" => Subscription::Both,
+            _ => return None,
+        })
+    }
+
+    /// The user receives the contact's presence.
+    pub fn has_to(self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+
+    /// The contact receives the user's presence.
+    pub fn has_from(self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+
+    pub fn with_to(self, on: bool) -> Subscription {
+        Self::from_flags(on, self.has_from())
+    }
+
+    pub fn with_from(self, on: bool) -> Subscription {
+        Self::from_flags(self.has_to(), on)
+    }
+
+    fn from_flags(to: bool, from: bool) -> Subscription {
+        match (to, from) {
+            (false, false) => Subscription::None,
+            (true, false) => Subscription::To,
+            (false, true) => Subscription::From,
+            (true, true) => Subscription::Both,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterItem {
+    pub jid: BareJid,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// Pending-out: the user asked for the contact's presence and has no answer yet.
+    pub ask: bool,
+    pub groups: Vec<String>,
+}
+
+impl RosterItem {
+    pub fn new(jid: BareJid) -> Self {
+        RosterItem { jid, name: None, subscription: Subscription::None, ask: false, groups: Vec::new() }
+    }
+}
+
+/// Increment the owner's roster version inside a transaction and return it.
+macro_rules! bump_version {
+    ($tx:expr, $owner:expr) => {
+        sqlx::query(
+            "INSERT INTO roster_versions (owner, version) VALUES ($1, 1) \
+             ON CONFLICT (owner) DO UPDATE SET version = roster_versions.version + 1 RETURNING version",
+        )
+        .bind($owner.as_str())
+        .fetch_one(&mut *$tx)
+        .await?
+        .try_get::<i64, _>("version")?
+    };
+}
+
+#[derive(Clone, Debug)]
+pub struct RosterStore {
+    pub(super) db: Db,
+}
+
+const ITEMS_SQL: &str = "SELECT contact, name, subscription, ask_out FROM roster_items WHERE owner = $1";
+const GROUPS_SQL: &str = "SELECT contact, name FROM roster_groups WHERE owner = $1 ORDER BY name";
+
+impl RosterStore {
+    /// The whole roster and its version (0 for a roster never written).
+    pub async fn load(&self, owner: &BareJid) -> Result<(i64, Vec<RosterItem>)> {
+        let (version, items, groups) = on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let version = sqlx::query("SELECT version FROM roster_versions WHERE owner = $1")
+                .bind(owner.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get::<i64, _>("version"))
+                .transpose()?
+                .unwrap_or(0);
+            let items = sqlx::query(ITEMS_SQL).bind(owner.as_str()).fetch_all(&mut *tx).await?;
+            let items = items.iter().map(item_from_row).collect::<Result<Vec<_>>>()?;
+            let groups = sqlx::query(GROUPS_SQL).bind(owner.as_str()).fetch_all(&mut *tx).await?;
+            let groups = groups
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>("contact")?, r.try_get::<String, _>("name")?)))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+            tx.commit().await?;
+            (version, items, groups)
+        });
+        let mut by_contact: HashMap<String, Vec<String>> = HashMap::new();
+        for (contact, group) in groups {
+            by_contact.entry(contact).or_default().push(group);
+        }
+        let items = items
+            .into_iter()
+            .map(|mut item| {
+                item.groups = by_contact.remove(item.jid.as_str()).unwrap_or_default();
+                item
+            })
+            .collect();
+        Ok((version, items))
+    }
+
+    pub async fn get(&self, owner: &BareJid, contact: &BareJid) -> Result<Option<RosterItem>> {
+        let sql = "SELECT contact, name, subscription, ask_out FROM roster_items WHERE owner = $1 AND contact = $2";
+        on_pool!(self.db, |pool| {
+            let Some(row) = sqlx::query(sql).bind(owner.as_str()).bind(contact.as_str()).fetch_optional(pool).await? else {
+                return Ok(None);
+            };
+            let mut item = item_from_row(&row)?;
+            let groups = sqlx::query("SELECT name FROM roster_groups WHERE owner = $1 AND contact = $2 ORDER BY name")
+                .bind(owner.as_str())
+                .bind(contact.as_str())
+                .fetch_all(pool)
+                .await?;
+            item.groups = groups.iter().map(|r| r.try_get("name")).collect::<std::result::Result<_, _>>()?;
+            Ok(Some(item))
+        })
+    }
+
+    /// Insert or replace an item (groups included); returns the new roster version.
+    pub async fn put(&self, owner: &BareJid, item: &RosterItem) -> Result<i64> {
+        on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO roster_items (owner, contact, name, subscription, ask_out) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (owner, contact) DO UPDATE SET name = excluded.name, \
+                 subscription = excluded.subscription, ask_out = excluded.ask_out",
+            )
+            .bind(owner.as_str())
+            .bind(item.jid.as_str())
+            .bind(item.name.as_deref())
+            .bind(item.subscription.as_str())
+            .bind(item.ask)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM roster_groups WHERE owner = $1 AND contact = $2")
+                .bind(owner.as_str())
+                .bind(item.jid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for group in &item.groups {
+                sqlx::query("INSERT INTO roster_groups (owner, contact, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(owner.as_str())
+                    .bind(item.jid.as_str())
+                    .bind(group.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let version = bump_version!(tx, owner);
+            tx.commit().await?;
+            Ok(version)
+        })
+    }
+
+    /// Remove an item; returns the new version, or `None` if there was no such item.
+    pub async fn remove(&self, owner: &BareJid, contact: &BareJid) -> Result<Option<i64>> {
+        on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("DELETE FROM roster_items WHERE owner = $1 AND contact = $2")
+                .bind(owner.as_str())
+                .bind(contact.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Ok(None);
+            }
+            let version = bump_version!(tx, owner);
+            tx.commit().await?;
+            Ok(Some(version))
+        })
+    }
+
+    /// Stored inbound subscription requests: (contact, the subscribe presence as XML).
+    pub async fn pending_in(&self, owner: &BareJid) -> Result<Vec<(String, String)>> {
+        on_pool!(self.db, |pool| {
+            let rows = sqlx::query("SELECT contact, stanza FROM roster_pending_in WHERE owner = $1 ORDER BY contact")
+                .bind(owner.as_str())
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok((r.try_get("contact")?, r.try_get("stanza")?))).collect()
+        })
+    }
+
+    pub async fn has_pending_in(&self, owner: &BareJid, contact: &BareJid) -> Result<bool> {
+        on_pool!(self.db, |pool| {
+            Ok(sqlx::query("SELECT 1 FROM roster_pending_in WHERE owner = $1 AND contact = $2")
+                .bind(owner.as_str())
+                .bind(contact.as_str())
+                .fetch_optional(pool)
+                .await?
+                .is_some())
+        })
+    }
+
+    pub async fn set_pending_in(&self, owner: &BareJid, contact: &BareJid, stanza: &str) -> Result<()> {
+        on_pool!(self.db, |pool| {
+            sqlx::query(
+                "INSERT INTO roster_pending_in (owner, contact, stanza) VALUES ($1, $2, $3) \
+                 ON CONFLICT (owner, contact) DO UPDATE SET stanza = excluded.stanza",
+            )
+            .bind(owner.as_str())
+            .bind(contact.as_str())
+            .bind(stanza)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Forget a pending request; `true` if there was one.
+    pub async fn clear_pending_in(&self, owner: &BareJid, contact: &BareJid) -> Result<bool> {
+        on_pool!(self.db, |pool| {
+            let n = sqlx::query("DELETE FROM roster_pending_in WHERE owner = $1 AND contact = $2")
+                .bind(owner.as_str())
+                .bind(contact.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok(n > 0)
+        })
+    }
+}
+
+
+fn item_from_row<R: Row>(row: &R) -> Result<RosterItem>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let contact: String = row.try_get("contact")?;
+    let subscription: String = row.try_get("subscription")?;
+    Ok(RosterItem {
+        jid: BareJid::new(&contact).map_err(|_| StorageError::Corrupt(format!("roster contact {contact:?}")))?,
+        name: row.try_get("name")?,
+        subscription: Subscription::parse(&subscription)
+            .ok_or_else(|| StorageError::Corrupt(format!("roster subscription {subscription:?}")))?,
+        ask: row.try_get("ask_out")?,
+        groups: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subscription::*;
+
+    #[test]
+    fn subscription_flags() {
+        assert_eq!(None.with_to(true), To);
+        assert_eq!(From.with_to(true), Both);
+        assert_eq!(Both.with_from(false), To);
+        assert_eq!(To.with_to(false), None);
+        assert!(Both.has_to() && Both.has_from() && !None.has_to());
+    }
+}
