@@ -1,7 +1,24 @@
-//! Starling, an XMPP server.
+//! Starling, an XMPP server: one binary, SQLite or PostgreSQL, RFC 6120/6121 and the XEPs
+//! listed in `xeps/`. See `ARCHITECTURE` notes in the README for how the parts fit.
 
 pub mod auth;
+pub mod c2s;
 pub mod config;
+pub mod core;
+pub mod modules;
+pub mod rosters;
+pub mod router;
+pub mod server;
+pub mod session;
 pub mod stanza;
 pub mod storage;
+pub mod tls;
 pub mod xml;
+
+pub use config::Config;
+pub use server::Server;
+
+/// Install the process-wide rustls crypto provider (ring). Safe to call more than once.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

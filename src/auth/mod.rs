@@ -5,6 +5,19 @@ pub mod scram;
 
 pub use scram::{ChannelBindings, ScramCredential, ScramHash};
 
+/// Derive credentials for every hash on the blocking pool: PBKDF2 takes milliseconds, which
+/// must not stall the tasks sharing an async worker thread.
+pub async fn derive_credentials(password: String, iterations: u32) -> Result<Vec<ScramCredential>, scram::BadPassword> {
+    tokio::task::spawn_blocking(move || scram::derive_all(&password, iterations))
+        .await
+        .expect("PBKDF2 does not panic")
+}
+
+/// Check a PLAIN password against a stored credential on the blocking pool.
+pub async fn verify_password(credential: ScramCredential, password: String) -> bool {
+    tokio::task::spawn_blocking(move || credential.verify_password(&password)).await.unwrap_or(false)
+}
+
 /// RFC 6120 §6.5 SASL failure conditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SaslFailure {

@@ -314,6 +314,14 @@ impl Stanza {
     }
 }
 
+/// A short random identifier for server-made stanzas, stream ids and generated resources.
+pub fn new_id() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 9];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// The bare JID of a full or bare JID, as a `Jid`.
 pub fn bare(j: &Jid) -> Jid {
     Jid::from(j.to_bare())

@@ -6,7 +6,7 @@ mod reader;
 mod tree;
 mod writer;
 
-pub use reader::{Input, StreamReader, parse_element};
+pub use reader::{Input, ReadStats, StreamReader, parse_element};
 pub use tree::{Limits, XmlError};
 pub use writer::{stream_footer, stream_header, write_element, StreamHeader};
 

@@ -2,8 +2,10 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use minidom::Element;
 use quick_xml::NsReader;
@@ -26,6 +28,42 @@ impl std::fmt::Display for BudgetExceeded {
 }
 impl std::error::Error for BudgetExceeded {}
 
+/// What the session needs to know about reading while the reader is busy inside a future:
+/// when bytes last arrived and how many, for idle pings and rate limiting.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    last_read_ms: AtomicU64,
+    total: AtomicU64,
+}
+
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl ReadStats {
+    pub fn new() -> Arc<ReadStats> {
+        let stats = ReadStats::default();
+        stats.last_read_ms.store(clock_ms(), Ordering::Relaxed);
+        Arc::new(stats)
+    }
+
+    /// How long since bytes last arrived (whitespace keep-alives included).
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(clock_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Bytes read so far.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, n: usize) {
+        self.last_read_ms.store(clock_ms(), Ordering::Relaxed);
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// The buffered byte source under the XML reader.
 ///
 /// It enforces the stanza size limit *before* quick-xml copies bytes into its event buffer:
@@ -37,21 +75,12 @@ pub struct Input<R> {
     /// Bytes handed to the parser since the last stanza boundary.
     used: usize,
     budget: usize,
-    last_read: Instant,
-    total_read: u64,
+    stats: Arc<ReadStats>,
 }
 
 impl<R> Input<R> {
-    pub fn new(inner: R) -> Self {
-        Input {
-            inner,
-            buf: Vec::new(),
-            pos: 0,
-            used: 0,
-            budget: usize::MAX,
-            last_read: Instant::now(),
-            total_read: 0,
-        }
+    pub fn new(inner: R, stats: Arc<ReadStats>) -> Self {
+        Input { inner, buf: Vec::new(), pos: 0, used: 0, budget: usize::MAX, stats }
     }
 
     /// Bytes received but not yet parsed. Must be empty at a STARTTLS switch (RFC 6120
@@ -68,14 +97,8 @@ impl<R> Input<R> {
         &self.inner
     }
 
-    /// When bytes last arrived (whitespace keep-alives included).
-    pub fn last_read(&self) -> Instant {
-        self.last_read
-    }
-
-    /// Total bytes read from the transport, for rate limiting.
-    pub fn total_read(&self) -> u64 {
-        self.total_read
+    pub fn stats(&self) -> &Arc<ReadStats> {
+        &self.stats
     }
 
     fn reset_budget(&mut self, budget: usize) {
@@ -110,8 +133,7 @@ impl<R: AsyncRead + Unpin> AsyncBufRead for Input<R> {
             this.buf.extend_from_slice(filled);
             this.pos = 0;
             if !filled.is_empty() {
-                this.last_read = Instant::now();
-                this.total_read += filled.len() as u64;
+                this.stats.record(filled.len());
             }
         }
         Poll::Ready(Ok(&this.buf[this.pos..]))
@@ -159,6 +181,15 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 
     pub fn input(&self) -> &Input<R> {
         self.xml.get_ref()
+    }
+
+    /// The default namespace in scope at stream level (`jabber:client` for clients), known
+    /// once the header has been read.
+    pub fn default_namespace(&self) -> Option<String> {
+        match self.xml.resolver().resolve_element(quick_xml::name::QName("x")).0 {
+            quick_xml::name::ResolveResult::Bound(ns) => Some(ns.as_ref().to_string()),
+            _ => None,
+        }
     }
 
     pub fn into_input(self) -> Input<R> {
@@ -259,7 +290,7 @@ mod tests {
     use super::*;
 
     async fn read_all(input: &[u8], limits: Limits) -> Vec<Result<StreamEvent, String>> {
-        let mut reader = StreamReader::new(Input::new(input), limits);
+        let mut reader = StreamReader::new(Input::new(input, ReadStats::new()), limits);
         let mut out = Vec::new();
         loop {
             match reader.next().await {
@@ -373,7 +404,7 @@ mod tests {
         for split in 1..bytes.len() {
             let (a, b) = bytes.split_at(split);
             let input = tokio_test_chain(a.to_vec(), b.to_vec());
-            let mut reader = StreamReader::new(Input::new(input), Limits::default());
+            let mut reader = StreamReader::new(Input::new(input, ReadStats::new()), Limits::default());
             let mut got = Vec::new();
             loop {
                 let ev = reader.next().await.map_err(|e| format!("{e:?}"));

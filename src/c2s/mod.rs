@@ -1,0 +1,359 @@
+//! Client-to-server streams: one task per connection, the only writer of its socket.
+//! Negotiation (`negotiate`, `sasl`) turns a connection into a bound session; the session
+//! loop then reads stanzas, routes them, and writes what is routed to it.
+
+mod negotiate;
+mod sasl;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jid::FullJid;
+use minidom::Element;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::core::Core;
+use crate::modules::{Ctx, SessionHook, SessionOutput};
+use crate::router;
+use crate::session::{ConnId, Outbound, next_conn_id};
+use crate::stanza::{Kind, Rejected, Stanza, StreamCondition, StreamError, new_id};
+use crate::xml::{self, ReadStats, StreamEvent, XmlError, ns};
+use negotiate::{Bound, Negotiation, Reader};
+use transport::Writer;
+pub use transport::Transport;
+
+/// Serve one client connection until it ends.
+pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let conn = next_conn_id();
+    let span = tracing::info_span!("c2s", conn, %peer, jid = tracing::field::Empty);
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let transport = if direct_tls {
+            // XEP-0368: TLS from the first byte.
+            let acceptor = tokio_rustls::TlsAcceptor::from(core.tls.clone());
+            match tokio::time::timeout(Duration::from_secs(core.config.c2s.auth_timeout), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            }
+        } else {
+            Transport::Plain(tcp)
+        };
+        let Ok(bound) = Negotiation::new(core.clone(), conn, peer).run(transport).await else { return };
+        tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+        Session::start(core, conn, bound).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// How a session ended.
+enum End {
+    /// The connection is gone; nothing more can be written.
+    Lost,
+    /// The client sent `</stream:stream>`.
+    ClientClosed,
+    /// We end the stream with this error.
+    Error(StreamError),
+}
+
+struct Session {
+    core: Core,
+    conn: ConnId,
+    jid: FullJid,
+    ctx: Ctx,
+    output: Arc<SessionOutput>,
+    writer: Writer,
+    rx: mpsc::Receiver<Outbound>,
+    stats: Arc<ReadStats>,
+    ping: PingState,
+    bucket: Bucket,
+}
+
+/// XEP-0199 §4.2: the server pings a client that has been silent, and drops it if it does
+/// not answer.
+struct PingState {
+    interval: Duration,
+    timeout: Duration,
+    pending: Option<(String, Instant)>,
+}
+
+/// Token bucket on bytes read (Prosody's mod_limits): a client over its rate is not
+/// disconnected, we just stop reading from it for a while.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    counted: u64,
+    last: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Bucket {
+        let burst = rate as f64 * 4.0;
+        Bucket { rate: rate as f64, burst, tokens: burst, counted: 0, last: Instant::now(), paused_until: None }
+    }
+
+    fn account(&mut self, total: u64) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        self.tokens -= total.saturating_sub(self.counted) as f64;
+        self.counted = total;
+        if self.tokens < 0.0 {
+            self.paused_until = Some(now + Duration::from_secs_f64(-self.tokens / self.rate));
+        }
+    }
+}
+
+async fn read_next(mut reader: Reader) -> (Reader, Result<StreamEvent, XmlError>) {
+    let event = reader.next().await;
+    (reader, event)
+}
+
+impl Session {
+    async fn start(core: Core, conn: ConnId, bound: Bound) {
+        let Bound { reader, writer, jid, rx, stats } = bound;
+        let output = Arc::new(SessionOutput::default());
+        let config = &core.config.c2s;
+        let mut session = Session {
+            ctx: Ctx::for_session(core.clone(), jid.clone(), output.clone()),
+            ping: PingState {
+                interval: Duration::from_secs(config.ping_interval),
+                timeout: Duration::from_secs(config.ping_timeout),
+                pending: None,
+            },
+            bucket: Bucket::new(config.max_bytes_per_second),
+            core,
+            conn,
+            jid,
+            output,
+            writer,
+            rx,
+            stats,
+        };
+        tracing::info!("session started");
+        session.core.modules.run_session_hook(SessionHook::Bound, &session.ctx, &session.jid, None, false).await;
+        let end = match session.write_output().await {
+            Some(end) => end,
+            None => session.run(reader).await,
+        };
+        session.finish(end).await;
+    }
+
+    async fn run(&mut self, reader: Reader) -> End {
+        // One read future lives across iterations: quick-xml's read is not cancel-safe.
+        let read = read_next(reader);
+        tokio::pin!(read);
+        let end = loop {
+            let reading = self.bucket.paused_until.is_none();
+            let timer = self.next_timer();
+            tokio::select! {
+                biased;
+                _ = self.core.shutdown.cancelled() => {
+                    break End::Error(StreamError::new(StreamCondition::SystemShutdown));
+                }
+                out = self.rx.recv() => match out {
+                    Some(Outbound::Stanza(el)) => {
+                        self.writer.queue(&el);
+                        // Write what else is waiting in one go.
+                        let mut more = 0;
+                        while more < 64 {
+                            match self.rx.try_recv() {
+                                Ok(Outbound::Stanza(el)) => self.writer.queue(&el),
+                                Ok(Outbound::Close(e)) => {
+                                    let _ = self.writer.flush().await;
+                                    return self.close_with(e, read.as_mut()).await;
+                                }
+                                Err(_) => break,
+                            }
+                            more += 1;
+                        }
+                        if self.writer.flush().await.is_err() {
+                            break End::Lost;
+                        }
+                    }
+                    Some(Outbound::Close(e)) => return self.close_with(e, read.as_mut()).await,
+                    None => break End::Lost,
+                },
+                (reader, event) = &mut read, if reading => {
+                    read.set(read_next(reader));
+                    match event {
+                        Ok(StreamEvent::Element(el)) => {
+                            if let Some(end) = self.handle(el).await {
+                                break end;
+                            }
+                            self.bucket.account(self.stats.total());
+                        }
+                        Ok(StreamEvent::Close) => break End::ClientClosed,
+                        Ok(StreamEvent::Open(_)) => break End::Error(StreamError::new(StreamCondition::NotWellFormed)),
+                        Err(XmlError::Eof | XmlError::Io(_)) => break End::Lost,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "bad XML from client");
+                            break End::Error(e.into());
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(timer) => {
+                    if let Some(end) = self.on_timer() {
+                        return self.close_with_end(end, read.as_mut()).await;
+                    }
+                    if self.writer.flush().await.is_err() {
+                        break End::Lost;
+                    }
+                }
+            }
+        };
+        end
+    }
+
+    fn next_timer(&self) -> Instant {
+        let now = Instant::now();
+        let mut next = match &self.ping.pending {
+            Some((_, deadline)) => *deadline,
+            None => now + self.ping.interval.saturating_sub(self.stats.idle()),
+        };
+        if let Some(until) = self.bucket.paused_until {
+            next = next.min(until);
+        }
+        next
+    }
+
+    /// Ping and throttle timers. Returns how the session ends, if it does.
+    fn on_timer(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if self.bucket.paused_until.is_some_and(|t| t <= now) {
+            self.bucket.paused_until = None;
+        }
+        match &self.ping.pending {
+            Some((_, deadline)) if *deadline <= now => {
+                tracing::info!("client did not answer the ping");
+                return Some(End::Error(StreamError::new(StreamCondition::ConnectionTimeout)));
+            }
+            Some(_) => {}
+            None if self.stats.idle() >= self.ping.interval => {
+                let id = format!("ping-{}", new_id());
+                let domain = self.jid.domain().as_str();
+                let mut iq = xml::element("iq", ns::CLIENT, &[("type", "get"), ("id", &id), ("from", domain), ("to", self.jid.as_str())]);
+                iq.append_child(Element::bare("ping", ns::PING));
+                self.writer.queue(&iq);
+                self.ping.pending = Some((id, now + self.ping.timeout));
+            }
+            None => {}
+        }
+        None
+    }
+
+    /// One element from the client. Returns how the session ends, if it does.
+    async fn handle(&mut self, el: Element) -> Option<End> {
+        // Any stanza shows the client is alive; the answer to our ping needs nothing else.
+        if let Some((id, _)) = self.ping.pending.take() {
+            if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) && matches!(el.attr("type"), Some("result" | "error")) {
+                return None;
+            }
+        }
+        let stanza = match Stanza::from_client(el, &self.jid) {
+            Ok(s) => s,
+            Err(Rejected::Stanza(reply)) => {
+                self.writer.queue(&reply);
+                return self.writer.flush().await.err().map(|_| End::Lost);
+            }
+            Err(Rejected::Stream(e)) => return Some(End::Error(e)),
+            Err(Rejected::Ignore) => return None,
+        };
+        // RFC 3921 §3 session establishment, kept for old clients: a no-op.
+        if stanza.kind == Kind::Iq && stanza.payload().is_some_and(|p| p.is("session", ns::SESSION)) && stanza.to.is_none() {
+            let reply = stanza.iq_result(None);
+            self.writer.queue(&reply.el);
+            return self.writer.flush().await.err().map(|_| End::Lost);
+        }
+        router::from_client(&self.ctx, stanza).await;
+        self.write_output().await
+    }
+
+    /// Write what handlers gave to this session directly, then run their after-write steps.
+    async fn write_output(&mut self) -> Option<End> {
+        let (direct, after) = self.output.take();
+        for el in &direct {
+            self.writer.queue(el);
+            if self.writer.pending() > 256 * 1024 && self.writer.flush().await.is_err() {
+                return Some(End::Lost);
+            }
+        }
+        if self.writer.flush().await.is_err() {
+            return Some(End::Lost);
+        }
+        for f in after {
+            f.await;
+        }
+        None
+    }
+
+    async fn close_with(&mut self, error: StreamError, read: std::pin::Pin<&mut impl std::future::Future<Output = (Reader, Result<StreamEvent, XmlError>)>>) -> End {
+        self.close_with_end(End::Error(error), read).await
+    }
+
+    /// Send our end of the stream and give the client a moment to close its own (RFC 6120
+    /// §4.4), using the read that is already in progress.
+    async fn close_with_end(&mut self, end: End, read: std::pin::Pin<&mut impl std::future::Future<Output = (Reader, Result<StreamEvent, XmlError>)>>) -> End {
+        if let End::Error(e) = &end {
+            tracing::debug!(condition = e.condition.name(), "closing the stream");
+            self.writer.queue(&e.to_element());
+        }
+        self.writer.queue_raw(b"</stream:stream>");
+        if self.writer.flush().await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        }
+        self.writer.shutdown().await;
+        End::Lost
+    }
+
+    /// After the stream: unregister, and tell the modules (presence goes unavailable).
+    async fn finish(mut self, end: End) {
+        match &end {
+            End::Lost => {}
+            End::ClientClosed => {
+                self.writer.queue_raw(b"</stream:stream>");
+                let _ = self.writer.flush().await;
+                self.writer.shutdown().await;
+            }
+            End::Error(e) => {
+                self.writer.queue(&e.to_element());
+                self.writer.queue_raw(b"</stream:stream>");
+                let _ = self.writer.flush().await;
+                self.writer.shutdown().await;
+            }
+        }
+        let core = self.core.clone();
+        if let Some((state, last)) = core.sessions.unbind(&self.jid, self.conn) {
+            let ctx = Ctx::new(core.clone());
+            core.modules.run_session_hook(SessionHook::Closed, &ctx, &self.jid, Some(state), last).await;
+            if last {
+                core.rosters.evict(&self.jid.to_bare());
+            }
+        }
+        // Stanzas that were queued for us and never written are rerouted: messages find
+        // another resource or offline storage instead of being lost.
+        self.rx.close();
+        let ctx = Ctx::new(core.clone());
+        while let Ok(out) = self.rx.try_recv() {
+            if let Outbound::Stanza(el) = out {
+                if let Some(stanza) = Stanza::from_stored(el) {
+                    if stanza.kind == Kind::Message {
+                        router::route(&ctx, stanza).await;
+                    }
+                }
+            }
+        }
+        tracing::info!("session ended");
+    }
+}

@@ -1,0 +1,139 @@
+//! The byte stream under a client session: plain TCP until STARTTLS, or TLS from the start
+//! (XEP-0368). One type, so that the session code is the same either way.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::auth::ChannelBindings;
+use crate::tls::Certificates;
+use crate::xml;
+
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// RFC 9266 `tls-exporter` (TLS 1.3 only: without extended master secret it is unsafe on
+    /// TLS 1.2) and RFC 5929 `tls-server-end-point`.
+    pub fn channel_bindings(&self, certs: &Certificates) -> ChannelBindings {
+        let Transport::Tls(tls) = self else { return ChannelBindings::default() };
+        let conn = tls.get_ref().1;
+        let tls_exporter = if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
+        } else {
+            None
+        };
+        ChannelBindings { tls_exporter, tls_server_end_point: certs.end_point_hash(conn.server_name()) }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Serialises elements into a buffer and writes it out in one go.
+pub struct Writer {
+    half: WriteHalf<Transport>,
+    buf: Vec<u8>,
+    /// A write that takes longer than this means the client is not reading.
+    timeout: Duration,
+}
+
+impl Writer {
+    pub fn new(half: WriteHalf<Transport>, timeout: Duration) -> Self {
+        Writer { half, buf: Vec::new(), timeout }
+    }
+
+    pub fn into_inner(self) -> WriteHalf<Transport> {
+        self.half
+    }
+
+    pub fn queue(&mut self, el: &Element) {
+        xml::write_element(&mut self.buf, el, xml::ns::CLIENT);
+    }
+
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.half.write_all(&self.buf).await?;
+            self.half.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(result) => result?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read")),
+        }
+        self.buf.clear();
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.half.shutdown()).await;
+    }
+}

@@ -1,0 +1,78 @@
+//! The server's shared state, handed to every session and handler.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jid::{BareJid, Jid};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::modules::{self, Deps, ModuleTable};
+use crate::rosters::Rosters;
+use crate::session::Sessions;
+use crate::storage::Db;
+use crate::tls::Certificates;
+
+pub type Core = Arc<CoreState>;
+
+pub struct CoreState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub sessions: Sessions,
+    pub rosters: Rosters,
+    pub modules: ModuleTable,
+    pub certs: Arc<Certificates>,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Per-account delivery locks, striped so that memory stays bounded. Taken by whatever
+    /// must not interleave with delivery to one account: offline storage versus the flush
+    /// at initial presence, and read-modify-write of a roster.
+    locks: Vec<tokio::sync::Mutex<()>>,
+    /// Per-process secret for values that must be unpredictable but stable within a run
+    /// (SCRAM decoy salts for unknown users).
+    pub secret: [u8; 32],
+    pub started: Instant,
+    pub shutdown: CancellationToken,
+}
+
+const LOCK_STRIPES: usize = 256;
+
+impl CoreState {
+    pub fn new(config: Config, db: Db, certs: Certificates) -> Core {
+        let config = Arc::new(config);
+        let modules = modules::load(&Deps { config: config.clone(), db: db.clone() });
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random source works");
+        let certs = Arc::new(certs);
+        let tls = certs.server_config();
+        Arc::new(CoreState {
+            certs,
+            tls,
+            sessions: Sessions::new(config.c2s.max_resources),
+            rosters: Rosters::new(db.roster()),
+            modules,
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            secret,
+            started: Instant::now(),
+            shutdown: CancellationToken::new(),
+            config,
+            db,
+        })
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.config.serves(domain)
+    }
+
+    /// A JID with a localpart on one of our domains.
+    pub fn is_local_account(&self, jid: &Jid) -> bool {
+        jid.node().is_some() && self.is_local_domain(jid.domain().as_str())
+    }
+
+    pub async fn delivery_lock(&self, account: &BareJid) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: one account always maps to the same stripe.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        account.as_str().hash(&mut h);
+        self.locks[(h.finish() as usize) % LOCK_STRIPES].lock().await
+    }
+}

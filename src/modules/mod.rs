@@ -1,0 +1,443 @@
+//! Modules: one per XEP or RFC area, all listed in [`load`]. A module declares what it
+//! handles through the [`Registrar`]; it never touches a socket and never imports another
+//! module. IQ handlers return replies; hooks let modules cooperate through events.
+
+pub mod blocking;
+pub mod disco;
+pub mod last;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod private;
+pub mod register;
+pub mod roster;
+pub mod time;
+pub mod vcard;
+pub mod version;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use jid::{FullJid, Jid};
+use minidom::Element;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::session::PresenceState;
+use crate::stanza::{IqType, Stanza, StanzaError};
+use crate::storage::Db;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A module: built once at start, then registered.
+pub trait Module: Send + Sync + Sized + 'static {
+    /// The name used in logs and in `[modules] disabled`.
+    const NAME: &'static str;
+    fn build(deps: &Deps) -> Self;
+    fn register(self: Arc<Self>, reg: &mut Registrar);
+}
+
+/// What a module may use when it is built.
+pub struct Deps {
+    pub config: Arc<Config>,
+    pub db: Db,
+}
+
+/// THE list of modules, in load order.
+pub fn load(deps: &Deps) -> ModuleTable {
+    let mut reg = Registrar::new(&deps.config.modules.disabled);
+    reg.load::<disco::Disco>(deps);
+    reg.load::<roster::Roster>(deps);
+    reg.load::<presence::Presence>(deps);
+    reg.load::<offline::Offline>(deps);
+    reg.load::<blocking::Blocking>(deps);
+    reg.load::<ping::Ping>(deps);
+    reg.load::<version::Version>(deps);
+    reg.load::<time::EntityTime>(deps);
+    reg.load::<last::LastActivity>(deps);
+    reg.load::<vcard::VcardTemp>(deps);
+    reg.load::<private::PrivateXml>(deps);
+    reg.load::<register::Register>(deps);
+    reg.finish()
+}
+
+/// Names of all modules, for `starling check` and config validation.
+pub const NAMES: &[&str] = &[
+    disco::Disco::NAME,
+    roster::Roster::NAME,
+    presence::Presence::NAME,
+    offline::Offline::NAME,
+    blocking::Blocking::NAME,
+    ping::Ping::NAME,
+    version::Version::NAME,
+    time::EntityTime::NAME,
+    last::LastActivity::NAME,
+    vcard::VcardTemp::NAME,
+    private::PrivateXml::NAME,
+    register::Register::NAME,
+];
+
+/// Who an IQ is addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A served domain.
+    Server,
+    /// The bare JID of a local account (the sender's own, or another's).
+    Account,
+}
+
+/// Points where modules can intercept stanzas, in a fixed order of routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// Any stanza sent by a local account (by its client or on its behalf), before routing.
+    StanzaOut,
+    /// Presence sent by a local client itself: broadcasts, directed presence, subscriptions.
+    PresenceOut,
+    /// Any stanza addressed to a local account, before delivery.
+    StanzaIn,
+    /// Presence addressed to a local account.
+    PresenceIn,
+    /// A message for an account that has no available resource to take it.
+    MessageUndeliverable,
+}
+
+/// Session lifecycle events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionHook {
+    /// A resource was bound.
+    Bound,
+    /// The resource sent its initial presence (runs under the account's delivery lock;
+    /// stanzas given to `Ctx::reply` are written before anything routed afterwards).
+    InitialPresence,
+    /// The session ended, cleanly or not.
+    Closed,
+}
+
+/// What a stanza hook decided.
+pub enum Flow {
+    /// Carry on routing (possibly with a changed stanza).
+    Continue(Stanza),
+    /// The hook took care of it; routing stops.
+    Handled,
+}
+
+pub struct SessionEvent {
+    pub jid: FullJid,
+    /// For `Closed`: the final presence state.
+    pub state: Option<PresenceState>,
+    /// For `Closed`: no other resource of the account is connected.
+    pub last_session: bool,
+}
+
+/// An IQ get or set, addressed to the server or to an account.
+pub struct IqRequest {
+    pub stanza: Stanza,
+    pub from: Jid,
+    /// The domain (Server scope) or the account's bare JID (Account scope).
+    pub to: Jid,
+    pub kind: IqType,
+}
+
+impl IqRequest {
+    pub fn payload(&self) -> &Element {
+        self.stanza.payload().expect("validated: a get or set has one child")
+    }
+
+    /// Whether the sender is the account the IQ is addressed to.
+    pub fn from_self(&self) -> bool {
+        self.from.to_bare() == self.to.to_bare()
+    }
+}
+
+pub type IqResult = Result<Option<Element>, StanzaError>;
+
+/// An IQ received before authentication (XEP-0077 registration).
+pub struct PreAuthIq {
+    pub domain: String,
+    /// The client's address, for throttling.
+    pub ip: Option<std::net::IpAddr>,
+    pub kind: IqType,
+    pub payload: Element,
+}
+
+type IqHandler = Arc<dyn Fn(Ctx, IqRequest) -> BoxFuture<IqResult> + Send + Sync>;
+type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send + Sync>;
+type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
+type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+
+/// When a stream feature is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before authentication, after TLS (or without TLS if encryption is not required).
+    PreAuth,
+    /// After authentication, next to resource binding.
+    PostAuth,
+}
+
+/// A disco#info identity (XEP-0030 §3.1).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub category: &'static str,
+    pub kind: &'static str,
+    pub name: &'static str,
+}
+
+struct IqEntry {
+    scope: Scope,
+    kind: IqType,
+    name: &'static str,
+    handler: IqHandler,
+}
+
+/// Everything the modules registered.
+pub struct ModuleTable {
+    iq: HashMap<&'static str, Vec<IqEntry>>,
+    features: HashMap<Scope, Vec<&'static str>>,
+    identities: HashMap<Scope, Vec<Identity>>,
+    hooks: HashMap<Hook, Vec<StanzaHookFn>>,
+    session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
+    stream_features: Vec<(Stage, Element)>,
+    preauth: HashMap<&'static str, PreAuthHandler>,
+    loaded: Vec<&'static str>,
+}
+
+impl ModuleTable {
+    pub fn iq_handler(&self, scope: Scope, kind: IqType, name: &str, ns: &str) -> Option<IqHandler> {
+        self.iq
+            .get(ns)?
+            .iter()
+            .find(|e| e.scope == scope && e.kind == kind && e.name == name)
+            .map(|e| e.handler.clone())
+    }
+
+    pub fn preauth_handler(&self, ns: &str) -> Option<PreAuthHandler> {
+        self.preauth.get(ns).cloned()
+    }
+
+    /// The disco#info features of a scope, sorted and without duplicates.
+    pub fn features(&self, scope: Scope) -> Vec<&'static str> {
+        let mut f = self.features.get(&scope).cloned().unwrap_or_default();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
+    pub fn identities(&self, scope: Scope) -> &[Identity] {
+        self.identities.get(&scope).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn stream_features(&self, stage: Stage) -> impl Iterator<Item = &Element> {
+        self.stream_features.iter().filter(move |(s, _)| *s == stage).map(|(_, e)| e)
+    }
+
+    pub fn loaded(&self) -> &[&'static str] {
+        &self.loaded
+    }
+
+    pub async fn run_hook(&self, hook: Hook, ctx: &Ctx, mut stanza: Stanza) -> Flow {
+        if let Some(handlers) = self.hooks.get(&hook) {
+            for h in handlers {
+                match h(ctx.clone(), stanza).await {
+                    Flow::Continue(s) => stanza = s,
+                    Flow::Handled => return Flow::Handled,
+                }
+            }
+        }
+        Flow::Continue(stanza)
+    }
+
+    pub async fn run_session_hook(&self, hook: SessionHook, ctx: &Ctx, jid: &FullJid, state: Option<PresenceState>, last_session: bool) {
+        if let Some(handlers) = self.session_hooks.get(&hook) {
+            for h in handlers {
+                h(ctx.clone(), SessionEvent { jid: jid.clone(), state: state.clone(), last_session }).await;
+            }
+        }
+    }
+}
+
+/// Collects registrations while modules load.
+pub struct Registrar {
+    table: ModuleTable,
+    disabled: Vec<String>,
+    hook_order: HashMap<Hook, Vec<(i32, StanzaHookFn)>>,
+    session_order: HashMap<SessionHook, Vec<(i32, SessionHookFn)>>,
+}
+
+impl Registrar {
+    fn new(disabled: &[String]) -> Self {
+        Registrar {
+            table: ModuleTable {
+                iq: HashMap::new(),
+                features: HashMap::new(),
+                identities: HashMap::new(),
+                hooks: HashMap::new(),
+                session_hooks: HashMap::new(),
+                stream_features: Vec::new(),
+                preauth: HashMap::new(),
+                loaded: Vec::new(),
+            },
+            disabled: disabled.to_vec(),
+            hook_order: HashMap::new(),
+            session_order: HashMap::new(),
+        }
+    }
+
+    fn load<M: Module>(&mut self, deps: &Deps) {
+        if self.disabled.iter().any(|d| d == M::NAME) {
+            return;
+        }
+        Arc::new(M::build(deps)).register(self);
+        self.table.loaded.push(M::NAME);
+    }
+
+    fn finish(mut self) -> ModuleTable {
+        for (hook, mut list) in self.hook_order {
+            list.sort_by_key(|(p, _)| -p);
+            self.table.hooks.insert(hook, list.into_iter().map(|(_, h)| h).collect());
+        }
+        for (hook, mut list) in self.session_order {
+            list.sort_by_key(|(p, _)| -p);
+            self.table.session_hooks.insert(hook, list.into_iter().map(|(_, h)| h).collect());
+        }
+        self.table
+    }
+
+    /// Handle IQs of `kind` whose payload is `<name xmlns=ns/>`; `ns` is advertised in the
+    /// scope's disco#info features (as ejabberd's gen_iq_handler does).
+    pub fn iq<M, F, Fut>(&mut self, scope: Scope, kind: IqType, name: &'static str, ns: &'static str, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, IqRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IqResult> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: IqHandler = Arc::new(move |ctx, req| Box::pin(f(module.clone(), ctx, req)));
+        self.table.iq.entry(ns).or_default().push(IqEntry { scope, kind, name, handler });
+        self.feature(scope, ns);
+    }
+
+    /// Advertise a feature that has no IQ handler of its own.
+    pub fn feature(&mut self, scope: Scope, var: &'static str) {
+        self.table.features.entry(scope).or_default().push(var);
+    }
+
+    pub fn identity(&mut self, scope: Scope, category: &'static str, kind: &'static str, name: &'static str) {
+        self.table.identities.entry(scope).or_default().push(Identity { category, kind, name });
+    }
+
+    /// Higher priority runs first.
+    pub fn hook<M, F, Fut>(&mut self, hook: Hook, priority: i32, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, Stanza) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Flow> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: StanzaHookFn = Arc::new(move |ctx, stanza| Box::pin(f(module.clone(), ctx, stanza)));
+        self.hook_order.entry(hook).or_default().push((priority, handler));
+    }
+
+    pub fn session_hook<M, F, Fut>(&mut self, hook: SessionHook, priority: i32, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, SessionEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: SessionHookFn = Arc::new(move |ctx, ev| Box::pin(f(module.clone(), ctx, ev)));
+        self.session_order.entry(hook).or_default().push((priority, handler));
+    }
+
+    pub fn stream_feature(&mut self, stage: Stage, feature: Element) {
+        self.table.stream_features.push((stage, feature));
+    }
+
+    /// Handle IQs sent before authentication whose payload is in `ns`.
+    pub fn preauth_iq<M, F, Fut>(&mut self, ns: &'static str, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, PreAuthIq) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = IqResult> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: PreAuthHandler = Arc::new(move |ctx, iq| Box::pin(f(module.clone(), ctx, iq)));
+        self.table.preauth.insert(ns, handler);
+    }
+}
+
+/// Output for the session a handler runs in, written before anything queued later.
+#[derive(Default)]
+pub struct SessionOutput {
+    direct: Mutex<Vec<Element>>,
+    after_write: Mutex<Vec<BoxFuture<()>>>,
+}
+
+impl SessionOutput {
+    pub fn take(&self) -> (Vec<Element>, Vec<BoxFuture<()>>) {
+        (
+            std::mem::take(&mut *self.direct.lock().unwrap()),
+            std::mem::take(&mut *self.after_write.lock().unwrap()),
+        )
+    }
+}
+
+/// What a handler can do: reach the server's shared state and send stanzas.
+#[derive(Clone)]
+pub struct Ctx {
+    pub core: Core,
+    /// The session this runs on behalf of, if any.
+    session: Option<(FullJid, Arc<SessionOutput>)>,
+}
+
+impl Ctx {
+    pub fn new(core: Core) -> Ctx {
+        Ctx { core, session: None }
+    }
+
+    pub fn for_session(core: Core, jid: FullJid, output: Arc<SessionOutput>) -> Ctx {
+        Ctx { core, session: Some((jid, output)) }
+    }
+
+    /// Route a stanza as the server does for any other.
+    pub fn send(&self, stanza: Stanza) -> BoxFuture<()> {
+        let ctx = self.clone();
+        Box::pin(async move { crate::router::route(&ctx, stanza).await })
+    }
+
+    /// The full JID of the session this runs for.
+    pub fn session_jid(&self) -> Option<&FullJid> {
+        self.session.as_ref().map(|(j, _)| j)
+    }
+
+    /// Send a stanza; if it is for this handler's own session, it is written there ahead of
+    /// anything routed to the session later (replies keep their order).
+    pub async fn reply(&self, stanza: Stanza) {
+        match &self.session {
+            Some((jid, _)) if stanza.to.as_ref().is_some_and(|t| t == &Jid::from(jid.clone())) => {
+                self.write_direct(stanza.el);
+            }
+            _ => self.send(stanza).await,
+        }
+    }
+
+    /// Write an element to this handler's own session ahead of anything routed to it later
+    /// (e.g. stored messages at login); dropped when there is no session.
+    pub fn write_direct(&self, el: Element) {
+        if let Some((_, output)) = &self.session {
+            output.direct.lock().unwrap().push(el);
+        }
+    }
+
+    /// Run `f` once what was given to `reply` has been written to the client.
+    pub fn after_write(&self, f: BoxFuture<()>) -> bool {
+        match &self.session {
+            Some((_, output)) => {
+                output.after_write.lock().unwrap().push(f);
+                true
+            }
+            None => false,
+        }
+    }
+}

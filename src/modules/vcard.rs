@@ -1,0 +1,52 @@
+//! vcard-temp (XEP-0054): each account stores one vCard; anyone may read it.
+
+use std::sync::Arc;
+
+use minidom::Element;
+
+use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope};
+use crate::stanza::{IqType, StanzaError};
+use crate::storage::VcardStore;
+use crate::xml::{self, ns};
+
+pub struct VcardTemp {
+    store: VcardStore,
+}
+
+impl Module for VcardTemp {
+    const NAME: &'static str = "vcard";
+
+    fn build(deps: &Deps) -> Self {
+        VcardTemp { store: deps.db.vcard() }
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registrar) {
+        reg.iq(Scope::Account, IqType::Get, "vCard", ns::VCARD, &self, Self::get);
+        reg.iq(Scope::Account, IqType::Set, "vCard", ns::VCARD, &self, Self::set);
+    }
+}
+
+impl VcardTemp {
+    /// §3.1 / §3.3: the stored vCard, or an empty one (so clients need not special-case).
+    async fn get(self: Arc<Self>, _: Ctx, req: IqRequest) -> IqResult {
+        match self.store.get(&req.to.to_bare()).await? {
+            Some(text) => match xml::parse_element(&text) {
+                Ok(el) => Ok(Some(el)),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable stored vCard");
+                    Err(StanzaError::internal())
+                }
+            },
+            None => Ok(Some(Element::bare("vCard", ns::VCARD))),
+        }
+    }
+
+    /// §3.2: only the account itself may publish its vCard.
+    async fn set(self: Arc<Self>, _: Ctx, req: IqRequest) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::forbidden());
+        }
+        self.store.set(&req.to.to_bare(), &xml::to_string(req.payload())).await?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,260 @@
+//! Routing: RFC 6120 §10 (server rules) and RFC 6121 §8 (delivery to local accounts).
+//! `xeps/routing.md` has the table of kind × destination this file implements.
+//!
+//! Routing runs in the task of whoever sends (a session, a handler), never in a central
+//! task: delivery to an online resource is a map lookup and a channel send.
+
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use jid::{BareJid, FullJid, Jid};
+
+use crate::modules::{Ctx, Flow, Hook, IqRequest, Scope};
+use crate::session::SendError;
+use crate::stanza::{Condition, IqType, Kind, MessageType, Stanza, StanzaError};
+
+/// A stanza a local client sent: its own presence first goes to the presence hook
+/// (broadcast, directed presence, subscriptions), then everything is routed.
+pub async fn from_client(ctx: &Ctx, stanza: Stanza) {
+    let stanza = if stanza.kind == Kind::Presence {
+        match ctx.core.modules.run_hook(Hook::PresenceOut, ctx, stanza).await {
+            Flow::Handled => return,
+            Flow::Continue(s) => s,
+        }
+    } else {
+        stanza
+    };
+    route(ctx, stanza).await
+}
+
+/// Route any stanza to where its `to` says.
+pub async fn route(ctx: &Ctx, stanza: Stanza) {
+    // Boxed: routing recurses (bounces, hooks that send).
+    Box::pin(route_inner(ctx, stanza)).await
+}
+
+async fn route_inner(ctx: &Ctx, mut stanza: Stanza) {
+    let core = &ctx.core;
+    if core.is_local_account(&stanza.from) {
+        stanza = match core.modules.run_hook(Hook::StanzaOut, ctx, stanza).await {
+            Flow::Handled => return,
+            Flow::Continue(s) => s,
+        };
+    }
+    let to = match &stanza.to {
+        Some(to) => to.clone(),
+        // A presence without `to` is a broadcast; the presence module handles it, and
+        // without that module there is nobody to broadcast to.
+        None if stanza.kind == Kind::Presence => return,
+        // RFC 6120 §10.3: no `to` means the sender's own account.
+        None => Jid::from(stanza.from.to_bare()),
+    };
+    if !core.is_local_domain(to.domain().as_str()) {
+        // Federation (s2s) is not implemented: RFC 6120 §10.4.3 remote-server-not-found.
+        return bounce(ctx, &stanza, StanzaError::new(Condition::RemoteServerNotFound)).await;
+    }
+    if to.node().is_none() {
+        return to_server(ctx, stanza, to).await;
+    }
+    to_account(ctx, stanza, to).await
+}
+
+/// Answer a stanza with an error (never an error to an error).
+pub async fn bounce(ctx: &Ctx, stanza: &Stanza, error: StanzaError) {
+    if let Some(reply) = stanza.error_reply(&error) {
+        ctx.reply(reply).await;
+    }
+}
+
+/// Stanzas for the server itself (RFC 6120 §10.3.3).
+async fn to_server(ctx: &Ctx, stanza: Stanza, to: Jid) {
+    match stanza.kind {
+        Kind::Iq if stanza.iq_type().is_some_and(IqType::is_request) => {
+            if to.resource().is_some() {
+                return bounce(ctx, &stanza, StanzaError::service_unavailable()).await;
+            }
+            dispatch_iq(ctx, stanza, Scope::Server, to).await
+        }
+        // Results and errors for the server: the only ones expected are answers to our
+        // pings, which the session consumes before routing.
+        Kind::Iq => {}
+        Kind::Message => {
+            if matches!(stanza.message_type(), MessageType::Normal | MessageType::Chat) {
+                bounce(ctx, &stanza, StanzaError::service_unavailable()).await
+            }
+        }
+        Kind::Presence => {}
+    }
+}
+
+/// Stanzas for a local account (RFC 6121 §8.5).
+async fn to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
+    let core = &ctx.core;
+    let bare = to.to_bare();
+    if !core.sessions.has_sessions(&bare) {
+        match core.db.accounts().exists(&bare).await {
+            Ok(true) => {}
+            Ok(false) => return no_such_account(ctx, stanza).await,
+            Err(e) => {
+                tracing::error!(error = %e, "storage error while routing");
+                return bounce(ctx, &stanza, StanzaError::internal()).await;
+            }
+        }
+    }
+    let stanza = match core.modules.run_hook(Hook::StanzaIn, ctx, stanza).await {
+        Flow::Handled => return,
+        Flow::Continue(s) => s,
+    };
+    match stanza.kind {
+        Kind::Message => match to.try_into_full() {
+            Ok(full) => message_to_full(ctx, stanza, full).await,
+            Err(bare) => message_to_bare(ctx, stanza, bare).await,
+        },
+        Kind::Presence => {
+            let stanza = match core.modules.run_hook(Hook::PresenceIn, ctx, stanza).await {
+                Flow::Handled => return,
+                Flow::Continue(s) => s,
+            };
+            presence_to_account(ctx, stanza, to)
+        }
+        Kind::Iq => iq_to_account(ctx, stanza, to).await,
+    }
+}
+
+/// RFC 6121 §8.5.1: the account does not exist.
+async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
+    match stanza.kind {
+        // Presence is silently ignored; revealing the (non-)existence is not wanted.
+        Kind::Presence => {}
+        Kind::Message | Kind::Iq => bounce(ctx, &stanza, StanzaError::service_unavailable()).await,
+    }
+}
+
+/// RFC 6121 §8.5.3: a message for a full JID.
+async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
+    let Stanza { kind, from, to, el } = stanza;
+    match ctx.core.sessions.send(&full, el) {
+        Ok(()) => {}
+        Err(SendError::Offline(el) | SendError::Overloaded(el)) => {
+            let stanza = Stanza { kind, from, to, el };
+            match stanza.message_type() {
+                // §8.5.3.2.1: normal and chat are treated as if addressed to the bare JID.
+                MessageType::Normal | MessageType::Chat => message_to_bare(ctx, stanza, full.to_bare()).await,
+                MessageType::Groupchat => bounce(ctx, &stanza, StanzaError::service_unavailable()).await,
+                MessageType::Headline | MessageType::Error => {}
+            }
+        }
+    }
+}
+
+/// RFC 6121 §8.5.2: a message for a bare JID.
+async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
+    let kind = stanza.message_type();
+    match kind {
+        MessageType::Error => return,
+        MessageType::Groupchat => return bounce(ctx, &stanza, StanzaError::service_unavailable()).await,
+        _ => {}
+    }
+    let mut targets: Vec<_> = ctx
+        .core
+        .sessions
+        .resources(&bare)
+        .into_iter()
+        .filter(|r| r.available && r.priority >= 0)
+        .collect();
+    if kind != MessageType::Headline {
+        // Normal and chat go to the most available resources: the highest priority, all of
+        // them on a tie (§8.5.2.1.1 leaves the choice to the server).
+        if let Some(top) = targets.iter().map(|r| r.priority).max() {
+            targets.retain(|r| r.priority == top);
+        }
+    }
+    let mut delivered = false;
+    for target in &targets {
+        delivered |= ctx.core.sessions.send(&target.jid, stanza.el.clone()).is_ok();
+    }
+    if delivered {
+        return;
+    }
+    match ctx.core.modules.run_hook(Hook::MessageUndeliverable, ctx, stanza).await {
+        Flow::Handled => {}
+        Flow::Continue(stanza) => {
+            if stanza.message_type() != MessageType::Headline {
+                bounce(ctx, &stanza, StanzaError::service_unavailable()).await
+            }
+        }
+    }
+}
+
+/// Deliver a message to the available resources of an account right now, without hooks;
+/// `false` if none took it. For the offline module, which re-checks under its lock.
+pub fn deliver_message_now(ctx: &Ctx, stanza: &Stanza, bare: &BareJid) -> bool {
+    let mut delivered = false;
+    for r in ctx.core.sessions.resources(bare) {
+        if r.available && r.priority >= 0 {
+            delivered |= ctx.core.sessions.send(&r.jid, stanza.el.clone()).is_ok();
+        }
+    }
+    delivered
+}
+
+/// Presence the presence module let through: available, unavailable and errors
+/// (RFC 6121 §8.5.2.1.2, §8.5.3.1): to a full JID if connected, to all available resources
+/// for a bare JID, otherwise dropped.
+fn presence_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
+    let sessions = &ctx.core.sessions;
+    match to.try_into_full() {
+        Ok(full) => {
+            let _ = sessions.send(&full, stanza.el);
+        }
+        Err(bare) => {
+            for r in sessions.resources(&bare) {
+                if r.available {
+                    let _ = sessions.send(&r.jid, stanza.el.clone());
+                }
+            }
+        }
+    }
+}
+
+/// RFC 6121 §8.5.2.1.3 and §8.5.3: IQs for an account.
+async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
+    let request = stanza.iq_type().is_some_and(IqType::is_request);
+    match to.try_into_full() {
+        Ok(full) => {
+            let Stanza { kind, from, to, el } = stanza;
+            if let Err(SendError::Offline(el) | SendError::Overloaded(el)) = ctx.core.sessions.send(&full, el) {
+                if request {
+                    bounce(ctx, &Stanza { kind, from, to, el }, StanzaError::service_unavailable()).await
+                }
+            }
+        }
+        // A request to a bare JID is handled by the server on behalf of the account.
+        Err(bare) if request => dispatch_iq(ctx, stanza, Scope::Account, Jid::from(bare)).await,
+        Err(_) => {}
+    }
+}
+
+/// Find the handler for an IQ request and send exactly one reply: its result, its error,
+/// `service-unavailable` when nobody handles it, `internal-server-error` if it panics.
+async fn dispatch_iq(ctx: &Ctx, stanza: Stanza, scope: Scope, to: Jid) {
+    let Some(kind) = stanza.iq_type() else { return };
+    let Some(payload) = stanza.payload() else { return };
+    let handler = ctx.core.modules.iq_handler(scope, kind, payload.name(), &payload.ns());
+    let Some(handler) = handler else {
+        return bounce(ctx, &stanza, StanzaError::service_unavailable()).await;
+    };
+    let request = IqRequest { stanza: stanza.clone(), from: stanza.from.clone(), to, kind };
+    let result = AssertUnwindSafe(handler(ctx.clone(), request)).catch_unwind().await;
+    let reply = match result {
+        Ok(Ok(payload)) => Some(stanza.iq_result(payload)),
+        Ok(Err(error)) => stanza.error_reply(&error),
+        Err(_) => {
+            tracing::error!(ns = %stanza.payload().map(|p| p.ns()).unwrap_or_default(), "IQ handler panicked");
+            stanza.error_reply(&StanzaError::internal())
+        }
+    };
+    if let Some(reply) = reply {
+        ctx.reply(reply).await;
+    }
+}

@@ -1,0 +1,184 @@
+//! Start and stop the server: storage, certificates, listeners, and the graceful shutdown
+//! that gives every client `<system-shutdown/>` (mini-redis's listener/shutdown shape).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::core::{Core, CoreState};
+use crate::storage::{Db, StorageError};
+use crate::tls::{Certificates, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("certificates: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Tls(Vec<TlsError>),
+    #[error("storage ({url}): {source}")]
+    Storage { url: String, source: StorageError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running server.
+pub struct Server {
+    core: Core,
+    c2s: Vec<SocketAddr>,
+    c2s_tls: Vec<SocketAddr>,
+    connections: TaskTracker,
+    acceptors: TaskTracker,
+}
+
+/// File descriptors kept for the database, logs and listeners, not for clients.
+const RESERVED_FDS: u64 = 64;
+
+impl Server {
+    /// Open storage, load certificates, bind every listener, and start accepting.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let certs = Certificates::load(&config).map_err(StartError::Tls)?;
+        let url = config.storage_url();
+        let db = Db::open(&url, config.storage.max_connections)
+            .await
+            .map_err(|source| StartError::Storage { url: redact(&url), source })?;
+        let mut plain = Vec::new();
+        for addr in &config.c2s.listen {
+            plain.push(TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?);
+        }
+        let mut tls = Vec::new();
+        for addr in &config.c2s.listen_tls {
+            tls.push(TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?);
+        }
+        let max_connections = connection_limit();
+        let core = CoreState::new(config, db, certs);
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let server = Server {
+            c2s: plain.iter().filter_map(|l| l.local_addr().ok()).collect(),
+            c2s_tls: tls.iter().filter_map(|l| l.local_addr().ok()).collect(),
+            connections: TaskTracker::new(),
+            acceptors: TaskTracker::new(),
+            core,
+        };
+        for (listener, direct_tls) in plain.into_iter().map(|l| (l, false)).chain(tls.into_iter().map(|l| (l, true))) {
+            let core = server.core.clone();
+            let connections = server.connections.clone();
+            let limit = limit.clone();
+            server.acceptors.spawn(accept_loop(core, listener, direct_tls, connections, limit));
+        }
+        tracing::info!(
+            domains = ?server.core.config.domains,
+            storage = server.core.db.backend(),
+            starttls = ?server.c2s,
+            direct_tls = ?server.c2s_tls,
+            max_connections,
+            "Starling {} started",
+            env!("CARGO_PKG_VERSION")
+        );
+        Ok(server)
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Bound addresses of the STARTTLS listeners (useful with port 0).
+    pub fn c2s_addrs(&self) -> &[SocketAddr] {
+        &self.c2s
+    }
+
+    pub fn c2s_tls_addrs(&self) -> &[SocketAddr] {
+        &self.c2s_tls
+    }
+
+    /// Stop accepting, end every session with `<system-shutdown/>` (each goes unavailable
+    /// and records its last activity), wait for them, and close storage.
+    pub async fn shutdown(self) {
+        tracing::info!(sessions = self.core.sessions.count(), "shutting down");
+        self.core.shutdown.cancel();
+        self.acceptors.close();
+        self.acceptors.wait().await;
+        self.connections.close();
+        if tokio::time::timeout(Duration::from_secs(15), self.connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not finish within 15 s");
+        }
+        self.core.db.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(core: Core, listener: TcpListener, direct_tls: bool, connections: TaskTracker, limit: Arc<Semaphore>) {
+    loop {
+        let permit = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let core = core.clone();
+                connections.spawn(async move {
+                    crate::c2s::serve(core, tcp, peer, direct_tls).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Raise the open-file limit to its hard maximum and derive how many clients fit in it;
+/// warn when that is low, since every client holds one descriptor.
+fn connection_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let available = (limit.rlim_cur as u64).saturating_sub(RESERVED_FDS).max(16);
+    if available < 10_000 {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            max_clients = available,
+            "the open-file limit allows only {available} clients; raise it (ulimit -n / LimitNOFILE) for more"
+        );
+    }
+    available.min(usize::MAX as u64) as usize
+}
+
+/// A storage URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("sqlite://data/s.db"), "sqlite://data/s.db");
+    }
+}
