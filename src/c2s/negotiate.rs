@@ -47,8 +47,14 @@ pub struct Negotiation {
     domain: Option<String>,
     lang: String,
     account: Option<BareJid>,
+    /// Failed credentials (wrong password, unknown user), limited by `auth.max_failures`.
     sasl_failures: u32,
+    /// Every failed exchange, including malformed ones, so that a client cannot loop forever.
+    sasl_attempts: u32,
 }
+
+/// Failed SASL exchanges of any kind allowed on one stream.
+const MAX_SASL_ATTEMPTS: u32 = 10;
 
 /// What one element during negotiation led to.
 enum Step {
@@ -71,6 +77,7 @@ impl Negotiation {
             lang: "en".into(),
             account: None,
             sasl_failures: 0,
+            sasl_attempts: 0,
         }
     }
 
@@ -312,14 +319,14 @@ impl Negotiation {
             let plus_offered = offered.iter().any(|m| m.ends_with("-PLUS"));
             return match sasl::authenticate(&self.core, reader, writer, el, &domain, &offered, plus_offered, bindings, self.deadline).await {
                 SaslResult::Success(account) => {
-                    tracing::Span::current().record("jid", tracing::field::display(&account));
-                    tracing::debug!("authenticated");
+                    tracing::debug!(%account, "authenticated");
                     self.account = Some(account);
                     Ok(Step::Restart)
                 }
-                SaslResult::Failed => {
-                    self.sasl_failures += 1;
-                    if self.sasl_failures >= self.core.config.auth.max_failures {
+                SaslResult::Failed { credentials } => {
+                    self.sasl_failures += u32::from(credentials);
+                    self.sasl_attempts += 1;
+                    if self.sasl_failures >= self.core.config.auth.max_failures || self.sasl_attempts >= MAX_SASL_ATTEMPTS {
                         let e = StreamError::new(StreamCondition::PolicyViolation).with_text("too many failed authentication attempts");
                         return Err(self.fail(writer, e, false).await);
                     }

@@ -18,8 +18,9 @@ use crate::xml::{StreamEvent, ns};
 
 pub enum SaslResult {
     Success(BareJid),
-    /// A `<failure/>` was sent; the client may try again.
-    Failed,
+    /// A `<failure/>` was sent; the client may try again. `credentials`: the failure was
+    /// a wrong password or unknown account (rather than a malformed exchange).
+    Failed { credentials: bool },
     /// End the stream with this error.
     Stream(StreamError),
     /// The connection is gone.
@@ -207,7 +208,7 @@ async fn fail(core: &Core, writer: &mut Writer, failure: SaslFailure) -> SaslRes
     el.append_child(Element::bare(failure.condition(), ns::SASL));
     writer.queue(&el);
     match writer.flush().await {
-        Ok(()) => SaslResult::Failed,
+        Ok(()) => SaslResult::Failed { credentials: matches!(failure, SaslFailure::NotAuthorized | SaslFailure::InvalidAuthzid) },
         Err(_) => SaslResult::Lost,
     }
 }

@@ -60,7 +60,13 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<vcard::VcardTemp>(deps);
     reg.load::<private::PrivateXml>(deps);
     reg.load::<register::Register>(deps);
-    reg.finish()
+    let mut table = reg.finish();
+    // XEP-0115 §6.3: the server's own capabilities, hashed over everything registered.
+    if table.loaded.contains(&disco::Disco::NAME) {
+        let caps = disco::caps_element(&table);
+        table.stream_features.push((Stage::PostAuth, caps));
+    }
+    table
 }
 
 /// Names of all modules, for `starling check` and config validation.

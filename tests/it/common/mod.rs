@@ -1,0 +1,121 @@
+//! Test harness: a real server on ephemeral loopback ports, on SQLite or PostgreSQL, and a
+//! client that speaks XMPP to it over TLS (see `client.rs`).
+
+pub mod client;
+pub mod pg;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use starling::Config;
+use starling::Server;
+use starling::storage::NewAccount;
+
+pub use client::Client;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generate, for each `async fn name(backend: Backend)`, a test per backend:
+/// `name::sqlite` and `name::postgres`. Both always run.
+#[macro_export]
+macro_rules! db_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub const DOMAIN: &str = "localhost";
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Start with a config adjusted by `f` (after the test defaults).
+    pub async fn start_with(backend: Backend, f: impl FnOnce(&mut Config)) -> TestServer {
+        starling::init_crypto();
+        let dir = tempfile::Builder::new().prefix("starling-test-").tempdir().unwrap();
+        let mut config = Config::defaults_here();
+        config.domains = vec![DOMAIN.into(), "example.test".into()];
+        config.data_dir = dir.path().to_path_buf();
+        config.c2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.c2s.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        // Failed logins are delayed by design; tests need not wait a whole second.
+        config.auth.failure_delay_ms = 20;
+        config.storage.url = match backend {
+            Backend::Sqlite => "sqlite://starling.db".into(),
+            Backend::Postgres => pg::new_database().await,
+        };
+        f(&mut config);
+        let server = Server::start(config.clone()).await.expect("server starts");
+        TestServer { server: Some(server), config, dir }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server().c2s_addrs()[0]
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.server().c2s_tls_addrs()[0]
+    }
+
+    /// The self-signed certificate the server generated, for the client to trust.
+    pub fn cert_path(&self, domain: &str) -> PathBuf {
+        self.dir.path().join("certs").join(format!("{domain}.crt"))
+    }
+
+    pub async fn add_user(&self, user: &str, password: &str) {
+        let jid = jid::BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+        let credentials = starling::auth::derive_credentials(password.to_string(), 4096).await.unwrap();
+        let created = self.server().core().db.accounts().create(&NewAccount { jid, credentials }).await.unwrap();
+        assert!(created, "{user} already exists");
+    }
+
+    /// A logged-in client for `user` (created with password "pw" if needed by the caller).
+    pub async fn login(&self, user: &str, resource: &str) -> Client {
+        Client::login(self, user, "pw", resource).await
+    }
+
+    /// Create users with password "pw".
+    pub async fn users(&self, names: &[&str]) {
+        for n in names {
+            self.add_user(n, "pw").await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// `user@localhost`.
+pub fn jid(user: &str) -> String {
+    format!("{user}@{DOMAIN}")
+}

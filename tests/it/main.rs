@@ -1,0 +1,7 @@
+//! Integration tests: a real server on loopback, real TLS, real databases (SQLite and a
+//! throwaway PostgreSQL), and a client speaking XMPP. One binary, one module per area.
+
+mod common;
+
+mod auth;
+mod stream;
