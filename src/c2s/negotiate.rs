@@ -153,7 +153,15 @@ impl Negotiation {
 
     /// Read the next event before the deadline; errors end the stream.
     async fn read(&self, reader: &mut Reader, writer: &mut Writer) -> Result<StreamEvent, Ended> {
-        match tokio::time::timeout_at(self.deadline, reader.next()).await {
+        // Dropping the read on shutdown is fine: the stream ends right after.
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(self.deadline, reader.next()) => read,
+            _ = self.core.shutdown.cancelled() => {
+                let opened = self.domain.is_some();
+                return Err(self.fail(writer, StreamError::new(StreamCondition::SystemShutdown), !opened).await);
+            }
+        };
+        match read {
             Ok(Ok(event)) => Ok(event),
             Ok(Err(xml::XmlError::Eof | xml::XmlError::Io(_))) => Err(Ended),
             Ok(Err(e)) => {

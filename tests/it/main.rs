@@ -4,4 +4,5 @@
 mod common;
 
 mod auth;
+mod robustness;
 mod stream;
