@@ -274,10 +274,10 @@ impl Presence {
                 }
                 _ => return,
             }
-            // Only items that exist or that a request creates go into the roster; a plain
-            // "unsubscribed" to a stranger must not add them.
+            // Only items that exist, or that a request or an approval creates (§3.1.2,
+            // §3.1.5), go into the roster; "unsubscribed" to a stranger must not add them.
             let changed = existing.as_ref() != Some(&item);
-            let creates = existing.is_none() && kind == PresenceType::Subscribe;
+            let creates = existing.is_none() && (kind == PresenceType::Subscribe || send_presence_after.is_some());
             if changed && (existing.is_some() || creates) {
                 match rosters.put(&user, item.clone()).await {
                     Ok(version) => rosters.push(&core.sessions, &user, &item, false, version),

@@ -4,5 +4,7 @@
 mod common;
 
 mod auth;
+mod presence;
+mod roster;
 mod robustness;
 mod stream;

@@ -297,6 +297,16 @@ impl Client {
         }
     }
 
+    /// Discard everything received so far (pushes, presence) and what arrives in 200 ms.
+    pub async fn drain(&mut self) {
+        self.pending.clear();
+        while let Ok(got) = tokio::time::timeout(Duration::from_millis(200), self.read_inner()).await {
+            if !matches!(got, Got::Element(_) | Got::Header(_)) {
+                break;
+            }
+        }
+    }
+
     /// The next message, presence or iq of `kind` (other kinds are kept pending).
     pub async fn expect_kind(&mut self, kind: &str) -> Element {
         self.expect(kind, |e| e.name() == kind).await

@@ -119,3 +119,32 @@ impl TestServer {
 pub fn jid(user: &str) -> String {
     format!("{user}@{DOMAIN}")
 }
+
+/// Make two online, available clients subscribe to each other (RFC 6121 §3), checking each
+/// step; afterwards both rosters say `both`. Presence traffic is consumed.
+pub async fn befriend(a: &mut Client, b: &mut Client) {
+    let a_bare = a.jid.split('/').next().unwrap().to_string();
+    let b_bare = b.jid.split('/').next().unwrap().to_string();
+    subscribe_one_way(a, b, &a_bare, &b_bare).await;
+    subscribe_one_way(b, a, &b_bare, &a_bare).await;
+    for c in [&mut *a, &mut *b] {
+        let roster = c.request("<iq type='get' id='befriend'><query xmlns='jabber:iq:roster'/></iq>").await;
+        let item = roster.get_child("query", "jabber:iq:roster").unwrap().children().next().expect("one item").clone();
+        assert_eq!(item.attr("subscription"), Some("both"), "{}", client::show(&roster));
+        assert_eq!(item.attr("ask"), None);
+    }
+    a.drain().await;
+    b.drain().await;
+}
+
+/// `x` subscribes to `y`'s presence and `y` approves.
+async fn subscribe_one_way(x: &mut Client, y: &mut Client, x_bare: &str, y_bare: &str) {
+    x.send(&format!("<presence type='subscribe' to='{y_bare}'/>")).await;
+    let req = y.expect("subscription request", |e| e.name() == "presence" && e.attr("type") == Some("subscribe")).await;
+    assert_eq!(req.attr("from"), Some(x_bare), "requests come from the bare JID");
+    y.send(&format!("<presence type='subscribed' to='{x_bare}'/>")).await;
+    x.expect("subscribed", |e| e.name() == "presence" && e.attr("type") == Some("subscribed")).await;
+    // The contact's current presence follows the approval.
+    let y_full = y.jid.clone();
+    x.expect("contact presence", |e| e.name() == "presence" && e.attr("type").is_none() && e.attr("from") == Some(y_full.as_str())).await;
+}
