@@ -193,6 +193,12 @@ impl TreeBuilder {
         if self.mode == Mode::Stream && self.done {
             return Err(XmlError::NotWellFormed("content after the stream closed".into()));
         }
+        // A `<stream:stream>` below the stream root, inside a stanza or in place of one, is
+        // never legitimate: forwarding it invites "stanza smuggling" in recipients whose
+        // parsers restart on any stream header (CVE-2022-20917; RFC 6120 §4.9.3.13).
+        if self.mode == Mode::Stream && el.is("stream", ns::STREAMS) {
+            return Err(XmlError::NotWellFormed("a stream header inside the stream".into()));
+        }
         if empty {
             Ok(self.attach(el))
         } else {
@@ -253,28 +259,100 @@ impl TreeBuilder {
     }
 }
 
+/// The XML declaration, strictly: `<?xml version='1.0' [encoding='UTF-8'] [standalone='yes']?>`
+/// in that order and nothing else (XML 1.0 §2.8 `XMLDecl`). quick-xml only finds the
+/// pseudo-attributes it is asked for and ignores the rest, unknown or misordered.
 fn check_decl(decl: &quick_xml::events::BytesDecl<'_>) -> Result<(), XmlError> {
-    let version = decl.version().map_err(|_| XmlError::NotWellFormed("bad XML declaration".into()))?;
-    if &*version != "1.0" {
-        return Err(XmlError::NotWellFormed("only XML 1.0 is supported".into()));
-    }
-    if let Some(encoding) = decl.encoding() {
-        let encoding = encoding.map_err(|_| XmlError::NotWellFormed("bad XML declaration".into()))?;
-        if !encoding.eq_ignore_ascii_case("utf-8") {
-            return Err(XmlError::UnsupportedEncoding);
+    let bad = || XmlError::NotWellFormed("bad XML declaration".into());
+    // The content between `<?` and `?>`: "xml version='1.0' ...".
+    let raw: &str = decl;
+    let mut rest = raw.strip_prefix("xml").ok_or_else(bad)?;
+    let mut seen: Vec<&str> = Vec::new();
+    loop {
+        let trimmed = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        if trimmed.is_empty() {
+            break;
         }
+        if trimmed.len() == rest.len() {
+            // Pseudo-attributes are separated by whitespace.
+            return Err(bad());
+        }
+        let name_len = trimmed.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(trimmed.len());
+        let (name, after) = trimmed.split_at(name_len);
+        let after = after.trim_start_matches([' ', '\t', '\r', '\n']).strip_prefix('=').ok_or_else(bad)?;
+        let after = after.trim_start_matches([' ', '\t', '\r', '\n']);
+        let quote = after.chars().next().filter(|&q| q == '\'' || q == '"').ok_or_else(bad)?;
+        let (value, tail) = after[1..].split_once(quote).ok_or_else(bad)?;
+        rest = tail;
+        // The order is fixed: version, then encoding, then standalone.
+        let order = ["version", "encoding", "standalone"];
+        let position = order.iter().position(|&o| o == name).ok_or_else(bad)?;
+        if seen.last().is_some_and(|last| order.iter().position(|o| o == last).unwrap() >= position)
+            || (seen.is_empty() && name != "version")
+        {
+            return Err(bad());
+        }
+        seen.push(name);
+        match name {
+            "version" => {
+                if value != "1.0" {
+                    return Err(XmlError::NotWellFormed("only XML 1.0 is supported".into()));
+                }
+            }
+            "encoding" => {
+                // EncName ::= [A-Za-z] ([A-Za-z0-9._] | '-')*
+                let well_formed = value.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                if !well_formed {
+                    return Err(bad());
+                }
+                if !value.eq_ignore_ascii_case("utf-8") {
+                    return Err(XmlError::UnsupportedEncoding);
+                }
+            }
+            _ => match value {
+                "yes" => {}
+                // The document would depend on external markup declarations (Prosody
+                // refuses this too).
+                "no" => return Err(XmlError::Restricted("standalone='no'")),
+                _ => return Err(bad()),
+            },
+        }
+    }
+    if seen.is_empty() {
+        return Err(bad());
     }
     Ok(())
 }
+
+/// The namespace of namespace declarations themselves (Namespaces in XML §3).
+const XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Build an element (without children) from a start tag, resolving namespaces and checking
 /// names, attribute values and duplicates.
 fn build_element(start: &BytesStart<'_>, resolver: &NamespaceResolver) -> Result<Element, XmlError> {
     let qname = start.name();
-    let (resolved, local) = resolver.resolve_element(qname);
     check_qname(qname.as_ref())?;
+    check_attribute_spacing(start.attributes_raw())?;
+    // Every attribute is checked first, namespace declarations included: the resolver below
+    // works from their raw text.
+    let mut attrs = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
+        let key = attr.key;
+        check_qname(key.as_ref())?;
+        let value = attribute_value(&attr.value)?;
+        if let Some(binding) = key.as_namespace_binding() {
+            // Namespace declarations are not attributes of the tree (minidom derives them
+            // on output).
+            check_binding(binding, &value)?;
+            continue;
+        }
+        attrs.push((key, value));
+    }
+    let (resolved, local) = resolver.resolve_element(qname);
     let namespace = match resolved {
-        ResolveResult::Bound(ns) => ns.as_ref().to_owned(),
+        ResolveResult::Bound(ns) => namespace_name(ns.as_ref())?,
         ResolveResult::Unbound => {
             return Err(XmlError::InvalidNamespace(format!("element '{}' has no namespace", qname.as_ref())));
         }
@@ -282,53 +360,97 @@ fn build_element(start: &BytesStart<'_>, resolver: &NamespaceResolver) -> Result
             return Err(XmlError::NotWellFormed(format!("unbound prefix '{prefix}'")));
         }
     };
+    // `<xmlns:a>`: element names never have the prefix `xmlns` (Namespaces in XML §3).
+    if namespace == XMLNS {
+        return Err(XmlError::NotWellFormed(format!("element '{}' in the xmlns namespace", qname.as_ref())));
+    }
     let mut el = Element::bare(local.as_ref(), namespace);
-    for attr in start.attributes() {
-        let attr = attr.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
-        let key = attr.key.as_ref();
-        check_qname(key)?;
-        if attr.value.contains('<') {
-            return Err(XmlError::NotWellFormed("'<' in an attribute value".into()));
-        }
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|e| match e {
-                quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(..)) => XmlError::Restricted("undefined entity reference"),
-                other => XmlError::NotWellFormed(format!("attribute value: {other}")),
-            })?;
-        check_chars(&value)?;
-        if let Some(binding) = attr.key.as_namespace_binding() {
-            // Namespace declarations are not attributes of the tree (minidom derives them
-            // on output). Binding the reserved prefixes is an error (Namespaces in XML §3).
-            if let quick_xml::name::PrefixDeclaration::Named(prefix) = binding {
-                if prefix == "xmlns" || (prefix == "xml" && value != ns::XML) {
-                    return Err(XmlError::NotWellFormed("reserved prefix rebound".into()));
-                }
-            }
-            continue;
-        }
-        let (resolved, attr_local) = resolver.resolve_attribute(attr.key);
+    for (key, value) in attrs {
+        let (resolved, attr_local) = resolver.resolve_attribute(key);
         let attr_ns: Namespace<'static> = match resolved {
             ResolveResult::Unbound => Namespace::NONE,
-            ResolveResult::Bound(ns) if ns.as_ref() == ns::XML => Namespace::xml().clone(),
-            ResolveResult::Bound(ns) => Namespace::from(ns.as_ref().to_owned()),
+            ResolveResult::Bound(ns) => match namespace_name(ns.as_ref())? {
+                n if n == ns::XML => Namespace::xml().clone(),
+                n => Namespace::from(n),
+            },
             ResolveResult::Unknown(prefix) => {
                 return Err(XmlError::NotWellFormed(format!("unbound prefix '{prefix}'")));
             }
         };
         let name = NcName::try_from(attr_local.as_ref())
-            .map_err(|_| XmlError::NotWellFormed(format!("bad attribute name '{key}'")))?;
-        let value = match value {
-            Cow::Borrowed(s) => s.to_owned(),
-            Cow::Owned(s) => s,
-        };
+            .map_err(|_| XmlError::NotWellFormed(format!("bad attribute name '{}'", key.as_ref())))?;
         // quick-xml's duplicate check compares raw names; `a:x` and `b:x` bound to the same
         // namespace are still duplicates (Namespaces in XML §6.3).
         if el.attrs_mut().insert(attr_ns, name, value).is_some() {
-            return Err(XmlError::NotWellFormed(format!("duplicate attribute '{key}'")));
+            return Err(XmlError::NotWellFormed(format!("duplicate attribute '{}'", key.as_ref())));
         }
     }
     Ok(el)
+}
+
+/// An attribute value as the application sees it: references resolved and whitespace
+/// normalised (XML 1.0 §3.3.3), with the character checks quick-xml does not make.
+fn attribute_value(raw: &str) -> Result<String, XmlError> {
+    if raw.contains('<') {
+        return Err(XmlError::NotWellFormed("'<' in an attribute value".into()));
+    }
+    let attr = quick_xml::events::attributes::Attribute {
+        key: quick_xml::name::QName("a"),
+        value: Cow::Borrowed(raw),
+    };
+    let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| match e {
+        quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(..)) => {
+            XmlError::Restricted("undefined entity reference")
+        }
+        other => XmlError::NotWellFormed(format!("attribute value: {other}")),
+    })?;
+    check_chars(&value)?;
+    Ok(value.into_owned())
+}
+
+/// The namespace name a resolver binding stands for. quick-xml binds prefixes to the *raw*
+/// text of the declaration, so `xmlns='a&amp;b'` must still be read as `a&b`.
+fn namespace_name(raw: &str) -> Result<String, XmlError> {
+    if raw.contains(['&', '\t', '\n', '\r']) { attribute_value(raw) } else { Ok(raw.to_owned()) }
+}
+
+/// Namespaces in XML §3 (and 1.0 §5: no undeclaring a prefix): what a declaration may bind.
+fn check_binding(binding: quick_xml::name::PrefixDeclaration<'_>, value: &str) -> Result<(), XmlError> {
+    use quick_xml::name::PrefixDeclaration;
+    let ok = match binding {
+        PrefixDeclaration::Default => value != ns::XML && value != XMLNS,
+        PrefixDeclaration::Named("xml") => value == ns::XML,
+        PrefixDeclaration::Named("xmlns") => false,
+        PrefixDeclaration::Named(_) => !value.is_empty() && value != ns::XML && value != XMLNS,
+    };
+    if ok { Ok(()) } else { Err(XmlError::NotWellFormed(format!("namespace declaration binds a reserved or empty name: '{value}'"))) }
+}
+
+/// Attributes are separated by whitespace (XML 1.0 §3.1: `(S Attribute)*`); quick-xml
+/// reads `a='1'b='2'` as two attributes.
+fn check_attribute_spacing(raw: &str) -> Result<(), XmlError> {
+    let mut quote = None;
+    let mut after_value = false;
+    for b in raw.bytes() {
+        match quote {
+            Some(q) => {
+                if b == q {
+                    quote = None;
+                    after_value = true;
+                }
+            }
+            None => {
+                if after_value && !matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+                    return Err(XmlError::NotWellFormed("no whitespace between attributes".into()));
+                }
+                after_value = false;
+                if b == b'\'' || b == b'"' {
+                    quote = Some(b);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A qualified name: `NCName` or `NCName:NCName`.
@@ -355,5 +477,107 @@ fn check_chars(s: &str) -> Result<(), XmlError> {
     match s.chars().find(|&c| !is_xml_char(c)) {
         Some(c) => Err(XmlError::NotWellFormed(format!("illegal character U+{:04X}", c as u32))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checks added after the differential test against rxml (tests/xml_differential.rs)
+    //! found quick-xml lenient.
+
+    use super::XmlError;
+    use crate::xml::{Input, Limits, ReadStats, StreamEvent, StreamReader, parse_element};
+
+    fn err(doc: &str) -> String {
+        match parse_element(doc) {
+            Ok(el) => panic!("{doc:?} accepted as {}", crate::xml::to_string(&el)),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn xml_declaration_is_strict() {
+        for ok in [
+            "<?xml version='1.0'?><a xmlns='u'/>",
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><a xmlns='u'/>",
+            "<?xml version='1.0' encoding='UTF-8' standalone='yes' ?><a xmlns='u'/>",
+        ] {
+            parse_element(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, want) in [
+            ("<?xml version='1.0' standalone='no'?><a xmlns='u'/>", "Restricted"),
+            ("<?xml version='1.0' standalone='maybe'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version='1.0' standalone='yes' encoding='UTF-8'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml encoding='UTF-8' version='1.0'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version='1.0' foo='bar'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version='1.0'encoding='UTF-8'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version='1.0' version='1.0'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version=1.0?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version='1.1'?><a xmlns='u'/>", "NotWellFormed"),
+            ("<?xml version='1.0' encoding='latin1'?><a xmlns='u'/>", "UnsupportedEncoding"),
+        ] {
+            let got = err(bad);
+            assert!(got.starts_with(want), "{bad}: expected {want}, got {got}");
+        }
+    }
+
+    #[test]
+    fn attributes_need_whitespace_between_them() {
+        assert!(err("<a xmlns='u' b='1'c='2'/>").contains("whitespace"));
+        assert!(err("<a xmlns='u'b='1'/>").starts_with("NotWellFormed"));
+        let el = parse_element("<a xmlns='u' b='1'\tc=\"2\"\n/>").unwrap();
+        assert_eq!((el.attr("b"), el.attr("c")), (Some("1"), Some("2")));
+    }
+
+    #[test]
+    fn namespace_declarations_are_resolved_and_checked() {
+        // References in a namespace name are resolved like in any attribute value.
+        let el = parse_element("<a xmlns='urn:x?a=1&amp;b=2' xmlns:p='urn:&#x70;' p:c='1'/>").unwrap();
+        assert_eq!(el.ns(), "urn:x?a=1&b=2");
+        assert_eq!(el.attr_ns("urn:p", "c"), Some("1"));
+        // The xml namespace reached through another prefix by a character reference.
+        assert!(err("<a xmlns='u' xmlns:p='&#x68;ttp://www.w3.org/XML/1998/namespace'/>").starts_with("NotWellFormed"));
+        for bad in [
+            "<a xmlns='u' xmlns:p=''/>",
+            "<a xmlns='http://www.w3.org/XML/1998/namespace'/>",
+            "<a xmlns='http://www.w3.org/2000/xmlns/'/>",
+            "<a xmlns='u' xmlns:p='http://www.w3.org/2000/xmlns/'/>",
+            "<xmlns:a xmlns='u'/>",
+            "<a xmlns='u' xmlns:xml='urn:other'/>",
+        ] {
+            assert!(err(bad).starts_with("NotWellFormed"), "{bad}: {}", err(bad));
+        }
+        // Declaring xml to its own namespace is allowed.
+        parse_element("<a xmlns='u' xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>").unwrap();
+    }
+
+    async fn stream_error(body: &str) -> Option<XmlError> {
+        let doc = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>{body}</stream:stream>");
+        let mut reader = StreamReader::new(Input::new(doc.as_bytes(), ReadStats::new()), Limits::default());
+        loop {
+            match reader.next().await {
+                Ok(StreamEvent::Close) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(e),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn no_stream_header_inside_the_stream() {
+        for body in [
+            "<message><stream:stream/></message>",
+            "<message><x xmlns='urn:x'><stream xmlns='http://etherx.jabber.org/streams'>a</stream></x></message>",
+            "<stream:stream>",
+            "<stream:stream/>",
+        ] {
+            let e = stream_error(body).await;
+            assert!(matches!(e, Some(XmlError::NotWellFormed(_))), "{body}: {e:?}");
+        }
+        // Other elements of the streams namespace are fine, and so is a `stream` element
+        // of another namespace.
+        for body in ["<stream:features/>", "<message><stream xmlns='urn:x'/></message>"] {
+            assert!(stream_error(body).await.is_none(), "{body}");
+        }
     }
 }
