@@ -73,6 +73,8 @@ struct Session {
     stats: Arc<ReadStats>,
     ping: PingState,
     bucket: Bucket,
+    /// The reader hit an error: no closing tag can come from the client any more.
+    read_failed: bool,
 }
 
 /// XEP-0199 §4.2: the server pings a client that has been silent, and drops it if it does
@@ -133,6 +135,7 @@ impl Session {
                 pending: None,
             },
             bucket: Bucket::new(config.max_bytes_per_second),
+            read_failed: false,
             core,
             conn,
             jid,
@@ -143,17 +146,22 @@ impl Session {
         };
         tracing::info!("session started");
         session.core.modules.run_session_hook(SessionHook::Bound, &session.ctx, &session.jid, None, false).await;
-        let end = match session.write_output().await {
-            Some(end) => end,
+        match session.write_output().await {
+            Some(end) => {
+                session.leave().await;
+                session.close_stream(end, None::<std::pin::Pin<&mut std::future::Ready<()>>>).await;
+                session.reroute_queued().await;
+            }
             None => session.run(reader).await,
-        };
-        session.finish(end).await;
+        }
+        tracing::info!("session ended");
     }
 
-    async fn run(&mut self, reader: Reader) -> End {
+    async fn run(&mut self, reader: Reader) {
         // One read future lives across iterations: quick-xml's read is not cancel-safe.
         let read = read_next(reader);
         tokio::pin!(read);
+        let mut closing = None;
         let end = loop {
             let reading = self.bucket.paused_until.is_none();
             let timer = self.next_timer();
@@ -172,17 +180,21 @@ impl Session {
                                 Ok(Outbound::Stanza(el)) => self.writer.queue(&el),
                                 Ok(Outbound::Close(e)) => {
                                     let _ = self.writer.flush().await;
-                                    return self.close_with(e, read.as_mut()).await;
+                                    closing = Some(End::Error(e));
+                                    break;
                                 }
                                 Err(_) => break,
                             }
                             more += 1;
                         }
+                        if let Some(end) = closing.take() {
+                            break end;
+                        }
                         if self.writer.flush().await.is_err() {
                             break End::Lost;
                         }
                     }
-                    Some(Outbound::Close(e)) => return self.close_with(e, read.as_mut()).await,
+                    Some(Outbound::Close(e)) => break End::Error(e),
                     None => break End::Lost,
                 },
                 (reader, event) = &mut read, if reading => {
@@ -195,17 +207,21 @@ impl Session {
                             self.bucket.account(self.stats.total());
                         }
                         Ok(StreamEvent::Close) => break End::ClientClosed,
-                        Ok(StreamEvent::Open(_)) => break End::Error(StreamError::new(StreamCondition::NotWellFormed)),
+                        Ok(StreamEvent::Open(_)) => {
+                            self.read_failed = true;
+                            break End::Error(StreamError::new(StreamCondition::NotWellFormed));
+                        }
                         Err(XmlError::Eof | XmlError::Io(_)) => break End::Lost,
                         Err(e) => {
                             tracing::debug!(error = %e, "bad XML from client");
+                            self.read_failed = true;
                             break End::Error(e.into());
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(timer) => {
                     if let Some(end) = self.on_timer() {
-                        return self.close_with_end(end, read.as_mut()).await;
+                        break end;
                     }
                     if self.writer.flush().await.is_err() {
                         break End::Lost;
@@ -213,7 +229,12 @@ impl Session {
                 }
             }
         };
-        end
+        // Out of the registry first, so that nothing more is routed here and contacts see
+        // us go at once; then the closing handshake; then what was still queued.
+        self.leave().await;
+        let read_pending = !matches!(end, End::Lost | End::ClientClosed) && !self.read_failed;
+        self.close_stream(end, read_pending.then_some(read.as_mut())).await;
+        self.reroute_queued().await;
     }
 
     fn next_timer(&self) -> Instant {
@@ -298,41 +319,8 @@ impl Session {
         None
     }
 
-    async fn close_with(&mut self, error: StreamError, read: std::pin::Pin<&mut impl std::future::Future<Output = (Reader, Result<StreamEvent, XmlError>)>>) -> End {
-        self.close_with_end(End::Error(error), read).await
-    }
-
-    /// Send our end of the stream and give the client a moment to close its own (RFC 6120
-    /// §4.4), using the read that is already in progress.
-    async fn close_with_end(&mut self, end: End, read: std::pin::Pin<&mut impl std::future::Future<Output = (Reader, Result<StreamEvent, XmlError>)>>) -> End {
-        if let End::Error(e) = &end {
-            tracing::debug!(condition = e.condition.name(), "closing the stream");
-            self.writer.queue(&e.to_element());
-        }
-        self.writer.queue_raw(b"</stream:stream>");
-        if self.writer.flush().await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-        }
-        self.writer.shutdown().await;
-        End::Lost
-    }
-
-    /// After the stream: unregister, and tell the modules (presence goes unavailable).
-    async fn finish(mut self, end: End) {
-        match &end {
-            End::Lost => {}
-            End::ClientClosed => {
-                self.writer.queue_raw(b"</stream:stream>");
-                let _ = self.writer.flush().await;
-                self.writer.shutdown().await;
-            }
-            End::Error(e) => {
-                self.writer.queue(&e.to_element());
-                self.writer.queue_raw(b"</stream:stream>");
-                let _ = self.writer.flush().await;
-                self.writer.shutdown().await;
-            }
-        }
+    /// Unregister, and tell the modules (presence goes unavailable, last activity).
+    async fn leave(&mut self) {
         let core = self.core.clone();
         if let Some((state, last)) = core.sessions.unbind(&self.jid, self.conn) {
             let ctx = Ctx::new(core.clone());
@@ -341,10 +329,33 @@ impl Session {
                 core.rosters.evict(&self.jid.to_bare());
             }
         }
-        // Stanzas that were queued for us and never written are rerouted: messages find
-        // another resource or offline storage instead of being lost.
+    }
+
+    /// Send our end of the stream. If a read is still in progress, give the client a moment
+    /// to close its own (RFC 6120 §4.4).
+    async fn close_stream<F: std::future::Future>(&mut self, end: End, read: Option<std::pin::Pin<&mut F>>) {
+        match &end {
+            End::Lost => return,
+            End::ClientClosed => {}
+            End::Error(e) => {
+                tracing::debug!(condition = e.condition.name(), "closing the stream");
+                self.writer.queue(&e.to_element());
+            }
+        }
+        self.writer.queue_raw(b"</stream:stream>");
+        if self.writer.flush().await.is_ok() {
+            if let Some(read) = read {
+                let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+            }
+        }
+        self.writer.shutdown().await;
+    }
+
+    /// Stanzas queued for us and never written are rerouted: messages find another
+    /// resource or offline storage instead of being lost.
+    async fn reroute_queued(&mut self) {
         self.rx.close();
-        let ctx = Ctx::new(core.clone());
+        let ctx = Ctx::new(self.core.clone());
         while let Ok(out) = self.rx.try_recv() {
             if let Outbound::Stanza(el) = out {
                 if let Some(stanza) = Stanza::from_stored(el) {
@@ -354,6 +365,5 @@ impl Session {
                 }
             }
         }
-        tracing::info!("session ended");
     }
 }

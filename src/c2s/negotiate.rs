@@ -390,7 +390,10 @@ impl Negotiation {
                         let ctx = Ctx::new(self.core.clone());
                         handler(ctx, PreAuthIq { domain, ip: Some(self.peer.ip()), kind, payload }).await
                     }
-                    _ => return Err(self.fail(writer, StreamError::new(StreamCondition::NotAuthorized), false).await),
+                    Some(_) => Err(StanzaError::not_allowed().with_text("start TLS first")),
+                    // E.g. registration when it is disabled: an answer the client can show
+                    // (XEP-0077 §3.1), rather than a closed stream.
+                    None => Err(StanzaError::service_unavailable()),
                 }
             }
             // Authenticated but not bound: only binding is possible (RFC 6120 §7.1).

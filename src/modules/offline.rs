@@ -10,7 +10,7 @@ use minidom::Element;
 use super::{Ctx, Deps, Flow, Hook, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router::{self, deliver_message_now};
 use crate::stanza::{Condition, MessageType, Stanza, StanzaError};
-use crate::storage::OfflineStore;
+use crate::storage::{OfflineStore, Stored};
 use crate::xml::{self, ns};
 
 pub struct Offline {
@@ -78,16 +78,18 @@ impl Offline {
             stanza.el.append_child(delay(owner.domain().as_str()));
             self.store.store(&owner, &xml::to_string(&stanza.el), self.max_per_user).await
         };
-        match stored {
-            Ok(true) => {}
-            Ok(false) => {
-                let error = StanzaError::new(Condition::ServiceUnavailable).with_text("offline storage is full");
-                router::bounce(&ctx, &stanza, error).await;
-            }
+        let error = match stored {
+            Ok(Stored::Yes) => None,
+            Ok(Stored::Full) => Some(StanzaError::new(Condition::ServiceUnavailable).with_text("offline storage is full")),
+            // Deleted while the message was on its way: as for any unknown account.
+            Ok(Stored::NoSuchAccount) => Some(StanzaError::service_unavailable()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot store an offline message");
-                router::bounce(&ctx, &stanza, StanzaError::internal()).await;
+                Some(StanzaError::internal())
             }
+        };
+        if let Some(error) = error {
+            router::bounce(&ctx, &stanza, error).await;
         }
         Flow::Handled
     }

@@ -15,7 +15,7 @@ mod vcard;
 pub use accounts::{AccountStore, NewAccount};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
-pub use offline::{OfflineMessage, OfflineStore};
+pub use offline::{OfflineMessage, OfflineStore, Stored};
 pub use private::PrivateStore;
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use vcard::VcardStore;

@@ -10,6 +10,15 @@ pub struct OfflineStore {
     pub(super) db: Db,
 }
 
+/// What became of a message given to offline storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Yes,
+    /// The account has as many waiting messages as allowed.
+    Full,
+    NoSuchAccount,
+}
+
 #[derive(Debug, Clone)]
 pub struct OfflineMessage {
     pub id: i64,
@@ -18,23 +27,30 @@ pub struct OfflineMessage {
 }
 
 impl OfflineStore {
-    /// Store a message unless the owner already has `limit` messages waiting; `false` when
-    /// over the limit. One statement, so the count and the insert cannot interleave with
-    /// another writer on SQLite.
-    pub async fn store(&self, owner: &BareJid, stanza: &str, limit: usize) -> Result<bool> {
+    /// Store a message unless the owner already has `limit` messages waiting. One
+    /// statement, so that the count and the insert cannot interleave with another writer on
+    /// SQLite; the account must still exist (it may have been deleted meanwhile).
+    pub async fn store(&self, owner: &BareJid, stanza: &str, limit: usize) -> Result<Stored> {
         let sql = "INSERT INTO offline_messages (owner, stanza, stored_at) \
-                   SELECT $1, $2, $3 WHERE (SELECT COUNT(*) FROM offline_messages WHERE owner = $1) < $4";
-        on_pool!(self.db, |pool| {
-            let n = sqlx::query(sql)
+                   SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = $1) \
+                   AND (SELECT COUNT(*) FROM offline_messages WHERE owner = $1) < $4";
+        let inserted = on_pool!(self.db, |pool| {
+            sqlx::query(sql)
                 .bind(owner.as_str())
                 .bind(stanza)
                 .bind(now_unix())
                 .bind(limit as i64)
                 .execute(pool)
                 .await?
-                .rows_affected();
-            Ok(n == 1)
-        })
+                .rows_affected()
+        });
+        if inserted == 1 {
+            return Ok(Stored::Yes);
+        }
+        let exists = on_pool!(self.db, |pool| {
+            sqlx::query("SELECT 1 FROM accounts WHERE jid = $1").bind(owner.as_str()).fetch_optional(pool).await?.is_some()
+        });
+        Ok(if exists { Stored::Full } else { Stored::NoSuchAccount })
     }
 
     /// All waiting messages, oldest first.

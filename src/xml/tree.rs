@@ -243,6 +243,8 @@ impl TreeBuilder {
             }
         }
         match self.stack.last_mut() {
+            // `<![CDATA[]]>` and the like: an empty text node would not survive a round trip.
+            Some(_) if content.is_empty() => Ok(Built::Nothing),
             Some(parent) => {
                 parent.append_text(content);
                 Ok(Built::Nothing)

@@ -4,6 +4,12 @@
 mod common;
 
 mod auth;
+mod lifecycle;
+mod register;
+mod blocking;
+mod services;
+mod message;
+mod offline;
 mod presence;
 mod roster;
 mod robustness;

@@ -1,0 +1,128 @@
+//! Offline messages (XEP-0160) with XEP-0203 delays.
+
+use std::time::Duration;
+
+use crate::common::client::{CLIENT, condition, show};
+use crate::common::{Backend, TestServer};
+use crate::db_tests;
+
+fn body(m: &minidom::Element) -> String {
+    m.get_child("body", CLIENT).map(|b| b.text()).unwrap_or_default()
+}
+
+/// Stored while offline, delivered in order at the next initial presence (not before),
+/// each with a delay; then gone.
+async fn stored_and_delivered_in_order(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    alice.available().await;
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    for i in 0..5 {
+        let kind = if i % 2 == 0 { "chat" } else { "normal" };
+        alice.send(&format!("<message to='bob@localhost' type='{kind}' id='o{i}'><body>message {i}</body></message>")).await;
+    }
+    // Not stored: chat states alone, headlines; groupchat gets an error.
+    alice.send("<message to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
+    alice.send("<message to='bob@localhost' type='headline'><body>news</body></message>").await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+
+    let mut bob = s.login("bob", "b").await;
+    // Nothing before initial presence.
+    bob.expect_silence(Duration::from_millis(300)).await;
+    bob.send("<presence/>").await;
+    for i in 0..5 {
+        let m = bob.expect_kind("message").await;
+        assert_eq!(body(&m), format!("message {i}"), "{}", show(&m));
+        assert_eq!(m.attr("id"), Some(format!("o{i}").as_str()));
+        assert_eq!(m.attr("from"), Some("alice@localhost/a"));
+        let delay = m.get_child("delay", "urn:xmpp:delay").expect("XEP-0203 delay");
+        assert_eq!(delay.attr("from"), Some("localhost"));
+        let stamp = time::OffsetDateTime::parse(delay.attr("stamp").unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        assert!(stamp.unix_timestamp() >= before - 1, "{stamp}");
+    }
+    bob.expect("own presence", |e| e.name() == "presence").await;
+    bob.expect_silence(Duration::from_millis(300)).await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bob = s.login("bob", "b").await;
+    bob.send("<presence/>").await;
+    bob.expect("own presence", |e| e.name() == "presence").await;
+    bob.expect_silence(Duration::from_millis(500)).await;
+    s.stop().await;
+}
+
+async fn per_account_limit(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.offline.max_per_user = 3).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    for i in 0..3 {
+        alice.send(&format!("<message to='bob@localhost' id='k{i}'><body>{i}</body></message>")).await;
+    }
+    alice.send("<message to='bob@localhost' id='k3'><body>one too many</body></message>").await;
+    let e = alice.expect("error", |e| e.attr("id") == Some("k3")).await;
+    assert_eq!(condition(&e), "service-unavailable");
+    assert_eq!(body(&e), "one too many", "the error carries the body back");
+    alice.expect_silence(Duration::from_millis(200)).await;
+    s.stop().await;
+}
+
+/// Offline messages survive a server restart (they are committed when accepted).
+async fn survive_restart(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    alice.send("<message to='bob@localhost' type='chat'><body>kept</body></message>").await;
+    // A round trip makes sure the message was handled before the shutdown.
+    alice.request("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    drop(alice);
+    let (config, dir) = (s.config.clone(), s.dir);
+    s.server.unwrap().shutdown().await;
+    let s = TestServer { server: Some(starling::Server::start(config.clone()).await.unwrap()), config, dir };
+    let mut bob = s.login("bob", "b").await;
+    bob.send("<presence/>").await;
+    assert_eq!(body(&bob.expect_kind("message").await), "kept");
+    s.stop().await;
+}
+
+/// A resource with negative priority does not take messages to the bare JID: they are
+/// stored (RFC 6121 §8.5.2.1.1), while messages to its full JID reach it.
+async fn negative_priority(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    let mut bot = s.login("bob", "bot").await;
+    bot.send("<presence><priority>-1</priority></presence>").await;
+    bot.drain().await;
+    alice.send("<message to='bob@localhost' type='chat'><body>for a human</body></message>").await;
+    alice.send("<message to='bob@localhost/bot' type='chat'><body>for the bot</body></message>").await;
+    assert_eq!(body(&bot.expect_kind("message").await), "for the bot");
+    bot.expect_silence(Duration::from_millis(300)).await;
+    let mut human = s.login("bob", "desk").await;
+    human.send("<presence/>").await;
+    assert_eq!(body(&human.expect_kind("message").await), "for a human");
+    s.stop().await;
+}
+
+/// Messages arriving while the flush runs are neither lost nor reordered.
+async fn concurrent_arrival_during_login(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    for i in 0..50 {
+        alice.send(&format!("<message to='bob@localhost' type='chat'><body>{i}</body></message>")).await;
+    }
+    alice.request("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    let mut bob = s.login("bob", "b").await;
+    bob.send("<presence/>").await;
+    for i in 50..100 {
+        alice.send(&format!("<message to='bob@localhost' type='chat'><body>{i}</body></message>")).await;
+    }
+    for i in 0..100 {
+        let m = bob.expect_kind("message").await;
+        assert_eq!(body(&m), i.to_string());
+    }
+    s.stop().await;
+}
+
+db_tests!(stored_and_delivered_in_order, per_account_limit, survive_restart, negative_priority, concurrent_arrival_during_login);
