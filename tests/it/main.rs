@@ -8,6 +8,7 @@ mod lifecycle;
 mod register;
 mod blocking;
 mod services;
+mod storage;
 mod message;
 mod offline;
 mod presence;

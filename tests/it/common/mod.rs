@@ -55,6 +55,13 @@ impl TestServer {
     /// Start with a config adjusted by `f` (after the test defaults).
     pub async fn start_with(backend: Backend, f: impl FnOnce(&mut Config)) -> TestServer {
         starling::init_crypto();
+        // STARLING_TEST_LOG=debug (a tracing filter) shows the server's logs in test output.
+        if let Ok(filter) = std::env::var("STARLING_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::Builder::new().prefix("starling-test-").tempdir().unwrap();
         let mut config = Config::defaults_here();
         config.domains = vec![DOMAIN.into(), "example.test".into()];
@@ -115,10 +122,6 @@ impl TestServer {
     }
 }
 
-/// `user@localhost`.
-pub fn jid(user: &str) -> String {
-    format!("{user}@{DOMAIN}")
-}
 
 /// Make two online, available clients subscribe to each other (RFC 6121 §3), checking each
 /// step; afterwards both rosters say `both`. Presence traffic is consumed.

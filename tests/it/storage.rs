@@ -1,0 +1,141 @@
+//! The storage contract, the same tests on SQLite and PostgreSQL.
+
+use jid::BareJid;
+use starling::auth::{ScramCredential, ScramHash};
+use starling::storage::{Db, LastActivity, NewAccount, RosterItem, Stored, Subscription};
+
+use crate::common::{Backend, pg};
+use crate::db_tests;
+
+async fn open(b: Backend) -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match b {
+        Backend::Sqlite => format!("sqlite://{}/s.db", dir.path().display()),
+        Backend::Postgres => pg::new_database().await,
+    };
+    (Db::open(&url, 4).await.unwrap(), dir)
+}
+
+fn j(s: &str) -> BareJid {
+    BareJid::new(s).unwrap()
+}
+
+async fn account(db: &Db, jid: &str) {
+    let credentials = vec![ScramCredential::derive(ScramHash::Sha256, "pw", 4096).unwrap()];
+    assert!(db.accounts().create(&NewAccount { jid: j(jid), credentials }).await.unwrap());
+}
+
+async fn accounts(b: Backend) {
+    let (db, _dir) = open(b).await;
+    let store = db.accounts();
+    let cred = ScramCredential::derive(ScramHash::Sha1, "pw", 4096).unwrap();
+    assert!(store.create(&NewAccount { jid: j("a@x"), credentials: vec![cred.clone()] }).await.unwrap());
+    assert!(!store.create(&NewAccount { jid: j("a@x"), credentials: vec![] }).await.unwrap(), "no duplicates");
+    assert_eq!(store.credential(&j("a@x"), ScramHash::Sha1).await.unwrap(), Some(cred));
+    assert_eq!(store.credential(&j("a@x"), ScramHash::Sha256).await.unwrap(), None);
+    assert_eq!(store.credential(&j("nobody@x"), ScramHash::Sha1).await.unwrap(), None);
+    let batch: Vec<NewAccount> = (0..50).map(|i| NewAccount { jid: j(&format!("u{i:02}@y")), credentials: vec![] }).collect();
+    assert_eq!(store.create_many(&batch).await.unwrap(), 50);
+    assert_eq!(store.create_many(&batch[..10]).await.unwrap(), 0);
+    assert_eq!(store.list(Some("x")).await.unwrap(), ["a@x"]);
+    assert_eq!(store.list(None).await.unwrap().len(), 51);
+    let new = vec![ScramCredential::derive(ScramHash::Sha256, "new", 4096).unwrap()];
+    assert!(store.set_credentials(&j("a@x"), &new).await.unwrap());
+    assert!(!store.set_credentials(&j("nobody@x"), &new).await.unwrap());
+    assert_eq!(store.credential(&j("a@x"), ScramHash::Sha1).await.unwrap(), None, "old credentials replaced");
+    assert!(store.delete(&j("a@x")).await.unwrap());
+    assert!(!store.delete(&j("a@x")).await.unwrap());
+    assert!(!store.exists(&j("a@x")).await.unwrap());
+}
+
+async fn rosters(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let store = db.roster();
+    assert_eq!(store.load(&j("a@x")).await.unwrap(), (0, vec![]));
+    let mut item = RosterItem::new(j("b@x"));
+    item.name = Some("Bee ✓".into());
+    item.groups = vec!["G1".into(), "G2".into()];
+    item.ask = true;
+    let v1 = store.put(&j("a@x"), &item).await.unwrap();
+    item.subscription = Subscription::Both;
+    item.ask = false;
+    item.groups = vec!["G2".into()];
+    let v2 = store.put(&j("a@x"), &item).await.unwrap();
+    assert!(v2 > v1);
+    assert_eq!(store.get(&j("a@x"), &j("b@x")).await.unwrap(), Some(item.clone()));
+    let (version, items) = store.load(&j("a@x")).await.unwrap();
+    assert_eq!((version, items), (v2, vec![item]));
+    assert_eq!(store.remove(&j("a@x"), &j("b@x")).await.unwrap(), Some(v2 + 1));
+    assert_eq!(store.remove(&j("a@x"), &j("b@x")).await.unwrap(), None);
+    store.set_pending_in(&j("a@x"), &j("c@x"), "<presence/>").await.unwrap();
+    store.set_pending_in(&j("a@x"), &j("c@x"), "<presence type='subscribe'/>").await.unwrap();
+    assert!(store.has_pending_in(&j("a@x"), &j("c@x")).await.unwrap());
+    assert_eq!(store.pending_in(&j("a@x")).await.unwrap(), [("c@x".to_string(), "<presence type='subscribe'/>".to_string())]);
+    assert!(store.clear_pending_in(&j("a@x"), &j("c@x")).await.unwrap());
+    assert!(!store.clear_pending_in(&j("a@x"), &j("c@x")).await.unwrap());
+    // Everything goes with the account.
+    store.put(&j("a@x"), &RosterItem::new(j("d@x"))).await.unwrap();
+    db.accounts().delete(&j("a@x")).await.unwrap();
+    assert_eq!(store.load(&j("a@x")).await.unwrap(), (0, vec![]));
+}
+
+async fn offline(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let store = db.offline();
+    for i in 0..3 {
+        assert_eq!(store.store(&j("a@x"), &format!("<m{i}/>"), 3).await.unwrap(), Stored::Yes);
+    }
+    assert_eq!(store.store(&j("a@x"), "<m3/>", 3).await.unwrap(), Stored::Full);
+    assert_eq!(store.store(&j("nobody@x"), "<m/>", 3).await.unwrap(), Stored::NoSuchAccount);
+    let msgs = store.load(&j("a@x")).await.unwrap();
+    assert_eq!(msgs.iter().map(|m| m.stanza.as_str()).collect::<Vec<_>>(), ["<m0/>", "<m1/>", "<m2/>"]);
+    // Only what was delivered is deleted.
+    store.delete_up_to(&j("a@x"), msgs[1].id).await.unwrap();
+    assert_eq!(store.count(&j("a@x")).await.unwrap(), 1);
+    assert_eq!(store.store(&j("a@x"), "<m4/>", 3).await.unwrap(), Stored::Yes);
+    let msgs = store.load(&j("a@x")).await.unwrap();
+    assert_eq!(msgs.iter().map(|m| m.stanza.as_str()).collect::<Vec<_>>(), ["<m2/>", "<m4/>"]);
+}
+
+async fn small_stores(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let a = j("a@x");
+    assert_eq!(db.vcard().get(&a).await.unwrap(), None);
+    db.vcard().set(&a, "<vCard xmlns='vcard-temp'/>").await.unwrap();
+    db.vcard().set(&a, "<vCard xmlns='vcard-temp'><FN>A</FN></vCard>").await.unwrap();
+    assert_eq!(db.vcard().get(&a).await.unwrap().as_deref(), Some("<vCard xmlns='vcard-temp'><FN>A</FN></vCard>"));
+    db.private().set(&a, &[("ns1".into(), "<x xmlns='ns1'/>".into()), ("ns2".into(), "<y xmlns='ns2'/>".into())]).await.unwrap();
+    assert_eq!(db.private().get(&a, "ns2").await.unwrap().as_deref(), Some("<y xmlns='ns2'/>"));
+    assert_eq!(db.private().get(&a, "ns3").await.unwrap(), None);
+    db.blocklist().add(&a, &["b@x".into(), "evil.example".into(), "b@x".into()]).await.unwrap();
+    assert_eq!(db.blocklist().list(&a).await.unwrap(), ["b@x", "evil.example"]);
+    db.blocklist().remove(&a, &["b@x".into()]).await.unwrap();
+    assert_eq!(db.blocklist().list(&a).await.unwrap(), ["evil.example"]);
+    db.blocklist().remove(&a, &[]).await.unwrap();
+    assert!(db.blocklist().list(&a).await.unwrap().is_empty());
+    let last = LastActivity { at: 1_700_000_000, status: "bye".into() };
+    db.last_activity().set(&a, &last).await.unwrap();
+    assert_eq!(db.last_activity().get(&a).await.unwrap(), Some(last));
+    db.accounts().delete(&a).await.unwrap();
+    assert_eq!(db.vcard().get(&a).await.unwrap(), None);
+    assert_eq!(db.last_activity().get(&a).await.unwrap(), None);
+}
+
+/// Migrations run once: opening an existing database again is fine.
+async fn reopen(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match b {
+        Backend::Sqlite => format!("sqlite://{}/deep/dir/s.db", dir.path().display()),
+        Backend::Postgres => pg::new_database().await,
+    };
+    let db = Db::open(&url, 2).await.unwrap();
+    account(&db, "a@x").await;
+    db.close().await;
+    let db = Db::open(&url, 2).await.unwrap();
+    assert!(db.accounts().exists(&j("a@x")).await.unwrap());
+}
+
+db_tests!(accounts, rosters, offline, small_stores, reopen);
