@@ -168,3 +168,17 @@ async fn private_storage(b: Backend) {
 }
 
 db_tests!(disco_and_caps, ping_version_time, server_pings_silent_clients, last_activity, vcard_temp, private_storage);
+
+/// Every disco feature the server advertises is listed in xeps/doap.xml.
+#[tokio::test]
+async fn doap_lists_every_feature() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let doap = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/xeps/doap.xml")).unwrap();
+    let modules = &s.server().core().modules;
+    for scope in [starling::modules::Scope::Server, starling::modules::Scope::Account] {
+        for feature in modules.features(scope) {
+            assert!(doap.contains(&format!(" {feature}")), "xeps/doap.xml does not list the feature {feature}");
+        }
+    }
+    s.stop().await;
+}
