@@ -62,6 +62,15 @@ fn is_blocked(list: &HashSet<String>, jid: &Jid) -> bool {
     list.contains(domain)
 }
 
+/// §3.3: messages and IQ requests get an error back; presence and IQ answers are dropped.
+fn deserves_answer(stanza: &Stanza) -> bool {
+    match stanza.kind {
+        Kind::Message => true,
+        Kind::Iq => stanza.iq_type().is_some_and(IqType::is_request),
+        Kind::Presence => false,
+    }
+}
+
 fn items(el: &Element) -> Result<Vec<Jid>, StanzaError> {
     el.children()
         .filter(|c| c.is("item", ns::BLOCKING))
@@ -194,12 +203,7 @@ impl Blocking {
         if !is_blocked(&list, to) {
             return Flow::Continue(stanza);
         }
-        let answer = match stanza.kind {
-            Kind::Message => true,
-            Kind::Iq => stanza.iq_type().is_some_and(IqType::is_request),
-            Kind::Presence => false,
-        };
-        if answer {
+        if deserves_answer(&stanza) {
             let error = StanzaError::new(Condition::NotAcceptable).with_app(Element::bare("blocked", ns::BLOCKING_ERRORS));
             router::bounce(&ctx, &stanza, error).await;
         }
@@ -221,12 +225,7 @@ impl Blocking {
         if !is_blocked(&list, &stanza.from) {
             return Flow::Continue(stanza);
         }
-        let answer = match stanza.kind {
-            Kind::Message => true,
-            Kind::Iq => stanza.iq_type().is_some_and(IqType::is_request),
-            Kind::Presence => false,
-        };
-        if answer {
+        if deserves_answer(&stanza) {
             router::bounce(&ctx, &stanza, StanzaError::service_unavailable()).await;
         }
         Flow::Handled
