@@ -119,6 +119,49 @@ async fn cli_while_running(b: Backend) {
     s.stop().await;
 }
 
+/// The real binary: `serve` with a config, a client logs in, SIGTERM ends it cleanly.
+#[tokio::test]
+async fn serve_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("s.toml");
+    std::fs::write(&config, format!("[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n")).unwrap();
+    let cfg = config.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || starling(&cfg, &["user", "add", "alice@localhost", "--password-stdin"], Some("pw\n"))).await.unwrap();
+    assert!(ok, "{err}");
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut c = Client::from_tcp(tcp, dir.path().join("data/certs/localhost.crt"));
+    c.open(DOMAIN).await;
+    c.starttls().await;
+    c.auth_scram_sha256("alice", "pw").await.unwrap();
+    c.bind("r").await;
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(server.id().unwrap() as i32, libc::SIGTERM) };
+    assert_eq!(c.expect_stream_error().await.as_deref(), Some("system-shutdown"));
+    let status = tokio::time::timeout(Duration::from_secs(20), server.wait()).await.expect("it exits").unwrap();
+    assert!(status.success(), "{status}");
+    // The binary answers --version.
+    let out = Command::new(env!("CARGO_BIN_EXE_starling")).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("starling {}", env!("CARGO_PKG_VERSION")));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// `starling check` accepts a good config and names the file and key of a bad one.
 #[tokio::test]
 async fn check_command() {

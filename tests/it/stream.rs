@@ -156,7 +156,36 @@ async fn orderly_close(b: Backend) {
     s.stop().await;
 }
 
+/// RFC 3921 session establishment still answers, for old clients.
+async fn legacy_session(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice"]).await;
+    let mut c = s.login("alice", "old").await;
+    let r = c.request("<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    s.stop().await;
+}
+
+/// Whitespace between stanzas is a keep-alive (RFC 6120 §4.6.1): it counts as activity, so
+/// the server does not ping a client that sends it.
+async fn whitespace_keepalives(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.c2s.ping_interval = 1).await;
+    s.users(&["alice"]).await;
+    let mut c = s.login("alice", "ka").await;
+    for _ in 0..10 {
+        c.send(" ").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.expect_silence(Duration::from_millis(10)).await;
+    c.send("\n\t ").await;
+    let r = c.request("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    assert_eq!(r.attr("type"), Some("result"));
+    s.stop().await;
+}
+
 db_tests!(
+    legacy_session,
+    whitespace_keepalives,
     starttls_is_required_before_auth,
     features_after_tls_and_after_auth,
     direct_tls_login,

@@ -49,6 +49,10 @@ pub struct Client {
     pub header: Option<Element>,
     pub jid: String,
     cert: std::path::PathBuf,
+    /// Channel-binding data of the TLS connection, computed on the client's side:
+    /// `tls-exporter` (RFC 9266) and `tls-server-end-point` (RFC 5929).
+    pub cb_exporter: Option<Vec<u8>>,
+    pub cb_end_point: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -63,7 +67,23 @@ impl Client {
             header: None,
             jid: String::new(),
             cert,
+            cb_exporter: None,
+            cb_end_point: None,
         }
+    }
+
+    fn over_tls(tls: tokio_rustls::client::TlsStream<Stream>, cert: std::path::PathBuf) -> Client {
+        let conn = tls.get_ref().1;
+        let exporter = conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok();
+        // Our generated certificate is signed with ECDSA-SHA256, so the hash is SHA-256.
+        let end_point = conn.peer_certificates().map(|c| {
+            use sha2::Digest;
+            sha2::Sha256::digest(c[0].as_ref()).to_vec()
+        });
+        let mut client = Client::over(Box::new(tls), cert);
+        client.cb_exporter = exporter;
+        client.cb_end_point = end_point;
+        client
     }
 
     /// TCP to the STARTTLS port; nothing sent yet.
@@ -72,12 +92,17 @@ impl Client {
         Client::over(Box::new(tcp), server.cert_path(DOMAIN))
     }
 
+    /// Over an existing TCP connection to a STARTTLS port, trusting `cert`.
+    pub fn from_tcp(tcp: TcpStream, cert: std::path::PathBuf) -> Client {
+        Client::over(Box::new(tcp), cert)
+    }
+
     /// A direct TLS connection (XEP-0368); nothing sent yet.
     pub async fn direct_tls(server: &TestServer) -> Client {
         let tcp = TcpStream::connect(server.tls_addr()).await.unwrap();
         let cert = server.cert_path(DOMAIN);
-        let tls = tls_connector(&cert).connect(DOMAIN.try_into().unwrap(), tcp).await.unwrap();
-        Client::over(Box::new(tls), cert)
+        let tls = tls_connector(&cert).connect(DOMAIN.try_into().unwrap(), Box::new(tcp) as Stream).await.unwrap();
+        Client::over_tls(tls, cert)
     }
 
     /// Connected and past STARTTLS, with the post-TLS features read.
@@ -134,22 +159,36 @@ impl Client {
         assert!(buffered.buffer().is_empty(), "the server sent something after <proceed/>");
         let stream = buffered.into_inner().unsplit(writer);
         let tls = tls_connector(&self.cert).connect(DOMAIN.try_into().unwrap(), stream).await.expect("TLS handshake");
-        *self = Client::over(Box::new(tls), self.cert.clone());
+        *self = Client::over_tls(tls, self.cert.clone());
         self.open(DOMAIN).await;
     }
 
     /// SCRAM-SHA-256 (RFC 7677); Err(condition) on failure.
     pub async fn auth_scram_sha256(&mut self, user: &str, password: &str) -> Result<(), String> {
+        self.auth_scram("SCRAM-SHA-256", user, password, None).await
+    }
+
+    /// Any SCRAM mechanism; `binding` = (type, data) for the -PLUS variants.
+    pub async fn auth_scram(&mut self, mechanism: &str, user: &str, password: &str, binding: Option<(&str, Vec<u8>)>) -> Result<(), String> {
         let nonce = B64.encode(rand_bytes());
         let first_bare = format!("n={user},r={nonce}");
-        self.send(&format!("<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256'>{}</auth>", B64.encode(format!("n,,{first_bare}")))).await;
+        let gs2 = match &binding {
+            Some((kind, _)) => format!("p={kind},,"),
+            None => "n,,".to_string(),
+        };
+        let mut cbind = gs2.clone().into_bytes();
+        if let Some((_, data)) = &binding {
+            cbind.extend_from_slice(data);
+        }
+        self.send(&format!("<auth xmlns='{SASL}' mechanism='{mechanism}'>{}</auth>", B64.encode(format!("{gs2}{first_bare}")))).await;
         let challenge = self.next().await;
         if challenge.is("failure", SASL) {
             return Err(condition(&challenge));
         }
         assert!(challenge.is("challenge", SASL), "{}", show(&challenge));
         let server_first = String::from_utf8(B64.decode(challenge.text()).unwrap()).unwrap();
-        let (final_msg, server_signature) = scram_final(password, &first_bare, &server_first, b"n,,");
+        let sha1 = mechanism.starts_with("SCRAM-SHA-1");
+        let (final_msg, server_signature) = scram_final(sha1, password, &first_bare, &server_first, &cbind);
         self.send(&format!("<response xmlns='{SASL}'>{}</response>", B64.encode(final_msg))).await;
         let outcome = self.next().await;
         if outcome.is("failure", SASL) {
@@ -374,10 +413,10 @@ fn rand_bytes() -> [u8; 18] {
     b
 }
 
-/// The client-final-message and the expected server signature.
-fn scram_final(password: &str, first_bare: &str, server_first: &str, gs2: &[u8]) -> (String, Vec<u8>) {
+/// The client-final-message and the expected server signature (RFC 5802 §3).
+fn scram_final(sha1: bool, password: &str, first_bare: &str, server_first: &str, cbind: &[u8]) -> (String, Vec<u8>) {
     use hmac::{Hmac, KeyInit, Mac};
-    use sha2::{Digest, Sha256};
+    use sha2::Digest;
     let mut nonce = "";
     let mut salt = Vec::new();
     let mut iterations = 0;
@@ -390,16 +429,29 @@ fn scram_final(password: &str, first_bare: &str, server_first: &str, gs2: &[u8])
         }
     }
     assert!(iterations >= 4096, "iteration count {iterations}");
-    let mut salted = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
-    let hmac = |key: &[u8], data: &[u8]| {
-        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
+    let hmac = |key: &[u8], data: &[u8]| -> Vec<u8> {
+        if sha1 {
+            let mut m = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        } else {
+            let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+    };
+    let salted = if sha1 {
+        let mut out = [0u8; 20];
+        pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password.as_bytes(), &salt, iterations, &mut out);
+        out.to_vec()
+    } else {
+        let mut out = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &salt, iterations, &mut out);
+        out.to_vec()
     };
     let client_key = hmac(&salted, b"Client Key");
-    let stored_key = Sha256::digest(&client_key);
-    let without_proof = format!("c={},r={nonce}", B64.encode(gs2));
+    let stored_key = if sha1 { sha1::Sha1::digest(&client_key).to_vec() } else { sha2::Sha256::digest(&client_key).to_vec() };
+    let without_proof = format!("c={},r={nonce}", B64.encode(cbind));
     let auth_message = format!("{first_bare},{server_first},{without_proof}");
     let signature = hmac(&stored_key, auth_message.as_bytes());
     let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
