@@ -43,6 +43,22 @@ NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_STREAMS = "http://etherx.jabber.org/streams"
 
 
+# A throwaway self-signed certificate for CN=localhost that the server does NOT use: trusting
+# only this must make the TLS handshake fail (proves that the tests really verify the server cert).
+UNRELATED_CA = """-----BEGIN CERTIFICATE-----
+MIIBljCCATugAwIBAgIUF9jTZmzJh5VUJLBV57EVIC6DQgwwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNDA0MTg1NVoYDzIxMjYxMDMx
+MDQxODU1WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAARu4mofK3U3YLqZ/sffeT6gylv2APQlNTwQCHZc21zO0Y8hCbqueH1V
+NmNfeNlcV5DkEpi72lAwNX4ofK7KNwS7o2kwZzAdBgNVHQ4EFgQUg9pdiptfjkg9
+CRz5ayhFhW11piwwHwYDVR0jBBgwFoAUg9pdiptfjkg9CRz5ayhFhW11piwwDwYD
+VR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwID
+SQAwRgIhAOvqfx523FdCx6De1/FNDuAqpgrEHwiI1hTvpSW5RZ+xAiEAki4Xf2AL
+LlwewnZWdvxtxl5fLCYWJrPrMT7b8Rl+5/Q=
+-----END CERTIFICATE-----
+"""
+
+
 @dataclass(frozen=True)
 class Server:
     bin: str
@@ -151,7 +167,9 @@ def is_stanza(kind: str, *, type: str | None | object = ..., frm: str | None = N
         if has is not None and x.find(f"{{{has[0]}}}{has[1]}") is None:
             return False
         return True
-    pred.__doc__ = f"<{kind} type={type!r} from={frm!r} to={to!r} has={has!r}>"
+    attrs = [f"type={type!r}" if type is not ... else "", f"from={frm!r}" if frm else "", f"to={to!r}" if to else "",
+             f"with <{has[1]} xmlns={has[0]!r}/>" if has else ""]
+    pred.__doc__ = f"<{kind} {' '.join(a for a in attrs if a)}>"
     return pred
 
 

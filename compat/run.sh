@@ -96,8 +96,10 @@ cleanup() {
         for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$SERVER_PID" 2>/dev/null || true
     fi
-    # The profanity test runs tmux on its own socket inside $WORK; end that server if left.
-    if [ -S "$WORK/tmux.sock" ]; then tmux -S "$WORK/tmux.sock" kill-server 2>/dev/null || true; fi
+    # The profanity tests run tmux servers on their own sockets inside $WORK; end any left.
+    for sock in "$WORK"/profanity-*/tmux.sock; do
+        if [ -S "$sock" ]; then tmux -S "$sock" kill-server 2>/dev/null || true; fi
+    done
     if [ "$OUTCOME" != 0 ] && [ -f "$WORK/server.log" ]; then
         log "last lines of the server log ($WORK/server.log):"
         tail -n 40 "$WORK/server.log" >&2 || true

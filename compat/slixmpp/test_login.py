@@ -2,22 +2,7 @@
 
 import pytest
 
-from harness import NS_SASL, NS_TLS, NS_STANZAS, local, tls_version, xmpp_test
-
-# A throwaway self-signed certificate for CN=localhost that the server does NOT use: trusting
-# only this must make the TLS handshake fail (proves the tests really verify the server cert).
-UNRELATED_CA = """-----BEGIN CERTIFICATE-----
-MIIBljCCATugAwIBAgIUF9jTZmzJh5VUJLBV57EVIC6DQgwwCgYIKoZIzj0EAwIw
-FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNDA0MTg1NVoYDzIxMjYxMDMx
-MDQxODU1WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAARu4mofK3U3YLqZ/sffeT6gylv2APQlNTwQCHZc21zO0Y8hCbqueH1V
-NmNfeNlcV5DkEpi72lAwNX4ofK7KNwS7o2kwZzAdBgNVHQ4EFgQUg9pdiptfjkg9
-CRz5ayhFhW11piwwHwYDVR0jBBgwFoAUg9pdiptfjkg9CRz5ayhFhW11piwwDwYD
-VR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2NhbGhvc3QwCgYIKoZIzj0EAwID
-SQAwRgIhAOvqfx523FdCx6De1/FNDuAqpgrEHwiI1hTvpSW5RZ+xAiEAki4Xf2AL
-LlwewnZWdvxtxl5fLCYWJrPrMT7b8Rl+5/Q=
------END CERTIFICATE-----
-"""
+from harness import NS_SASL, NS_TLS, UNRELATED_CA, tls_version, xmpp_test
 
 
 def mechanisms_of(features):

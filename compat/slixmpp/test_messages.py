@@ -170,3 +170,55 @@ async def test_chat_to_full_jid_of_offline_account_is_stored_or_bounced(net):
     else:
         got = await bob.wait_for(message_with_body("where did it go?"), what="stored message sent to an offline full JID")
         assert xml_of(got).find(f"{{{NS_DELAY}}}delay") is not None, text_of(got)
+
+
+@xmpp_test()
+async def test_spoofed_from_is_not_delivered_as_is(net):
+    """RFC 6120 §8.1.2.1: the server stamps 'from' with the sender's full JID (or refuses a
+    wrong one with <invalid-from/>): a client cannot speak for another account."""
+    alice_acc, bob_acc, carol_acc = net.account("alice"), net.account("bob"), net.account("carol")
+    alice = await net.online(alice_acc, "r")
+    carol = await net.online(carol_acc, "r")
+    alice.send_raw_stanza(f"<message xmlns='jabber:client' type='chat' from='{bob_acc.jid}/fake' to='{carol.jid}'>"
+                          "<body>who am I?</body></message>")
+
+    def stream_error(s) -> bool:
+        return xml_of(s).tag == "{http://etherx.jabber.org/streams}error"
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while loop.time() < deadline:
+        if carol.untaken(message_with_body("who am I?")) or alice.untaken(stream_error) \
+                or alice.untaken(is_stanza("message", type="error")):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    delivered = carol.untaken(message_with_body("who am I?"))
+    if delivered:
+        assert xml_of(delivered[0]).get("from") == alice.jid, "spoofed 'from' delivered: " + text_of(delivered[0])
+        return
+    refused = alice.untaken(stream_error) or alice.untaken(is_stanza("message", type="error"))
+    assert refused, "the spoofed message was neither delivered (re-stamped) nor refused with an error"
+    if stream_error(refused[0]):
+        assert refused[0].xml.find("{urn:ietf:params:xml:ns:xmpp-streams}invalid-from") is not None, text_of(refused[0])
+
+
+@xmpp_test()
+async def test_resource_conflict(net):
+    """RFC 6120 §7.7.2.2: binding a resource that is in use ends the old session with a
+    <conflict/> stream error, gives the new one another resource, or refuses the new bind;
+    never two sessions with one full JID."""
+    acc = net.account("alice")
+    first = await net.online(acc, "same")
+    second = net.client(acc, "same")
+    kind, detail = await second.try_connect()
+    if kind != "session_start":
+        return  # refused: allowed
+    if second.jid != first.jid:
+        return  # a different resource was assigned: allowed
+    # Same full JID: the first session must be gone, told why.
+    err = await first.wait_for(lambda s: xml_of(s).tag == "{http://etherx.jabber.org/streams}error", 5,
+                               what="stream error on the replaced session")
+    assert err.xml.find("{urn:ietf:params:xml:ns:xmpp-streams}conflict") is not None, text_of(err)
+    # And the new session works.
+    await second.xmpp.plugin["xep_0199"].ping(jid=net.server.domain, timeout=5)

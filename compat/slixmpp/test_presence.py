@@ -1,6 +1,8 @@
 """Presence and the subscription state machine (RFC 6121 §3, §4) between slixmpp clients."""
 
-from harness import NS_CLIENT, child, is_stanza, roster_items, roster_push, text_of, xml_of, xmpp_test
+import asyncio
+
+from harness import NS_CLIENT, child, error_condition, is_stanza, roster_items, roster_push, text_of, xml_of, xmpp_test
 
 
 async def roster_of(c) -> dict:
@@ -153,3 +155,29 @@ async def test_no_presence_to_unsubscribed_entities(net):
     alice.xmpp.send_presence(pto=eve.jid, pstatus="just for you")
     p = await eve.wait_for(is_stanza("presence", type=None, frm=alice.jid))
     assert presence_text(p, "status") == "just for you", text_of(p)
+
+
+@xmpp_test()
+async def test_last_activity_of_contacts(net):
+    """XEP-0012 §3-§5 via slixmpp: 0 seconds while online, the idle time once offline, and
+    <forbidden/> for someone without a presence subscription."""
+    alice_acc, bob_acc, eve_acc = net.account("alice"), net.account("bob"), net.account("eve")
+    alice = await interested(await net.online(alice_acc, "r"))
+    bob = await interested(await net.online(bob_acc, "r"))
+    eve = await net.online(eve_acc, "r")
+    await subscribe(alice, bob)  # alice may see bob's presence, so also his last activity
+
+    last = alice.xmpp.plugin["xep_0012"]
+    online = await last.get_last_activity(bob_acc.jid, timeout=5)
+    assert str(online["from"]) == bob_acc.jid and online["last_activity"]["seconds"] == 0, text_of(online)
+
+    bob.xmpp.send_presence(ptype="unavailable", pstatus="gone fishing")
+    await alice.wait_for(is_stanza("presence", type="unavailable", frm=bob.jid))
+    await bob.close()
+    await asyncio.sleep(1.2)
+    offline = await last.get_last_activity(bob_acc.jid, timeout=5)
+    secs = offline["last_activity"]["seconds"]
+    assert 1 <= secs <= 30, text_of(offline)
+
+    nosy = await eve.iq("<query xmlns='jabber:iq:last'/>", to=bob_acc.jid)
+    assert nosy.xml.get("type") == "error" and error_condition(nosy) == "forbidden", text_of(nosy)
