@@ -35,13 +35,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Create an account.
+    /// Create an account, or many with --batch.
     Add {
         /// The account, e.g. alice@localhost.
-        jid: String,
+        #[arg(required_unless_present = "batch")]
+        jid: Option<String>,
         /// Read the password from standard input (first line) instead of prompting.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "batch")]
         password_stdin: bool,
+        /// Read `JID PASSWORD` lines from standard input and create them all in one
+        /// transaction (existing accounts are left alone and counted).
+        #[arg(long, conflicts_with = "jid")]
+        batch: bool,
     },
     /// Change an account's password.
     Passwd {
@@ -180,6 +185,57 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     Ok(password)
 }
 
+/// `user add --batch`: every line is checked before anything is written; credentials are
+/// derived on all cores (PBKDF2 dominates), then one transaction creates the accounts.
+async fn add_batch(config: &Config, accounts: &starling::storage::AccountStore) -> anyhow::Result<()> {
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading standard input")?;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once(char::is_whitespace) {
+            Some((jid, password)) if !password.trim().is_empty() => match account(config, jid) {
+                Ok(jid) => entries.push((jid, password.trim().to_string())),
+                Err(e) => problems.push(format!("line {}: {e:#}", n + 1)),
+            },
+            _ => problems.push(format!("line {}: expected `JID PASSWORD`", n + 1)),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("nothing was created:\n  {}", problems.join("\n  "));
+    }
+    let iterations = config.auth.scram_iterations;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let chunk = entries.len().div_ceil(threads).max(1);
+    let derived = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = entries
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(jid, password)| {
+                                auth::scram::derive_all(password, iterations)
+                                    .map(|credentials| NewAccount { jid: jid.clone(), credentials })
+                                    .map_err(|e| anyhow::anyhow!("{jid}: {e}"))
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("derivation does not panic")).collect::<anyhow::Result<Vec<_>>>()
+        })
+    })
+    .await??;
+    let new: Vec<NewAccount> = derived.into_iter().flatten().collect();
+    let created = accounts.create_many(&new).await?;
+    println!("created {created} accounts ({} already existed)", new.len() - created);
+    Ok(())
+}
+
 async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
     let url = config.storage_url();
     let db = Db::open(&url, 2).await.with_context(|| format!("storage {}", starling::server::redact(&url)))?;
@@ -187,8 +243,9 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
     let iterations = config.auth.scram_iterations;
     let result = async {
         match cmd {
-            UserCommand::Add { jid, password_stdin } => {
-                let jid = account(&config, &jid)?;
+            UserCommand::Add { batch: true, .. } => add_batch(&config, &accounts).await?,
+            UserCommand::Add { jid, password_stdin, .. } => {
+                let jid = account(&config, &jid.expect("clap requires it without --batch"))?;
                 if accounts.exists(&jid).await? {
                     bail!("{jid} already exists");
                 }

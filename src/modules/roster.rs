@@ -61,9 +61,11 @@ fn parse_set(query: &Element) -> Result<Change, StanzaError> {
         if text.len() > MAX_TEXT {
             return Err(StanzaError::new(Condition::NotAcceptable).with_text("group name too long"));
         }
-        if !groups.contains(&text) {
-            groups.push(text);
+        // RFC 6121 §2.3.3: duplicate groups are a bad request, not something to tidy up.
+        if groups.contains(&text) {
+            return Err(StanzaError::bad_request("duplicate group"));
         }
+        groups.push(text);
     }
     if name.as_ref().is_some_and(|n| n.len() > MAX_TEXT) {
         return Err(StanzaError::new(Condition::NotAcceptable).with_text("name too long"));
@@ -160,8 +162,8 @@ mod tests {
 
     #[test]
     fn roster_set_validation() {
-        assert!(matches!(parse("<item jid='a@b' name='A'><group>G</group><group>G</group></item>"),
-            Ok(Change::Update { ref groups, ref name, .. }) if groups == &["G"] && name.as_deref() == Some("A")));
+        assert!(matches!(parse("<item jid='a@b' name='A'><group>G</group><group>H</group></item>"),
+            Ok(Change::Update { ref groups, ref name, .. }) if groups == &["G", "H"] && name.as_deref() == Some("A")));
         assert!(matches!(parse("<item jid='a@b' subscription='remove'/>"), Ok(Change::Remove(_))));
         let condition = |x: &str| parse(x).err().map(|e| e.condition);
         assert_eq!(condition(""), Some(Condition::BadRequest));
@@ -169,5 +171,6 @@ mod tests {
         assert_eq!(condition("<item jid='a@b/r'/>"), Some(Condition::BadRequest));
         assert_eq!(condition("<item jid='@@'/>"), Some(Condition::JidMalformed));
         assert_eq!(condition("<item jid='a@b'><group></group></item>"), Some(Condition::NotAcceptable));
+        assert_eq!(condition("<item jid='a@b'><group>G</group><group>G</group></item>"), Some(Condition::BadRequest));
     }
 }

@@ -116,6 +116,17 @@ async fn cli_while_running(b: Backend) {
     assert_eq!(c.auth_scram_sha256("dora", "backpack").await, Err("not-authorized".into()));
     let (ok, _, err) = run(vec!["user", "del", "dora@localhost"], None).await.unwrap();
     assert!(!ok && err.contains("does not exist"), "{err}");
+    // Batch import: all or nothing on bad input, then one transaction.
+    let (ok, _, err) = run(vec!["user", "add", "--batch"], Some("b1@localhost pw1\nbad-line\nb2@nowhere.org pw\n")).await.unwrap();
+    assert!(!ok && err.contains("line 2") && err.contains("line 3"), "{err}");
+    let (ok, out, _) = run(vec!["user", "list", "localhost"], None).await.unwrap();
+    assert!(ok && out.trim().is_empty(), "nothing was created: {out}");
+    let (ok, out, err) =
+        run(vec!["user", "add", "--batch"], Some("# accounts\nb1@localhost pw one\nb2@localhost pw2\n\neve@example.test x\n")).await.unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "created 2 accounts (1 already existed)");
+    let mut c = Client::secure(&s).await;
+    c.auth_scram_sha256("b1", "pw one").await.expect("passwords may contain spaces");
     s.stop().await;
 }
 

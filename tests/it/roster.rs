@@ -88,6 +88,7 @@ async fn roster_set_errors(b: Backend) {
         ("<query xmlns='jabber:iq:roster'><item jid='a@b'/><item jid='c@d'/></query>", "bad-request"),
         ("<query xmlns='jabber:iq:roster'><item jid='a@b/res'/></query>", "bad-request"),
         ("<query xmlns='jabber:iq:roster'><item jid='a@b'><group/></item></query>", "not-acceptable"),
+        ("<query xmlns='jabber:iq:roster'><item jid='a@b'><group>G</group><group>G</group></item></query>", "bad-request"),
         ("<query xmlns='jabber:iq:roster'><item jid='@'/></query>", "jid-malformed"),
     ];
     for (i, (query, expected)) in cases.iter().enumerate() {
