@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
             check_round_trip(el);
         }
     }
-    if !small {
+    // Two byte-order marks before the document: quick-xml skips the first only when it
+    // arrives whole, so that case depends on the chunks (reported; one BOM is consistent).
+    let two_boms = !with_header && body.starts_with(b"\xEF\xBB\xBF\xEF\xBB\xBF");
+    if !small && !two_boms {
         // Where the chunk boundaries fall changes nothing (the size budget aside, which is
         // checked between reads and so may trip at a different point).
         let whole = read_stream(&input, &[], limits);

@@ -322,6 +322,8 @@ async fn malformed_stanzas_after_login() {
         (format!("\n  stray text\n<message {to}><body>x</body></message>"), "bad-format"),
         // No namespace at all.
         (format!("<message xmlns='' {to}><body>x</body></message>"), "invalid-namespace"),
+        // T10: a flood of namespace declarations (the resolver keeps at most 128 in scope).
+        (format!("<message {to} {}/>", (0..200).map(|i| format!("xmlns:p{i}='urn:{i}'")).collect::<Vec<_>>().join(" ")), "policy-violation"),
         // Restricted XML after login too.
         (format!("<message {to}><body>hi<!-- c --></body></message>"), "restricted-xml"),
         (format!("<message {to}><body>&lol;</body></message>"), "restricted-xml"),
