@@ -23,6 +23,9 @@
 //! * E4 a nested `<stream:stream>` (the streams namespace's `stream` element) inside a
 //!   stanza is `not-well-formed` for us (CVE-2022-20917 "stanza smuggling"); it is well-formed
 //!   XML for rxml.
+//! * E6 elements in the xml namespace (`<xml:a/>`): namespace-well-formed, but no protocol
+//!   has them and our writer could only express one with a forbidden default declaration of
+//!   that namespace, which would end the recipient's stream; `InvalidNamespace` for us.
 //! * E5 a UTF-8 byte-order mark before the document: quick-xml skips it (XML 1.0 §4.3.3
 //!   allows it); rxml rejects it. Clients never send one; we accept what XML allows.
 //!
@@ -79,6 +82,8 @@ struct RxmlDoc {
     root_text: bool,
     /// A `{streams}stream` element below the root (E4, stream mode).
     nested_stream: bool,
+    /// An element in the xml namespace (E6).
+    xml_ns_element: bool,
     /// Some start tag repeats a raw attribute name, `xmlns` included (R1).
     raw_duplicate: bool,
     /// Some declaration binds a prefix to the xmlns namespace (R4).
@@ -137,7 +142,7 @@ fn rxml_parse(bytes: &[u8]) -> Result<RxmlDoc, String> {
     let mut parser = rxml::Parser::with_options(options);
     let mut stack: Vec<Element> = Vec::new();
     let (raw_duplicate, binds_xmlns) = raw_facts(bytes);
-    let mut doc = RxmlDoc { root: Element::bare("x", "x"), unqualified: false, max_depth: 0, root_text: false, nested_stream: false, raw_duplicate, binds_xmlns };
+    let mut doc = RxmlDoc { root: Element::bare("x", "x"), unqualified: false, max_depth: 0, root_text: false, nested_stream: false, xml_ns_element: false, raw_duplicate, binds_xmlns };
     let mut root = None;
     let mut buf = bytes;
     loop {
@@ -147,6 +152,9 @@ fn rxml_parse(bytes: &[u8]) -> Result<RxmlDoc, String> {
                 rxml::Event::StartElement(_, (ns, name), attrs) => {
                     if ns.is_empty() {
                         doc.unqualified = true;
+                    }
+                    if ns.as_str() == "http://www.w3.org/XML/1998/namespace" {
+                        doc.xml_ns_element = true;
                     }
                     if ns.as_str() == STREAMS && name.as_str() == "stream" && !stack.is_empty() {
                         doc.nested_stream = true;
@@ -331,6 +339,9 @@ fn compare_doc(input: &[u8]) -> Result<&'static str, String> {
             if doc.unqualified && matches!(e, XmlError::InvalidNamespace(_)) {
                 return Ok("E1 unqualified");
             }
+            if doc.xml_ns_element && matches!(e, XmlError::InvalidNamespace(_)) {
+                return Ok("E6 xml-namespace element");
+            }
             if doc.max_depth > MAX_DEPTH && matches!(e, XmlError::TooDeep(_)) {
                 return Ok("E3 depth");
             }
@@ -402,6 +413,9 @@ fn compare_stream(body: &[u8], chunks: &[usize]) -> Result<&'static str, String>
         (Ok(d), Err(e)) => {
             if d.unqualified && matches!(e, XmlError::InvalidNamespace(_)) {
                 return Ok("E1 unqualified");
+            }
+            if d.xml_ns_element && matches!(e, XmlError::InvalidNamespace(_)) {
+                return Ok("E6 xml-namespace element");
             }
             if d.root_text && matches!(e, XmlError::BadFormat) {
                 return Ok("E2 stream-level text");
@@ -552,6 +566,8 @@ const INVALID: &[&[u8]] = &[
     b"<a xmlns='urn:a' xmlns:p='http://www.w3.org/2000/xmlns/'/>",
     b"<a xmlns='http://www.w3.org/2000/xmlns/'/>",
     b"<xmlns:a xmlns='urn:a'/>",
+    b"<xml:a xmlns='urn:a'/>",
+    b"<a xmlns='urn:a'><xml:lang/></a>",
     b"<a xmlns='urn:a' xmlns:b='1' xmlns:b='2'/>",
     b"<1a xmlns='urn:a'/>",
     b"<-a xmlns='urn:a'/>",
@@ -689,7 +705,7 @@ fn corpus_streams() {
     assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
     eprintln!("corpus_streams: {tally:?}");
     // The exceptions are exercised, so a change in them is noticed.
-    for expected in ["E1 unqualified", "E2 stream-level text", "E3 depth", "E4 nested stream", "accepted", "rejected"] {
+    for expected in ["E1 unqualified", "E2 stream-level text", "E3 depth", "E4 nested stream", "E6 xml-namespace element", "accepted", "rejected"] {
         assert!(tally.contains_key(expected), "no case exercised {expected}: {tally:?}");
     }
 }
@@ -706,7 +722,7 @@ enum Gen {
 
 const NAMES: &[&str] = &["a", "b", "body", "x-y", "z.1", "é", "_u", "n9"];
 const NSES: &[&str] = &["urn:a", "urn:b", "jabber:client", "urn:xmpp:x", "http://etherx.jabber.org/streams"];
-const PREFIXES: &[&str] = &["p", "q", "stream"];
+const PREFIXES: &[&str] = &["p", "q", "stream", "xml"];
 
 fn text_strategy() -> impl Strategy<Value = String> {
     // Mostly friendly characters, with the ones that need escaping and some that are illegal.
@@ -777,7 +793,8 @@ fn render(g: &Gen, out: &mut String, root: bool, declare_all: bool) {
             if declare_all {
                 let mut declared = Vec::new();
                 for p in prefix.iter().chain(attrs.iter().filter_map(|a| a.1.as_ref())) {
-                    if !declared.contains(p) {
+                    // `xml` is bound already.
+                    if !declared.contains(p) && PREFIXES[*p] != "xml" {
                         declared.push(*p);
                         out.push_str(&format!(" xmlns:{}='{}'", PREFIXES[*p], NSES[(*p + 1) % NSES.len()]));
                     }

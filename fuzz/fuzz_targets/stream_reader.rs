@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let chunked = read_stream(&input, &chunks, limits);
     for event in chunked.iter().flatten() {
         if let StreamEvent::Element(el) = event {
+            // Never a stream header inside the stream (stanza smuggling).
+            assert!(!has_stream_header(el), "a nested stream header got through");
             check_round_trip(el);
         }
     }
@@ -63,15 +65,10 @@ fuzz_target!(|data: &[u8]| {
 /// Written inside a stream (what a recipient sees) and standalone (what storage keeps), the
 /// element must read back as itself.
 fn check_round_trip(el: &Element) {
-    let mut out = HEAD.to_vec();
-    write_element(&mut out, el, "jabber:client");
-    out.extend_from_slice(b"</stream:stream>");
-    let events = read_stream(&out, &[], Limits { max_stanza_bytes: 1 << 30, max_depth: 1 << 20 });
-    match &events[..] {
-        [Ok(StreamEvent::Open(_)), Ok(StreamEvent::Element(again)), Ok(StreamEvent::Close)] => {
-            assert_eq!(again, el, "network round trip: {}", String::from_utf8_lossy(&out));
-        }
-        other => panic!("our own output {:?} reads as {other:?}", String::from_utf8_lossy(&out)),
+    // A stored document may be anything; one with a stream header in it cannot go into a
+    // stream (the reader refuses it, checked above), so only its standalone form is checked.
+    if !has_stream_header(el) {
+        check_network_round_trip(el);
     }
     // Known bug (reported): an element of the streams namespace below the top is written
     // with an undeclared `stream:` prefix when standalone.
@@ -85,6 +82,23 @@ fn check_round_trip(el: &Element) {
         Ok(again) => assert_eq!(&again, el, "standalone round trip: {text}"),
         Err(e) => panic!("our own output {text:?} does not parse: {e}"),
     }
+}
+
+fn check_network_round_trip(el: &Element) {
+    let mut out = HEAD.to_vec();
+    write_element(&mut out, el, "jabber:client");
+    out.extend_from_slice(b"</stream:stream>");
+    let events = read_stream(&out, &[], Limits { max_stanza_bytes: 1 << 30, max_depth: 1 << 20 });
+    match &events[..] {
+        [Ok(StreamEvent::Open(_)), Ok(StreamEvent::Element(again)), Ok(StreamEvent::Close)] => {
+            assert_eq!(again, el, "network round trip: {}", String::from_utf8_lossy(&out));
+        }
+        other => panic!("our own output {:?} reads as {other:?}", String::from_utf8_lossy(&out)),
+    }
+}
+
+fn has_stream_header(el: &Element) -> bool {
+    el.is("stream", STREAMS) || el.children().any(has_stream_header)
 }
 
 fn has_streams_descendant(el: &Element) -> bool {

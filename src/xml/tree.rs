@@ -380,6 +380,12 @@ fn build_element(start: &BytesStart<'_>, resolver: &NamespaceResolver) -> Result
     if namespace == XMLNS {
         return Err(XmlError::NotWellFormed(format!("element '{}' in the xmlns namespace", qname.as_ref())));
     }
+    // `<xml:a>` is namespace-well-formed, but no protocol has elements in the xml namespace,
+    // and the writer could only express one as `xmlns='http://www.w3.org/XML/1998/namespace'`,
+    // which Namespaces in XML §3 forbids: a recipient's parser would end its stream.
+    if namespace == ns::XML {
+        return Err(XmlError::InvalidNamespace(format!("element '{}' in the xml namespace", qname.as_ref())));
+    }
     let mut el = Element::bare(local.as_ref(), namespace);
     for (key, value) in attrs {
         let (resolved, attr_local) = resolver.resolve_attribute(key);
@@ -563,6 +569,8 @@ mod tests {
         ] {
             assert!(err(bad).starts_with("NotWellFormed"), "{bad}: {}", err(bad));
         }
+        // Elements in the xml namespace cannot be forwarded (see build_element).
+        assert!(err("<a xmlns='u'><xml:b/></a>").starts_with("InvalidNamespace"));
         // Declaring xml to its own namespace is allowed.
         parse_element("<a xmlns='u' xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>").unwrap();
     }

@@ -322,6 +322,9 @@ async fn malformed_stanzas_after_login() {
         (format!("\n  stray text\n<message {to}><body>x</body></message>"), "bad-format"),
         // No namespace at all.
         (format!("<message xmlns='' {to}><body>x</body></message>"), "invalid-namespace"),
+        // An element in the xml namespace: forwarded, it could only be written with a
+        // forbidden xmlns='http://www.w3.org/XML/1998/namespace' and break bob's stream.
+        (format!("<message {to}><body>x</body><xml:lang/></message>"), "invalid-namespace"),
         // T10: a flood of namespace declarations (the resolver keeps at most 128 in scope).
         (format!("<message {to} {}/>", (0..200).map(|i| format!("xmlns:p{i}='urn:{i}'")).collect::<Vec<_>>().join(" ")), "policy-violation"),
         // Restricted XML after login too.
