@@ -1,0 +1,404 @@
+//! A lean XMPP c2s client for load generation: standard RFC 6120 only (plain, STARTTLS or
+//! direct TLS; SCRAM-SHA-1 or SCRAM-SHA-256; bind; presence), so it works against any
+//! server. It parses with quick-xml but builds no trees: a stanza is summarised as its
+//! name, a few attributes and its body text.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use quick_xml::events::Event;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Stream = Box<dyn Io>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Security {
+    /// No TLS (the server must allow authentication without it).
+    Plain,
+    /// STARTTLS on the c2s port.
+    Starttls,
+    /// TLS from the first byte (XEP-0368).
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mechanism {
+    #[value(name = "SCRAM-SHA-1")]
+    ScramSha1,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub domain: String,
+    pub security: Security,
+    pub mechanism: Mechanism,
+}
+
+/// The parts of a stanza the scenarios look at.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub name: String,
+    pub from: Option<String>,
+    pub kind: Option<String>,
+    pub id: Option<String>,
+    pub body: Option<String>,
+    /// Names of the direct children.
+    pub children: Vec<String>,
+    /// Text of the direct children (SASL payloads, bound JID).
+    pub text: String,
+}
+
+pub enum Read {
+    Header,
+    Stanza(Summary),
+    Closed,
+}
+
+/// Reads first-level elements from the stream.
+pub struct Reader<R> {
+    xml: quick_xml::Reader<BufReader<R>>,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    pub fn new(r: R) -> Self {
+        let mut xml = quick_xml::Reader::from_reader(BufReader::with_capacity(16 * 1024, r));
+        xml.config_mut().trim_text(false);
+        Reader { xml, buf: Vec::new() }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.xml.into_inner().into_inner()
+    }
+
+    pub async fn next(&mut self) -> io::Result<Read> {
+        let mut depth = 0usize;
+        let mut current = Summary::default();
+        let mut in_body = false;
+        let mut in_child_text = false;
+        loop {
+            self.buf.clear();
+            let event = self.xml.read_event_into_async(&mut self.buf).await.map_err(io::Error::other)?;
+            match event {
+                Event::Start(e) | Event::Empty(e) if depth == 0 && e.local_name().as_ref() == "stream" => {
+                    return Ok(Read::Header);
+                }
+                Event::Start(e) => {
+                    let name = e.local_name().as_ref().to_string();
+                    if depth == 0 {
+                        current = summary(&e);
+                    } else if depth == 1 {
+                        in_body = name == "body";
+                        in_child_text = true;
+                        current.children.push(name);
+                    }
+                    depth += 1;
+                }
+                Event::Empty(e) => {
+                    if depth == 0 {
+                        return Ok(Read::Stanza(summary(&e)));
+                    }
+                    if depth == 1 {
+                        current.children.push(e.local_name().as_ref().to_string());
+                    }
+                }
+                Event::End(_) => {
+                    if depth == 0 {
+                        return Ok(Read::Closed);
+                    }
+                    depth -= 1;
+                    if depth == 1 {
+                        in_body = false;
+                        in_child_text = false;
+                    }
+                    if depth == 0 {
+                        return Ok(Read::Stanza(current));
+                    }
+                }
+                Event::Text(t) if depth >= 1 => {
+                    let text = t.xml_content(quick_xml::XmlVersion::Implicit1_0);
+                    if in_body {
+                        current.body.get_or_insert_with(String::new).push_str(&text);
+                    } else if in_child_text || depth == 1 {
+                        current.text.push_str(&text);
+                    }
+                }
+                Event::GeneralRef(r) if in_body => {
+                    let s = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        _ => quick_xml::escape::resolve_predefined_entity(&r).unwrap_or("").to_string(),
+                    };
+                    current.body.get_or_insert_with(String::new).push_str(&s);
+                }
+                Event::Eof => return Ok(Read::Closed),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next first-level element, skipping stream headers.
+    pub async fn stanza(&mut self) -> io::Result<Summary> {
+        loop {
+            match self.next().await? {
+                Read::Header => continue,
+                Read::Stanza(s) => return Ok(s),
+                Read::Closed => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed")),
+            }
+        }
+    }
+}
+
+fn summary(e: &quick_xml::events::BytesStart<'_>) -> Summary {
+    let mut s = Summary { name: e.local_name().as_ref().to_string(), ..Summary::default() };
+    for attr in e.attributes().flatten() {
+        let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map(|v| v.into_owned()).ok();
+        match attr.key.as_ref() {
+            "from" => s.from = value,
+            "type" => s.kind = value,
+            "id" => s.id = value,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// A logged-in session, split for concurrent reading and writing.
+pub struct Session {
+    pub reader: Reader<ReadHalf<Stream>>,
+    pub writer: WriteHalf<Stream>,
+    pub jid: String,
+}
+
+/// Accept any certificate: the load generator measures servers, it does not protect data.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn connector() -> tokio_rustls::TlsConnector {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        Arc::new(config)
+    });
+    tokio_rustls::TlsConnector::from(config.clone())
+}
+
+async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn tls(stream: Stream, domain: &str) -> io::Result<Stream> {
+    let name = rustls::pki_types::ServerName::try_from(domain.to_string()).map_err(io::Error::other)?;
+    Ok(Box::new(connector().connect(name, stream).await?))
+}
+
+fn header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    )
+}
+
+fn err(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+/// Connect, secure, authenticate, bind `resource` and (optionally) send initial presence.
+pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password: &str, resource: &str, presence: bool) -> io::Result<Session> {
+    let mut stream: Stream = Box::new(tcp(target.addr, source).await?);
+    if target.security == Security::Direct {
+        stream = tls(stream, &target.domain).await?;
+    }
+    let (r, mut w) = tokio::io::split(stream);
+    let mut reader = Reader::new(r);
+    w.write_all(header(&target.domain).as_bytes()).await?;
+    expect_features(&mut reader).await?;
+    if target.security == Security::Starttls {
+        w.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        let proceed = reader.stanza().await?;
+        if proceed.name != "proceed" {
+            return Err(err(format!("STARTTLS refused: <{}/>", proceed.name)));
+        }
+        let stream = reader.into_inner().unsplit(w);
+        let (r, w2) = tokio::io::split(tls(stream, &target.domain).await?);
+        reader = Reader::new(r);
+        w = w2;
+        w.write_all(header(&target.domain).as_bytes()).await?;
+        expect_features(&mut reader).await?;
+    }
+    scram(&mut reader, &mut w, target.mechanism, user, password).await?;
+    // Restart on the same connection with a fresh parser.
+    let (r, w2) = tokio::io::split(reader.into_inner().unsplit(w));
+    reader = Reader::new(r);
+    w = w2;
+    w.write_all(header(&target.domain).as_bytes()).await?;
+    expect_features(&mut reader).await?;
+    w.write_all(
+        format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>").as_bytes(),
+    )
+    .await?;
+    let bound = loop {
+        let s = reader.stanza().await?;
+        if s.name == "iq" && s.id.as_deref() == Some("bind") {
+            break s;
+        }
+    };
+    if bound.kind.as_deref() != Some("result") {
+        return Err(err("bind failed"));
+    }
+    let jid = bound.text.trim().to_string();
+    // Some servers still want the RFC 3921 session; it is harmless elsewhere.
+    w.write_all(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+    loop {
+        let s = reader.stanza().await?;
+        if s.name == "iq" && s.id.as_deref() == Some("sess") {
+            break;
+        }
+    }
+    if presence {
+        w.write_all(b"<presence/>").await?;
+    }
+    w.flush().await?;
+    Ok(Session { reader, writer: w, jid })
+}
+
+async fn expect_features(reader: &mut Reader<ReadHalf<Stream>>) -> io::Result<()> {
+    let s = reader.stanza().await?;
+    if s.name != "features" {
+        return Err(err(format!("expected stream features, got <{}/>", s.name)));
+    }
+    Ok(())
+}
+
+async fn scram(reader: &mut Reader<ReadHalf<Stream>>, w: &mut WriteHalf<Stream>, mechanism: Mechanism, user: &str, password: &str) -> io::Result<()> {
+    let (name, sha1) = match mechanism {
+        Mechanism::ScramSha1 => ("SCRAM-SHA-1", true),
+        Mechanism::ScramSha256 => ("SCRAM-SHA-256", false),
+    };
+    let mut nonce_bytes = [0u8; 18];
+    getrandom::fill(&mut nonce_bytes).map_err(|e| err(e.to_string()))?;
+    let first_bare = format!("n={user},r={}", B64.encode(nonce_bytes));
+    w.write_all(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{name}'>{}</auth>", B64.encode(format!("n,,{first_bare}"))).as_bytes()).await?;
+    let challenge = reader.stanza().await?;
+    if challenge.name != "challenge" {
+        return Err(err(format!("SASL: <{}/>", challenge.name)));
+    }
+    let server_first = String::from_utf8(B64.decode(challenge.text.trim()).map_err(io::Error::other)?).map_err(io::Error::other)?;
+    let client_final = client_final(sha1, password, &first_bare, &server_first)?;
+    w.write_all(format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(client_final)).as_bytes()).await?;
+    let outcome = reader.stanza().await?;
+    if outcome.name != "success" {
+        return Err(err(format!("SASL failed: <{}/> {:?}", outcome.name, outcome.children)));
+    }
+    Ok(())
+}
+
+fn client_final(sha1: bool, password: &str, first_bare: &str, server_first: &str) -> io::Result<String> {
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Digest;
+    let mut nonce = "";
+    let mut salt = Vec::new();
+    let mut iterations = 0u32;
+    for part in server_first.split(',') {
+        match part.split_at_checked(2) {
+            Some(("r=", v)) => nonce = v,
+            Some(("s=", v)) => salt = B64.decode(v).map_err(io::Error::other)?,
+            Some(("i=", v)) => iterations = v.parse().map_err(io::Error::other)?,
+            _ => {}
+        }
+    }
+    let salted = salted_password(sha1, password, &salt, iterations);
+    let hmac = |key: &[u8], data: &[u8]| -> Vec<u8> {
+        if sha1 {
+            let mut m = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        } else {
+            let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+    };
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = if sha1 { sha1::Sha1::digest(&client_key).to_vec() } else { sha2::Sha256::digest(&client_key).to_vec() };
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{first_bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+    Ok(format!("{without_proof},p={}", B64.encode(proof)))
+}
+
+/// PBKDF2 is the client's cost of a login: cached per (salt, iterations), since a load run
+/// logs the same accounts in again and again.
+fn salted_password(sha1: bool, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<(bool, String, Vec<u8>, u32), Vec<u8>>>> = std::sync::OnceLock::new();
+    let key = (sha1, password.to_string(), salt.to_vec(), iterations);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap().get(&key) {
+        return v.clone();
+    }
+    let out = if sha1 {
+        let mut out = [0u8; 20];
+        pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password.as_bytes(), salt, iterations, &mut out);
+        out.to_vec()
+    } else {
+        let mut out = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt, iterations, &mut out);
+        out.to_vec()
+    };
+    cache.lock().unwrap().insert(key, out.clone());
+    out
+}
