@@ -137,8 +137,7 @@ fn raw_facts(bytes: &[u8]) -> (bool, bool) {
 fn rxml_parse(bytes: &[u8]) -> Result<RxmlDoc, String> {
     let normalised = normalise_line_ends(bytes);
     let bytes = &normalised[..];
-    let mut options = rxml::Options::default();
-    options.max_token_length = 1 << 20;
+    let options = rxml::Options { max_token_length: 1 << 20, ..rxml::Options::default() };
     let mut parser = rxml::Parser::with_options(options);
     let mut stack: Vec<Element> = Vec::new();
     let (raw_duplicate, binds_xmlns) = raw_facts(bytes);
@@ -365,10 +364,10 @@ fn rxml_lenient(doc: &RxmlDoc, ours: &XmlError) -> Option<&'static str> {
 /// rxml rejected what XML allows: E5, R2, R5 (each confirmed by rxml accepting the input
 /// without that one thing).
 fn rxml_strict(input: &[u8]) -> Option<&'static str> {
-    if let Some(rest) = input.strip_prefix(b"\xEF\xBB\xBF") {
-        if rxml_parse(rest).is_ok() {
-            return Some("E5 BOM");
-        }
+    if let Some(rest) = input.strip_prefix(b"\xEF\xBB\xBF")
+        && rxml_parse(rest).is_ok()
+    {
+        return Some("E5 BOM");
     }
     let text = std::str::from_utf8(input).ok()?;
     for standalone in [" standalone='yes'", " standalone=\"yes\""] {

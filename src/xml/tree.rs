@@ -107,16 +107,14 @@ impl TreeBuilder {
         // A UTF-8 byte-order mark may start the document (XML 1.0 §4.3.3). quick-xml skips it
         // only when it arrives whole in the first read; split across reads it comes here as
         // text, and must mean the same.
-        if !self.seen_any {
-            if let Event::Text(text) = &event {
-                if let Some(rest) = text.strip_prefix('\u{FEFF}') {
-                    if rest.is_empty() {
-                        return Ok(Built::Nothing);
-                    }
-                    self.seen_any = true;
-                    return self.text(rest, true);
-                }
+        if let (false, Event::Text(text)) = (self.seen_any, &event)
+            && let Some(rest) = text.strip_prefix('\u{FEFF}')
+        {
+            if rest.is_empty() {
+                return Ok(Built::Nothing);
             }
+            self.seen_any = true;
+            return self.text(rest, true);
         }
         let first = !self.seen_any;
         self.seen_any = true;
