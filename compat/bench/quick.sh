@@ -31,16 +31,22 @@ for i in $(seq 0 $((SESSIONS - 1))); do echo "user$i@localhost password"; done \
     | $STARLING --config "$dir/starling.toml" user add --batch >&2
 echo "  $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s" >&2
 
-taskset -c 0 $STARLING --config "$dir/starling.toml" serve 2>"$dir/server.log" &
-pid=$!
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-sleep 1
-echo "{\"scenario\":\"idle\",\"server\":\"starling\",\"server_rss_kib\":$(awk '/VmRSS/{print $2}' /proc/$pid/status)}"
-
+start() {
+    taskset -c 0 $STARLING --config "$dir/starling.toml" serve 2>"$dir/server.log" &
+    pid=$!
+    for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+}
+stop() { kill $pid; wait $pid 2>/dev/null || true; }
 run() { taskset -c 1 $BENCH --server "127.0.0.1:$1" --server-pid $pid --label starling "${@:2}"; }
+
+# Each memory figure on a fresh server, so freed memory of an earlier run does not hide
+# the cost of the next.
+start
+echo "{\"scenario\":\"idle\",\"server\":\"starling\",\"server_rss_kib\":$(awk '/VmRSS/{print $2}' /proc/$pid/status)}"
 run $port --security plain connect --count "$SESSIONS" --ramp 2000 --hold 3
-sleep 2
+stop; start
 run $tls_port --security direct connect --count "$SESSIONS" --ramp 1000 --hold 3
-sleep 2
+stop; start
 run $port --security plain chat --count 2 --rate 20000 --duration 10
 run $port --security plain chat --count 100 --rate 20000 --duration 10
