@@ -11,7 +11,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use crate::modules::{Ctx, Flow, Hook, IqRequest, Scope};
 use crate::session::SendError;
-use crate::stanza::{Condition, IqType, Kind, MessageType, Stanza, StanzaError};
+use crate::stanza::{Condition, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
 
 /// A stanza a local client sent: its own presence first goes to the presence hook
 /// (broadcast, directed presence, subscriptions), then everything is routed.
@@ -124,7 +124,14 @@ async fn to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
 /// RFC 6121 §8.5.1: the account does not exist.
 async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
     match stanza.kind {
-        // Presence is silently ignored; revealing the (non-)existence is not wanted.
+        // A subscription request is rejected on the account's behalf (option (a) of
+        // §8.5.1), so that the requester does not wait forever; other presence is ignored.
+        Kind::Presence if stanza.presence_type() == Some(PresenceType::Subscribe) => {
+            let Some(to) = stanza.to.clone() else { return };
+            let mut el = minidom::Element::bare("presence", crate::xml::ns::CLIENT);
+            crate::xml::set_attr(&mut el, "type", "unsubscribed");
+            ctx.send(Stanza::new(el, Jid::from(to.to_bare()), Jid::from(stanza.from.to_bare()))).await;
+        }
         Kind::Presence => {}
         Kind::Message | Kind::Iq => bounce(ctx, &stanza, StanzaError::service_unavailable()).await,
     }

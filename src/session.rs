@@ -86,7 +86,9 @@ impl Sessions {
 
     /// Register a bound resource. If the same full JID is already bound, the old session is
     /// replaced and told to close with `<conflict/>` (RFC 6120 §7.7.2.2, our policy).
-    pub fn bind(&self, jid: FullJid, conn: ConnId, tx: mpsc::Sender<Outbound>) -> Result<(), BindError> {
+    /// Returns the presence state of a session that was replaced, so that it can end like
+    /// any other (its contacts see it go unavailable).
+    pub fn bind(&self, jid: FullJid, conn: ConnId, tx: mpsc::Sender<Outbound>) -> Result<Option<PresenceState>, BindError> {
         let bare = jid.to_bare();
         let mut entry = self.users.entry(bare).or_default();
         if let Some(old) = entry.iter_mut().find(|r| r.jid == jid) {
@@ -94,13 +96,13 @@ impl Sessions {
             let _ = replaced.tx.try_send(Outbound::Close(
                 StreamError::new(crate::stanza::StreamCondition::Conflict).with_text("replaced by a new session"),
             ));
-            return Ok(());
+            return Ok(Some(replaced.state));
         }
         if entry.len() >= self.max_resources {
             return Err(BindError::TooManyResources);
         }
         entry.push(Resource { jid, conn, tx, state: PresenceState::default() });
-        Ok(())
+        Ok(None)
     }
 
     /// Remove a resource if it still belongs to `conn`. Returns its final presence state and
@@ -231,7 +233,7 @@ mod tests {
         let (tx3, _rx3) = mpsc::channel(4);
         sessions.bind(FullJid::new("u@h/b").unwrap(), 3, tx3).unwrap();
         let (tx4, _rx4) = mpsc::channel(4);
-        assert_eq!(sessions.bind(FullJid::new("u@h/c").unwrap(), 4, tx4), Err(BindError::TooManyResources));
+        assert_eq!(sessions.bind(FullJid::new("u@h/c").unwrap(), 4, tx4).err(), Some(BindError::TooManyResources));
         assert_eq!(sessions.unbind(&a, 2).map(|(_, last)| last), Some(false));
         assert_eq!(sessions.unbind(&FullJid::new("u@h/b").unwrap(), 3).map(|(_, last)| last), Some(true));
         assert!(!sessions.has_sessions(&BareJid::new("u@h").unwrap()));

@@ -15,8 +15,8 @@ use super::sasl::{self, SaslResult};
 use super::transport::{Transport, Writer};
 use crate::auth::ChannelBindings;
 use crate::core::Core;
-use crate::modules::{Ctx, PreAuthIq, Stage};
-use crate::session::{BindError, ConnId, Outbound};
+use crate::modules::{Ctx, PreAuthIq, SessionHook, Stage};
+use crate::session::{BindError, ConnId, Outbound, PresenceState};
 use crate::stanza::{Condition, IqType, StanzaError, StreamCondition, StreamError, new_id};
 use crate::xml::{self, Limits, ReadStats, StreamEvent, StreamReader, ns};
 
@@ -372,7 +372,13 @@ impl Negotiation {
             (Some(account), IqType::Set) if payload.is("bind", ns::BIND) => {
                 let account = account.clone();
                 match self.bind(&payload, &account) {
-                    Ok((jid, rx)) => {
+                    Ok((jid, rx, replaced)) => {
+                        if let Some(state) = replaced {
+                            // The replaced session ends like any other: contacts and
+                            // directed-presence recipients see it go.
+                            let ctx = Ctx::new(self.core.clone());
+                            self.core.modules.run_session_hook(SessionHook::Closed, &ctx, &jid, Some(state), false).await;
+                        }
                         let mut bind = Element::bare("bind", ns::BIND);
                         bind.append_child(xml::text_element("jid", ns::BIND, jid.as_str()));
                         writer.queue(&iq_reply(&id, Ok(Some(bind))));
@@ -404,7 +410,8 @@ impl Negotiation {
     }
 
     /// RFC 6120 §7.6-§7.7: bind the client's resource or one we generate.
-    fn bind(&self, payload: &Element, account: &BareJid) -> Result<(FullJid, mpsc::Receiver<Outbound>), StanzaError> {
+    #[allow(clippy::type_complexity)]
+    fn bind(&self, payload: &Element, account: &BareJid) -> Result<(FullJid, mpsc::Receiver<Outbound>, Option<PresenceState>), StanzaError> {
         let requested = payload.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
         let resource = if requested.trim().is_empty() { format!("starling-{}", new_id()) } else { requested };
         let jid = account
@@ -412,7 +419,7 @@ impl Negotiation {
             .map_err(|_| StanzaError::bad_request("that resource is not allowed"))?;
         let (tx, rx) = mpsc::channel(self.core.config.c2s.max_queue + 1);
         match self.core.sessions.bind(jid.clone(), self.conn, tx) {
-            Ok(()) => Ok((jid, rx)),
+            Ok(replaced) => Ok((jid, rx, replaced)),
             // XEP-0205 §3 and RFC 6120 §7.6.2.1.
             Err(BindError::TooManyResources) => Err(StanzaError::new(Condition::ResourceConstraint)
                 .with_text("too many resources are bound to this account")

@@ -184,6 +184,23 @@ async fn directed_presence(b: Backend) {
     s.stop().await;
 }
 
+/// A request to an account that does not exist is rejected on its behalf (RFC 6121
+/// §8.5.1), and the requester's pending-out is cleared.
+async fn request_to_nonexistent_account(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice"]).await;
+    let mut alice = s.login("alice", "a").await;
+    alice.request("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>").await;
+    alice.available().await;
+    alice.send("<presence type='subscribe' to='ghost@localhost'/>").await;
+    let r = alice.expect("rejection", |e| e.attr("type") == Some("unsubscribed")).await;
+    assert_eq!(r.attr("from"), Some("ghost@localhost"));
+    let roster = alice.request("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>").await;
+    let item = roster.get_child("query", ROSTER).unwrap().children().next().expect("the item stays").clone();
+    assert_eq!((item.attr("subscription"), item.attr("ask")), (Some("none"), None), "{}", show(&roster));
+    s.stop().await;
+}
+
 /// Presence without subscription is not revealed: probes from strangers get nothing.
 async fn no_presence_leak(b: Backend) {
     let s = TestServer::start(b).await;
@@ -198,4 +215,11 @@ async fn no_presence_leak(b: Backend) {
     s.stop().await;
 }
 
-db_tests!(subscription_handshake, request_to_offline_contact, login_and_logout_presence, directed_presence, no_presence_leak);
+db_tests!(
+    subscription_handshake,
+    request_to_offline_contact,
+    request_to_nonexistent_account,
+    login_and_logout_presence,
+    directed_presence,
+    no_presence_leak,
+);

@@ -89,12 +89,17 @@ async fn binding_resources(b: Backend) {
 async fn same_resource_replaces_old_session(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["alice", "bob"]).await;
+    let mut bob = s.login("bob", "x").await;
+    bob.available().await;
     let mut first = s.login("alice", "desk").await;
     first.available().await;
+    first.send("<presence to='bob@localhost'/>").await;
+    bob.expect("directed presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/desk")).await;
     let mut second = s.login("alice", "desk").await;
     assert_eq!(first.expect_stream_error().await.as_deref(), Some("conflict"));
+    // The replaced session ended like any other: bob saw it go.
+    bob.expect("unavailable", |e| e.attr("type") == Some("unavailable") && e.attr("from") == Some("alice@localhost/desk")).await;
     // The new session works.
-    let mut bob = s.login("bob", "x").await;
     second.available().await;
     bob.send("<message to='alice@localhost/desk' type='chat' id='m1'><body>still there?</body></message>").await;
     let m = second.expect_kind("message").await;
