@@ -984,7 +984,6 @@ fn rxml_lone_cr_in_attribute() {
 /// fails to parse: an offline message carrying such a child is dropped at delivery
 /// ("unreadable offline message skipped"), a vCard with one answers internal-server-error.
 #[test]
-#[ignore = "bug in src/xml/writer.rs: streams-namespace descendants lose their namespace declaration when written standalone"]
 fn writer_declares_streams_prefix_below_top() {
     let input = "<message xmlns='jabber:client' to='a@b'><features xmlns='http://etherx.jabber.org/streams'/><body>hi</body></message>";
     let el = parse_element(input).unwrap();

@@ -18,6 +18,16 @@ use super::tree::{Built, Limits, Mode, TreeBuilder, XmlError};
 /// read buffer at all (it only holds one while a stanza is arriving).
 const READ_CHUNK: usize = 4096;
 
+/// Marker carried through quick-xml's `io::Error` when the first bytes are not markup.
+#[derive(Debug)]
+struct NotMarkup;
+impl std::fmt::Display for NotMarkup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the stream does not start with markup")
+    }
+}
+impl std::error::Error for NotMarkup {}
+
 /// Marker carried through quick-xml's `io::Error` when the byte budget is exceeded.
 #[derive(Debug)]
 struct BudgetExceeded;
@@ -76,11 +86,44 @@ pub struct Input<R> {
     used: usize,
     budget: usize,
     stats: Arc<ReadStats>,
+    /// Nothing but whitespace (and a BOM) has arrived yet: an XML stream starts with `<`.
+    /// Checked here so that an HTTP request or a TLS ClientHello on the STARTTLS port is
+    /// refused at once instead of waiting for a `<` that never comes.
+    before_markup: bool,
+    /// Bytes of a leading UTF-8 BOM seen so far (it may arrive split across reads);
+    /// `u8::MAX` once anything else was seen, after which no BOM is allowed.
+    bom_seen: u8,
+}
+
+impl<R> Input<R> {
+    /// Look at newly read bytes until the first `<`: `false` if something else comes first.
+    fn check_leading_bytes(&mut self) -> bool {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        for &b in &self.buf[self.pos..] {
+            if (self.bom_seen as usize) < BOM.len() && b == BOM[self.bom_seen as usize] {
+                self.bom_seen += 1;
+                continue;
+            }
+            if self.bom_seen != 0 && (self.bom_seen as usize) < BOM.len() {
+                return false; // a broken BOM
+            }
+            self.bom_seen = u8::MAX;
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => {}
+                b'<' => {
+                    self.before_markup = false;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 impl<R> Input<R> {
     pub fn new(inner: R, stats: Arc<ReadStats>) -> Self {
-        Input { inner, buf: Vec::new(), pos: 0, used: 0, budget: usize::MAX, stats }
+        Input { inner, buf: Vec::new(), pos: 0, used: 0, budget: usize::MAX, stats, before_markup: true, bom_seen: 0 }
     }
 
     /// Bytes received but not yet parsed. Must be empty at a STARTTLS switch (RFC 6120
@@ -134,6 +177,9 @@ impl<R: AsyncRead + Unpin> AsyncBufRead for Input<R> {
             this.pos = 0;
             if !filled.is_empty() {
                 this.stats.record(filled.len());
+            }
+            if this.before_markup && !this.check_leading_bytes() {
+                return Poll::Ready(Err(io::Error::other(NotMarkup)));
             }
         }
         Poll::Ready(Ok(&this.buf[this.pos..]))
@@ -243,6 +289,8 @@ fn map_error(e: quick_xml::Error) -> XmlError {
         Q::Io(io) => {
             if io.get_ref().is_some_and(|inner| inner.is::<BudgetExceeded>()) {
                 XmlError::TooBig
+            } else if io.get_ref().is_some_and(|inner| inner.is::<NotMarkup>()) {
+                XmlError::NotWellFormed(NotMarkup.to_string())
             } else if io.kind() == io::ErrorKind::UnexpectedEof {
                 XmlError::Eof
             } else {

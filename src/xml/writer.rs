@@ -39,13 +39,14 @@ pub fn stream_footer(out: &mut Vec<u8>) {
 /// (`""` for a standalone document).
 pub fn write_element(out: &mut Vec<u8>, el: &Element, default_ns: &str) {
     let el_ns = el.ns();
-    write_inner(out, el, &el_ns, default_ns);
+    write_inner(out, el, &el_ns, default_ns, true);
 }
 
-fn write_inner(out: &mut Vec<u8>, el: &Element, el_ns: &str, default_ns: &str) {
-    // Stream-level elements use the `stream:` prefix bound on the stream header; some
-    // clients match on the prefixed name.
-    let stream_prefixed = el_ns == ns::STREAMS && !default_ns.is_empty();
+fn write_inner(out: &mut Vec<u8>, el: &Element, el_ns: &str, default_ns: &str, top: bool) {
+    // First-level elements of a stream (<stream:features/>, <stream:error/>) use the
+    // `stream:` prefix bound on the stream header; some clients match on the prefixed name.
+    // Anywhere else the prefix is not declared, so the namespace is declared normally.
+    let stream_prefixed = top && el_ns == ns::STREAMS && !default_ns.is_empty();
     out.push(b'<');
     if stream_prefixed {
         out.extend_from_slice(b"stream:");
@@ -95,7 +96,7 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, el_ns: &str, default_ns: &str) {
         match node {
             Node::Element(child) => {
                 let child_ns = child.ns();
-                write_inner(out, child, &child_ns, child_default);
+                write_inner(out, child, &child_ns, child_default, false);
             }
             Node::Text(text) => escape_text(out, text),
         }
