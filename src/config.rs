@@ -62,7 +62,7 @@ pub struct C2sConfig {
     pub max_resources: usize,
     /// default: 102400. Sustained bytes per second read from one client; 0 disables.
     pub max_bytes_per_second: u64,
-    /// default: 1000. Stanzas queued for a client that does not read before it is dropped.
+    /// default: 1000. Stanzas queued for a client; senders wait for room, up to 10 s.
     pub max_queue: usize,
 }
 

@@ -115,7 +115,7 @@ async fn to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
                 Flow::Handled => return,
                 Flow::Continue(s) => s,
             };
-            presence_to_account(ctx, stanza, to)
+            presence_to_account(ctx, stanza, to).await
         }
         Kind::Iq => iq_to_account(ctx, stanza, to).await,
     }
@@ -140,9 +140,9 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
 /// RFC 6121 §8.5.3: a message for a full JID.
 async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
     let Stanza { kind, from, to, el } = stanza;
-    match ctx.core.sessions.send(&full, el) {
+    match ctx.core.sessions.deliver(&full, el).await {
         Ok(()) => {}
-        Err(SendError::Offline(el) | SendError::Overloaded(el)) => {
+        Err(SendError::Offline(el) | SendError::Full(el) | SendError::Overloaded(el)) => {
             let stanza = Stanza { kind, from, to, el };
             match stanza.message_type() {
                 // §8.5.3.2.1: normal and chat are treated as if addressed to the bare JID.
@@ -178,7 +178,7 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
     }
     let mut delivered = false;
     for target in &targets {
-        delivered |= ctx.core.sessions.send(&target.jid, stanza.el.clone()).is_ok();
+        delivered |= ctx.core.sessions.deliver(&target.jid, stanza.el.clone()).await.is_ok();
     }
     if delivered {
         return;
@@ -195,11 +195,11 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
 
 /// Deliver a message to the available resources of an account right now, without hooks;
 /// `false` if none took it. For the offline module, which re-checks under its lock.
-pub fn deliver_message_now(ctx: &Ctx, stanza: &Stanza, bare: &BareJid) -> bool {
+pub async fn deliver_message_now(ctx: &Ctx, stanza: &Stanza, bare: &BareJid) -> bool {
     let mut delivered = false;
     for r in ctx.core.sessions.resources(bare) {
         if r.available && r.priority >= 0 {
-            delivered |= ctx.core.sessions.send(&r.jid, stanza.el.clone()).is_ok();
+            delivered |= ctx.core.sessions.deliver(&r.jid, stanza.el.clone()).await.is_ok();
         }
     }
     delivered
@@ -208,16 +208,16 @@ pub fn deliver_message_now(ctx: &Ctx, stanza: &Stanza, bare: &BareJid) -> bool {
 /// Presence the presence module let through: available, unavailable and errors
 /// (RFC 6121 §8.5.2.1.2, §8.5.3.1): to a full JID if connected, to all available resources
 /// for a bare JID, otherwise dropped.
-fn presence_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
+async fn presence_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     let sessions = &ctx.core.sessions;
     match to.try_into_full() {
         Ok(full) => {
-            let _ = sessions.send(&full, stanza.el);
+            let _ = sessions.deliver(&full, stanza.el).await;
         }
         Err(bare) => {
             for r in sessions.resources(&bare) {
                 if r.available {
-                    let _ = sessions.send(&r.jid, stanza.el.clone());
+                    let _ = sessions.deliver(&r.jid, stanza.el.clone()).await;
                 }
             }
         }
@@ -230,7 +230,7 @@ async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     match to.try_into_full() {
         Ok(full) => {
             let Stanza { kind, from, to, el } = stanza;
-            if let Err(SendError::Offline(el) | SendError::Overloaded(el)) = ctx.core.sessions.send(&full, el) {
+            if let Err(SendError::Offline(el) | SendError::Full(el) | SendError::Overloaded(el)) = ctx.core.sessions.deliver(&full, el).await {
                 if request {
                     bounce(ctx, &Stanza { kind, from, to, el }, StanzaError::service_unavailable()).await
                 }

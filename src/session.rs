@@ -4,11 +4,13 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::stanza::StreamError;
 
@@ -21,13 +23,47 @@ pub fn next_conn_id() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-/// What other tasks can ask of a session.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Write this stanza to the client.
-    Stanza(Element),
-    /// End the stream with this error (e.g. `<conflict/>` when replaced).
-    Close(StreamError),
+/// How long a sender waits for room in a recipient's full queue before deciding that the
+/// recipient does not read (it is then disconnected and the stanza rerouted).
+pub const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks a session to end. Separate from the stanza queue, so that it works when the queue
+/// is full.
+#[derive(Debug, Default)]
+pub struct Control {
+    close: Mutex<Option<StreamError>>,
+    notify: Notify,
+}
+
+impl Control {
+    /// Ask the session to end with `error` (the first request wins).
+    pub fn close(&self, error: StreamError) {
+        self.close.lock().unwrap().get_or_insert(error);
+        self.notify.notify_one();
+    }
+
+    /// A close request, if one came.
+    pub fn pending(&self) -> Option<StreamError> {
+        self.close.lock().unwrap().take()
+    }
+
+    /// Wait for a close request. Cancel-safe: the request stays until taken.
+    pub async fn closed(&self) -> StreamError {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(e) = self.pending() {
+                return e;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What the registry holds to reach one session.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub tx: mpsc::Sender<Element>,
+    pub control: Arc<Control>,
 }
 
 /// Presence state of one resource (RFC 6121 §4).
@@ -47,7 +83,7 @@ pub struct PresenceState {
 struct Resource {
     jid: FullJid,
     conn: ConnId,
-    tx: mpsc::Sender<Outbound>,
+    link: Link,
     state: PresenceState,
 }
 
@@ -62,7 +98,9 @@ pub enum BindError {
 pub enum SendError {
     /// No such resource is connected.
     Offline(Element),
-    /// The session does not read fast enough; it has been told to close.
+    /// The queue is full (only from `try_send`, which does not wait).
+    Full(Element),
+    /// The session did not make room within `SEND_WAIT`; it has been told to close.
     Overloaded(Element),
 }
 
@@ -88,20 +126,20 @@ impl Sessions {
     /// replaced and told to close with `<conflict/>` (RFC 6120 §7.7.2.2, our policy).
     /// Returns the presence state of a session that was replaced, so that it can end like
     /// any other (its contacts see it go unavailable).
-    pub fn bind(&self, jid: FullJid, conn: ConnId, tx: mpsc::Sender<Outbound>) -> Result<Option<PresenceState>, BindError> {
+    pub fn bind(&self, jid: FullJid, conn: ConnId, link: Link) -> Result<Option<PresenceState>, BindError> {
         let bare = jid.to_bare();
         let mut entry = self.users.entry(bare).or_default();
         if let Some(old) = entry.iter_mut().find(|r| r.jid == jid) {
-            let replaced = std::mem::replace(old, Resource { jid, conn, tx, state: PresenceState::default() });
-            let _ = replaced.tx.try_send(Outbound::Close(
+            let replaced = std::mem::replace(old, Resource { jid, conn, link, state: PresenceState::default() });
+            replaced.link.control.close(
                 StreamError::new(crate::stanza::StreamCondition::Conflict).with_text("replaced by a new session"),
-            ));
+            );
             return Ok(Some(replaced.state));
         }
         if entry.len() >= self.max_resources {
             return Err(BindError::TooManyResources);
         }
-        entry.push(Resource { jid, conn, tx, state: PresenceState::default() });
+        entry.push(Resource { jid, conn, link, state: PresenceState::default() });
         Ok(None)
     }
 
@@ -120,32 +158,43 @@ impl Sessions {
         Some((removed.state, last))
     }
 
-    /// Hand a stanza to one connected resource without waiting.
-    pub fn send(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
-        let tx = {
-            let Some(entry) = self.users.get(&jid.to_bare()) else { return Err(SendError::Offline(stanza)) };
-            match entry.iter().find(|r| &r.jid == jid) {
-                Some(r) => r.tx.clone(),
-                None => return Err(SendError::Offline(stanza)),
-            }
-        };
-        // The last slot of the queue is kept for the close request, so that a full queue
-        // can still tell its session to go.
-        if tx.capacity() <= 1 {
-            // A client that does not read must not make the server buffer without bound
-            // (ejabberd's max_fsm_queue): it is disconnected; the caller reroutes.
-            let _ = tx.try_send(Outbound::Close(
-                StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas"),
-            ));
-            tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
-            return Err(SendError::Overloaded(stanza));
-        }
-        match tx.try_send(Outbound::Stanza(stanza)) {
+    fn link(&self, jid: &FullJid) -> Option<Link> {
+        let entry = self.users.get(&jid.to_bare())?;
+        entry.iter().find(|r| &r.jid == jid).map(|r| r.link.clone())
+    }
+
+    /// Hand a stanza to one connected resource without waiting (roster and block-list
+    /// pushes: a client that misses one gets the whole list on its next request).
+    pub fn try_send(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
+        let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
+        match link.tx.try_send(stanza) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(Outbound::Stanza(s)) | mpsc::error::TrySendError::Full(Outbound::Stanza(s))) => {
-                Err(SendError::Offline(s))
+            Err(mpsc::error::TrySendError::Full(s)) => Err(SendError::Full(s)),
+            Err(mpsc::error::TrySendError::Closed(s)) => Err(SendError::Offline(s)),
+        }
+    }
+
+    /// Hand a stanza to one connected resource. When its queue is full the sender waits for
+    /// room, so that a fast sender goes at its recipient's pace; a recipient that makes no
+    /// room within `SEND_WAIT` does not read (ejabberd's max_fsm_queue case): it is
+    /// disconnected and the stanza comes back for rerouting.
+    pub async fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
+        let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
+        let stanza = match link.tx.try_send(stanza) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(s)) => return Err(SendError::Offline(s)),
+            Err(mpsc::error::TrySendError::Full(s)) => s,
+        };
+        match link.tx.send_timeout(stanza, SEND_WAIT).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(s)) => Err(SendError::Offline(s)),
+            Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
+                tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
+                link.control.close(
+                    StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas"),
+                );
+                Err(SendError::Overloaded(s))
             }
-            Err(_) => unreachable!("only stanzas are sent here"),
         }
     }
 
@@ -203,7 +252,7 @@ impl Sessions {
     pub fn close_all(&self, bare: &BareJid, error: StreamError) {
         if let Some(entry) = self.users.get(bare) {
             for r in entry.iter() {
-                let _ = r.tx.try_send(Outbound::Close(error.clone()));
+                r.link.control.close(error.clone());
             }
         }
     }
@@ -218,38 +267,53 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn link(capacity: usize) -> (Link, mpsc::Receiver<Element>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Link { tx, control: Arc::new(Control::default()) }, rx)
+    }
+
     #[test]
     fn bind_replace_and_limit() {
         let sessions = Sessions::new(2);
         let a = FullJid::new("u@h/a").unwrap();
-        let (tx1, mut rx1) = mpsc::channel(4);
-        let (tx2, _rx2) = mpsc::channel(4);
-        sessions.bind(a.clone(), 1, tx1).unwrap();
-        sessions.bind(a.clone(), 2, tx2).unwrap();
-        assert!(matches!(rx1.try_recv(), Ok(Outbound::Close(e)) if e.condition == crate::stanza::StreamCondition::Conflict));
+        let (l1, _rx1) = link(4);
+        let control1 = l1.control.clone();
+        let (l2, _rx2) = link(4);
+        sessions.bind(a.clone(), 1, l1).unwrap();
+        assert!(sessions.bind(a.clone(), 2, l2).unwrap().is_some());
+        assert_eq!(control1.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::Conflict));
         // The replaced connection cannot remove its replacement.
         assert!(sessions.unbind(&a, 1).is_none());
         assert!(sessions.is_connected(&a));
-        let (tx3, _rx3) = mpsc::channel(4);
-        sessions.bind(FullJid::new("u@h/b").unwrap(), 3, tx3).unwrap();
-        let (tx4, _rx4) = mpsc::channel(4);
-        assert_eq!(sessions.bind(FullJid::new("u@h/c").unwrap(), 4, tx4).err(), Some(BindError::TooManyResources));
+        sessions.bind(FullJid::new("u@h/b").unwrap(), 3, link(4).0).unwrap();
+        assert_eq!(sessions.bind(FullJid::new("u@h/c").unwrap(), 4, link(4).0).err(), Some(BindError::TooManyResources));
         assert_eq!(sessions.unbind(&a, 2).map(|(_, last)| last), Some(false));
         assert_eq!(sessions.unbind(&FullJid::new("u@h/b").unwrap(), 3).map(|(_, last)| last), Some(true));
         assert!(!sessions.has_sessions(&BareJid::new("u@h").unwrap()));
     }
 
-    #[test]
-    fn overloaded_session_is_closed() {
+    /// A full queue makes the sender wait; a queue that never drains closes the session.
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_waits_then_closes() {
         let sessions = Sessions::new(2);
         let a = FullJid::new("u@h/a").unwrap();
-        let (tx, mut rx) = mpsc::channel(3);
-        sessions.bind(a.clone(), 1, tx).unwrap();
-        sessions.send(&a, Element::bare("message", "jabber:client")).unwrap();
-        sessions.send(&a, Element::bare("message", "jabber:client")).unwrap();
-        assert!(matches!(sessions.send(&a, Element::bare("message", "jabber:client")), Err(SendError::Overloaded(_))));
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Stanza(_))));
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Stanza(_))));
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Close(_))));
+        let (l, mut rx) = link(1);
+        let control = l.control.clone();
+        sessions.bind(a.clone(), 1, l).unwrap();
+        sessions.deliver(&a, Element::bare("message", "jabber:client")).await.unwrap();
+        assert!(matches!(sessions.try_send(&a, Element::bare("message", "jabber:client")), Err(SendError::Full(_))));
+        // Room is made in time: delivered.
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rx.recv().await.unwrap();
+            rx
+        });
+        sessions.deliver(&a, Element::bare("message", "jabber:client")).await.unwrap();
+        let _rx = reader.await.unwrap();
+        assert!(control.pending().is_none());
+        // Nobody reads: after SEND_WAIT, overloaded and told to close.
+        let r = sessions.deliver(&a, Element::bare("message", "jabber:client")).await;
+        assert!(matches!(r, Err(SendError::Overloaded(_))));
+        assert_eq!(control.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::PolicyViolation));
     }
 }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::core::Core;
 use crate::modules::{Ctx, SessionHook, SessionOutput};
 use crate::router;
-use crate::session::{ConnId, Outbound, next_conn_id};
+use crate::session::{ConnId, Control, next_conn_id};
 use crate::stanza::{Kind, Rejected, Stanza, StreamCondition, StreamError, new_id};
 use crate::xml::{self, ReadStats, StreamEvent, XmlError, ns};
 use negotiate::{Bound, Negotiation, Reader};
@@ -69,7 +69,8 @@ struct Session {
     ctx: Ctx,
     output: Arc<SessionOutput>,
     writer: Writer,
-    rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::Receiver<Element>,
+    control: Arc<Control>,
     stats: Arc<ReadStats>,
     ping: PingState,
     bucket: Bucket,
@@ -124,7 +125,7 @@ async fn read_next(mut reader: Reader) -> (Reader, Result<StreamEvent, XmlError>
 
 impl Session {
     async fn start(core: Core, conn: ConnId, bound: Bound) {
-        let Bound { reader, writer, jid, rx, stats } = bound;
+        let Bound { reader, writer, jid, rx, control, stats } = bound;
         let output = Arc::new(SessionOutput::default());
         let config = &core.config.c2s;
         let mut session = Session {
@@ -142,6 +143,7 @@ impl Session {
             output,
             writer,
             rx,
+            control,
             stats,
         };
         tracing::info!("session started");
@@ -161,7 +163,6 @@ impl Session {
         // One read future lives across iterations: quick-xml's read is not cancel-safe.
         let read = read_next(reader);
         tokio::pin!(read);
-        let mut closing = None;
         let end = loop {
             let reading = self.bucket.paused_until.is_none();
             let timer = self.next_timer();
@@ -170,31 +171,23 @@ impl Session {
                 _ = self.core.shutdown.cancelled() => {
                     break End::Error(StreamError::new(StreamCondition::SystemShutdown));
                 }
+                error = self.control.closed() => break End::Error(error),
                 out = self.rx.recv() => match out {
-                    Some(Outbound::Stanza(el)) => {
+                    Some(el) => {
                         self.writer.queue(&el);
                         // Write what else is waiting in one go.
                         let mut more = 0;
                         while more < 64 {
                             match self.rx.try_recv() {
-                                Ok(Outbound::Stanza(el)) => self.writer.queue(&el),
-                                Ok(Outbound::Close(e)) => {
-                                    let _ = self.writer.flush().await;
-                                    closing = Some(End::Error(e));
-                                    break;
-                                }
+                                Ok(el) => self.writer.queue(&el),
                                 Err(_) => break,
                             }
                             more += 1;
-                        }
-                        if let Some(end) = closing.take() {
-                            break end;
                         }
                         if self.writer.flush().await.is_err() {
                             break End::Lost;
                         }
                     }
-                    Some(Outbound::Close(e)) => break End::Error(e),
                     None => break End::Lost,
                 },
                 (reader, event) = &mut read, if reading => {
@@ -356,12 +349,10 @@ impl Session {
     async fn reroute_queued(&mut self) {
         self.rx.close();
         let ctx = Ctx::new(self.core.clone());
-        while let Ok(out) = self.rx.try_recv() {
-            if let Outbound::Stanza(el) = out {
-                if let Some(stanza) = Stanza::from_stored(el) {
-                    if stanza.kind == Kind::Message {
-                        router::route(&ctx, stanza).await;
-                    }
+        while let Ok(el) = self.rx.try_recv() {
+            if let Some(stanza) = Stanza::from_stored(el) {
+                if stanza.kind == Kind::Message {
+                    router::route(&ctx, stanza).await;
                 }
             }
         }

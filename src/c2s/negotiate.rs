@@ -16,7 +16,7 @@ use super::transport::{Transport, Writer};
 use crate::auth::ChannelBindings;
 use crate::core::Core;
 use crate::modules::{Ctx, PreAuthIq, SessionHook, Stage};
-use crate::session::{BindError, ConnId, Outbound, PresenceState};
+use crate::session::{BindError, ConnId, Control, Link, PresenceState};
 use crate::stanza::{Condition, IqType, StanzaError, StreamCondition, StreamError, new_id};
 use crate::xml::{self, Limits, ReadStats, StreamEvent, StreamReader, ns};
 
@@ -30,7 +30,8 @@ pub struct Bound {
     pub reader: Reader,
     pub writer: Writer,
     pub jid: FullJid,
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: mpsc::Receiver<Element>,
+    pub control: Arc<Control>,
     pub stats: Arc<ReadStats>,
 }
 
@@ -60,7 +61,7 @@ const MAX_SASL_ATTEMPTS: u32 = 10;
 enum Step {
     Continue,
     Restart,
-    Bound(FullJid, mpsc::Receiver<Outbound>),
+    Bound(FullJid, mpsc::Receiver<Element>, Arc<Control>),
 }
 
 impl Negotiation {
@@ -139,12 +140,12 @@ impl Negotiation {
                         reader = StreamReader::new(reader.into_input(), limits);
                         break;
                     }
-                    Step::Bound(jid, rx) => {
+                    Step::Bound(jid, rx, control) => {
                         if writer.flush().await.is_err() {
                             self.core.sessions.unbind(&jid, self.conn);
                             return Err(Ended);
                         }
-                        return Ok(Bound { reader, writer, jid, rx, stats: self.stats });
+                        return Ok(Bound { reader, writer, jid, rx, control, stats: self.stats });
                     }
                 }
             }
@@ -372,7 +373,7 @@ impl Negotiation {
             (Some(account), IqType::Set) if payload.is("bind", ns::BIND) => {
                 let account = account.clone();
                 match self.bind(&payload, &account) {
-                    Ok((jid, rx, replaced)) => {
+                    Ok((jid, rx, control, replaced)) => {
                         if let Some(state) = replaced {
                             // The replaced session ends like any other: contacts and
                             // directed-presence recipients see it go.
@@ -382,7 +383,7 @@ impl Negotiation {
                         let mut bind = Element::bare("bind", ns::BIND);
                         bind.append_child(xml::text_element("jid", ns::BIND, jid.as_str()));
                         writer.queue(&iq_reply(&id, Ok(Some(bind))));
-                        return Ok(Step::Bound(jid, rx));
+                        return Ok(Step::Bound(jid, rx, control));
                     }
                     Err(e) => Err(e),
                 }
@@ -411,15 +412,20 @@ impl Negotiation {
 
     /// RFC 6120 §7.6-§7.7: bind the client's resource or one we generate.
     #[allow(clippy::type_complexity)]
-    fn bind(&self, payload: &Element, account: &BareJid) -> Result<(FullJid, mpsc::Receiver<Outbound>, Option<PresenceState>), StanzaError> {
+    fn bind(
+        &self,
+        payload: &Element,
+        account: &BareJid,
+    ) -> Result<(FullJid, mpsc::Receiver<Element>, Arc<Control>, Option<PresenceState>), StanzaError> {
         let requested = payload.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
         let resource = if requested.trim().is_empty() { format!("starling-{}", new_id()) } else { requested };
         let jid = account
             .with_resource_str(&resource)
             .map_err(|_| StanzaError::bad_request("that resource is not allowed"))?;
-        let (tx, rx) = mpsc::channel(self.core.config.c2s.max_queue + 1);
-        match self.core.sessions.bind(jid.clone(), self.conn, tx) {
-            Ok(replaced) => Ok((jid, rx, replaced)),
+        let (tx, rx) = mpsc::channel(self.core.config.c2s.max_queue);
+        let control = Arc::new(Control::default());
+        match self.core.sessions.bind(jid.clone(), self.conn, Link { tx, control: control.clone() }) {
+            Ok(replaced) => Ok((jid, rx, control, replaced)),
             // XEP-0205 §3 and RFC 6120 §7.6.2.1.
             Err(BindError::TooManyResources) => Err(StanzaError::new(Condition::ResourceConstraint)
                 .with_text("too many resources are bound to this account")

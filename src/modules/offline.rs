@@ -72,7 +72,7 @@ impl Offline {
             // The flush at initial presence takes this lock too: either the message is
             // stored before that flush reads, or the resource is available by now.
             let _guard = ctx.core.delivery_lock(&owner).await;
-            if deliver_message_now(&ctx, &stanza, &owner) {
+            if deliver_message_now(&ctx, &stanza, &owner).await {
                 return Flow::Handled;
             }
             stanza.el.append_child(delay(owner.domain().as_str()));

@@ -138,7 +138,7 @@ impl Presence {
         }
         for r in core.sessions.resources(&bare) {
             if r.available {
-                let _ = core.sessions.send(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el);
+                let _ = core.sessions.deliver(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el).await;
             }
         }
     }
@@ -203,7 +203,7 @@ impl Presence {
         }
         for r in core.sessions.resources(&bare) {
             if r.available {
-                let _ = core.sessions.send(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el);
+                let _ = core.sessions.deliver(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el).await;
             }
         }
     }
@@ -390,7 +390,7 @@ impl Presence {
         }
         if deliver {
             for r in core.sessions.resources(&user).into_iter().filter(|r| r.available) {
-                let _ = core.sessions.send(&r.jid, stanza.el.clone());
+                let _ = core.sessions.deliver(&r.jid, stanza.el.clone()).await;
             }
         }
         if send_unavailable {
