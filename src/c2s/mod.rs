@@ -76,6 +76,30 @@ struct Session {
     bucket: Bucket,
     /// The reader hit an error: no closing tag can come from the client any more.
     read_failed: bool,
+    /// Still in the registry. If the task ends without `leave` (a panic), `Drop` cleans up,
+    /// so that no ghost resource keeps receiving stanzas.
+    registered: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        tracing::error!("session task ended abnormally; cleaning up");
+        if let Some((state, last)) = self.core.sessions.unbind(&self.jid, self.conn) {
+            let (core, jid) = (self.core.clone(), self.jid.clone());
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let ctx = Ctx::new(core.clone());
+                    core.modules.run_session_hook(SessionHook::Closed, &ctx, &jid, Some(state), last).await;
+                    if last {
+                        core.rosters.evict(&jid.to_bare());
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// XEP-0199 §4.2: the server pings a client that has been silent, and drops it if it does
@@ -137,6 +161,7 @@ impl Session {
             },
             bucket: Bucket::new(config.max_bytes_per_second),
             read_failed: false,
+            registered: true,
             core,
             conn,
             jid,
@@ -314,6 +339,7 @@ impl Session {
 
     /// Unregister, and tell the modules (presence goes unavailable, last activity).
     async fn leave(&mut self) {
+        self.registered = false;
         let core = self.core.clone();
         if let Some((state, last)) = core.sessions.unbind(&self.jid, self.conn) {
             let ctx = Ctx::new(core.clone());
