@@ -62,7 +62,9 @@ impl Control {
 /// What the registry holds to reach one session.
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub tx: mpsc::Sender<Element>,
+    /// Boxed, so that the queue's preallocated block of slots costs 8 bytes a slot rather
+    /// than the size of an `Element`, for every session.
+    pub tx: mpsc::Sender<Box<Element>>,
     pub control: Arc<Control>,
 }
 
@@ -72,8 +74,10 @@ pub struct PresenceState {
     /// Has sent initial presence and not yet unavailable.
     pub available: bool,
     pub priority: i8,
-    /// The last broadcast presence, for probes and new contacts.
-    pub last: Option<Element>,
+    /// The last broadcast presence, serialised without its addresses: a parsed element
+    /// costs ten times more (minidom keeps attributes in B-tree maps), and it is only read
+    /// when a contact logs in or probes.
+    pub last: Option<Box<str>>,
     /// Requested the roster, so receives roster pushes (RFC 6121 §2.1.6).
     pub interested: bool,
     /// Entities that got directed presence and must get unavailable at the end (§4.6).
@@ -167,10 +171,10 @@ impl Sessions {
     /// pushes: a client that misses one gets the whole list on its next request).
     pub fn try_send(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
-        match link.tx.try_send(stanza) {
+        match link.tx.try_send(Box::new(stanza)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(s)) => Err(SendError::Full(s)),
-            Err(mpsc::error::TrySendError::Closed(s)) => Err(SendError::Offline(s)),
+            Err(mpsc::error::TrySendError::Full(s)) => Err(SendError::Full(*s)),
+            Err(mpsc::error::TrySendError::Closed(s)) => Err(SendError::Offline(*s)),
         }
     }
 
@@ -180,15 +184,16 @@ impl Sessions {
     /// disconnected and the stanza comes back for rerouting.
     pub async fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
-        let stanza = match link.tx.try_send(stanza) {
+        let stanza = match link.tx.try_send(Box::new(stanza)) {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(s)) => return Err(SendError::Offline(s)),
+            Err(mpsc::error::TrySendError::Closed(s)) => return Err(SendError::Offline(*s)),
             Err(mpsc::error::TrySendError::Full(s)) => s,
         };
         match link.tx.send_timeout(stanza, SEND_WAIT).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(s)) => Err(SendError::Offline(s)),
+            Err(mpsc::error::SendTimeoutError::Closed(s)) => Err(SendError::Offline(*s)),
             Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
+                let s = *s;
                 tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
                 link.control.close(
                     StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas"),
@@ -230,14 +235,18 @@ impl Sessions {
 
     /// The last presence of each available resource of an account.
     pub fn available_presences(&self, bare: &BareJid) -> Vec<(FullJid, Element)> {
-        match self.users.get(bare) {
+        let stored: Vec<(FullJid, Box<str>)> = match self.users.get(bare) {
             Some(entry) => entry
                 .iter()
                 .filter(|r| r.state.available)
                 .filter_map(|r| r.state.last.clone().map(|p| (r.jid.clone(), p)))
                 .collect(),
-            None => Vec::new(),
-        }
+            None => return Vec::new(),
+        };
+        stored
+            .into_iter()
+            .filter_map(|(jid, text)| crate::xml::parse_element(&text).ok().map(|el| (jid, el)))
+            .collect()
     }
 
     /// Resources that asked for the roster (targets of roster pushes).
@@ -267,7 +276,7 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn link(capacity: usize) -> (Link, mpsc::Receiver<Element>) {
+    fn link(capacity: usize) -> (Link, mpsc::Receiver<Box<Element>>) {
         let (tx, rx) = mpsc::channel(capacity);
         (Link { tx, control: Arc::new(Control::default()) }, rx)
     }

@@ -33,18 +33,29 @@ pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: boo
     let span = tracing::info_span!("c2s", conn, %peer, jid = tracing::field::Empty);
     async move {
         let _ = tcp.set_nodelay(true);
-        let transport = if direct_tls {
-            // XEP-0368: TLS from the first byte.
-            let acceptor = tokio_rustls::TlsAcceptor::from(core.tls.clone());
-            match tokio::time::timeout(Duration::from_secs(core.config.c2s.auth_timeout), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            }
-        } else {
-            Transport::Plain(tcp)
-        };
-        let Ok(bound) = Negotiation::new(core.clone(), conn, peer).run(transport).await else { return };
+        // Negotiation is boxed: its state (TLS handshake, SASL) is large and needed only for
+        // a moment, while the task's own future lives as long as the session.
+        let negotiation = Box::pin(async {
+            let transport = if direct_tls {
+                // XEP-0368: TLS from the first byte.
+                let acceptor = tokio_rustls::TlsAcceptor::from(core.tls.clone());
+                match tokio::time::timeout(Duration::from_secs(core.config.c2s.auth_timeout), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return None;
+                    }
+                }
+            } else {
+                Transport::Plain(tcp)
+            };
+            Negotiation::new(core.clone(), conn, peer).run(transport).await.ok()
+        });
+        let Some(bound) = negotiation.await else { return };
         tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
         Session::start(core, conn, bound).await;
     }
@@ -69,7 +80,7 @@ struct Session {
     ctx: Ctx,
     output: Arc<SessionOutput>,
     writer: Writer,
-    rx: mpsc::Receiver<Element>,
+    rx: mpsc::Receiver<Box<Element>>,
     control: Arc<Control>,
     stats: Arc<ReadStats>,
     ping: PingState,
@@ -142,8 +153,14 @@ impl Bucket {
     }
 }
 
+/// The next event from the client. While idle this future only waits for bytes, which
+/// takes a few bytes of state; the parser's own state (large) is boxed and exists only while
+/// a stanza is arriving.
 async fn read_next(mut reader: Reader) -> (Reader, Result<StreamEvent, XmlError>) {
-    let event = reader.next().await;
+    if let Err(e) = reader.wait_for_input().await {
+        return (reader, Err(e));
+    }
+    let event = Box::pin(reader.next()).await;
     (reader, event)
 }
 
@@ -200,6 +217,7 @@ impl Session {
                 out = self.rx.recv() => match out {
                     Some(el) => {
                         self.writer.queue(&el);
+                        drop(el);
                         // Write what else is waiting in one go.
                         let mut more = 0;
                         while more < 64 {
@@ -219,7 +237,8 @@ impl Session {
                     read.set(read_next(reader));
                     match event {
                         Ok(StreamEvent::Element(el)) => {
-                            if let Some(end) = self.handle(el).await {
+                            // Boxed: routing's state is large and exists only per stanza.
+                            if let Some(end) = Box::pin(self.handle(el)).await {
                                 break end;
                             }
                             self.bucket.account(self.stats.total());
@@ -249,10 +268,13 @@ impl Session {
         };
         // Out of the registry first, so that nothing more is routed here and contacts see
         // us go at once; then the closing handshake; then what was still queued.
-        self.leave().await;
         let read_pending = !matches!(end, End::Lost | End::ClientClosed) && !self.read_failed;
-        self.close_stream(end, read_pending.then_some(read.as_mut())).await;
-        self.reroute_queued().await;
+        Box::pin(async {
+            self.leave().await;
+            self.close_stream(end, read_pending.then_some(read.as_mut())).await;
+            self.reroute_queued().await;
+        })
+        .await;
     }
 
     fn next_timer(&self) -> Instant {
@@ -376,7 +398,7 @@ impl Session {
         self.rx.close();
         let ctx = Ctx::new(self.core.clone());
         while let Ok(el) = self.rx.try_recv() {
-            if let Some(stanza) = Stanza::from_stored(el) {
+            if let Some(stanza) = Stanza::from_stored(*el) {
                 if stanza.kind == Kind::Message {
                     router::route(&ctx, stanza).await;
                 }

@@ -30,7 +30,7 @@ pub struct Bound {
     pub reader: Reader,
     pub writer: Writer,
     pub jid: FullJid,
-    pub rx: mpsc::Receiver<Element>,
+    pub rx: mpsc::Receiver<Box<Element>>,
     pub control: Arc<Control>,
     pub stats: Arc<ReadStats>,
 }
@@ -61,7 +61,7 @@ const MAX_SASL_ATTEMPTS: u32 = 10;
 enum Step {
     Continue,
     Restart,
-    Bound(FullJid, mpsc::Receiver<Element>, Arc<Control>),
+    Bound(FullJid, mpsc::Receiver<Box<Element>>, Arc<Control>),
 }
 
 impl Negotiation {
@@ -416,7 +416,7 @@ impl Negotiation {
         &self,
         payload: &Element,
         account: &BareJid,
-    ) -> Result<(FullJid, mpsc::Receiver<Element>, Arc<Control>, Option<PresenceState>), StanzaError> {
+    ) -> Result<(FullJid, mpsc::Receiver<Box<Element>>, Arc<Control>, Option<PresenceState>), StanzaError> {
         let requested = payload.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
         let resource = if requested.trim().is_empty() { format!("starling-{}", new_id()) } else { requested };
         let jid = account

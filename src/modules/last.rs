@@ -67,6 +67,7 @@ impl LastActivity {
         let status = event
             .state
             .and_then(|s| s.last)
+            .and_then(|text| crate::xml::parse_element(&text).ok())
             .and_then(|p| p.get_child("status", ns::CLIENT).map(|s| s.text()))
             .unwrap_or_default();
         let record = Record { at: now_unix(), status };

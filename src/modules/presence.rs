@@ -47,6 +47,15 @@ fn readdress(el: &Element, from: &Jid, to: Jid) -> Stanza {
     Stanza::new(el.clone(), from.clone(), to)
 }
 
+/// A presence as kept in the session registry: serialised, without addresses (every copy
+/// sent is re-addressed).
+fn stored_presence(el: &Element) -> Box<str> {
+    let mut el = el.clone();
+    xml::remove_attr(&mut el, "from");
+    xml::remove_attr(&mut el, "to");
+    xml::to_string(&el).into_boxed_str()
+}
+
 /// RFC 6121 §4.7.2.3: the priority, -128..=127, 0 when absent or invalid.
 fn priority_of(el: &Element) -> i8 {
     el.get_child("priority", ns::CLIENT)
@@ -111,17 +120,19 @@ impl Presence {
                 // either is among the flushed ones or is delivered after them.
                 let _guard = core.delivery_lock(&bare).await;
                 core.modules.run_session_hook(SessionHook::InitialPresence, ctx, full, None, false).await;
+                let stored = stored_presence(&el);
                 core.sessions.with_state(full, |s| {
                     s.available = true;
                     s.priority = priority;
-                    s.last = Some(el.clone());
+                    s.last = Some(stored);
                 });
             }
             self.on_login(ctx, full, &bare).await;
         } else {
+            let stored = stored_presence(&el);
             core.sessions.with_state(full, |s| {
                 s.priority = priority;
-                s.last = Some(el.clone());
+                s.last = Some(stored);
             });
         }
         // To contacts with a subscription from us (from/both), and to all of our own

@@ -229,6 +229,15 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         self.xml.get_ref()
     }
 
+    /// Wait until bytes are buffered (or the connection ends), without starting to parse.
+    pub async fn wait_for_input(&mut self) -> Result<(), XmlError> {
+        use tokio::io::AsyncBufReadExt;
+        match self.xml.get_mut().fill_buf().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(map_error(quick_xml::Error::Io(std::sync::Arc::new(e)))),
+        }
+    }
+
     /// The default namespace in scope at stream level (`jabber:client` for clients), known
     /// once the header has been read.
     pub fn default_namespace(&self) -> Option<String> {
@@ -267,9 +276,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     /// A first-level element is complete: the next one gets a fresh size budget.
     fn boundary(&mut self) {
         self.xml.get_mut().reset_budget(self.limits.max_stanza_bytes);
-        if self.buf.capacity() > 16 * 1024 {
+        // Between stanzas nothing is kept: an idle session should cost as little as possible.
+        if self.buf.capacity() > 256 {
             self.buf = Vec::new();
         }
+        self.tree.release_stack();
     }
 }
 

@@ -94,6 +94,13 @@ impl TreeBuilder {
         self.limits = limits;
     }
 
+    /// Free the stack's memory between stanzas.
+    pub(crate) fn release_stack(&mut self) {
+        if self.stack.is_empty() && self.stack.capacity() > 0 {
+            self.stack = Vec::new();
+        }
+    }
+
     /// Depth of open elements below the stream root; 0 between stanzas.
     pub(crate) fn depth(&self) -> usize {
         self.stack.len()
