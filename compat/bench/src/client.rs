@@ -35,6 +35,15 @@ pub enum Mechanism {
     ScramSha256,
 }
 
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha1 => "SCRAM-SHA-1",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
@@ -55,12 +64,28 @@ pub struct Summary {
     pub children: Vec<String>,
     /// Text of the direct children (SASL payloads, bound JID).
     pub text: String,
+    /// Names of the deeper descendants, space-separated (error conditions, roster items).
+    pub inner: String,
+    /// Roster items among the descendants, and those with subscription='both'.
+    pub items: u32,
+    pub items_both: u32,
 }
 
 pub enum Read {
     Header,
     Stanza(Summary),
     Closed,
+}
+
+/// Read buffer per session: small for many idle sessions, larger for chat throughput.
+static READ_CAPACITY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16 * 1024);
+
+pub fn set_read_capacity(bytes: usize) {
+    READ_CAPACITY.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn read_capacity() -> usize {
+    READ_CAPACITY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Reads first-level elements from the stream.
@@ -71,7 +96,11 @@ pub struct Reader<R> {
 
 impl<R: AsyncRead + Unpin> Reader<R> {
     pub fn new(r: R) -> Self {
-        let mut xml = quick_xml::Reader::from_reader(BufReader::with_capacity(16 * 1024, r));
+        Self::with_capacity(r, read_capacity())
+    }
+
+    pub fn with_capacity(r: R, capacity: usize) -> Self {
+        let mut xml = quick_xml::Reader::from_reader(BufReader::with_capacity(capacity, r));
         xml.config_mut().trim_text(false);
         Reader { xml, buf: Vec::new() }
     }
@@ -100,6 +129,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         in_body = name == "body";
                         in_child_text = true;
                         current.children.push(name);
+                    } else {
+                        descendant(&mut current, &e);
                     }
                     depth += 1;
                 }
@@ -109,6 +140,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     }
                     if depth == 1 {
                         current.children.push(e.local_name().as_ref().to_string());
+                    } else {
+                        descendant(&mut current, &e);
                     }
                 }
                 Event::End(_) => {
@@ -153,6 +186,20 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 Read::Stanza(s) => return Ok(s),
                 Read::Closed => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed")),
             }
+        }
+    }
+}
+
+fn descendant(s: &mut Summary, e: &quick_xml::events::BytesStart<'_>) {
+    let name = e.local_name();
+    if !s.inner.is_empty() {
+        s.inner.push(' ');
+    }
+    s.inner.push_str(name.as_ref());
+    if name.as_ref() == "item" {
+        s.items += 1;
+        if e.attributes().flatten().any(|a| a.key.as_ref() == "subscription" && a.value.as_ref() == "both") {
+            s.items_both += 1;
         }
     }
 }
@@ -232,6 +279,20 @@ fn connector() -> tokio_rustls::TlsConnector {
 async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = source {
+        // Let connect() pick the port, so the 4-tuple (not the source address alone) must
+        // be unique: each source address then gives ~28k ports per destination.
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a pointer to an int of the size passed.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     let stream = socket.connect(addr).await?;
@@ -254,8 +315,8 @@ fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
-/// Connect, secure, authenticate, bind `resource` and (optionally) send initial presence.
-pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password: &str, resource: &str, presence: bool) -> io::Result<Session> {
+/// Connect and secure (per `target.security`); the stream features have been read.
+async fn open(target: &Target, source: Option<IpAddr>) -> io::Result<(Reader<ReadHalf<Stream>>, WriteHalf<Stream>)> {
     let mut stream: Stream = Box::new(tcp(target.addr, source).await?);
     if target.security == Security::Direct {
         stream = tls(stream, &target.domain).await?;
@@ -277,6 +338,37 @@ pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password
         w.write_all(header(&target.domain).as_bytes()).await?;
         expect_features(&mut reader).await?;
     }
+    Ok((reader, w))
+}
+
+/// XEP-0077 in-band registration of `user` on a fresh connection. Ok(true) if created,
+/// Ok(false) if it already existed.
+pub async fn register(target: &Target, source: Option<IpAddr>, user: &str, password: &str) -> io::Result<bool> {
+    let (mut reader, mut w) = open(target, source).await?;
+    w.write_all(
+        format!(
+            "<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let result = loop {
+        let s = reader.stanza().await?;
+        if s.name == "iq" && s.id.as_deref() == Some("reg") {
+            break s;
+        }
+    };
+    let _ = w.write_all(b"</stream:stream>").await;
+    match result.kind.as_deref() {
+        Some("result") => Ok(true),
+        _ if result.inner.split(' ').any(|n| n == "conflict") => Ok(false),
+        _ => Err(err(format!("registration of {user} refused: {}", result.inner))),
+    }
+}
+
+/// Connect, secure, authenticate, bind `resource` and (optionally) send initial presence.
+pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password: &str, resource: &str, presence: bool) -> io::Result<Session> {
+    let (mut reader, mut w) = open(target, source).await?;
     scram(&mut reader, &mut w, target.mechanism, user, password).await?;
     // Restart on the same connection with a fresh parser.
     let (r, w2) = tokio::io::split(reader.into_inner().unsplit(w));
@@ -382,11 +474,8 @@ fn client_final(sha1: bool, password: &str, first_bare: &str, server_first: &str
 /// PBKDF2 is the client's cost of a login: cached per (salt, iterations), since a load run
 /// logs the same accounts in again and again.
 fn salted_password(sha1: bool, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static CACHE: std::sync::OnceLock<Mutex<HashMap<(bool, String, Vec<u8>, u32), Vec<u8>>>> = std::sync::OnceLock::new();
     let key = (sha1, password.to_string(), salt.to_vec(), iterations);
-    let cache = CACHE.get_or_init(Default::default);
+    let cache = scram_cache();
     if let Some(v) = cache.lock().unwrap().get(&key) {
         return v.clone();
     }
@@ -401,4 +490,50 @@ fn salted_password(sha1: bool, password: &str, salt: &[u8], iterations: u32) -> 
     };
     cache.lock().unwrap().insert(key, out.clone());
     out
+}
+
+/// Persist the salted-password cache, so that the load generator's PBKDF2 (the client's
+/// share of a SCRAM login) is paid once per account and not in every measured run.
+/// Lines: `sha1(0|1) iterations salt_b64 salted_b64 password_b64`.
+pub fn load_scram_cache(path: &std::path::Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(path) else { return 0 };
+    let cache = scram_cache();
+    let mut cache = cache.lock().unwrap();
+    let mut n = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 5 {
+            continue;
+        }
+        let (Ok(salt), Ok(salted), Ok(password)) = (B64.decode(f[2]), B64.decode(f[3]), B64.decode(f[4])) else { continue };
+        let (Ok(iterations), Ok(password)) = (f[1].parse(), String::from_utf8(password)) else { continue };
+        cache.insert((f[0] == "1", password, salt, iterations), salted);
+        n += 1;
+    }
+    n
+}
+
+pub fn save_scram_cache(path: &std::path::Path) -> io::Result<()> {
+    let cache = scram_cache();
+    let cache = cache.lock().unwrap();
+    let mut out = String::new();
+    for ((sha1, password, salt, iterations), salted) in cache.iter() {
+        out.push_str(&format!(
+            "{} {iterations} {} {} {}\n",
+            u8::from(*sha1),
+            B64.encode(salt),
+            B64.encode(salted),
+            B64.encode(password)
+        ));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(tmp, path)
+}
+
+type ScramCache = std::sync::Mutex<std::collections::HashMap<(bool, String, Vec<u8>, u32), Vec<u8>>>;
+
+fn scram_cache() -> &'static ScramCache {
+    static CACHE: std::sync::OnceLock<ScramCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
 }

@@ -1,0 +1,357 @@
+//! chat: N online users send 1:1 messages to random others at an aggregate target rate.
+//! Each body carries the sender, a sequence number per (sender, recipient) pair, a send
+//! timestamp and the step number. Reports offered vs delivered rate, loss, duplicates and
+//! reordering per pair, and latency percentiles. With --sweep, the rate is doubled until a
+//! step is not sustained (loss, p99 over the limit, or the senders could not offer the
+//! rate), then bisected; the last line gives the highest sustained rate.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::Semaphore;
+
+use crate::client::{self, Stream};
+use crate::{Ctx, latency_ms, own_cpu_s, round};
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// Messages per second, all senders together (the first rate of a sweep).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of sending per step.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Body padding in bytes.
+    #[arg(long, default_value_t = 50)]
+    pub body: usize,
+    /// Step the rate up (doubling, then bisecting) to the highest sustained one.
+    #[arg(long)]
+    pub sweep: bool,
+    /// A step is sustained if nothing is lost, p99 latency is under this, and the senders
+    /// offered at least 95% of the target rate.
+    #[arg(long, default_value_t = 50.0)]
+    pub max_p99_ms: f64,
+    /// Bisections after the first unsustained rate.
+    #[arg(long, default_value_t = 3)]
+    pub bisect: u32,
+    /// Highest rate a sweep tries.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub max_rate: f64,
+    /// Seconds to wait for messages in flight after sending stops (later ones are lost).
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Seconds of pause between steps.
+    #[arg(long, default_value_t = 1.0)]
+    pub pause: f64,
+    /// Per-session read buffer (bytes).
+    #[arg(long, default_value_t = 16384)]
+    pub read_buffer: usize,
+}
+
+/// Per (sender → this receiver) pair: the highest sequence number seen and the gaps below it.
+#[derive(Default)]
+struct Pair {
+    max: u64,
+    missing: HashSet<u64>,
+}
+
+#[derive(Default)]
+struct StepStats {
+    count: u64,
+    duplicates: u64,
+    reordered: u64,
+    /// Messages of an earlier step that arrived during this one.
+    late: u64,
+    latencies_us: Vec<u32>,
+    pairs_reordered: HashSet<u32>,
+}
+
+#[derive(Default)]
+struct RecvState {
+    step: u64,
+    stats: StepStats,
+    pairs: HashMap<u32, Pair>,
+}
+
+struct Sender {
+    i: usize,
+    writer: WriteHalf<Stream>,
+    seq_to: HashMap<usize, u64>,
+    rng: u64,
+}
+
+pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
+    assert!(a.count >= 2, "chat needs at least two users");
+    client::set_read_capacity(a.read_buffer);
+    let limit = Arc::new(Semaphore::new(64));
+    let mut logins = Vec::new();
+    for i in 0..a.count {
+        let permit = limit.clone().acquire_owned().await.unwrap();
+        let ctx = ctx.clone();
+        logins.push(tokio::spawn(async move {
+            let s = ctx.login(i, "chat", true).await;
+            drop(permit);
+            s.map_err(|e| format!("login {}: {e}", ctx.user(i)))
+        }));
+    }
+    let mut sessions = Vec::new();
+    for l in logins {
+        match l.await.unwrap() {
+            Ok(s) => sessions.push(s),
+            Err(e) => {
+                eprintln!("{e}");
+                return false;
+            }
+        }
+    }
+    // Let the presence exchanges of the logins settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jids: Arc<Vec<String>> = Arc::new(sessions.iter().map(|s| s.jid.split('/').next().unwrap().to_string()).collect());
+    let clock = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let current_step = Arc::new(AtomicU64::new(0));
+    let mut states = Vec::new();
+    let mut senders = Vec::new();
+    for (i, session) in sessions.into_iter().enumerate() {
+        let client::Session { mut reader, writer, .. } = session;
+        let state = Arc::new(Mutex::new(RecvState::default()));
+        states.push(state.clone());
+        let delivered = delivered.clone();
+        tokio::spawn(async move {
+            while let Ok(s) = reader.stanza().await {
+                let Some(body) = s.body.filter(|_| s.name == "message") else { continue };
+                let mut parts = body.split(' ');
+                let (Some(from), Some(seq), Some(t), Some(step)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
+                let (Ok(from), Ok(seq), Ok(t), Ok(step)) = (from.parse::<u32>(), seq.parse::<u64>(), t.parse::<u64>(), step.parse::<u64>()) else {
+                    continue;
+                };
+                let now = clock.elapsed().as_micros() as u64;
+                let mut st = state.lock().unwrap();
+                let st = &mut *st;
+                if step != st.step {
+                    st.stats.late += 1;
+                    continue;
+                }
+                let pair = st.pairs.entry(from).or_default();
+                let stats = &mut st.stats;
+                if seq > pair.max {
+                    // Gaps (bounded: a huge jump is a bug, not something to track).
+                    if seq - pair.max <= 100_000 {
+                        pair.missing.extend(pair.max + 1..seq);
+                    }
+                    pair.max = seq;
+                } else if pair.missing.remove(&seq) {
+                    stats.reordered += 1;
+                    stats.pairs_reordered.insert(from);
+                } else {
+                    stats.duplicates += 1;
+                    continue;
+                }
+                stats.count += 1;
+                delivered.fetch_add(1, Ordering::Relaxed);
+                stats.latencies_us.push(now.saturating_sub(t).min(u32::MAX as u64) as u32);
+            }
+        });
+        let rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        senders.push(Sender { i, writer, seq_to: HashMap::new(), rng });
+    }
+    let padding = Arc::new("x".repeat(a.body));
+    let mut step_no = 0u64;
+    let mut all_ok = true;
+    let mut step = async |rate: f64, senders: Vec<Sender>| -> (Vec<Sender>, Value, bool) {
+        step_no += 1;
+        current_step.store(step_no, Ordering::Relaxed);
+        for s in &states {
+            let mut st = s.lock().unwrap();
+            st.step = step_no;
+            st.stats = StepStats::default();
+        }
+        delivered.store(0, Ordering::Relaxed);
+        let before = ctx.server();
+        let cpu0 = own_cpu_s();
+        let wall0 = Instant::now();
+        let per_sender = rate / senders.len() as f64;
+        let n = senders.len();
+        let duration = a.duration;
+        let mut tasks = Vec::new();
+        for mut s in senders {
+            let (jids, padding) = (jids.clone(), padding.clone());
+            let step = step_no;
+            tasks.push(tokio::spawn(async move {
+                // Batched: every tick, all the messages due are written in one go. Senders
+                // tick at staggered offsets so the load is smooth.
+                let tick = Duration::from_millis(10);
+                let start = Instant::now();
+                tokio::time::sleep(tick.mul_f64(s.i as f64 / n as f64)).await;
+                let mut sent = 0u64;
+                let mut buf = String::new();
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let elapsed = start.elapsed().as_secs_f64();
+                    let due = (elapsed.min(duration) * per_sender) as u64;
+                    buf.clear();
+                    while sent < due {
+                        let mut rng = s.rng;
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        s.rng = rng;
+                        let mut to = (rng % jids.len() as u64) as usize;
+                        if to == s.i {
+                            to = (to + 1) % jids.len();
+                        }
+                        let seq = s.seq_to.entry(to).or_insert(0);
+                        *seq += 1;
+                        let t = clock.elapsed().as_micros();
+                        let _ = write!(
+                            buf,
+                            "<message to='{}' type='chat'><body>{} {seq} {t} {step} {padding}</body></message>",
+                            jids[to], s.i
+                        );
+                        sent += 1;
+                    }
+                    if !buf.is_empty() && s.writer.write_all(buf.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    if elapsed >= duration {
+                        break;
+                    }
+                }
+                (s, sent)
+            }));
+        }
+        let mut senders = Vec::new();
+        let mut sent = 0;
+        for t in tasks {
+            let (s, n) = t.await.unwrap();
+            senders.push(s);
+            sent += n;
+        }
+        let sending_time = wall0.elapsed().as_secs_f64();
+        // Let what is in flight arrive.
+        let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain);
+        while delivered.load(Ordering::Relaxed) < sent && Instant::now() < drain_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let drained = wall0.elapsed().as_secs_f64();
+        let after = ctx.server();
+        // A little longer, to catch duplicates.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut total = StepStats::default();
+        let mut pairs_reordered = 0;
+        for s in &states {
+            let mut st = s.lock().unwrap();
+            st.step = 0;
+            let got = std::mem::take(&mut st.stats);
+            total.count += got.count;
+            total.duplicates += got.duplicates;
+            total.reordered += got.reordered;
+            total.late += got.late;
+            pairs_reordered += got.pairs_reordered.len();
+            total.latencies_us.extend(got.latencies_us);
+        }
+        let lat = latency_ms(&mut total.latencies_us);
+        let lost = sent.saturating_sub(total.count);
+        let offered = sent as f64 / sending_time;
+        let sustained = lost == 0 && lat["p99"].as_f64().unwrap_or(f64::MAX) < a.max_p99_ms && offered >= 0.95 * rate;
+        let mut fields = json!({
+            "step": step_no,
+            "sweep": a.sweep,
+            "users": n,
+            "target_rate_per_s": round(rate, 1),
+            "offered_rate_per_s": round(offered, 1),
+            "delivered_rate_per_s": round(total.count as f64 / sending_time, 1),
+            "sent": sent,
+            "delivered": total.count,
+            "lost": lost,
+            "duplicates": total.duplicates,
+            "reordered": total.reordered,
+            "pairs_reordered": pairs_reordered,
+            "late_from_earlier_steps": total.late,
+            "latency_ms": lat,
+            "sustained": sustained,
+            "seconds": round(sending_time, 3),
+            "drain_seconds": round(drained - sending_time, 3),
+            "body_bytes": a.body,
+        });
+        if let (Some(b), Some(af)) = (before, after) {
+            fields["server_cpu_s"] = json!(round(af.cpu_s - b.cpu_s, 3));
+            fields["server_cpu_pct"] = json!(round(100.0 * (af.cpu_s - b.cpu_s) / drained, 1));
+            fields["server_cpu_us_per_message"] = json!(round((af.cpu_s - b.cpu_s) * 1e6 / total.count.max(1) as f64, 2));
+            fields["server_rss_kib"] = json!(af.rss_kib);
+        }
+        let loadgen_cpu = own_cpu_s() - cpu0;
+        fields["loadgen_cpu_us_per_message"] = json!(round(loadgen_cpu * 1e6 / total.count.max(1) as f64, 2));
+        ctx.emit("chat", fields.clone(), cpu0, wall0);
+        fields["loadgen_cpu_pct"] = json!(round(100.0 * loadgen_cpu / wall0.elapsed().as_secs_f64(), 1));
+        tokio::time::sleep(Duration::from_secs_f64(a.pause)).await;
+        (senders, fields, sustained)
+    };
+    let mut senders = senders;
+    if !a.sweep {
+        let (s, fields, _) = step(a.rate, senders).await;
+        senders = s;
+        all_ok = fields["lost"] == json!(0) && fields["duplicates"] == json!(0);
+    } else {
+        let cpu0 = own_cpu_s();
+        let wall0 = Instant::now();
+        let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
+        let mut best: Option<Value> = None;
+        let mut rate = a.rate;
+        let mut bisections = 0;
+        let mut steps = Vec::new();
+        for _ in 0..30 {
+            let (s, fields, sustained) = step(rate, senders).await;
+            senders = s;
+            steps.push(json!([round(rate, 0), sustained, fields["latency_ms"]["p99"], fields["loadgen_cpu_pct"]]));
+            if sustained {
+                if lo.is_none_or(|l| rate > l) {
+                    lo = Some(rate);
+                    best = Some(fields);
+                }
+            } else if hi.is_none_or(|h| rate < h) {
+                hi = Some(rate);
+            }
+            rate = match (lo, hi) {
+                (Some(l), None) if l * 2.0 <= a.max_rate => l * 2.0,
+                (Some(_), None) => break,
+                (None, Some(h)) if h / 2.0 >= 50.0 => h / 2.0,
+                (None, Some(_)) => break,
+                (Some(l), Some(h)) => {
+                    if bisections >= a.bisect || h / l < 1.05 {
+                        break;
+                    }
+                    bisections += 1;
+                    (l + h) / 2.0
+                }
+                (None, None) => unreachable!(),
+            };
+        }
+        let mut fields = json!({
+            "users": jids.len(),
+            "max_p99_ms": a.max_p99_ms,
+            "max_sustained_rate_per_s": lo.map(|l| round(l, 0)),
+            "first_unsustained_rate_per_s": hi.map(|h| round(h, 0)),
+            "steps": steps,
+        });
+        if let Some(b) = best {
+            for k in ["latency_ms", "server_cpu_us_per_message", "server_cpu_pct", "loadgen_cpu_us_per_message", "loadgen_cpu_pct", "delivered_rate_per_s"] {
+                fields[format!("at_max_{k}")] = b[k].clone();
+            }
+        }
+        ctx.emit("chat-max", fields, cpu0, wall0);
+    }
+    for mut s in senders {
+        let _ = s.writer.write_all(b"</stream:stream>").await;
+    }
+    all_ok
+}
