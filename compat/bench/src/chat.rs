@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 
-use crate::client::{self, Stream};
+use crate::client::{self, SendExt, Stream};
 use crate::{Ctx, latency_ms, own_cpu_s, round};
 
 #[derive(clap::Args, Clone)]
@@ -113,23 +113,41 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     }
     // Let the presence exchanges of the logins settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let jids: Arc<Vec<String>> = Arc::new(sessions.iter().map(|s| s.jid.split('/').next().unwrap().to_string()).collect());
+    let jids: Arc<Vec<String>> = Arc::new(
+        sessions
+            .iter()
+            .map(|s| s.jid.split('/').next().unwrap().to_string())
+            .collect(),
+    );
     let clock = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
     let current_step = Arc::new(AtomicU64::new(0));
     let mut states = Vec::new();
     let mut senders = Vec::new();
     for (i, session) in sessions.into_iter().enumerate() {
-        let client::Session { mut reader, writer, .. } = session;
+        let client::Session {
+            mut reader, writer, ..
+        } = session;
         let state = Arc::new(Mutex::new(RecvState::default()));
         states.push(state.clone());
         let delivered = delivered.clone();
         tokio::spawn(async move {
             while let Ok(s) = reader.stanza().await {
-                let Some(body) = s.body.filter(|_| s.name == "message") else { continue };
+                let Some(body) = s.body.filter(|_| s.name == "message") else {
+                    continue;
+                };
                 let mut parts = body.split(' ');
-                let (Some(from), Some(seq), Some(t), Some(step)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
-                let (Ok(from), Ok(seq), Ok(t), Ok(step)) = (from.parse::<u32>(), seq.parse::<u64>(), t.parse::<u64>(), step.parse::<u64>()) else {
+                let (Some(from), Some(seq), Some(t), Some(step)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let (Ok(from), Ok(seq), Ok(t), Ok(step)) = (
+                    from.parse::<u32>(),
+                    seq.parse::<u64>(),
+                    t.parse::<u64>(),
+                    step.parse::<u64>(),
+                ) else {
                     continue;
                 };
                 let now = clock.elapsed().as_micros() as u64;
@@ -156,11 +174,18 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 }
                 stats.count += 1;
                 delivered.fetch_add(1, Ordering::Relaxed);
-                stats.latencies_us.push(now.saturating_sub(t).min(u32::MAX as u64) as u32);
+                stats
+                    .latencies_us
+                    .push(now.saturating_sub(t).min(u32::MAX as u64) as u32);
             }
         });
         let rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        senders.push(Sender { i, writer, seq_to: HashMap::new(), rng });
+        senders.push(Sender {
+            i,
+            writer,
+            seq_to: HashMap::new(),
+            rng,
+        });
     }
     let padding = Arc::new("x".repeat(a.body));
     let mut step_no = 0u64;
@@ -219,7 +244,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                         );
                         sent += 1;
                     }
-                    if !buf.is_empty() && s.writer.write_all(buf.as_bytes()).await.is_err() {
+                    if !buf.is_empty() && s.writer.send(buf.as_bytes()).await.is_err() {
                         break;
                     }
                     if elapsed >= duration {
@@ -262,7 +287,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         let lat = latency_ms(&mut total.latencies_us);
         let lost = sent.saturating_sub(total.count);
         let offered = sent as f64 / sending_time;
-        let sustained = lost == 0 && lat["p99"].as_f64().unwrap_or(f64::MAX) < a.max_p99_ms && offered >= 0.95 * rate;
+        let sustained = lost == 0
+            && lat["p99"].as_f64().unwrap_or(f64::MAX) < a.max_p99_ms
+            && offered >= 0.95 * rate;
         let mut fields = json!({
             "step": step_no,
             "sweep": a.sweep,
@@ -286,13 +313,20 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         if let (Some(b), Some(af)) = (before, after) {
             fields["server_cpu_s"] = json!(round(af.cpu_s - b.cpu_s, 3));
             fields["server_cpu_pct"] = json!(round(100.0 * (af.cpu_s - b.cpu_s) / drained, 1));
-            fields["server_cpu_us_per_message"] = json!(round((af.cpu_s - b.cpu_s) * 1e6 / total.count.max(1) as f64, 2));
+            fields["server_cpu_us_per_message"] = json!(round(
+                (af.cpu_s - b.cpu_s) * 1e6 / total.count.max(1) as f64,
+                2
+            ));
             fields["server_rss_kib"] = json!(af.rss_kib);
         }
         let loadgen_cpu = own_cpu_s() - cpu0;
-        fields["loadgen_cpu_us_per_message"] = json!(round(loadgen_cpu * 1e6 / total.count.max(1) as f64, 2));
+        fields["loadgen_cpu_us_per_message"] =
+            json!(round(loadgen_cpu * 1e6 / total.count.max(1) as f64, 2));
         ctx.emit("chat", fields.clone(), cpu0, wall0);
-        fields["loadgen_cpu_pct"] = json!(round(100.0 * loadgen_cpu / wall0.elapsed().as_secs_f64(), 1));
+        fields["loadgen_cpu_pct"] = json!(round(
+            100.0 * loadgen_cpu / wall0.elapsed().as_secs_f64(),
+            1
+        ));
         tokio::time::sleep(Duration::from_secs_f64(a.pause)).await;
         (senders, fields, sustained)
     };
@@ -312,7 +346,12 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         for _ in 0..30 {
             let (s, fields, sustained) = step(rate, senders).await;
             senders = s;
-            steps.push(json!([round(rate, 0), sustained, fields["latency_ms"]["p99"], fields["loadgen_cpu_pct"]]));
+            steps.push(json!([
+                round(rate, 0),
+                sustained,
+                fields["latency_ms"]["p99"],
+                fields["loadgen_cpu_pct"]
+            ]));
             if sustained {
                 if lo.is_none_or(|l| rate > l) {
                     lo = Some(rate);
@@ -344,14 +383,21 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             "steps": steps,
         });
         if let Some(b) = best {
-            for k in ["latency_ms", "server_cpu_us_per_message", "server_cpu_pct", "loadgen_cpu_us_per_message", "loadgen_cpu_pct", "delivered_rate_per_s"] {
+            for k in [
+                "latency_ms",
+                "server_cpu_us_per_message",
+                "server_cpu_pct",
+                "loadgen_cpu_us_per_message",
+                "loadgen_cpu_pct",
+                "delivered_rate_per_s",
+            ] {
                 fields[format!("at_max_{k}")] = b[k].clone();
             }
         }
         ctx.emit("chat-max", fields, cpu0, wall0);
     }
     for mut s in senders {
-        let _ = s.writer.write_all(b"</stream:stream>").await;
+        let _ = s.writer.send(b"</stream:stream>").await;
     }
     all_ok
 }

@@ -69,6 +69,8 @@ pub struct Summary {
     /// Roster items among the descendants, and those with subscription='both'.
     pub items: u32,
     pub items_both: u32,
+    /// Roster items: (jid, subscription).
+    pub roster: Vec<(String, String)>,
 }
 
 pub enum Read {
@@ -78,7 +80,8 @@ pub enum Read {
 }
 
 /// Read buffer per session: small for many idle sessions, larger for chat throughput.
-static READ_CAPACITY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(16 * 1024);
+static READ_CAPACITY: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(16 * 1024);
 
 pub fn set_read_capacity(bytes: usize) {
     READ_CAPACITY.store(bytes, std::sync::atomic::Ordering::Relaxed);
@@ -102,7 +105,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     pub fn with_capacity(r: R, capacity: usize) -> Self {
         let mut xml = quick_xml::Reader::from_reader(BufReader::with_capacity(capacity, r));
         xml.config_mut().trim_text(false);
-        Reader { xml, buf: Vec::new() }
+        Reader {
+            xml,
+            buf: Vec::new(),
+        }
     }
 
     pub fn into_inner(self) -> R {
@@ -116,9 +122,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let mut in_child_text = false;
         loop {
             self.buf.clear();
-            let event = self.xml.read_event_into_async(&mut self.buf).await.map_err(io::Error::other)?;
+            let event = self
+                .xml
+                .read_event_into_async(&mut self.buf)
+                .await
+                .map_err(io::Error::other)?;
             match event {
-                Event::Start(e) | Event::Empty(e) if depth == 0 && e.local_name().as_ref() == "stream" => {
+                Event::Start(e) | Event::Empty(e)
+                    if depth == 0 && e.local_name().as_ref() == "stream" =>
+                {
                     return Ok(Read::Header);
                 }
                 Event::Start(e) => {
@@ -168,7 +180,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 Event::GeneralRef(r) if in_body => {
                     let s = match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
-                        _ => quick_xml::escape::resolve_predefined_entity(&r).unwrap_or("").to_string(),
+                        _ => quick_xml::escape::resolve_predefined_entity(&r)
+                            .unwrap_or("")
+                            .to_string(),
                     };
                     current.body.get_or_insert_with(String::new).push_str(&s);
                 }
@@ -184,7 +198,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             match self.next().await? {
                 Read::Header => continue,
                 Read::Stanza(s) => return Ok(s),
-                Read::Closed => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed")),
+                Read::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream closed",
+                    ));
+                }
             }
         }
     }
@@ -198,16 +217,31 @@ fn descendant(s: &mut Summary, e: &quick_xml::events::BytesStart<'_>) {
     s.inner.push_str(name.as_ref());
     if name.as_ref() == "item" {
         s.items += 1;
-        if e.attributes().flatten().any(|a| a.key.as_ref() == "subscription" && a.value.as_ref() == "both") {
+        let (mut jid, mut sub) = (String::new(), String::from("none"));
+        for a in e.attributes().flatten() {
+            match a.key.as_ref() {
+                "jid" => jid = a.value.to_string(),
+                "subscription" => sub = a.value.to_string(),
+                _ => {}
+            }
+        }
+        if sub == "both" {
             s.items_both += 1;
         }
+        s.roster.push((jid, sub));
     }
 }
 
 fn summary(e: &quick_xml::events::BytesStart<'_>) -> Summary {
-    let mut s = Summary { name: e.local_name().as_ref().to_string(), ..Summary::default() };
+    let mut s = Summary {
+        name: e.local_name().as_ref().to_string(),
+        ..Summary::default()
+    };
     for attr in e.attributes().flatten() {
-        let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map(|v| v.into_owned()).ok();
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map(|v| v.into_owned())
+            .ok();
         match attr.key.as_ref() {
             "from" => s.from = value,
             "type" => s.kind = value,
@@ -246,7 +280,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -254,7 +293,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -277,7 +321,11 @@ fn connector() -> tokio_rustls::TlsConnector {
 }
 
 async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(ip) = source {
         // Let connect() pick the port, so the 4-tuple (not the source address alone) must
         // be unique: each source address then gives ~28k ports per destination.
@@ -301,7 +349,8 @@ async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> 
 }
 
 async fn tls(stream: Stream, domain: &str) -> io::Result<Stream> {
-    let name = rustls::pki_types::ServerName::try_from(domain.to_string()).map_err(io::Error::other)?;
+    let name =
+        rustls::pki_types::ServerName::try_from(domain.to_string()).map_err(io::Error::other)?;
     Ok(Box::new(connector().connect(name, stream).await?))
 }
 
@@ -316,17 +365,21 @@ fn err(msg: impl Into<String>) -> io::Error {
 }
 
 /// Connect and secure (per `target.security`); the stream features have been read.
-async fn open(target: &Target, source: Option<IpAddr>) -> io::Result<(Reader<ReadHalf<Stream>>, WriteHalf<Stream>)> {
+async fn open(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> io::Result<(Reader<ReadHalf<Stream>>, WriteHalf<Stream>)> {
     let mut stream: Stream = Box::new(tcp(target.addr, source).await?);
     if target.security == Security::Direct {
         stream = tls(stream, &target.domain).await?;
     }
     let (r, mut w) = tokio::io::split(stream);
     let mut reader = Reader::new(r);
-    w.write_all(header(&target.domain).as_bytes()).await?;
+    w.send(header(&target.domain).as_bytes()).await?;
     expect_features(&mut reader).await?;
     if target.security == Security::Starttls {
-        w.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        w.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
         let proceed = reader.stanza().await?;
         if proceed.name != "proceed" {
             return Err(err(format!("STARTTLS refused: <{}/>", proceed.name)));
@@ -335,7 +388,7 @@ async fn open(target: &Target, source: Option<IpAddr>) -> io::Result<(Reader<Rea
         let (r, w2) = tokio::io::split(tls(stream, &target.domain).await?);
         reader = Reader::new(r);
         w = w2;
-        w.write_all(header(&target.domain).as_bytes()).await?;
+        w.send(header(&target.domain).as_bytes()).await?;
         expect_features(&mut reader).await?;
     }
     Ok((reader, w))
@@ -343,7 +396,12 @@ async fn open(target: &Target, source: Option<IpAddr>) -> io::Result<(Reader<Rea
 
 /// XEP-0077 in-band registration of `user` on a fresh connection. Ok(true) if created,
 /// Ok(false) if it already existed.
-pub async fn register(target: &Target, source: Option<IpAddr>, user: &str, password: &str) -> io::Result<bool> {
+pub async fn register(
+    target: &Target,
+    source: Option<IpAddr>,
+    user: &str,
+    password: &str,
+) -> io::Result<bool> {
     let (mut reader, mut w) = open(target, source).await?;
     w.write_all(
         format!(
@@ -358,23 +416,33 @@ pub async fn register(target: &Target, source: Option<IpAddr>, user: &str, passw
             break s;
         }
     };
-    let _ = w.write_all(b"</stream:stream>").await;
+    let _ = w.send(b"</stream:stream>").await;
     match result.kind.as_deref() {
         Some("result") => Ok(true),
         _ if result.inner.split(' ').any(|n| n == "conflict") => Ok(false),
-        _ => Err(err(format!("registration of {user} refused: {}", result.inner))),
+        _ => Err(err(format!(
+            "registration of {user} refused: {}",
+            result.inner
+        ))),
     }
 }
 
 /// Connect, secure, authenticate, bind `resource` and (optionally) send initial presence.
-pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password: &str, resource: &str, presence: bool) -> io::Result<Session> {
+pub async fn login(
+    target: &Target,
+    source: Option<IpAddr>,
+    user: &str,
+    password: &str,
+    resource: &str,
+    presence: bool,
+) -> io::Result<Session> {
     let (mut reader, mut w) = open(target, source).await?;
     scram(&mut reader, &mut w, target.mechanism, user, password).await?;
     // Restart on the same connection with a fresh parser.
     let (r, w2) = tokio::io::split(reader.into_inner().unsplit(w));
     reader = Reader::new(r);
     w = w2;
-    w.write_all(header(&target.domain).as_bytes()).await?;
+    w.send(header(&target.domain).as_bytes()).await?;
     expect_features(&mut reader).await?;
     w.write_all(
         format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>").as_bytes(),
@@ -391,7 +459,8 @@ pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password
     }
     let jid = bound.text.trim().to_string();
     // Some servers still want the RFC 3921 session; it is harmless elsewhere.
-    w.write_all(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+    w.send(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await?;
     loop {
         let s = reader.stanza().await?;
         if s.name == "iq" && s.id.as_deref() == Some("sess") {
@@ -399,10 +468,14 @@ pub async fn login(target: &Target, source: Option<IpAddr>, user: &str, password
         }
     }
     if presence {
-        w.write_all(b"<presence/>").await?;
+        w.send(b"<presence/>").await?;
     }
     w.flush().await?;
-    Ok(Session { reader, writer: w, jid })
+    Ok(Session {
+        reader,
+        writer: w,
+        jid,
+    })
 }
 
 async fn expect_features(reader: &mut Reader<ReadHalf<Stream>>) -> io::Result<()> {
@@ -413,7 +486,13 @@ async fn expect_features(reader: &mut Reader<ReadHalf<Stream>>) -> io::Result<()
     Ok(())
 }
 
-async fn scram(reader: &mut Reader<ReadHalf<Stream>>, w: &mut WriteHalf<Stream>, mechanism: Mechanism, user: &str, password: &str) -> io::Result<()> {
+async fn scram(
+    reader: &mut Reader<ReadHalf<Stream>>,
+    w: &mut WriteHalf<Stream>,
+    mechanism: Mechanism,
+    user: &str,
+    password: &str,
+) -> io::Result<()> {
     let (name, sha1) = match mechanism {
         Mechanism::ScramSha1 => ("SCRAM-SHA-1", true),
         Mechanism::ScramSha256 => ("SCRAM-SHA-256", false),
@@ -421,22 +500,48 @@ async fn scram(reader: &mut Reader<ReadHalf<Stream>>, w: &mut WriteHalf<Stream>,
     let mut nonce_bytes = [0u8; 18];
     getrandom::fill(&mut nonce_bytes).map_err(|e| err(e.to_string()))?;
     let first_bare = format!("n={user},r={}", B64.encode(nonce_bytes));
-    w.write_all(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{name}'>{}</auth>", B64.encode(format!("n,,{first_bare}"))).as_bytes()).await?;
+    w.send(
+        format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{name}'>{}</auth>",
+            B64.encode(format!("n,,{first_bare}"))
+        )
+        .as_bytes(),
+    )
+    .await?;
     let challenge = reader.stanza().await?;
     if challenge.name != "challenge" {
         return Err(err(format!("SASL: <{}/>", challenge.name)));
     }
-    let server_first = String::from_utf8(B64.decode(challenge.text.trim()).map_err(io::Error::other)?).map_err(io::Error::other)?;
+    let server_first = String::from_utf8(
+        B64.decode(challenge.text.trim())
+            .map_err(io::Error::other)?,
+    )
+    .map_err(io::Error::other)?;
     let client_final = client_final(sha1, password, &first_bare, &server_first)?;
-    w.write_all(format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(client_final)).as_bytes()).await?;
+    w.send(
+        format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(client_final)
+        )
+        .as_bytes(),
+    )
+    .await?;
     let outcome = reader.stanza().await?;
     if outcome.name != "success" {
-        return Err(err(format!("SASL failed: <{}/> {:?}", outcome.name, outcome.children)));
+        return Err(err(format!(
+            "SASL failed: <{}/> {:?}",
+            outcome.name, outcome.children
+        )));
     }
     Ok(())
 }
 
-fn client_final(sha1: bool, password: &str, first_bare: &str, server_first: &str) -> io::Result<String> {
+fn client_final(
+    sha1: bool,
+    password: &str,
+    first_bare: &str,
+    server_first: &str,
+) -> io::Result<String> {
     use hmac::{Hmac, KeyInit, Mac};
     use sha2::Digest;
     let mut nonce = "";
@@ -463,11 +568,19 @@ fn client_final(sha1: bool, password: &str, first_bare: &str, server_first: &str
         }
     };
     let client_key = hmac(&salted, b"Client Key");
-    let stored_key = if sha1 { sha1::Sha1::digest(&client_key).to_vec() } else { sha2::Sha256::digest(&client_key).to_vec() };
+    let stored_key = if sha1 {
+        sha1::Sha1::digest(&client_key).to_vec()
+    } else {
+        sha2::Sha256::digest(&client_key).to_vec()
+    };
     let without_proof = format!("c=biws,r={nonce}");
     let auth_message = format!("{first_bare},{server_first},{without_proof}");
     let signature = hmac(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
     Ok(format!("{without_proof},p={}", B64.encode(proof)))
 }
 
@@ -496,7 +609,9 @@ fn salted_password(sha1: bool, password: &str, salt: &[u8], iterations: u32) -> 
 /// share of a SCRAM login) is paid once per account and not in every measured run.
 /// Lines: `sha1(0|1) iterations salt_b64 salted_b64 password_b64`.
 pub fn load_scram_cache(path: &std::path::Path) -> usize {
-    let Ok(text) = std::fs::read_to_string(path) else { return 0 };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
     let cache = scram_cache();
     let mut cache = cache.lock().unwrap();
     let mut n = 0;
@@ -505,8 +620,14 @@ pub fn load_scram_cache(path: &std::path::Path) -> usize {
         if f.len() != 5 {
             continue;
         }
-        let (Ok(salt), Ok(salted), Ok(password)) = (B64.decode(f[2]), B64.decode(f[3]), B64.decode(f[4])) else { continue };
-        let (Ok(iterations), Ok(password)) = (f[1].parse(), String::from_utf8(password)) else { continue };
+        let (Ok(salt), Ok(salted), Ok(password)) =
+            (B64.decode(f[2]), B64.decode(f[3]), B64.decode(f[4]))
+        else {
+            continue;
+        };
+        let (Ok(iterations), Ok(password)) = (f[1].parse(), String::from_utf8(password)) else {
+            continue;
+        };
         cache.insert((f[0] == "1", password, salt, iterations), salted);
         n += 1;
     }
@@ -531,9 +652,24 @@ pub fn save_scram_cache(path: &std::path::Path) -> io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-type ScramCache = std::sync::Mutex<std::collections::HashMap<(bool, String, Vec<u8>, u32), Vec<u8>>>;
+type ScramCache =
+    std::sync::Mutex<std::collections::HashMap<(bool, String, Vec<u8>, u32), Vec<u8>>>;
 
 fn scram_cache() -> &'static ScramCache {
     static CACHE: std::sync::OnceLock<ScramCache> = std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
+
+/// write_all and flush: a TLS stream may keep written bytes in its buffer until flushed.
+pub trait SendExt: AsyncWrite + Unpin + Send {
+    fn send<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send + 'a {
+        async move {
+            self.write_all(bytes).await?;
+            self.flush().await
+        }
+    }
+}
+impl<T: AsyncWrite + Unpin + Send + ?Sized> SendExt for T {}

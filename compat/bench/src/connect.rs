@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 
-use crate::client::{self, Stream};
+use crate::client::{self, SendExt, Stream};
 use crate::{Ctx, own_cpu_s, round};
 
 #[derive(clap::Args, Clone)]
@@ -65,7 +65,11 @@ struct Shared {
 
 /// Reads everything the server sends for the life of the session: answers the server's
 /// pings, counts answers to ours.
-fn spawn_reader(mut reader: client::Reader<tokio::io::ReadHalf<Stream>>, writer: Writer, shared: Arc<Shared>) {
+fn spawn_reader(
+    mut reader: client::Reader<tokio::io::ReadHalf<Stream>>,
+    writer: Writer,
+    shared: Arc<Shared>,
+) {
     tokio::spawn(async move {
         loop {
             let s = match reader.stanza().await {
@@ -77,9 +81,13 @@ fn spawn_reader(mut reader: client::Reader<tokio::io::ReadHalf<Stream>>, writer:
             }
             match (s.kind.as_deref(), s.id.as_deref()) {
                 (Some("get"), Some(id)) if s.children.iter().any(|c| c == "ping") => {
-                    let to = s.from.as_deref().map(|f| format!(" to='{f}'")).unwrap_or_default();
+                    let to = s
+                        .from
+                        .as_deref()
+                        .map(|f| format!(" to='{f}'"))
+                        .unwrap_or_default();
                     let reply = format!("<iq type='result' id='{id}'{to}/>");
-                    let _ = writer.lock().await.write_all(reply.as_bytes()).await;
+                    let _ = writer.lock().await.send(reply.as_bytes()).await;
                 }
                 (Some(kind), Some("bp")) => {
                     if kind == "result" {
@@ -88,7 +96,9 @@ fn spawn_reader(mut reader: client::Reader<tokio::io::ReadHalf<Stream>>, writer:
                         shared.ping_errors.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(start) = *shared.ping_start.lock().unwrap() {
-                        shared.last_answer_us.fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        shared
+                            .last_answer_us
+                            .fetch_max(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
                 }
                 _ => {}
@@ -108,7 +118,12 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let shared = Arc::new(Shared::default());
     let mut writers: Vec<Writer> = Vec::with_capacity(a.count);
-    let mut bounds: Vec<usize> = a.checkpoints.iter().copied().filter(|&c| c > 0 && c < a.count).collect();
+    let mut bounds: Vec<usize> = a
+        .checkpoints
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < a.count)
+        .collect();
     bounds.sort_unstable();
     bounds.dedup();
     bounds.push(a.count);
@@ -127,7 +142,12 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             let due = phase_start + Duration::from_secs_f64((i - started_at) as f64 / a.ramp);
             tokio::time::sleep_until(due.into()).await;
             let permit = limit.clone().acquire_owned().await.unwrap();
-            let (ctx, failures, errors, shared) = (ctx.clone(), failures.clone(), errors.clone(), shared.clone());
+            let (ctx, failures, errors, shared) = (
+                ctx.clone(),
+                failures.clone(),
+                errors.clone(),
+                shared.clone(),
+            );
             let n = a.first + i;
             let presence = !a.no_presence;
             tasks.push(tokio::spawn(async move {
@@ -198,7 +218,10 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     if let (Some(b), Some(af)) = (before, after) {
         fields["server_rss_before_kib"] = json!(b.rss_kib);
         fields["server_rss_after_kib"] = json!(af.rss_kib);
-        fields["server_kib_per_session"] = json!(round((af.rss_kib as f64 - b.rss_kib as f64) / ok.max(1) as f64, 2));
+        fields["server_kib_per_session"] = json!(round(
+            (af.rss_kib as f64 - b.rss_kib as f64) / ok.max(1) as f64,
+            2
+        ));
         fields["server_cpu_ms_per_login"] = json!(round(login_cpu * 1000.0 / ok.max(1) as f64, 4));
         fields["server_login_cpu_pct"] = json!(round(100.0 * login_cpu / login_time.max(1e-9), 1));
     }
@@ -206,24 +229,36 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         let ping_cpu = ctx.server();
         let start = Instant::now();
         *shared.ping_start.lock().unwrap() = Some(start);
-        let ping = format!("<iq type='get' id='bp' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>", ctx.cli.domain);
+        let ping = format!(
+            "<iq type='get' id='bp' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ctx.cli.domain
+        );
         let mut sent = 0u64;
         for w in &writers {
-            if w.lock().await.write_all(ping.as_bytes()).await.is_ok() {
+            if w.lock().await.send(ping.as_bytes()).await.is_ok() {
                 sent += 1;
             }
         }
         let deadline = start + Duration::from_secs_f64(a.ping_timeout);
-        while shared.answered.load(Ordering::Relaxed) + shared.ping_errors.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+        while shared.answered.load(Ordering::Relaxed) + shared.ping_errors.load(Ordering::Relaxed)
+            < sent
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let answered = shared.answered.load(Ordering::Relaxed);
         fields["pings_sent"] = json!(sent);
         fields["pings_answered"] = json!(answered);
         fields["ping_errors"] = json!(shared.ping_errors.load(Ordering::Relaxed));
-        fields["ping_all_answered_seconds"] = json!(round(shared.last_answer_us.load(Ordering::Relaxed) as f64 / 1e6, 3));
+        fields["ping_all_answered_seconds"] = json!(round(
+            shared.last_answer_us.load(Ordering::Relaxed) as f64 / 1e6,
+            3
+        ));
         if let (Some(b), Some(af)) = (ping_cpu, ctx.server()) {
-            fields["server_cpu_us_per_ping"] = json!(round((af.cpu_s - b.cpu_s) * 1e6 / answered.max(1) as f64, 2));
+            fields["server_cpu_us_per_ping"] = json!(round(
+                (af.cpu_s - b.cpu_s) * 1e6 / answered.max(1) as f64,
+                2
+            ));
             fields["server_rss_after_ping_kib"] = json!(af.rss_kib);
         }
     }
@@ -231,7 +266,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     ctx.emit("connect", fields, cpu0, wall0);
     // Leave politely, and give the server a moment to answer.
     for w in &writers {
-        let _ = w.lock().await.write_all(b"</stream:stream>").await;
+        let _ = w.lock().await.send(b"</stream:stream>").await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while (shared.closed.load(Ordering::Relaxed) as usize) < ok && Instant::now() < deadline {

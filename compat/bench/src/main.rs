@@ -96,13 +96,20 @@ pub struct ProcStats {
 
 pub fn proc_stats(pid: u32) -> Option<ProcStats> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu_s = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
+    let cpu_s =
+        (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
     Some(ProcStats { rss_kib, cpu_s })
 }
 
@@ -116,7 +123,9 @@ pub fn own_cpu_s() -> f64 {
 }
 
 fn own_rss_kib() -> u64 {
-    proc_stats(std::process::id()).map(|s| s.rss_kib).unwrap_or(0)
+    proc_stats(std::process::id())
+        .map(|s| s.rss_kib)
+        .unwrap_or(0)
 }
 
 pub fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -162,8 +171,21 @@ impl Ctx {
         self.cli.server_pid.and_then(proc_stats)
     }
 
-    pub async fn login(&self, i: usize, resource: &str, presence: bool) -> std::io::Result<client::Session> {
-        client::login(&self.target, self.source(i), &self.user(i), &self.cli.password, resource, presence).await
+    pub async fn login(
+        &self,
+        i: usize,
+        resource: &str,
+        presence: bool,
+    ) -> std::io::Result<client::Session> {
+        client::login(
+            &self.target,
+            self.source(i),
+            &self.user(i),
+            &self.cli.password,
+            resource,
+            presence,
+        )
+        .await
     }
 
     /// Print one measurement: the scenario's fields, plus server, security, tags and the
@@ -179,7 +201,10 @@ impl Ctx {
         });
         for tag in &self.cli.tag {
             if let Some((k, v)) = tag.split_once('=') {
-                line[k] = v.parse::<f64>().map(|n| json!(n)).unwrap_or_else(|_| json!(v));
+                line[k] = v
+                    .parse::<f64>()
+                    .map(|n| json!(n))
+                    .unwrap_or_else(|_| json!(v));
             }
         }
         if let Value::Object(map) = fields.take() {
@@ -190,7 +215,12 @@ impl Ctx {
         line["loadgen_cpu_s"] = json!(round(cpu, 3));
         line["loadgen_cpu_pct"] = json!(round(100.0 * cpu / wall.max(1e-9), 1));
         line["loadgen_rss_kib"] = json!(own_rss_kib());
-        line["unix_time"] = json!(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        line["unix_time"] = json!(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -205,11 +235,18 @@ pub fn round(x: f64, digits: i32) -> f64 {
 
 /// Raise the soft open-file limit to the hard one: the scale run holds ~19k sockets.
 fn raise_nofile() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
             libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
         }
     }
@@ -224,22 +261,36 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One worker per CPU we may run on: pinned to one core (taskset), a single thread,
     // which costs least per message.
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let runtime = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .build()
     }
     .expect("tokio runtime");
     runtime.block_on(run(cli));
 }
 
 async fn run(cli: Cli) {
-    let target = Target { addr: cli.server, domain: cli.domain.clone(), security: cli.security, mechanism: cli.mechanism };
+    let target = Target {
+        addr: cli.server,
+        domain: cli.domain.clone(),
+        security: cli.security,
+        mechanism: cli.mechanism,
+    };
     let sources = if !cli.source.is_empty() {
         cli.source.clone()
     } else if cli.server.ip().is_loopback() && cli.server.is_ipv4() {
-        (2..=9).map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))).collect()
+        (2..=9)
+            .map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+            .collect()
     } else {
         Vec::new()
     };
@@ -247,7 +298,11 @@ async fn run(cli: Cli) {
         client::load_scram_cache(path);
     }
     let cache = cli.scram_cache.clone();
-    let ctx = Arc::new(Ctx { cli, target, sources });
+    let ctx = Arc::new(Ctx {
+        cli,
+        target,
+        sources,
+    });
     let ok = match &ctx.cli.scenario {
         Scenario::Connect(a) => connect::run(ctx.clone(), a.clone()).await,
         Scenario::Chat(a) => chat::run(ctx.clone(), a.clone()).await,

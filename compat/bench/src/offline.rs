@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 use std::{collections::HashSet, sync::Arc};
 
+use crate::client::SendExt;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 use crate::{Ctx, own_cpu_s, round};
 
@@ -24,7 +24,13 @@ pub struct Args {
 
 pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     let recipient = ctx.jid(0);
-    let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros());
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
     // Empty what an earlier run may have left stored, and leave cleanly.
     match ctx.login(0, "flush", true).await {
         Ok(mut s) => {
@@ -36,8 +42,14 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 }
             })
             .await;
-            let _ = s.writer.write_all(b"<presence type='unavailable'/></stream:stream>").await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), async { while s.reader.stanza().await.is_ok() {} }).await;
+            let _ = s
+                .writer
+                .send(b"<presence type='unavailable'/></stream:stream>")
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while s.reader.stanza().await.is_ok() {}
+            })
+            .await;
         }
         Err(e) => {
             eprintln!("login {}: {e}", ctx.user(0));
@@ -63,19 +75,30 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         for seq in chunk {
             buf.push_str(&format!("<message to='{recipient}' type='chat'><body>off {run_id} {seq} {padding}</body></message>"));
         }
-        if sender.writer.write_all(buf.as_bytes()).await.is_err() {
+        if sender.writer.send(buf.as_bytes()).await.is_err() {
             eprintln!("sender's stream closed");
             return false;
         }
     }
     // A round trip after the messages: the server has taken them all.
-    let _ = sender.writer.write_all(format!("<iq type='get' id='sync' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>", ctx.cli.domain).as_bytes()).await;
+    let _ = sender
+        .writer
+        .send(
+            format!(
+                "<iq type='get' id='sync' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+                ctx.cli.domain
+            )
+            .as_bytes(),
+        )
+        .await;
     let mut errors_to_sender = 0u64;
     let synced = tokio::time::timeout(Duration::from_secs_f64(a.timeout), async {
         loop {
             match sender.reader.stanza().await {
                 Ok(s) if s.name == "iq" && s.id.as_deref() == Some("sync") => return true,
-                Ok(s) if s.name == "message" && s.kind.as_deref() == Some("error") => errors_to_sender += 1,
+                Ok(s) if s.name == "message" && s.kind.as_deref() == Some("error") => {
+                    errors_to_sender += 1
+                }
                 Ok(_) => {}
                 Err(_) => return false,
             }
@@ -98,7 +121,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     };
     let logged = start.elapsed();
     let presence_at = Instant::now();
-    let _ = r.writer.write_all(b"<presence/>").await;
+    let _ = r.writer.send(b"<presence/>").await;
     let mut seen = HashSet::new();
     let (mut duplicates, mut out_of_order, mut last) = (0u64, 0u64, 0usize);
     let mut other_messages = 0u64;
@@ -117,7 +140,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 other_messages += 1;
                 continue;
             }
-            let Some(seq) = parts.next().and_then(|s| s.parse::<usize>().ok()) else { continue };
+            let Some(seq) = parts.next().and_then(|s| s.parse::<usize>().ok()) else {
+                continue;
+            };
             if !seen.insert(seq) {
                 duplicates += 1;
             } else if seq < last {
@@ -147,13 +172,14 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         "timed_out": result.is_err(),
     });
     if let (Some(b), Some(s), Some(d)) = (before_store, after_store, after_delivery) {
-        fields["server_cpu_us_per_stored_message"] = json!(round((s.cpu_s - b.cpu_s) * 1e6 / a.messages as f64, 2));
+        fields["server_cpu_us_per_stored_message"] =
+            json!(round((s.cpu_s - b.cpu_s) * 1e6 / a.messages as f64, 2));
         fields["server_cpu_ms_delivery"] = json!(round((d.cpu_s - s.cpu_s) * 1000.0, 2));
         fields["server_rss_kib"] = json!(d.rss_kib);
     }
     ctx.emit("offline", fields, cpu0, wall0);
-    let _ = r.writer.write_all(b"</stream:stream>").await;
-    let _ = sender.writer.write_all(b"</stream:stream>").await;
+    let _ = r.writer.send(b"</stream:stream>").await;
+    let _ = sender.writer.send(b"</stream:stream>").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     received == a.messages && duplicates == 0
 }

@@ -24,16 +24,31 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     let cpu0 = own_cpu_s();
     let wall0 = Instant::now();
     let limit = Arc::new(Semaphore::new(a.parallel.max(1)));
-    let (created, existing, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (created, existing, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let mut tasks = Vec::new();
     for i in a.first..a.first + a.count {
         let permit = limit.clone().acquire_owned().await.unwrap();
-        let (ctx, created, existing, failed) = (ctx.clone(), created.clone(), existing.clone(), failed.clone());
+        let (ctx, created, existing, failed) = (
+            ctx.clone(),
+            created.clone(),
+            existing.clone(),
+            failed.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             // A refused connection or a slow server gets a few more tries.
             let mut result = Err(std::io::Error::other("not tried"));
             for attempt in 0..3 {
-                result = client::register(&ctx.target, ctx.source(i + attempt), &ctx.user(i), &ctx.cli.password).await;
+                result = client::register(
+                    &ctx.target,
+                    ctx.source(i + attempt),
+                    &ctx.user(i),
+                    &ctx.cli.password,
+                )
+                .await;
                 if result.is_ok() {
                     break;
                 }

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::Semaphore;
 
-use crate::client::{Reader, Stream};
+use crate::client::{Reader, SendExt, Stream};
 use crate::{Ctx, latency_ms, own_cpu_s, round};
 
 #[derive(clap::Args, Clone)]
@@ -61,18 +61,32 @@ fn index_of(prefix: &str, jid: &str) -> Option<usize> {
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<Stream>>>;
 
-async fn roster_get(reader: &mut Reader<ReadHalf<Stream>>, w: &mut WriteHalf<Stream>) -> std::io::Result<(u32, u32)> {
-    w.write_all(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await?;
+async fn roster_get(
+    reader: &mut Reader<ReadHalf<Stream>>,
+    w: &mut WriteHalf<Stream>,
+) -> std::io::Result<(u32, u32)> {
+    let s = roster_items(reader, w).await?;
+    Ok((s.items, s.items_both))
+}
+
+async fn roster_items(
+    reader: &mut Reader<ReadHalf<Stream>>,
+    w: &mut WriteHalf<Stream>,
+) -> std::io::Result<crate::client::Summary> {
+    w.send(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        .await?;
     loop {
         let s = reader.stanza().await?;
         if s.name == "iq" && s.id.as_deref() == Some("roster") {
-            return Ok((s.items, s.items_both));
+            return Ok(s);
         }
     }
 }
 
-/// Each user's count of 'both' roster items, on separate sessions without presence.
-async fn verify(ctx: &Arc<Ctx>, n: usize) -> Vec<u32> {
+/// Each user's count of 'both' roster items, on separate sessions without presence. With
+/// `contacts`, a user whose subscription to a neighbour is missing (none or 'from' only)
+/// asks for it again: the neighbour's online setup session approves it.
+async fn verify(ctx: &Arc<Ctx>, n: usize, contacts: Option<usize>) -> Vec<u32> {
     let limit = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -81,9 +95,25 @@ async fn verify(ctx: &Arc<Ctx>, n: usize) -> Vec<u32> {
         tasks.push(tokio::spawn(async move {
             let r = async {
                 let mut s = ctx.login(i, "verify", false).await?;
-                let got = roster_get(&mut s.reader, &mut s.writer).await?;
-                let _ = s.writer.write_all(b"</stream:stream>").await;
-                std::io::Result::Ok(got.1)
+                let got = roster_items(&mut s.reader, &mut s.writer).await?;
+                if let Some(contacts) = contacts {
+                    let mut out = String::new();
+                    for j in neighbours(i, n, contacts) {
+                        let jid = ctx.jid(j);
+                        let sub = got
+                            .roster
+                            .iter()
+                            .find(|(k, _)| *k == jid)
+                            .map(|(_, s)| s.as_str())
+                            .unwrap_or("none");
+                        if sub == "none" || sub == "from" {
+                            out.push_str(&format!("<presence to='{jid}' type='subscribe'/>"));
+                        }
+                    }
+                    s.writer.send(out.as_bytes()).await?;
+                }
+                let _ = s.writer.send(b"</stream:stream>").await;
+                std::io::Result::Ok(got.items_both)
             }
             .await;
             drop(permit);
@@ -101,12 +131,20 @@ async fn verify(ctx: &Arc<Ctx>, n: usize) -> Vec<u32> {
 }
 
 pub async fn setup(ctx: Arc<Ctx>, a: SetupArgs) -> bool {
-    assert!(a.count > a.contacts && a.contacts % 2 == 0, "need count > contacts, contacts even");
+    assert!(
+        a.count > a.contacts && a.contacts % 2 == 0,
+        "need count > contacts, contacts even"
+    );
     let cpu0 = own_cpu_s();
     let wall0 = Instant::now();
-    let counts = verify(&ctx, a.count).await;
+    let counts = verify(&ctx, a.count, None).await;
     if counts.iter().all(|&c| c as usize == a.contacts) {
-        ctx.emit("roster-setup", json!({"users": a.count, "contacts": a.contacts, "already": true}), cpu0, wall0);
+        ctx.emit(
+            "roster-setup",
+            json!({"users": a.count, "contacts": a.contacts, "already": true}),
+            cpu0,
+            wall0,
+        );
         return true;
     }
     // Everyone online; each answers subscription requests with 'subscribed' and asks back.
@@ -137,7 +175,7 @@ pub async fn setup(ctx: Arc<Ctx>, a: SetupArgs) -> bool {
                 if ask_back {
                     out.push_str(&format!("<presence to='{bare}' type='subscribe'/>"));
                 }
-                if writer.lock().await.write_all(out.as_bytes()).await.is_err() {
+                if writer.lock().await.send(out.as_bytes()).await.is_err() {
                     break;
                 }
             }
@@ -155,20 +193,24 @@ pub async fn setup(ctx: Arc<Ctx>, a: SetupArgs) -> bool {
                 out.push_str(&format!("<presence to='{jid}' type='subscribe'/>"));
             }
         }
-        let _ = writers[i].lock().await.write_all(out.as_bytes()).await;
+        let _ = writers[i].lock().await.send(out.as_bytes()).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout);
     let mut counts;
+    let mut rounds = 0;
+    let mut first_round_min = None;
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        counts = verify(&ctx, a.count).await;
+        rounds += 1;
+        counts = verify(&ctx, a.count, Some(a.contacts)).await;
+        first_round_min.get_or_insert(counts.iter().copied().min().unwrap_or(0));
         if counts.iter().all(|&c| c as usize == a.contacts) || Instant::now() > deadline {
             break;
         }
     }
     for w in &writers {
-        let _ = w.lock().await.write_all(b"</stream:stream>").await;
+        let _ = w.lock().await.send(b"</stream:stream>").await;
     }
     let ok = counts.iter().all(|&c| c as usize == a.contacts);
     ctx.emit(
@@ -179,6 +221,8 @@ pub async fn setup(ctx: Arc<Ctx>, a: SetupArgs) -> bool {
             "already": false,
             "complete": ok,
             "min_both": counts.iter().min(),
+            "verify_rounds": rounds,
+            "first_round_min_both": first_round_min,
             "max_both": counts.iter().max(),
             "seconds": round(wall0.elapsed().as_secs_f64(), 2),
         }),
@@ -194,7 +238,10 @@ struct Seen {
     contacts: HashSet<usize>,
     available: Mutex<HashSet<usize>>,
     /// Contacts whose presence completes the initial picture, and who to tell.
-    waiting_for: Mutex<(HashSet<usize>, Option<tokio::sync::oneshot::Sender<Instant>>)>,
+    waiting_for: Mutex<(
+        HashSet<usize>,
+        Option<tokio::sync::oneshot::Sender<Instant>>,
+    )>,
     complete: AtomicU64,
 }
 
@@ -203,7 +250,12 @@ struct Counters {
     complete_sessions: AtomicU64,
 }
 
-fn spawn_tracker(ctx: &Arc<Ctx>, mut reader: Reader<ReadHalf<Stream>>, seen: Arc<Seen>, counters: Arc<Counters>) {
+fn spawn_tracker(
+    ctx: &Arc<Ctx>,
+    mut reader: Reader<ReadHalf<Stream>>,
+    seen: Arc<Seen>,
+    counters: Arc<Counters>,
+) {
     let prefix = ctx.cli.prefix.clone();
     tokio::spawn(async move {
         while let Ok(s) = reader.stanza().await {
@@ -214,12 +266,17 @@ fn spawn_tracker(ctx: &Arc<Ctx>, mut reader: Reader<ReadHalf<Stream>>, seen: Arc
             if s.kind.is_some() {
                 continue;
             }
-            let Some(from) = s.from.as_deref().and_then(|f| index_of(&prefix, f)) else { continue };
+            let Some(from) = s.from.as_deref().and_then(|f| index_of(&prefix, f)) else {
+                continue;
+            };
             if !seen.contacts.contains(&from) {
                 continue;
             }
             let mut available = seen.available.lock().unwrap();
-            if available.insert(from) && available.len() == seen.contacts.len() && seen.complete.swap(1, Ordering::Relaxed) == 0 {
+            if available.insert(from)
+                && available.len() == seen.contacts.len()
+                && seen.complete.swap(1, Ordering::Relaxed) == 0
+            {
                 counters.complete_sessions.fetch_add(1, Ordering::Relaxed);
             }
             let mut w = seen.waiting_for.lock().unwrap();
@@ -241,23 +298,47 @@ struct Timing {
     items: u32,
 }
 
-async fn odd_login(ctx: Arc<Ctx>, i: usize, contacts: usize, counters: Arc<Counters>, timeout: f64) -> Result<(Timing, Writer), String> {
+async fn odd_login(
+    ctx: Arc<Ctx>,
+    i: usize,
+    contacts: usize,
+    counters: Arc<Counters>,
+    timeout: f64,
+) -> Result<(Timing, Writer), String> {
     let n = ctx.cli_count_hint();
     let start = Instant::now();
-    let mut s = ctx.login(i, "storm", false).await.map_err(|e| format!("login {}: {e}", ctx.user(i)))?;
+    let mut s = ctx
+        .login(i, "storm", false)
+        .await
+        .map_err(|e| format!("login {}: {e}", ctx.user(i)))?;
     let logged = start.elapsed();
-    let (items, _) = roster_get(&mut s.reader, &mut s.writer).await.map_err(|e| format!("roster {}: {e}", ctx.user(i)))?;
+    let (items, _) = roster_get(&mut s.reader, &mut s.writer)
+        .await
+        .map_err(|e| format!("roster {}: {e}", ctx.user(i)))?;
     let rostered = start.elapsed();
     let all: HashSet<usize> = neighbours(i, n, contacts).into_iter().collect();
     let even: HashSet<usize> = all.iter().copied().filter(|j| j % 2 == 0).collect();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let seen = Arc::new(Seen { contacts: all, available: Mutex::default(), waiting_for: Mutex::new((even, Some(tx))), complete: AtomicU64::new(0) });
+    let seen = Arc::new(Seen {
+        contacts: all,
+        available: Mutex::default(),
+        waiting_for: Mutex::new((even, Some(tx))),
+        complete: AtomicU64::new(0),
+    });
     spawn_tracker(&ctx, s.reader, seen, counters);
     let presence_sent = Instant::now();
-    s.writer.write_all(b"<presence/>").await.map_err(|e| e.to_string())?;
+    s.writer
+        .send(b"<presence/>")
+        .await
+        .map_err(|e| e.to_string())?;
     let done = tokio::time::timeout(Duration::from_secs_f64(timeout), rx)
         .await
-        .map_err(|_| format!("{}: not all online contacts' presence within {timeout} s", ctx.user(i)))?
+        .map_err(|_| {
+            format!(
+                "{}: not all online contacts' presence within {timeout} s",
+                ctx.user(i)
+            )
+        })?
         .map_err(|_| format!("{}: stream closed", ctx.user(i)))?;
     let us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
     Ok((
@@ -299,8 +380,14 @@ fn summarize(t: &[Timing]) -> serde_json::Value {
 }
 
 pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
-    assert!(a.count > a.contacts && a.contacts % 2 == 0 && a.count % 2 == 0, "need even count > contacts, contacts even");
-    let counters = Arc::new(Counters { presences: AtomicU64::new(0), complete_sessions: AtomicU64::new(0) });
+    assert!(
+        a.count > a.contacts && a.contacts % 2 == 0 && a.count % 2 == 0,
+        "need even count > contacts, contacts even"
+    );
+    let counters = Arc::new(Counters {
+        presences: AtomicU64::new(0),
+        complete_sessions: AtomicU64::new(0),
+    });
     let mut writers: Vec<Writer> = Vec::new();
     let mut errors = Vec::new();
     // The even half comes online (not measured).
@@ -318,7 +405,12 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
             let s = ctx.login(i, "online", true).await;
             drop(permit);
             let s = s.map_err(|e| format!("login {}: {e}", ctx.user(i)))?;
-            let seen = Arc::new(Seen { contacts: all, available: Mutex::default(), waiting_for: Mutex::new((even, Some(tx))), complete: AtomicU64::new(0) });
+            let seen = Arc::new(Seen {
+                contacts: all,
+                available: Mutex::default(),
+                waiting_for: Mutex::new((even, Some(tx))),
+                complete: AtomicU64::new(0),
+            });
             spawn_tracker(&ctx, s.reader, seen, counters);
             Ok::<Writer, String>(Arc::new(tokio::sync::Mutex::new(s.writer)))
         }));
@@ -350,7 +442,15 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
     counters.presences.store(0, Ordering::Relaxed);
     let mut sequential = Vec::new();
     for &i in &odds[..k] {
-        match odd_login(ctx.clone(), i, a.contacts, counters.clone(), a.timeout).await {
+        match odd_login(
+            ctx.clone(),
+            i,
+            a.contacts,
+            counters.clone(),
+            a.timeout.min(15.0),
+        )
+        .await
+        {
             Ok((t, w)) => {
                 sequential.push(t);
                 writers.push(w);
@@ -369,7 +469,9 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
     let mut tasks = Vec::new();
     for &i in &odds[k..] {
         let (ctx, counters) = (ctx.clone(), counters.clone());
-        tasks.push(tokio::spawn(odd_login(ctx, i, a.contacts, counters, a.timeout)));
+        tasks.push(tokio::spawn(odd_login(
+            ctx, i, a.contacts, counters, a.timeout,
+        )));
     }
     let mut storm = Vec::new();
     for t in tasks {
@@ -383,7 +485,9 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
     }
     // The storm is over when every session has every contact's presence.
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout);
-    while (counters.complete_sessions.load(Ordering::Relaxed) as usize) < a.count && Instant::now() < deadline {
+    while (counters.complete_sessions.load(Ordering::Relaxed) as usize) < a.count
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let storm_seconds = storm_start.elapsed().as_secs_f64();
@@ -391,7 +495,10 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
     let after_storm = ctx.server();
     let storm_presences = counters.presences.load(Ordering::Relaxed);
     if (complete as usize) < a.count {
-        errors.push(format!("only {complete} of {} sessions saw all their contacts online", a.count));
+        errors.push(format!(
+            "only {complete} of {} sessions saw all their contacts online",
+            a.count
+        ));
     }
     let mut fields = json!({
         "users": a.count,
@@ -407,14 +514,18 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
         "errors": errors.iter().take(5).collect::<Vec<_>>(),
     });
     if let (Some(b), Some(s), Some(af)) = (before, after_seq, after_storm) {
-        fields["sequential_server_cpu_ms_per_login"] = json!(round((s.cpu_s - b.cpu_s) * 1000.0 / k.max(1) as f64, 3));
+        fields["sequential_server_cpu_ms_per_login"] =
+            json!(round((s.cpu_s - b.cpu_s) * 1000.0 / k.max(1) as f64, 3));
         fields["storm_server_cpu_s"] = json!(round(af.cpu_s - s.cpu_s, 3));
-        fields["storm_server_cpu_ms_per_login"] = json!(round((af.cpu_s - s.cpu_s) * 1000.0 / storm.len().max(1) as f64, 3));
+        fields["storm_server_cpu_ms_per_login"] = json!(round(
+            (af.cpu_s - s.cpu_s) * 1000.0 / storm.len().max(1) as f64,
+            3
+        ));
         fields["server_rss_kib"] = json!(af.rss_kib);
     }
     ctx.emit("roster-login", fields, cpu0, wall0);
     for w in &writers {
-        let _ = w.lock().await.write_all(b"</stream:stream>").await;
+        let _ = w.lock().await.send(b"</stream:stream>").await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     errors.is_empty()

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Starling, Prosody and ejabberd on loopback, same accounts, same
+# certificate, equivalent configs (peers/). The server under test runs on CPU 0, the load
+# generator on CPU 1. Runs are interleaved (rep 1: starling, prosody, ejabberd; rep 2: ...)
+# and each measurement is repeated. Results: one JSON line per measurement in
+# OUT/results.jsonl, and the report OUT/RESULTS.md (copied to compat/bench/RESULTS.md by a
+# full run of all servers and scenarios).
+#
+#   compat/bench/run.sh                 # full run (~45 min)
+#   compat/bench/run.sh --quick         # smaller N, 1 repetition (~10 min)
+#   compat/bench/run.sh --servers starling,prosody --scenarios connect,chat --reps 2
+#
+# Options:
+#   --quick               smaller sizes, one repetition
+#   --servers LIST        starling,prosody,ejabberd (default all)
+#   --scenarios LIST      connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
+#                         (default all; scale is Starling only)
+#   --reps N              repetitions of each measurement (default 3, quick 1)
+#   --sessions N          idle sessions for memory and login figures (default 5000)
+#   --scale N             sessions of the Starling scale run (default 19000)
+#   --out DIR             keep the work directory (default: a new temp dir)
+#   --results FILE        where to write the report (default: compat/bench/RESULTS.md for
+#                         a full run of everything, else OUT/RESULTS.md only)
+#   --report-only FILE    regenerate the report from an existing results.jsonl
+# Environment: STARLING=path to the starling binary (default target/release/starling; not
+# rebuilt if present).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ARGS=("$@")
+
+QUICK=0
+SERVERS=starling,prosody,ejabberd
+SCENARIOS=connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
+REPS=
+SESSIONS=
+SCALE=
+OUT=
+RESULTS=
+REPORT_ONLY=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1; shift ;;
+        --servers) SERVERS=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --reps) REPS=$2; shift 2 ;;
+        --sessions) SESSIONS=$2; shift 2 ;;
+        --scale) SCALE=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --results) RESULTS=$2; shift 2 ;;
+        --report-only) REPORT_ONLY=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+if [ "$QUICK" = 1 ]; then
+    : "${REPS:=1}" "${SESSIONS:=1000}" "${SCALE:=5000}"
+    CHAT_USERS=100; CHAT_SECONDS=4; BISECT=2; ROSTER_USERS=102; SCALE_CHECKPOINTS=1000,2500
+else
+    : "${REPS:=3}" "${SESSIONS:=5000}" "${SCALE:=19000}"
+    CHAT_USERS=100; CHAT_SECONDS=10; BISECT=3; ROSTER_USERS=200; SCALE_CHECKPOINTS=1000,5000,10000
+fi
+CHAT_FIXED_RATE=2000       # messages/s for the CPU-per-message figure, the same for all
+OFFLINE_MESSAGES=1000
+has() { [[ ",$1," == *",$2,"* ]]; }
+
+BENCH=$HERE/target/release/starling-bench
+STARLING=${STARLING:-$ROOT/target/release/starling}
+log() { echo "[$(date +%T)] $*" >&2; }
+
+report() {  # report RESULTS_JSONL OUTPUT_MD
+    local cmd="compat/bench/run.sh"
+    [ ${#ARGS[@]} -gt 0 ] && cmd="$cmd ${ARGS[*]}"
+    "$BENCH" report "$1" --command "$cmd" > "$2.tmp" && mv "$2.tmp" "$2"
+    log "report: $2"
+}
+
+cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
+if [ -n "$REPORT_ONLY" ]; then
+    report "$REPORT_ONLY" "${RESULTS:-$HERE/RESULTS.md}"
+    exit 0
+fi
+
+# --- What we need -------------------------------------------------------------------------
+need_pkg() {  # need_pkg COMMAND PACKAGE
+    command -v "$1" >/dev/null && return 0
+    if [ "$(id -u)" != 0 ]; then
+        log "$1 missing and not root: install the Debian package $2 (apt-get install $2)"
+        return 1
+    fi
+    log "installing $2"
+    # Do not let the package start its system service: we run our own instances.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; } || true
+    rm -f /usr/sbin/policy-rc.d
+    command -v "$1" >/dev/null
+}
+has "$SERVERS" prosody && { need_pkg prosody prosody || exit 1; }
+if has "$SERVERS" ejabberd; then
+    PATH=$PATH:/usr/sbin need_pkg ejabberdctl ejabberd || exit 1
+    # ejabberd's applications (ERL_LIBS, as ejabberdctl sets it).
+    EJABBERD_LIBS=$(dirname "$(dirname "$(dpkg -L ejabberd | grep -m1 '/ebin$')")")
+fi
+for c in taskset openssl timeout; do command -v $c >/dev/null || { log "missing $c"; exit 1; }; done
+if [ ! -x "$STARLING" ]; then
+    log "building Starling (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+
+OUT=${OUT:-$(mktemp -d /tmp/starling-bench.XXXXXX)}
+mkdir -p "$OUT"
+JSONL=$OUT/results.jsonl
+touch "$JSONL"
+log "work directory: $OUT"
+
+# --- Processes: all ours are killed on exit ------------------------------------------------
+SERVER_PID=
+cleanup() {
+    stop_server
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+port_free() { ! (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null; }
+pick_port() {
+    local p=$1
+    while ! port_free $p; do p=$((p + 1)); done
+    echo $p
+}
+
+wait_port() {  # wait_port PORT SECONDS
+    for _ in $(seq $(($2 * 10))); do
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        port_free "$1" || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- Certificate: one ECDSA P-256 key and self-signed certificate for all three ------------
+CERT=$OUT/cert.pem KEY=$OUT/key.pem PEM=$OUT/cert+key.pem
+if [ ! -f "$PEM" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -keyout "$KEY" -out "$CERT" -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+    cat "$CERT" "$KEY" > "$PEM"
+    chmod 644 "$KEY" "$PEM"
+fi
+
+# --- Servers -----------------------------------------------------------------------------
+declare -A PORT DIR
+base=35222
+for s in starling prosody ejabberd; do
+    PORT[$s]=$(pick_port $base); base=$((PORT[$s] + 10))
+    DIR[$s]=$OUT/$s
+    mkdir -p "${DIR[$s]}"
+done
+
+fill() {  # fill TEMPLATE SERVER > FILE
+    sed -e "s|@DIR@|${DIR[$2]}|g" -e "s|@PORT@|${PORT[$2]}|g" -e "s|@CERT@|$CERT|g" \
+        -e "s|@KEY@|$KEY|g" -e "s|@PEM@|$PEM|g" "$HERE/peers/$1"
+}
+fill starling.toml.in starling > "${DIR[starling]}/starling.toml"
+fill prosody.cfg.lua.in prosody > "${DIR[prosody]}/prosody.cfg.lua"
+fill ejabberd.yml.in ejabberd > "${DIR[ejabberd]}/ejabberd.yml"
+mkdir -p "${DIR[prosody]}/data" "${DIR[prosody]}/certs" "${DIR[ejabberd]}/spool" "${DIR[ejabberd]}/logs"
+
+start_server() {  # start_server NAME; sets SERVER_PID (the process whose /proc we read)
+    local s=$1 d=${DIR[$1]}
+    stop_server
+    # The server may hold as many files as the hard limit allows (the scale run).
+    ulimit -n "$(ulimit -Hn)"
+    case $s in
+        starling)
+            taskset -c 0 "$STARLING" --config "$d/starling.toml" serve 2>>"$d/server.log" &
+            SERVER_PID=$! ;;
+        prosody)
+            # -F: foreground. The PID is the Lua interpreter's (the script is exec'd).
+            taskset -c 0 prosody --config "$d/prosody.cfg.lua" -F >>"$d/server.log" 2>&1 &
+            SERVER_PID=$! ;;
+        ejabberd)
+            # erl directly (what ejabberdctl foreground runs, minus su, epmd and the node
+            # name). One scheduler: the VM is pinned to one CPU like the others; no busy
+            # waiting, whose spinning would be counted as CPU time.
+            ERL_LIBS=$EJABBERD_LIBS EJABBERD_CONFIG_PATH=$d/ejabberd.yml \
+            EJABBERD_LOG_PATH=$d/logs/ejabberd.log ERL_MAX_PORTS=32000 ERL_CRASH_DUMP=$d/logs/erl_crash.dump \
+                taskset -c 0 erl +K true +P 250000 +S 1:1 +SDcpu 1:1 +sbwt none +sbwtdcpu none +sbwtdio none \
+                -noinput -noshell -mnesia dir "\"$d/spool\"" -s ejabberd >>"$d/server.log" 2>&1 &
+            SERVER_PID=$! ;;
+    esac
+    if ! wait_port "${PORT[$s]}" 60; then
+        log "$s did not start; last lines of $d/server.log:"
+        tail -20 "$d/server.log" >&2
+        SERVER_PID=
+        return 1
+    fi
+    sleep 2  # let it finish starting (and its memory settle) before measuring
+    log "$s started (pid $SERVER_PID, port ${PORT[$s]}, rss $(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status) KiB)"
+}
+
+# bench SERVER REP SECURITY SCENARIO ARGS...: one load generator run on CPU 1, bounded in time.
+bench() {
+    local s=$1 rep=$2 sec=$3; shift 3
+    local rc=0
+    timeout --kill-after=10 1200 taskset -c 1 "$BENCH" --server "127.0.0.1:${PORT[$s]}" --security "$sec" \
+        --server-pid "$SERVER_PID" --label "$s" --tag "rep=$rep" --scram-cache "$OUT/scram-cache" "$@" \
+        >>"$JSONL" 2>>"$OUT/bench.log" || rc=$?
+    [ $rc = 0 ] || log "  $s $* exited with $rc (see $OUT/bench.log)"
+    tail -1 "$JSONL" | cut -c1-200 >&2
+    return 0
+}
+
+# --- Accounts: the same on each server ------------------------------------------------------
+USERS=$SESSIONS
+[ "$CHAT_USERS" -gt "$USERS" ] && USERS=$CHAT_USERS
+accounts() {  # PREFIX COUNT
+    for i in $(seq 0 $(($2 - 1))); do echo "$1$i@localhost password"; done
+}
+provision() {
+    local s=$1 users=$USERS
+    [ "$s" = starling ] && has "$SCENARIOS" scale && [ "$SCALE" -gt "$users" ] && users=$SCALE
+    [ -f "${DIR[$s]}/provisioned" ] && return 0
+    log "provisioning $s: $users users, $ROSTER_USERS roster users, 2 offline users"
+    local t0=$SECONDS
+    case $s in
+        starling)
+            { accounts user "$users"; accounts r "$ROSTER_USERS"; accounts o 2; } \
+                | "$STARLING" --config "${DIR[starling]}/starling.toml" user add --batch >&2
+            start_server starling ;;
+        *)
+            start_server "$s"
+            bench "$s" 0 plain register --count "$users" --parallel 32
+            bench "$s" 0 plain --prefix r register --count "$ROSTER_USERS"
+            bench "$s" 0 plain --prefix o register --count 2 ;;
+    esac
+    # One login of every account: fills the load generator's SCRAM cache (its PBKDF2) and
+    # the server's caches alike, before anything is measured.
+    bench "$s" 0 plain --tag phase=warmup connect --count "$users" --ramp 100000 --parallel 32 --hold 0 --no-presence
+    if has "$SCENARIOS" roster; then
+        bench "$s" 0 plain --prefix r roster-setup --count "$ROSTER_USERS"
+    fi
+    stop_server
+    log "  provisioned $s in $((SECONDS - t0)) s"
+    touch "${DIR[$s]}/provisioned"
+}
+
+IFS=, read -ra SERVER_LIST <<< "$SERVERS"
+for s in "${SERVER_LIST[@]}"; do provision "$s"; done
+
+# --- Measurements, interleaved ---------------------------------------------------------------
+for rep in $(seq 1 "$REPS"); do
+    for s in "${SERVER_LIST[@]}"; do
+        log "rep $rep/$REPS: $s"
+        # Each memory figure on a fresh server: memory freed by an earlier run would hide
+        # the cost of the next.
+        if has "$SCENARIOS" connect; then
+            start_server "$s"
+            bench "$s" "$rep" plain connect --count "$SESSIONS" --ramp 2000 --parallel 64 --hold 5 --ping
+        fi
+        if has "$SCENARIOS" connect-tls; then
+            start_server "$s"
+            bench "$s" "$rep" starttls connect --count "$SESSIONS" --ramp 2000 --parallel 64 --hold 5 --ping
+        fi
+        if has "$SCENARIOS" chat || has "$SCENARIOS" chat-tls || has "$SCENARIOS" sweep || has "$SCENARIOS" offline || has "$SCENARIOS" roster; then
+            start_server "$s"
+            has "$SCENARIOS" chat && bench "$s" "$rep" plain chat --count "$CHAT_USERS" --rate "$CHAT_FIXED_RATE" --duration "$CHAT_SECONDS"
+            has "$SCENARIOS" chat-tls && bench "$s" "$rep" starttls chat --count "$CHAT_USERS" --rate "$CHAT_FIXED_RATE" --duration "$CHAT_SECONDS"
+            has "$SCENARIOS" sweep && bench "$s" "$rep" plain chat --count "$CHAT_USERS" --sweep --rate 1000 --duration "$CHAT_SECONDS" --bisect "$BISECT" --max-p99-ms 50
+            has "$SCENARIOS" offline && bench "$s" "$rep" plain --prefix o offline --messages "$OFFLINE_MESSAGES"
+            has "$SCENARIOS" roster && bench "$s" "$rep" plain --prefix r roster-login --count "$ROSTER_USERS"
+        fi
+        stop_server
+    done
+done
+
+# --- Starling alone: many idle TLS sessions, all answering pings -------------------------------
+if has "$SCENARIOS" scale && has "$SERVERS" starling; then
+    log "scale: $SCALE TLS sessions on Starling"
+    start_server starling
+    bench starling 1 starttls connect --count "$SCALE" --ramp 1000 --parallel 64 --hold 5 --ping \
+        --checkpoints "$SCALE_CHECKPOINTS" --settle 3 --read-buffer 2048 --tag kind=scale
+    stop_server
+fi
+
+if [ -z "$RESULTS" ]; then
+    if [ "$QUICK" = 0 ] && [ "$SERVERS" = starling,prosody,ejabberd ] && [ "$SCENARIOS" = connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale ]; then
+        RESULTS=$HERE/RESULTS.md
+    else
+        RESULTS=$OUT/RESULTS.md
+    fi
+fi
+report "$JSONL" "$RESULTS"
+[ "$RESULTS" = "$OUT/RESULTS.md" ] || cp "$RESULTS" "$OUT/RESULTS.md"
+log "done: $JSONL"
