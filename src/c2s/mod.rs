@@ -57,7 +57,8 @@ pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: boo
         });
         let Some(bound) = negotiation.await else { return };
         tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
-        Session::start(core, conn, bound).await;
+        let (session, reader) = Session::new(core, conn, bound);
+        Box::pin(session.start(reader)).await;
     }
     .instrument(span)
     .await
@@ -156,7 +157,7 @@ impl Bucket {
 /// The next event from the client. While idle this future only waits for bytes, which
 /// takes a few bytes of state; the parser's own state (large) is boxed and exists only while
 /// a stanza is arriving.
-async fn read_next(mut reader: Reader) -> (Reader, Result<StreamEvent, XmlError>) {
+async fn read_next(mut reader: Box<Reader>) -> (Box<Reader>, Result<StreamEvent, XmlError>) {
     if let Err(e) = reader.wait_for_input().await {
         return (reader, Err(e));
     }
@@ -165,11 +166,12 @@ async fn read_next(mut reader: Reader) -> (Reader, Result<StreamEvent, XmlError>
 }
 
 impl Session {
-    async fn start(core: Core, conn: ConnId, bound: Bound) {
+    /// Build the session (no await here: nothing of `bound` stays in the task's future).
+    fn new(core: Core, conn: ConnId, bound: Bound) -> (Box<Session>, Box<Reader>) {
         let Bound { reader, writer, jid, rx, control, stats } = bound;
         let output = Arc::new(SessionOutput::default());
         let config = &core.config.c2s;
-        let mut session = Session {
+        let session = Box::new(Session {
             ctx: Ctx::for_session(core.clone(), jid.clone(), output.clone()),
             ping: PingState {
                 interval: Duration::from_secs(config.ping_interval),
@@ -187,21 +189,34 @@ impl Session {
             rx,
             control,
             stats,
-        };
+        });
+        (session, Box::new(reader))
+    }
+
+    /// The session's life. The session and its reader are on the heap and the rare paths are
+    /// boxed, so that the task's future of an idle session stays small.
+    async fn start(mut self: Box<Self>, reader: Box<Reader>) {
         tracing::info!("session started");
-        session.core.modules.run_session_hook(SessionHook::Bound, &session.ctx, &session.jid, None, false).await;
-        match session.write_output().await {
+        let early_end = Box::pin(async {
+            self.core.modules.run_session_hook(SessionHook::Bound, &self.ctx, &self.jid, None, false).await;
+            self.write_output().await
+        })
+        .await;
+        match early_end {
             Some(end) => {
-                session.leave().await;
-                session.close_stream(end, None::<std::pin::Pin<&mut std::future::Ready<()>>>).await;
-                session.reroute_queued().await;
+                Box::pin(async {
+                    self.leave().await;
+                    self.close_stream(end, None::<std::pin::Pin<&mut std::future::Ready<()>>>).await;
+                    self.reroute_queued().await;
+                })
+                .await
             }
-            None => session.run(reader).await,
+            None => self.run(reader).await,
         }
         tracing::info!("session ended");
     }
 
-    async fn run(&mut self, reader: Reader) {
+    async fn run(&mut self, reader: Box<Reader>) {
         // One read future lives across iterations: quick-xml's read is not cancel-safe.
         let read = read_next(reader);
         tokio::pin!(read);
