@@ -253,6 +253,12 @@ provision() {
 }
 
 IFS=, read -ra SERVER_LIST <<< "$SERVERS"
+ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+starling_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || starling_rev="$starling_rev + uncommitted changes in src/"
+cat >> "$JSONL" <<ENV
+{"scenario":"env","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r)","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s; roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; $REPS repetition(s)"}
+ENV
 for s in "${SERVER_LIST[@]}"; do provision "$s"; done
 
 # --- Measurements, interleaved ---------------------------------------------------------------

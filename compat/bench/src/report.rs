@@ -1,4 +1,10 @@
-//! report: JSON lines in, RESULTS.md out.
+//! report: the JSON lines of a run in, RESULTS.md out. Every figure is the median over the
+//! repetitions with its range; ratios and target checks are computed here, not written by
+//! hand. Lines of repetition 0 (provisioning, warm-up) are not figures.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -9,6 +15,448 @@ pub struct Args {
     pub command: String,
 }
 
-pub fn run(_a: &Args) -> i32 {
+const SERVERS: [&str; 3] = ["starling", "prosody", "ejabberd"];
+
+/// How a figure compares: lower or higher is better, and Starling's target ratio against
+/// the better of the two others.
+#[derive(Clone, Copy)]
+enum Better {
+    Lower(Option<f64>),
+    Higher(Option<f64>),
+}
+
+struct Figure {
+    title: &'static str,
+    unit: &'static str,
+    better: Better,
+    /// Which lines, and the value in each.
+    select: Box<dyn Fn(&Value) -> Option<f64>>,
+}
+
+fn get(v: &Value, path: &str) -> Option<f64> {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = cur.get(k)?;
+    }
+    cur.as_f64()
+}
+
+fn is(v: &Value, scenario: &str, security: &str) -> bool {
+    v["scenario"] == scenario && v["security"] == security && v.get("kind").is_none() && v.get("phase").is_none()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else if a >= 1.0 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+fn cell(values: &[f64]) -> String {
+    match values.len() {
+        0 => "–".to_string(),
+        1 => fmt_num(values[0]),
+        _ => {
+            let min = values.iter().cloned().fold(f64::MAX, f64::min);
+            let max = values.iter().cloned().fold(f64::MIN, f64::max);
+            format!("{} ({}–{})", fmt_num(median(values)), fmt_num(min), fmt_num(max))
+        }
+    }
+}
+
+fn figures() -> Vec<Figure> {
+    let f = |title, unit, better, select: Box<dyn Fn(&Value) -> Option<f64>>| Figure { title, unit, better, select };
+    vec![
+        f(
+            "Memory per idle authenticated session, plaintext",
+            "KiB",
+            Better::Lower(Some(0.25)),
+            Box::new(|v| is(v, "connect", "plain").then(|| get(v, "server_kib_per_session")).flatten()),
+        ),
+        f(
+            "Memory per idle authenticated session, TLS",
+            "KiB",
+            Better::Lower(Some(0.25)),
+            Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "server_kib_per_session")).flatten()),
+        ),
+        f(
+            "Server CPU per login, plaintext",
+            "ms",
+            Better::Lower(Some(0.2)),
+            Box::new(|v| is(v, "connect", "plain").then(|| get(v, "server_cpu_ms_per_login")).flatten()),
+        ),
+        f(
+            "Server CPU per login, TLS",
+            "ms",
+            Better::Lower(Some(1.0 / 3.0)),
+            Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "server_cpu_ms_per_login")).flatten()),
+        ),
+        f(
+            "Login rate, plaintext (64 in parallel)",
+            "logins/s",
+            Better::Higher(None),
+            Box::new(|v| is(v, "connect", "plain").then(|| get(v, "login_rate_per_s")).flatten()),
+        ),
+        f(
+            "Login rate, TLS (64 in parallel)",
+            "logins/s",
+            Better::Higher(None),
+            Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "login_rate_per_s")).flatten()),
+        ),
+        f(
+            "1:1 chat: server CPU per delivered message, plaintext (fixed rate)",
+            "µs",
+            Better::Lower(Some(0.1)),
+            Box::new(|v| (is(v, "chat", "plain") && v["sweep"] == false).then(|| get(v, "server_cpu_us_per_message")).flatten()),
+        ),
+        f(
+            "1:1 chat: server CPU per delivered message, TLS (fixed rate)",
+            "µs",
+            Better::Lower(None),
+            Box::new(|v| (is(v, "chat", "starttls") && v["sweep"] == false).then(|| get(v, "server_cpu_us_per_message")).flatten()),
+        ),
+        f(
+            "1:1 chat: p99 latency at the fixed rate, plaintext",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| (is(v, "chat", "plain") && v["sweep"] == false).then(|| get(v, "latency_ms.p99")).flatten()),
+        ),
+        f(
+            "1:1 chat: highest sustained rate at p99 < 50 ms, plaintext",
+            "msg/s",
+            Better::Higher(Some(4.0)),
+            Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "max_sustained_rate_per_s")).flatten()),
+        ),
+        f(
+            "  server CPU per message at that rate",
+            "µs",
+            Better::Lower(None),
+            Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_server_cpu_us_per_message")).flatten()),
+        ),
+        f(
+            "  p99 latency at that rate",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_latency_ms.p99")).flatten()),
+        ),
+        f(
+            "Roster login (100 contacts, 50 online), alone: initial presence → all online contacts' presence, p50",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| is(v, "roster-login", "plain").then(|| get(v, "sequential.initial_presence_ms.p50")).flatten()),
+        ),
+        f(
+            "Roster login, alone: connect → roster and all online contacts' presence, p50",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| is(v, "roster-login", "plain").then(|| get(v, "sequential.total_ms.p50")).flatten()),
+        ),
+        f(
+            "Roster login, alone: server CPU per login (with its presence exchange)",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| is(v, "roster-login", "plain").then(|| get(v, "sequential_server_cpu_ms_per_login")).flatten()),
+        ),
+        f(
+            "Roster login storm (the other offline half at once): until every session has every contact's presence",
+            "s",
+            Better::Lower(None),
+            Box::new(|v| is(v, "roster-login", "plain").then(|| get(v, "storm_seconds")).flatten()),
+        ),
+        f(
+            "  presence stanzas received by the clients in the storm",
+            "",
+            Better::Lower(None),
+            Box::new(|v| is(v, "roster-login", "plain").then(|| get(v, "storm_presences_received")).flatten()),
+        ),
+        f(
+            "  server CPU per login in the storm",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| is(v, "roster-login", "plain").then(|| get(v, "storm_server_cpu_ms_per_login")).flatten()),
+        ),
+        f(
+            "Offline: 1,000 stored messages, initial presence → all received",
+            "ms",
+            Better::Lower(None),
+            Box::new(|v| is(v, "offline", "plain").then(|| get(v, "all_after_presence_ms")).flatten()),
+        ),
+        f(
+            "Offline: time to store the 1,000 messages (sent in one go, then a ping round trip)",
+            "s",
+            Better::Lower(None),
+            Box::new(|v| is(v, "offline", "plain").then(|| get(v, "store_seconds")).flatten()),
+        ),
+        f(
+            "Offline: server CPU per stored message",
+            "µs",
+            Better::Lower(None),
+            Box::new(|v| is(v, "offline", "plain").then(|| get(v, "server_cpu_us_per_stored_message")).flatten()),
+        ),
+    ]
+}
+
+fn loadgen_figures() -> Vec<Figure> {
+    let f = |title, unit, select: Box<dyn Fn(&Value) -> Option<f64>>| Figure { title, unit, better: Better::Lower(None), select };
+    vec![
+        f("Load generator CPU per login, plaintext", "ms", Box::new(|v| is(v, "connect", "plain").then(|| get(v, "loadgen_cpu_ms_per_login")).flatten())),
+        f("Load generator CPU per login, TLS", "ms", Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "loadgen_cpu_ms_per_login")).flatten())),
+        f("Load generator busy during the logins, TLS", "% of its core", Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "loadgen_login_cpu_pct")).flatten())),
+        f(
+            "Load generator busy at the highest sustained chat rate",
+            "% of its core",
+            Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_loadgen_cpu_pct")).flatten()),
+        ),
+        f(
+            "Load generator CPU per message at that rate (send + receive)",
+            "µs",
+            Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_loadgen_cpu_us_per_message")).flatten()),
+        ),
+        f("Server busy at that rate", "% of its core", Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_server_cpu_pct")).flatten())),
+    ]
+}
+
+fn values(lines: &[Value], server: &str, select: &dyn Fn(&Value) -> Option<f64>) -> Vec<f64> {
+    lines.iter().filter(|v| v["server"] == server).filter_map(select).collect()
+}
+
+fn table(out: &mut String, lines: &[Value], figs: &[Figure], ratios: bool, verdicts: &mut Vec<(String, bool)>) {
+    if ratios {
+        let _ = writeln!(out, "| Figure | Unit | Starling | Prosody | ejabberd | Starling ÷ better other | Target | Met |");
+        let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|:-:|");
+    } else {
+        let _ = writeln!(out, "| Figure | Unit | Starling | Prosody | ejabberd |");
+        let _ = writeln!(out, "|---|---|--:|--:|--:|");
+    }
+    for fig in figs {
+        let vals: Vec<Vec<f64>> = SERVERS.iter().map(|s| values(lines, s, &*fig.select)).collect();
+        if vals.iter().all(|v| v.is_empty()) {
+            continue;
+        }
+        let mut row = format!("| {} | {} | {} | {} | {} |", fig.title, fig.unit, cell(&vals[0]), cell(&vals[1]), cell(&vals[2]));
+        if ratios {
+            let med: Vec<Option<f64>> = vals.iter().map(|v| (!v.is_empty()).then(|| median(v))).collect();
+            let others: Vec<f64> = med[1..].iter().flatten().copied().collect();
+            let (ratio, target, met) = match (med[0], others.is_empty(), fig.better) {
+                (Some(s), false, Better::Lower(t)) => {
+                    let best = others.iter().cloned().fold(f64::MAX, f64::min);
+                    let r = if best > 0.0 { s / best } else { f64::INFINITY };
+                    (Some(r), t.map(|t| format!("≤ {}", fmt_ratio(t))), t.map(|t| r <= t))
+                }
+                (Some(s), false, Better::Higher(t)) => {
+                    let best = others.iter().cloned().fold(f64::MIN, f64::max);
+                    let r = if best > 0.0 { s / best } else { f64::INFINITY };
+                    (Some(r), t.map(|t| format!("≥ {}", fmt_ratio(t))), t.map(|t| r >= t))
+                }
+                _ => (None, None, None),
+            };
+            let _ = write!(
+                row,
+                " {} | {} | {} |",
+                ratio.map(fmt_ratio).unwrap_or_else(|| "–".into()),
+                target.clone().unwrap_or_default(),
+                match met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "",
+                }
+            );
+            if let Some(m) = met {
+                verdicts.push((format!("{} ({})", fig.title, target.unwrap_or_default()), m));
+            }
+        }
+        let _ = writeln!(out, "{row}");
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if !r.is_finite() {
+        "∞".into()
+    } else if r >= 10.0 {
+        format!("{r:.1}")
+    } else if r >= 0.1 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
+    }
+}
+
+/// Least-squares slope and intercept.
+fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    (sxx > 0.0).then(|| (sxy / sxx, my - sxy / sxx * mx))
+}
+
+pub fn run(a: &Args) -> i32 {
+    let text = match std::fs::read_to_string(&a.results) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", a.results.display());
+            return 1;
+        }
+    };
+    let all: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let env = all.iter().rev().find(|v| v["scenario"] == "env").cloned().unwrap_or(Value::Null);
+    let lines: Vec<Value> = all.iter().filter(|v| v["rep"].as_f64().unwrap_or(0.0) >= 1.0).cloned().collect();
+    let reps = lines.iter().filter_map(|v| v["rep"].as_f64()).fold(0.0, f64::max) as u32;
+    let mut out = String::new();
+    let _ = writeln!(out, "# Starling, Prosody and ejabberd side by side\n");
+    let _ = writeln!(
+        out,
+        "Generated by `compat/bench/run.sh` from `results.jsonl` (one JSON line per measurement); \
+         see [README.md](README.md) for what each figure means and how the servers are configured. \
+         Each cell: median over {reps} repetition(s), with the range (min–max) in brackets. \
+         Ratios are Starling's median divided by the better median of Prosody and ejabberd.\n"
+    );
+    if env.is_object() {
+        let _ = writeln!(out, "## Setup\n");
+        for (k, v) in env.as_object().unwrap() {
+            if k == "scenario" {
+                continue;
+            }
+            let _ = writeln!(out, "- {k}: {}", v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string()));
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "## Figures\n");
+    let mut verdicts = Vec::new();
+    table(&mut out, &lines, &figures(), true, &mut verdicts);
+    let _ = writeln!(out, "\n## Targets\n");
+    if verdicts.is_empty() {
+        let _ = writeln!(out, "No target could be checked (a server's figures are missing).");
+    }
+    for (what, met) in &verdicts {
+        let _ = writeln!(out, "- {}: {what}", if *met { "met" } else { "**not met**" });
+    }
+
+    // Correctness over all runs.
+    let _ = writeln!(out, "\n## Correctness (all repetitions)\n");
+    let _ = writeln!(out, "| Server | Sessions opened / asked | Pings answered / sent | Chat messages sent | lost | duplicated | reordered | Offline lost | Roster-login errors |");
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for s in SERVERS {
+        let mine: Vec<&Value> = lines.iter().filter(|v| v["server"] == s).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let sum = |scenario: &str, key: &str| -> u64 {
+            mine.iter().filter(|v| v["scenario"] == scenario && v.get("kind").is_none()).filter_map(|v| v[key].as_u64()).sum()
+        };
+        let roster_errors: usize = mine.iter().filter(|v| v["scenario"] == "roster-login").map(|v| v["errors"].as_array().map(|a| a.len()).unwrap_or(0)).sum();
+        let _ = writeln!(
+            out,
+            "| {s} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} |",
+            sum("connect", "ok"),
+            sum("connect", "sessions"),
+            sum("connect", "pings_answered"),
+            sum("connect", "pings_sent"),
+            sum("chat", "sent"),
+            sum("chat", "lost"),
+            sum("chat", "duplicates"),
+            sum("chat", "reordered"),
+            sum("offline", "lost"),
+            roster_errors
+        );
+    }
+
+    let _ = writeln!(out, "\n## The load generator's own cost\n");
+    let _ = writeln!(
+        out,
+        "The load generator runs on its own core (CPU 1). Where it is far from 100% busy, it was not the limit.\n"
+    );
+    table(&mut out, &lines, &loadgen_figures(), false, &mut Vec::new());
+
+    // Sweeps step by step.
+    let sweeps: Vec<&Value> = lines.iter().filter(|v| v["scenario"] == "chat-max").collect();
+    if !sweeps.is_empty() {
+        let _ = writeln!(out, "\n## Chat rate sweeps\n");
+        let _ = writeln!(out, "Each step sends for a fixed time at a target rate; a step is sustained if nothing is lost, p99 < 50 ms and the senders offered ≥ 95% of the rate. Steps: rate (msg/s), sustained, p99 (ms), load generator busy (%).\n");
+        for v in sweeps {
+            let steps: Vec<String> = v["steps"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| format!("{} {} {}ms {}%", s[0], if s[1] == true { "ok" } else { "no" }, s[2], s[3]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = writeln!(out, "- {} rep {}: {}", v["server"].as_str().unwrap_or(""), v["rep"], steps.join(" · "));
+        }
+    }
+
+    // The scale run.
+    let scale: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "scale").collect();
+    if let Some(last) = scale.iter().rev().find(|v| v["scenario"] == "connect") {
+        let _ = writeln!(out, "\n## Starling alone: idle TLS sessions at scale\n");
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        if let Some(b) = get(last, "server_rss_before_kib") {
+            points.push((0.0, b));
+        }
+        for c in scale.iter().filter(|v| v["scenario"] == "connect-checkpoint") {
+            if let (Some(n), Some(r)) = (get(c, "sessions"), get(c, "server_rss_kib")) {
+                points.push((n, r));
+            }
+        }
+        if let (Some(n), Some(r)) = (get(last, "ok"), get(last, "server_rss_after_kib")) {
+            points.push((n, r));
+        }
+        let _ = writeln!(out, "| Sessions | Server RSS (MiB) |");
+        let _ = writeln!(out, "|--:|--:|");
+        for (n, r) in &points {
+            let _ = writeln!(out, "| {n:.0} | {:.1} |", r / 1024.0);
+        }
+        let _ = writeln!(
+            out,
+            "\n- sessions asked / opened / failed: {} / {} / {}",
+            last["sessions"], last["ok"], last["failed"]
+        );
+        let _ = writeln!(
+            out,
+            "- XEP-0199 pings sent on every session once all were connected: {} sent, {} answered (all answered within {} s)",
+            last["pings_sent"], last["pings_answered"], last["ping_all_answered_seconds"]
+        );
+        let _ = writeln!(out, "- login rate {} logins/s, server CPU {} ms per TLS login", last["login_rate_per_s"], last["server_cpu_ms_per_login"]);
+        if let Some((slope, intercept)) = fit(&points) {
+            let at_100k = (intercept + slope * 100_000.0) / 1024.0 / 1024.0;
+            let _ = writeln!(out, "- memory slope (least squares over the points above): **{slope:.2} KiB per session**");
+            let _ = writeln!(
+                out,
+                "- extrapolated RSS at 100,000 sessions: **{at_100k:.2} GiB** (target < 1.5 GiB: {})",
+                if at_100k < 1.5 { "met" } else { "**not met**" }
+            );
+        }
+        let _ = writeln!(out, "- load generator: {} KiB RSS, {} s CPU for the whole run", last["loadgen_rss_kib"], last["loadgen_cpu_s"]);
+    }
+
+    let _ = writeln!(out, "\n## Reproduce\n");
+    let _ = writeln!(out, "```sh\n{}\n```\n", a.command);
+    let _ = writeln!(
+        out,
+        "As root on Debian 12 (it installs `prosody` and `ejabberd` with apt-get when missing). The raw \
+         measurements are in the run's `results.jsonl`; `compat/bench/run.sh --report-only FILE` \
+         regenerates this report from one."
+    );
+    print!("{out}");
     0
 }

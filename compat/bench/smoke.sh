@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Smoke test of the load generator against Starling alone: a few sessions (plaintext and
+# STARTTLS, each pinged), a short 1:1 chat and a small offline delivery, asserting on the
+# JSON lines: every login succeeds, every ping is answered, nothing is lost or duplicated.
+# Runs in a few seconds once built (the first build of the load generator takes longer).
+#
+#   compat/bench/smoke.sh            (STARLING=path overrides target/release/starling)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+STARLING=${STARLING:-$ROOT/target/release/starling}
+BENCH=$HERE/target/release/starling-bench
+
+if [ ! -x "$STARLING" ]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
+
+dir=$(mktemp -d /tmp/starling-bench-smoke.XXXXXX)
+pid=
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+port=36222
+while (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@CERT@|$dir/cert.pem|g" -e "s|@KEY@|$dir/key.pem|g" \
+    "$HERE/peers/starling.toml.in" > "$dir/starling.toml"
+{ for i in $(seq 0 9); do echo "user$i@localhost password"; done; echo "o0@localhost password"; echo "o1@localhost password"; } \
+    | "$STARLING" --config "$dir/starling.toml" user add --batch >/dev/null
+
+"$STARLING" --config "$dir/starling.toml" serve 2>"$dir/server.log" &
+pid=$!
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+
+failures=0
+check() {  # check NAME JSON-LINE PATTERN...
+    local name=$1 line=$2
+    shift 2
+    for pattern in "$@"; do
+        if ! grep -q -- "$pattern" <<< "$line"; then
+            echo "FAIL $name: expected $pattern in: $line" >&2
+            failures=$((failures + 1))
+            return
+        fi
+    done
+    echo "ok   $name"
+}
+bench() { "$BENCH" --server "127.0.0.1:$port" --server-pid "$pid" --label starling "$@" || true; }
+
+line=$(bench --security plain connect --count 10 --hold 0.5 --ping | tail -1)
+check "connect plain" "$line" '"ok":10,' '"failed":0,' '"pings_answered":10,'
+line=$(bench --security starttls connect --count 5 --hold 0.5 --ping | tail -1)
+check "connect starttls" "$line" '"ok":5,' '"pings_answered":5,'
+line=$(bench --security plain chat --count 4 --rate 200 --duration 2 --pause 0 | tail -1)
+check "chat" "$line" '"scenario":"chat"' '"lost":0,' '"duplicates":0,' '"delivered":400,'
+line=$(bench --security plain --prefix o offline --messages 50 | tail -1)
+check "offline" "$line" '"received":50,' '"lost":0,' '"duplicates":0,'
+
+if ! kill -0 "$pid" 2>/dev/null; then
+    echo "FAIL the server exited; its log:" >&2
+    cat "$dir/server.log" >&2
+    failures=$((failures + 1))
+fi
+if [ "$failures" -gt 0 ]; then
+    echo "bench smoke: $failures check(s) failed" >&2
+    exit 1
+fi
+echo "bench smoke: all checks passed"
