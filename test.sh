@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite: unit tests, integration tests on SQLite and on a throwaway
 # PostgreSQL cluster (started by the tests from the installed binaries), the XML
-# differential test, the fuzz target's build, and the compat suite with real clients.
+# differential test, the fuzz target's build, a smoke run of the load generator
+# (compat/bench), and the compat suite with real clients.
 #
 #   ./test.sh            everything
 #   ./test.sh --no-compat   skip the real-client suite (no Python/tmux needed)
@@ -47,6 +48,9 @@ if [ -f fuzz/Cargo.toml ]; then
     echo "== fuzz target builds"
     cargo build --locked --manifest-path fuzz/Cargo.toml
 fi
+
+echo "== load generator builds and runs a smoke scenario (figures are not checked)"
+bash compat/bench/smoke.sh --debug
 
 if [ "$compat" = 1 ] && [ -x compat/run.sh ]; then
     echo "== compat suite (real clients)"

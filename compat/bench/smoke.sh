@@ -4,17 +4,26 @@
 # JSON lines: every login succeeds, every ping is answered, nothing is lost or duplicated.
 # Runs in a few seconds once built (the first build of the load generator takes longer).
 #
-#   compat/bench/smoke.sh            (STARLING=path overrides target/release/starling)
+#   compat/bench/smoke.sh            release builds (STARLING=path overrides the server)
+#   compat/bench/smoke.sh --debug    debug builds: what the test suite runs, as the debug
+#                                    server is built already and figures do not matter here
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-STARLING=${STARLING:-$ROOT/target/release/starling}
-BENCH=$HERE/target/release/starling-bench
+profile=release
+case "${1:-}" in
+    --debug) profile=debug ;;
+    "") ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+esac
+flag=$([ "$profile" = release ] && echo --release || true)
+STARLING=${STARLING:-$ROOT/target/$profile/starling}
+BENCH=$HERE/target/$profile/starling-bench
 
 if [ ! -x "$STARLING" ]; then
-    (cd "$ROOT" && cargo build --release --quiet)
+    (cd "$ROOT" && cargo build $flag --locked --quiet)
 fi
-cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
+cargo build $flag --locked --quiet --manifest-path "$HERE/Cargo.toml"
 
 dir=$(mktemp -d /tmp/starling-bench-smoke.XXXXXX)
 pid=
