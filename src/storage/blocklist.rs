@@ -13,16 +13,23 @@ pub struct BlocklistStore {
 impl BlocklistStore {
     /// The blocked JIDs (bare, full or domain JIDs, as strings), sorted.
     pub async fn list(&self, owner: &BareJid) -> Result<Vec<String>> {
-        on_pool!(self.db, |pool| {
+        let hint = &self.db.hints.blocklist;
+        let Some(seen) = hint.may_have(&self.db, owner).await? else { return Ok(Vec::new()) };
+        let list: Vec<String> = on_pool!(self.db, |pool| {
             let rows = sqlx::query("SELECT blocked FROM blocklist WHERE owner = $1 ORDER BY blocked")
                 .bind(owner.as_str())
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|r| r.try_get("blocked").map_err(Into::into)).collect()
-        })
+            rows.iter().map(|r| r.try_get("blocked")).collect::<std::result::Result<_, sqlx::Error>>()?
+        });
+        if list.is_empty() {
+            hint.found_nothing(owner, seen);
+        }
+        Ok(list)
     }
 
     pub async fn add(&self, owner: &BareJid, jids: &[String]) -> Result<()> {
+        let _writing = self.db.hints.blocklist.writing(owner);
         on_pool!(self.db, |pool| {
             let mut tx = pool.begin().await?;
             for jid in jids {

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod blocklist;
+mod hint;
 mod last_activity;
 mod offline;
 mod private;
@@ -21,6 +22,7 @@ pub use roster::{RosterItem, RosterStore, Subscription};
 pub use vcard::VcardStore;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -50,6 +52,26 @@ pub enum Pool {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    hints: Arc<Hints>,
+}
+
+/// The accounts that may have rows in the tables that every login reads and that are empty
+/// for almost everyone (see `hint.rs`).
+#[derive(Debug)]
+struct Hints {
+    offline: hint::OwnerHint,
+    pending_in: hint::OwnerHint,
+    blocklist: hint::OwnerHint,
+}
+
+impl Hints {
+    fn new() -> Self {
+        Hints {
+            offline: hint::OwnerHint::new("SELECT DISTINCT owner FROM offline_messages"),
+            pending_in: hint::OwnerHint::new("SELECT DISTINCT owner FROM roster_pending_in"),
+            blocklist: hint::OwnerHint::new("SELECT DISTINCT owner FROM blocklist"),
+        }
+    }
 }
 
 /// Run the same statement text on whichever pool is open: the body is compiled once per
@@ -106,7 +128,7 @@ impl Db {
         } else {
             return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
         };
-        Ok(Db { pool })
+        Ok(Db { pool, hints: Arc::new(Hints::new()) })
     }
 
     pub fn backend(&self) -> &'static str {

@@ -34,6 +34,7 @@ impl OfflineStore {
         let sql = "INSERT INTO offline_messages (owner, stanza, stored_at) \
                    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = $1) \
                    AND (SELECT COUNT(*) FROM offline_messages WHERE owner = $1) < $4";
+        let _writing = self.db.hints.offline.writing(owner);
         let inserted = on_pool!(self.db, |pool| {
             sqlx::query(sql)
                 .bind(owner.as_str())
@@ -55,15 +56,21 @@ impl OfflineStore {
 
     /// All waiting messages, oldest first.
     pub async fn load(&self, owner: &BareJid) -> Result<Vec<OfflineMessage>> {
-        on_pool!(self.db, |pool| {
+        let hint = &self.db.hints.offline;
+        let Some(seen) = hint.may_have(&self.db, owner).await? else { return Ok(Vec::new()) };
+        let messages: Vec<OfflineMessage> = on_pool!(self.db, |pool| {
             let rows = sqlx::query("SELECT id, stanza FROM offline_messages WHERE owner = $1 ORDER BY id")
                 .bind(owner.as_str())
                 .fetch_all(pool)
                 .await?;
             rows.iter()
                 .map(|r| Ok(OfflineMessage { id: r.try_get("id")?, stanza: r.try_get("stanza")? }))
-                .collect()
-        })
+                .collect::<Result<_>>()?
+        });
+        if messages.is_empty() {
+            hint.found_nothing(owner, seen);
+        }
+        Ok(messages)
     }
 
     /// Delete the messages up to and including `last_id` (those that were delivered); any

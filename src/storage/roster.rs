@@ -1,8 +1,6 @@
 //! Rosters (RFC 6121 §2), their versions (XEP-0237) and pending inbound subscription
 //! requests (RFC 6121 §3.1.3).
 
-use std::collections::HashMap;
-
 use jid::BareJid;
 use sqlx::Row;
 
@@ -100,43 +98,37 @@ pub struct RosterStore {
     pub(super) db: Db,
 }
 
-const ITEMS_SQL: &str = "SELECT contact, name, subscription, ask_out FROM roster_items WHERE owner = $1";
-const GROUPS_SQL: &str = "SELECT contact, name FROM roster_groups WHERE owner = $1 ORDER BY name";
+/// The whole roster in one statement (one round trip, one snapshot): one row per item and
+/// group, and one row with NULL item columns when the roster is empty, so that the version
+/// always comes back.
+const LOAD_SQL: &str = "SELECT v.version, i.contact, i.name, i.subscription, i.ask_out, g.name AS grp \
+     FROM (SELECT CAST($1 AS TEXT) AS owner) o \
+     LEFT JOIN roster_versions v ON v.owner = o.owner \
+     LEFT JOIN roster_items i ON i.owner = o.owner \
+     LEFT JOIN roster_groups g ON g.owner = i.owner AND g.contact = i.contact \
+     ORDER BY i.contact, g.name";
 
 impl RosterStore {
     /// The whole roster and its version (0 for a roster never written).
     pub async fn load(&self, owner: &BareJid) -> Result<(i64, Vec<RosterItem>)> {
-        let (version, items, groups) = on_pool!(self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let version = sqlx::query("SELECT version FROM roster_versions WHERE owner = $1")
-                .bind(owner.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get::<i64, _>("version"))
-                .transpose()?
-                .unwrap_or(0);
-            let items = sqlx::query(ITEMS_SQL).bind(owner.as_str()).fetch_all(&mut *tx).await?;
-            let items = items.iter().map(item_from_row).collect::<Result<Vec<_>>>()?;
-            let groups = sqlx::query(GROUPS_SQL).bind(owner.as_str()).fetch_all(&mut *tx).await?;
-            let groups = groups
-                .iter()
-                .map(|r| Ok((r.try_get::<String, _>("contact")?, r.try_get::<String, _>("name")?)))
-                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
-            tx.commit().await?;
-            (version, items, groups)
-        });
-        let mut by_contact: HashMap<String, Vec<String>> = HashMap::new();
-        for (contact, group) in groups {
-            by_contact.entry(contact).or_default().push(group);
-        }
-        let items = items
-            .into_iter()
-            .map(|mut item| {
-                item.groups = by_contact.remove(item.jid.as_str()).unwrap_or_default();
-                item
-            })
-            .collect();
-        Ok((version, items))
+        on_pool!(self.db, |pool| {
+            let rows = sqlx::query(LOAD_SQL).bind(owner.as_str()).fetch_all(pool).await?;
+            let mut version = 0;
+            let mut items: Vec<RosterItem> = Vec::new();
+            let mut previous: Option<String> = None;
+            for row in &rows {
+                version = row.try_get::<Option<i64>, _>("version")?.unwrap_or(0);
+                let Some(contact) = row.try_get::<Option<String>, _>("contact")? else { continue };
+                if previous.as_deref() != Some(contact.as_str()) {
+                    items.push(item_from_row(row)?);
+                    previous = Some(contact);
+                }
+                if let Some(group) = row.try_get::<Option<String>, _>("grp")? {
+                    items.last_mut().expect("pushed above").groups.push(group);
+                }
+            }
+            Ok((version, items))
+        })
     }
 
     pub async fn get(&self, owner: &BareJid, contact: &BareJid) -> Result<Option<RosterItem>> {
@@ -212,16 +204,27 @@ impl RosterStore {
 
     /// Stored inbound subscription requests: (contact, the subscribe presence as XML).
     pub async fn pending_in(&self, owner: &BareJid) -> Result<Vec<(String, String)>> {
-        on_pool!(self.db, |pool| {
+        let hint = &self.db.hints.pending_in;
+        let Some(seen) = hint.may_have(&self.db, owner).await? else { return Ok(Vec::new()) };
+        let pending: Vec<(String, String)> = on_pool!(self.db, |pool| {
             let rows = sqlx::query("SELECT contact, stanza FROM roster_pending_in WHERE owner = $1 ORDER BY contact")
                 .bind(owner.as_str())
                 .fetch_all(pool)
                 .await?;
-            rows.iter().map(|r| Ok((r.try_get("contact")?, r.try_get("stanza")?))).collect()
-        })
+            rows.iter()
+                .map(|r| Ok((r.try_get("contact")?, r.try_get("stanza")?)))
+                .collect::<std::result::Result<_, sqlx::Error>>()?
+        });
+        if pending.is_empty() {
+            hint.found_nothing(owner, seen);
+        }
+        Ok(pending)
     }
 
     pub async fn has_pending_in(&self, owner: &BareJid, contact: &BareJid) -> Result<bool> {
+        if self.db.hints.pending_in.may_have(&self.db, owner).await?.is_none() {
+            return Ok(false);
+        }
         on_pool!(self.db, |pool| {
             Ok(sqlx::query("SELECT 1 FROM roster_pending_in WHERE owner = $1 AND contact = $2")
                 .bind(owner.as_str())
@@ -233,6 +236,7 @@ impl RosterStore {
     }
 
     pub async fn set_pending_in(&self, owner: &BareJid, contact: &BareJid, stanza: &str) -> Result<()> {
+        let _writing = self.db.hints.pending_in.writing(owner);
         on_pool!(self.db, |pool| {
             sqlx::query(
                 "INSERT INTO roster_pending_in (owner, contact, stanza) VALUES ($1, $2, $3) \
@@ -249,6 +253,9 @@ impl RosterStore {
 
     /// Forget a pending request; `true` if there was one.
     pub async fn clear_pending_in(&self, owner: &BareJid, contact: &BareJid) -> Result<bool> {
+        if self.db.hints.pending_in.may_have(&self.db, owner).await?.is_none() {
+            return Ok(false);
+        }
         on_pool!(self.db, |pool| {
             let n = sqlx::query("DELETE FROM roster_pending_in WHERE owner = $1 AND contact = $2")
                 .bind(owner.as_str())

@@ -65,9 +65,21 @@ async fn rosters(b: Backend) {
     assert!(v2 > v1);
     assert_eq!(store.get(&j("a@x"), &j("b@x")).await.unwrap(), Some(item.clone()));
     let (version, items) = store.load(&j("a@x")).await.unwrap();
-    assert_eq!((version, items), (v2, vec![item]));
-    assert_eq!(store.remove(&j("a@x"), &j("b@x")).await.unwrap(), Some(v2 + 1));
+    assert_eq!((version, items), (v2, vec![item.clone()]));
+    // Several items, with and without groups (groups in name order).
+    let mut other = RosterItem::new(j("c@x"));
+    other.groups = vec!["Z".into(), "A".into(), "M".into()];
+    let v3 = store.put(&j("a@x"), &other).await.unwrap();
+    let plain = RosterItem::new(j("e@x"));
+    let v4 = store.put(&j("a@x"), &plain).await.unwrap();
+    other.groups.sort();
+    assert_eq!(store.load(&j("a@x")).await.unwrap(), (v4, vec![item, other, plain]));
+    assert!(v4 > v3);
+    store.remove(&j("a@x"), &j("c@x")).await.unwrap();
+    let v = store.remove(&j("a@x"), &j("e@x")).await.unwrap().unwrap();
+    assert_eq!(store.remove(&j("a@x"), &j("b@x")).await.unwrap(), Some(v + 1));
     assert_eq!(store.remove(&j("a@x"), &j("b@x")).await.unwrap(), None);
+    assert_eq!(store.load(&j("a@x")).await.unwrap(), (v + 1, vec![]), "the version of an emptied roster");
     store.set_pending_in(&j("a@x"), &j("c@x"), "<presence/>").await.unwrap();
     store.set_pending_in(&j("a@x"), &j("c@x"), "<presence type='subscribe'/>").await.unwrap();
     assert!(store.has_pending_in(&j("a@x"), &j("c@x")).await.unwrap());
@@ -124,7 +136,8 @@ async fn small_stores(b: Backend) {
     assert_eq!(db.last_activity().get(&a).await.unwrap(), None);
 }
 
-/// Migrations run once: opening an existing database again is fine.
+/// Migrations run once: opening an existing database again is fine, and what a login reads
+/// through the storage's hints (offline messages, pending requests, block lists) is found.
 async fn reopen(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let url = match b {
@@ -133,9 +146,24 @@ async fn reopen(b: Backend) {
     };
     let db = Db::open(&url, 2).await.unwrap();
     account(&db, "a@x").await;
+    account(&db, "b@x").await;
+    let (a, b) = (j("a@x"), j("b@x"));
+    // Read once before writing, as a login would: an empty answer must not stick.
+    assert!(db.offline().load(&a).await.unwrap().is_empty());
+    assert_eq!(db.offline().store(&a, "<m/>", 10).await.unwrap(), Stored::Yes);
+    assert!(db.roster().pending_in(&a).await.unwrap().is_empty());
+    db.roster().set_pending_in(&a, &b, "<presence type='subscribe'/>").await.unwrap();
+    assert!(db.blocklist().list(&a).await.unwrap().is_empty());
+    db.blocklist().add(&a, &["c@x".into()]).await.unwrap();
     db.close().await;
     let db = Db::open(&url, 2).await.unwrap();
-    assert!(db.accounts().exists(&j("a@x")).await.unwrap());
+    assert!(db.accounts().exists(&a).await.unwrap());
+    assert_eq!(db.offline().load(&a).await.unwrap().len(), 1);
+    assert!(db.roster().has_pending_in(&a, &b).await.unwrap());
+    assert_eq!(db.roster().pending_in(&a).await.unwrap().len(), 1);
+    assert_eq!(db.blocklist().list(&a).await.unwrap(), ["c@x"]);
+    assert!(db.offline().load(&b).await.unwrap().is_empty());
+    assert!(db.blocklist().list(&b).await.unwrap().is_empty());
 }
 
 db_tests!(accounts, rosters, offline, small_stores, reopen);
