@@ -224,6 +224,22 @@ USERS=$SESSIONS
 accounts() {  # PREFIX COUNT
     for i in $(seq 0 $(($2 - 1))); do echo "$1$i@localhost password"; done
 }
+prosody_rosters() {  # DIR USERS CONTACTS: rN's contacts are rN±1..±CONTACTS/2 (mod USERS), 'both'
+    mkdir -p "$1"
+    awk -v dir="$1" -v n="$2" -v c="$3" 'BEGIN {
+        for (i = 0; i < n; i++) {
+            f = dir "/r" i ".dat"
+            printf "return {\n\t[false] = { [\"version\"] = 1; [\"pending\"] = {}; };\n" > f
+            for (d = 1; d <= c / 2; d++) {
+                split((i + d) % n " " (i + n - d) % n, js, " ")
+                for (k = 1; k <= 2; k++)
+                    printf "\t[\"r%d@localhost\"] = { [\"subscription\"] = \"both\"; [\"groups\"] = {}; };\n", js[k] > f
+            }
+            printf "};\n" > f
+            close(f)
+        }
+    }'
+}
 provision() {
     local s=$1 users=$USERS
     [ "$s" = starling ] && has "$SCENARIOS" scale && [ "$SCALE" -gt "$users" ] && users=$SCALE
@@ -239,7 +255,15 @@ provision() {
             start_server "$s"
             bench "$s" 0 plain register --count "$users" --parallel 32
             bench "$s" 0 plain --prefix r register --count "$ROSTER_USERS"
-            bench "$s" 0 plain --prefix o register --count 2 ;;
+            bench "$s" 0 plain --prefix o register --count 2
+            if [ "$s" = prosody ] && has "$SCENARIOS" roster; then
+                # Prosody's file store rewrites a whole roster per subscription change and
+                # needs minutes for the handshakes of roster-setup; its rosters are written
+                # directly instead (the same ones; roster-setup then verifies them).
+                stop_server
+                prosody_rosters "${DIR[prosody]}/data/localhost/roster" "$ROSTER_USERS" 100
+                start_server prosody
+            fi ;;
     esac
     # One login of every account: fills the load generator's SCRAM cache (its PBKDF2) and
     # the server's caches alike, before anything is measured.
