@@ -64,6 +64,8 @@ pub struct C2sConfig {
     pub max_bytes_per_second: u64,
     /// default: 1000. Stanzas queued for a client; senders wait for room, up to 10 s.
     pub max_queue: usize,
+    /// default: 100000. Client connections at once; each holds an open file.
+    pub max_clients: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -129,6 +131,7 @@ impl Default for Config {
                 max_resources: 10,
                 max_bytes_per_second: 102_400,
                 max_queue: 1000,
+                max_clients: 100_000,
             },
             tls: TlsConfig::default(),
             auth: AuthConfig { scram_iterations: 4096, failure_delay_ms: 1000, max_failures: 3 },
@@ -283,6 +286,7 @@ fn read_config(
         max_resources: s.take("max_resources", d.c2s.max_resources, |v| int_in(v, 1, 1000).map(|n| n as usize)),
         max_bytes_per_second: s.take("max_bytes_per_second", d.c2s.max_bytes_per_second, |v| int_in(v, 0, i64::MAX).map(|n| n as u64)),
         max_queue: s.take("max_queue", d.c2s.max_queue, |v| int_in(v, 16, 1_000_000).map(|n| n as usize)),
+        max_clients: s.take("max_clients", d.c2s.max_clients, |v| int_in(v, 1, 100_000_000).map(|n| n as usize)),
     };
     s.finish();
 

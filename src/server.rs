@@ -52,7 +52,7 @@ impl Server {
         for addr in &config.c2s.listen_tls {
             tls.push(TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?);
         }
-        let max_connections = connection_limit();
+        let max_connections = connection_limit(config.c2s.max_clients);
         let core = CoreState::new(config, db, certs);
         let limit = Arc::new(Semaphore::new(max_connections));
         let server = Server {
@@ -137,8 +137,8 @@ async fn accept_loop(core: Core, listener: TcpListener, direct_tls: bool, connec
 }
 
 /// Raise the open-file limit to its hard maximum and derive how many clients fit in it;
-/// warn when that is low, since every client holds one descriptor.
-fn connection_limit() -> usize {
+/// warn when that is fewer than `c2s.max_clients`, since every client holds one descriptor.
+fn connection_limit(max_clients: usize) -> usize {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
@@ -149,15 +149,26 @@ fn connection_limit() -> usize {
             }
         }
     }
-    let available = (limit.rlim_cur as u64).saturating_sub(RESERVED_FDS).max(16);
-    if available < 10_000 {
-        tracing::warn!(
-            open_files = limit.rlim_cur,
-            max_clients = available,
-            "the open-file limit allows only {available} clients; raise it (ulimit -n / LimitNOFILE) for more"
-        );
+    let (clients, warning) = clients_allowed(limit.rlim_cur as u64, max_clients);
+    if let Some(warning) = warning {
+        tracing::warn!(open_files = limit.rlim_cur, max_clients, "{warning}");
     }
-    available.min(usize::MAX as u64) as usize
+    clients
+}
+
+/// How many clients an open-file limit allows, and the warning when that is fewer than
+/// the configured `c2s.max_clients`.
+fn clients_allowed(open_files: u64, max_clients: usize) -> (usize, Option<String>) {
+    let available = usize::try_from(open_files.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+    if available >= max_clients {
+        return (max_clients, None);
+    }
+    let warning = format!(
+        "the open-file limit ({open_files}) allows only {available} clients, fewer than \
+         c2s.max_clients = {max_clients}: raise the limit (ulimit -n, systemd LimitNOFILE) \
+         or lower c2s.max_clients"
+    );
+    (available, Some(warning))
 }
 
 /// A storage URL without its password, for messages.
@@ -176,9 +187,21 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("sqlite://data/s.db"), "sqlite://data/s.db");
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://data/s.db"), "sqlite://data/s.db");
+    }
+
+    #[test]
+    fn file_limit_below_max_clients_warns() {
+        assert_eq!(clients_allowed(1_048_576, 100_000), (100_000, None));
+        let (n, warning) = clients_allowed(20_000, 100_000);
+        assert_eq!(n, 20_000 - RESERVED_FDS as usize);
+        let warning = warning.expect("a warning");
+        assert!(warning.contains("c2s.max_clients = 100000") && warning.contains("(20000)"), "{warning}");
+        assert_eq!(clients_allowed(20_000, 19_000), (19_000, None));
     }
 }

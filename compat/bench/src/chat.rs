@@ -2,8 +2,10 @@
 //! Each body carries the sender, a sequence number per (sender, recipient) pair, a send
 //! timestamp and the step number. Reports offered vs delivered rate, loss, duplicates and
 //! reordering per pair, and latency percentiles. With --sweep, the rate is doubled until a
-//! step is not sustained (loss, p99 over the limit, or the senders could not offer the
-//! rate), then bisected; the last line gives the highest sustained rate.
+//! step is not sustained (a message missing at the end of the drain window, p99 over the
+//! limit, or the senders could not offer the rate), then bisected; the last line gives the
+//! highest sustained rate. An overloaded step's backlog is awaited before the next step:
+//! only a message that never arrives is lost.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -34,8 +36,8 @@ pub struct Args {
     /// Step the rate up (doubling, then bisecting) to the highest sustained one.
     #[arg(long)]
     pub sweep: bool,
-    /// A step is sustained if nothing is lost, p99 latency is under this, and the senders
-    /// offered at least 95% of the target rate.
+    /// A step is sustained if every message arrived within the drain window, p99 latency is
+    /// under this, and the senders offered at least 95% of the target rate.
     #[arg(long, default_value_t = 50.0)]
     pub max_p99_ms: f64,
     /// Bisections after the first unsustained rate.
@@ -44,9 +46,14 @@ pub struct Args {
     /// Highest rate a sweep tries.
     #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
-    /// Seconds to wait for messages in flight after sending stops (later ones are lost).
+    /// Seconds to wait for messages in flight after sending stops (the step's figures cover
+    /// these; later ones are counted apart as arriving after the drain).
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
+    /// After the drain, seconds to wait at most for the rest of an overloaded step's
+    /// messages (they count as late, and only those that never come as lost).
+    #[arg(long, default_value_t = 180.0)]
+    pub backlog_timeout: f64,
     /// Seconds of pause between steps.
     #[arg(long, default_value_t = 1.0)]
     pub pause: f64,
@@ -269,6 +276,22 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         }
         let drained = wall0.elapsed().as_secs_f64();
         let after = ctx.server();
+        let in_time = delivered.load(Ordering::Relaxed);
+        // An overloaded server may still hold messages: wait for them (they are late, not
+        // lost) until all have come or none has come for a while, so that nothing of this
+        // step is still in flight when the next starts or the sessions close.
+        let backlog_deadline = Instant::now() + Duration::from_secs_f64(a.backlog_timeout);
+        let (mut last_count, mut last_progress) = (in_time, Instant::now());
+        while delivered.load(Ordering::Relaxed) < sent && Instant::now() < backlog_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now_count = delivered.load(Ordering::Relaxed);
+            if now_count > last_count {
+                (last_count, last_progress) = (now_count, Instant::now());
+            } else if last_progress.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        let after_drain = delivered.load(Ordering::Relaxed) - in_time;
         // A little longer, to catch duplicates.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut total = StepStats::default();
@@ -288,6 +311,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         let lost = sent.saturating_sub(total.count);
         let offered = sent as f64 / sending_time;
         let sustained = lost == 0
+            && after_drain == 0
             && lat["p99"].as_f64().unwrap_or(f64::MAX) < a.max_p99_ms
             && offered >= 0.95 * rate;
         let mut fields = json!({
@@ -304,6 +328,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             "reordered": total.reordered,
             "pairs_reordered": pairs_reordered,
             "late_from_earlier_steps": total.late,
+            "arrived_after_drain": after_drain,
             "latency_ms": lat,
             "sustained": sustained,
             "seconds": round(sending_time, 3),
