@@ -3,8 +3,8 @@
 # certificate, equivalent configs (peers/). The server under test runs on CPU 0, the load
 # generator on CPU 1. Runs are interleaved (rep 1: starling, prosody, ejabberd; rep 2: ...)
 # and each measurement is repeated. Results: one JSON line per measurement in
-# OUT/results.jsonl, and the report OUT/RESULTS.md (copied to compat/bench/RESULTS.md by a
-# full run of all servers and scenarios).
+# OUT/results.jsonl, and the report OUT/RESULTS.md (both copied to compat/bench/ by a full
+# run of all servers and scenarios).
 #
 #   compat/bench/run.sh                 # full run (~45 min)
 #   compat/bench/run.sh --quick         # smaller N, 1 repetition (~10 min)
@@ -280,8 +280,10 @@ IFS=, read -ra SERVER_LIST <<< "$SERVERS"
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 starling_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || starling_rev="$starling_rev + uncommitted changes in src/"
+run_cmd="compat/bench/run.sh"
+for arg in "${ARGS[@]}"; do case $arg in --out|/tmp/*) ;; *) run_cmd="$run_cmd $arg" ;; esac; done
 cat >> "$JSONL" <<ENV
-{"scenario":"env","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r)","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s; roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; $REPS repetition(s)"}
+{"scenario":"env","command":"$run_cmd","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r))","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s; roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; $REPS repetition(s)"}
 ENV
 for s in "${SERVER_LIST[@]}"; do provision "$s"; done
 
@@ -328,5 +330,9 @@ if [ -z "$RESULTS" ]; then
     fi
 fi
 report "$JSONL" "$RESULTS"
-[ "$RESULTS" = "$OUT/RESULTS.md" ] || cp "$RESULTS" "$OUT/RESULTS.md"
+if [ "$RESULTS" != "$OUT/RESULTS.md" ]; then
+    cp "$RESULTS" "$OUT/RESULTS.md"
+    # The raw lines behind the committed report, next to it.
+    [ "$RESULTS" = "$HERE/RESULTS.md" ] && cp "$JSONL" "$HERE/results.jsonl"
+fi
 log "done: $JSONL"

@@ -333,7 +333,7 @@ pub fn run(a: &Args) -> i32 {
     if env.is_object() {
         let _ = writeln!(out, "## Setup\n");
         for (k, v) in env.as_object().unwrap() {
-            if k == "scenario" {
+            if k == "scenario" || k == "command" {
                 continue;
             }
             let _ = writeln!(out, "- {k}: {}", v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string()));
@@ -412,7 +412,8 @@ pub fn run(a: &Args) -> i32 {
     }
 
     // The scale run.
-    let scale: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "scale").collect();
+    // Scale lines carry no repetition number (one run): taken from all lines.
+    let scale: Vec<&Value> = all.iter().filter(|v| v["kind"] == "scale").collect();
     if let Some(last) = scale.iter().rev().find(|v| v["scenario"] == "connect") {
         let _ = writeln!(out, "\n## Starling alone: idle TLS sessions at scale\n");
         let mut points: Vec<(f64, f64)> = Vec::new();
@@ -456,7 +457,10 @@ pub fn run(a: &Args) -> i32 {
     }
 
     let _ = writeln!(out, "\n## Reproduce\n");
-    let _ = writeln!(out, "```sh\n{}\n```\n", a.command);
+    // The command of the run that made the lines (kept in its environment line), not the
+    // one regenerating the report.
+    let command = env["command"].as_str().unwrap_or(&a.command);
+    let _ = writeln!(out, "```sh\n{command}\n```\n");
     let _ = writeln!(
         out,
         "As root on Debian 12 (it installs `prosody` and `ejabberd` with apt-get when missing). The raw \
