@@ -245,6 +245,22 @@ struct Seen {
     complete: AtomicU64,
 }
 
+impl Seen {
+    /// A session of user `i` that waits for the presence of its even (online) contacts.
+    fn of(i: usize, n: usize, contacts: usize) -> (Arc<Seen>, tokio::sync::oneshot::Receiver<Instant>) {
+        let all: HashSet<usize> = neighbours(i, n, contacts).into_iter().collect();
+        let even: HashSet<usize> = all.iter().copied().filter(|j| j % 2 == 0).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let seen = Seen {
+            contacts: all,
+            available: Mutex::default(),
+            waiting_for: Mutex::new((even, Some(tx))),
+            complete: AtomicU64::new(0),
+        };
+        (Arc::new(seen), rx)
+    }
+}
+
 struct Counters {
     presences: AtomicU64,
     complete_sessions: AtomicU64,
@@ -316,15 +332,7 @@ async fn odd_login(
         .await
         .map_err(|e| format!("roster {}: {e}", ctx.user(i)))?;
     let rostered = start.elapsed();
-    let all: HashSet<usize> = neighbours(i, n, contacts).into_iter().collect();
-    let even: HashSet<usize> = all.iter().copied().filter(|j| j % 2 == 0).collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let seen = Arc::new(Seen {
-        contacts: all,
-        available: Mutex::default(),
-        waiting_for: Mutex::new((even, Some(tx))),
-        complete: AtomicU64::new(0),
-    });
+    let (seen, rx) = Seen::of(i, n, contacts);
     spawn_tracker(&ctx, s.reader, seen, counters);
     let presence_sent = Instant::now();
     s.writer
@@ -397,20 +405,12 @@ pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
     for i in (0..a.count).step_by(2) {
         let permit = limit.clone().acquire_owned().await.unwrap();
         let (ctx, counters) = (ctx.clone(), counters.clone());
-        let all: HashSet<usize> = neighbours(i, a.count, a.contacts).into_iter().collect();
-        let even: HashSet<usize> = all.iter().copied().filter(|j| j % 2 == 0).collect();
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (seen, rx) = Seen::of(i, a.count, a.contacts);
         evens_ready.push(rx);
         tasks.push(tokio::spawn(async move {
             let s = ctx.login(i, "online", true).await;
             drop(permit);
             let s = s.map_err(|e| format!("login {}: {e}", ctx.user(i)))?;
-            let seen = Arc::new(Seen {
-                contacts: all,
-                available: Mutex::default(),
-                waiting_for: Mutex::new((even, Some(tx))),
-                complete: AtomicU64::new(0),
-            });
             spawn_tracker(&ctx, s.reader, seen, counters);
             Ok::<Writer, String>(Arc::new(tokio::sync::Mutex::new(s.writer)))
         }));
