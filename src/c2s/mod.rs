@@ -38,8 +38,8 @@ pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: boo
         let negotiation = Box::pin(async {
             let transport = if direct_tls {
                 // XEP-0368: TLS from the first byte.
-                let acceptor = tokio_rustls::TlsAcceptor::from(core.tls.clone());
-                match tokio::time::timeout(Duration::from_secs(core.config.c2s.auth_timeout), acceptor.accept(tcp)).await {
+                let handshake = crate::tls::TlsStream::accept(tcp, core.tls.clone());
+                match tokio::time::timeout(Duration::from_secs(core.config.c2s.auth_timeout), handshake).await {
                     Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");

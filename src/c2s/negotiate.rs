@@ -18,6 +18,7 @@ use crate::core::Core;
 use crate::modules::{Ctx, PreAuthIq, SessionHook, Stage};
 use crate::session::{BindError, ConnId, Control, Link, PresenceState};
 use crate::stanza::{Condition, IqType, StanzaError, StreamCondition, StreamError, new_id};
+use crate::tls::TlsStream;
 use crate::xml::{self, Limits, ReadStats, StreamEvent, StreamReader, ns};
 
 /// Before authentication, stanzas are small (ejabberd's pre_auth_max_stanza_size).
@@ -97,7 +98,7 @@ impl Negotiation {
     /// Negotiate on `transport` until a resource is bound or the stream ends.
     pub async fn run(mut self, transport: Transport) -> Result<Bound, Ended> {
         self.secure = transport.is_tls();
-        let mut bindings = transport.channel_bindings(&self.core.certs);
+        let mut bindings = transport.channel_bindings();
         let (mut reader, mut writer) = self.split(transport);
         loop {
             // A new stream: header, features, then elements until a restart.
@@ -124,7 +125,7 @@ impl Negotiation {
                 };
                 if el.is("starttls", ns::TLS) {
                     let transport = self.starttls(reader, writer).await?;
-                    bindings = transport.channel_bindings(&self.core.certs);
+                    bindings = transport.channel_bindings();
                     (reader, writer) = self.split(transport);
                     break;
                 }
@@ -307,8 +308,7 @@ impl Negotiation {
         let Transport::Plain(tcp) = reader.into_input().into_inner().unsplit(writer.into_inner()) else {
             return Err(Ended);
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.core.tls.clone());
-        match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
+        match tokio::time::timeout_at(self.deadline, TlsStream::accept(tcp, self.core.tls.clone())).await {
             Ok(Ok(tls)) => {
                 self.secure = true;
                 Ok(Transport::Tls(Box::new(tls)))

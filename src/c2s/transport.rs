@@ -9,15 +9,14 @@ use std::time::Duration;
 use minidom::Element;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use crate::auth::ChannelBindings;
-use crate::tls::Certificates;
+use crate::tls::TlsStream;
 use crate::xml;
 
 pub enum Transport {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Transport {
@@ -25,17 +24,13 @@ impl Transport {
         matches!(self, Transport::Tls(_))
     }
 
-    /// RFC 9266 `tls-exporter` (TLS 1.3 only: without extended master secret it is unsafe on
-    /// TLS 1.2) and RFC 5929 `tls-server-end-point`.
-    pub fn channel_bindings(&self, certs: &Certificates) -> ChannelBindings {
-        let Transport::Tls(tls) = self else { return ChannelBindings::default() };
-        let conn = tls.get_ref().1;
-        let tls_exporter = if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-            conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
-        } else {
-            None
-        };
-        ChannelBindings { tls_exporter, tls_server_end_point: certs.end_point_hash(conn.server_name()) }
+    /// RFC 9266 `tls-exporter` (TLS 1.3 only) and RFC 5929 `tls-server-end-point`, learnt
+    /// during the handshake.
+    pub fn channel_bindings(&self) -> ChannelBindings {
+        match self {
+            Transport::Tls(tls) => tls.channel_bindings(),
+            Transport::Plain(_) => ChannelBindings::default(),
+        }
     }
 }
 

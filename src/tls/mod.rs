@@ -1,5 +1,10 @@
 //! TLS for client streams: certificates per domain (configured, or self-signed and kept in
-//! `data_dir/certs/`), chosen by SNI, TLS 1.2 and 1.3 only.
+//! `data_dir/certs/`), chosen by SNI, TLS 1.2 and 1.3 only; the stream that runs them.
+
+mod binding;
+mod stream;
+
+pub use stream::TlsStream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +113,9 @@ impl Certificates {
         // No ALPN list: XEP-0368 clients may offer "xmpp-client", and rustls would refuse a
         // client whose offer does not overlap a configured list.
         config.ignore_client_order = true;
+        // Hands the TLS 1.3 exporter secret to the connection being driven, for RFC 9266
+        // `tls-exporter`; it writes nothing anywhere.
+        config.key_log = Arc::new(binding::ExporterSecretLog);
         Arc::new(config)
     }
 
@@ -135,7 +143,9 @@ struct Resolver(Arc<Certificates>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.for_name(hello.server_name()).key.clone())
+        let cert = self.0.for_name(hello.server_name());
+        binding::record_certificate(&cert.end_point_hash);
+        Some(cert.key.clone())
     }
 }
 
