@@ -187,7 +187,6 @@ impl TlsStream {
                         .map(|_| Step::Sent(data.len()))
                 }
                 Send::CloseNotify => {
-                    self.close_notify_sent = true;
                     append(&mut self.outgoing, 64, |out| traffic.queue_close_notify(out).map_err(insufficient))
                         .map(|_| Step::Sent(0))
                 }
