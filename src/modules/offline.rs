@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use jid::BareJid;
 use minidom::Element;
+use tracing::Instrument;
 
 use super::{Ctx, Deps, Flow, Hook, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router::{self, deliver_message_now};
@@ -68,29 +69,34 @@ impl Offline {
             // Not stored, and not an error either: the sender did nothing wrong.
             return Flow::Handled;
         }
-        let stored = {
+        let pending = {
             // The flush at initial presence takes this lock too: either the message is
-            // stored before that flush reads, or the resource is available by now.
+            // queued before that flush reads (which waits for the queue), or the resource is
+            // available by now.
             let _guard = ctx.core.delivery_lock(&owner).await;
             if deliver_message_now(&ctx, &stanza, &owner).await {
                 return Flow::Handled;
             }
             stanza.el.append_child(delay(owner.domain().as_str()));
-            self.store.store(&owner, &xml::to_string(&stanza.el), self.max_per_user).await
+            self.store.enqueue(&owner, xml::to_string(&stanza.el), self.max_per_user).await
         };
-        let error = match stored {
-            Ok(Stored::Yes) => None,
-            Ok(Stored::Full) => Some(StanzaError::new(Condition::ServiceUnavailable).with_text("offline storage is full")),
-            // Deleted while the message was on its way: as for any unknown account.
-            Ok(Stored::NoSuchAccount) => Some(StanzaError::service_unavailable()),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store an offline message");
-                Some(StanzaError::internal())
-            }
-        };
-        if let Some(error) = error {
-            router::bounce(&ctx, &stanza, error).await;
-        }
+        // The session goes on with its next stanza while the message waits for its group
+        // commit; the sender hears back only if it was refused.
+        let core = ctx.core.clone();
+        tokio::spawn(async move {
+            let error = match pending.outcome().await {
+                Ok(Stored::Yes) => return,
+                Ok(Stored::Full) => StanzaError::new(Condition::ServiceUnavailable).with_text("offline storage is full"),
+                // Deleted while the message was on its way: as for any unknown account.
+                Ok(Stored::NoSuchAccount) => StanzaError::service_unavailable(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store an offline message");
+                    StanzaError::internal()
+                }
+            };
+            // Routed, not written directly: this session may have moved on or ended.
+            router::bounce(&Ctx::new(core), &stanza, error).await;
+        }.instrument(tracing::Span::current()));
         Flow::Handled
     }
 

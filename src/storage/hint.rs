@@ -43,10 +43,7 @@ pub(super) struct Writing<'a> {
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        if let Some(mut m) = self.hint.owners.get_mut(&self.owner) {
-            m.writing -= 1;
-            m.generation += 1;
-        }
+        self.hint.end_write_key(&self.owner);
     }
 }
 
@@ -82,9 +79,25 @@ impl OwnerHint {
 
     /// Mark the owner for the duration of a write that may add rows.
     pub(super) fn writing(&self, owner: &BareJid) -> Writing<'_> {
-        let key: Box<str> = owner.as_str().into();
-        self.owners.entry(key.clone()).or_default().writing += 1;
-        Writing { hint: self, owner: key }
+        self.begin_write(owner);
+        Writing { hint: self, owner: owner.as_str().into() }
+    }
+
+    /// [`OwnerHint::writing`] for a write that outlives the caller's borrow (queued): each
+    /// `begin_write` must be followed by one `end_write`.
+    pub(super) fn begin_write(&self, owner: &BareJid) {
+        self.owners.entry(owner.as_str().into()).or_default().writing += 1;
+    }
+
+    pub(super) fn end_write(&self, owner: &BareJid) {
+        self.end_write_key(owner.as_str());
+    }
+
+    fn end_write_key(&self, owner: &str) {
+        if let Some(mut m) = self.owners.get_mut(owner) {
+            m.writing -= 1;
+            m.generation += 1;
+        }
     }
 }
 

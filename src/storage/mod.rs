@@ -16,7 +16,7 @@ mod vcard;
 pub use accounts::{AccountStore, NewAccount};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
-pub use offline::{OfflineMessage, OfflineStore, Stored};
+pub use offline::{OfflineMessage, OfflineStore, PendingStore, Stored};
 pub use private::PrivateStore;
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use vcard::VcardStore;
@@ -38,6 +38,9 @@ pub enum StorageError {
     Corrupt(String),
     #[error("{0}")]
     Config(String),
+    /// A grouped write failed; every write in the group gets this.
+    #[error("database (grouped write): {0}")]
+    Batch(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -53,6 +56,7 @@ pub enum Pool {
 pub struct Db {
     pool: Pool,
     hints: Arc<Hints>,
+    offline_queue: Arc<offline::Queue>,
 }
 
 /// The accounts that may have rows in the tables that every login reads and that are empty
@@ -128,7 +132,7 @@ impl Db {
         } else {
             return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
         };
-        Ok(Db { pool, hints: Arc::new(Hints::new()) })
+        Ok(Db { pool, hints: Arc::new(Hints::new()), offline_queue: Arc::default() })
     }
 
     pub fn backend(&self) -> &'static str {

@@ -111,6 +111,40 @@ async fn offline(b: Backend) {
     assert_eq!(msgs.iter().map(|m| m.stanza.as_str()).collect::<Vec<_>>(), ["<m2/>", "<m4/>"]);
 }
 
+/// Queued stores are committed in groups: order, the per-account limit and unknown accounts
+/// hold across and within groups, and a load sees every message queued before it.
+async fn offline_grouped(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    account(&db, "b@x").await;
+    let store = db.offline();
+    let mut pending = Vec::new();
+    for i in 0..600 {
+        let (owner, limit) = match i % 3 {
+            0 => ("a@x", 150),
+            1 => ("b@x", 1000),
+            _ => ("nobody@x", 1000),
+        };
+        pending.push(store.enqueue(&j(owner), format!("<m{i}/>"), limit).await);
+    }
+    // Nothing awaited yet: the load must wait for the queue.
+    let a = store.load(&j("a@x")).await.unwrap();
+    let expected: Vec<String> = (0..600).filter(|i| i % 3 == 0).take(150).map(|i| format!("<m{i}/>")).collect();
+    assert_eq!(a.iter().map(|m| m.stanza.clone()).collect::<Vec<_>>(), expected);
+    let b_msgs = store.load(&j("b@x")).await.unwrap();
+    assert_eq!(b_msgs.len(), 200);
+    assert!(b_msgs.windows(2).all(|w| w[0].id < w[1].id));
+    let mut outcomes = (0, 0, 0);
+    for p in pending {
+        match p.outcome().await.unwrap() {
+            Stored::Yes => outcomes.0 += 1,
+            Stored::Full => outcomes.1 += 1,
+            Stored::NoSuchAccount => outcomes.2 += 1,
+        }
+    }
+    assert_eq!(outcomes, (350, 50, 200));
+}
+
 async fn small_stores(b: Backend) {
     let (db, _dir) = open(b).await;
     account(&db, "a@x").await;
@@ -166,4 +200,4 @@ async fn reopen(b: Backend) {
     assert!(db.blocklist().list(&b).await.unwrap().is_empty());
 }
 
-db_tests!(accounts, rosters, offline, small_stores, reopen);
+db_tests!(accounts, rosters, offline, offline_grouped, small_stores, reopen);
