@@ -143,6 +143,8 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        // Offline messages still queued were accepted: commit them before the pool goes.
+        self.offline().committed().await;
         on_pool!(self, |pool| pool.close().await)
     }
 

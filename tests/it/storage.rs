@@ -189,6 +189,10 @@ async fn reopen(b: Backend) {
     db.roster().set_pending_in(&a, &b, "<presence type='subscribe'/>").await.unwrap();
     assert!(db.blocklist().list(&a).await.unwrap().is_empty());
     db.blocklist().add(&a, &["c@x".into()]).await.unwrap();
+    // Accepted but not yet committed: closing must still write them.
+    for i in 0..200 {
+        drop(db.offline().enqueue(&b, format!("<q{i}/>"), 1000).await);
+    }
     db.close().await;
     let db = Db::open(&url, 2).await.unwrap();
     assert!(db.accounts().exists(&a).await.unwrap());
@@ -196,7 +200,8 @@ async fn reopen(b: Backend) {
     assert!(db.roster().has_pending_in(&a, &b).await.unwrap());
     assert_eq!(db.roster().pending_in(&a).await.unwrap().len(), 1);
     assert_eq!(db.blocklist().list(&a).await.unwrap(), ["c@x"]);
-    assert!(db.offline().load(&b).await.unwrap().is_empty());
+    let queued: Vec<String> = db.offline().load(&b).await.unwrap().into_iter().map(|m| m.stanza).collect();
+    assert_eq!(queued, (0..200).map(|i| format!("<q{i}/>")).collect::<Vec<_>>());
     assert!(db.blocklist().list(&b).await.unwrap().is_empty());
 }
 
