@@ -118,7 +118,14 @@ impl Db {
             }
             // An in-memory database exists per connection: one connection only.
             let max = if memory { 1 } else { max_connections };
-            let pool = SqlitePoolOptions::new().max_connections(max).connect_with(options).await?;
+            // No liveness ping before each use: a SQLite connection is a file handle that cannot
+            // drop like a socket, and the ping is a round trip to the connection's worker
+            // thread, as costly as the query itself.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
