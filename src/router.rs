@@ -230,10 +230,10 @@ async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     match to.try_into_full() {
         Ok(full) => {
             let Stanza { kind, from, to, el } = stanza;
-            if let Err(SendError::Offline(el) | SendError::Full(el) | SendError::Overloaded(el)) = ctx.core.sessions.deliver(&full, el).await {
-                if request {
-                    bounce(ctx, &Stanza { kind, from, to, el }, StanzaError::service_unavailable()).await
-                }
+            if let Err(SendError::Offline(el) | SendError::Full(el) | SendError::Overloaded(el)) = ctx.core.sessions.deliver(&full, el).await
+                && request
+            {
+                bounce(ctx, &Stanza { kind, from, to, el }, StanzaError::service_unavailable()).await
             }
         }
         // A request to a bare JID is handled by the server on behalf of the account.

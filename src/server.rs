@@ -149,7 +149,7 @@ fn connection_limit(max_clients: usize) -> usize {
             }
         }
     }
-    let (clients, warning) = clients_allowed(limit.rlim_cur as u64, max_clients);
+    let (clients, warning) = clients_allowed(limit.rlim_cur, max_clients);
     if let Some(warning) = warning {
         tracing::warn!(open_files = limit.rlim_cur, max_clients, "{warning}");
     }

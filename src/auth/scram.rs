@@ -211,7 +211,7 @@ pub fn parse_client_first(message: &[u8], plus: bool, offered_plus: bool) -> Res
         "" => None,
         a => Some(decode_saslname(a.strip_prefix("a=").ok_or(SaslFailure::MalformedRequest)?)?),
     };
-    let gs2_header = format!("{flag},{},", text.splitn(3, ',').nth(1).unwrap_or(""));
+    let gs2_header = format!("{flag},{},", text.split(',').nth(1).unwrap_or(""));
     let mut username = None;
     let mut nonce = None;
     for (i, attr) in bare.split(',').enumerate() {

@@ -332,10 +332,10 @@ impl Session {
     /// One element from the client. Returns how the session ends, if it does.
     async fn handle(&mut self, el: Element) -> Option<End> {
         // Any stanza shows the client is alive; the answer to our ping needs nothing else.
-        if let Some((id, _)) = self.ping.pending.take() {
-            if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) && matches!(el.attr("type"), Some("result" | "error")) {
-                return None;
-            }
+        if let Some((id, _)) = self.ping.pending.take()
+            && el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) && matches!(el.attr("type"), Some("result" | "error"))
+        {
+            return None;
         }
         let stanza = match Stanza::from_client(el, &self.jid) {
             Ok(s) => s,
@@ -399,10 +399,8 @@ impl Session {
             }
         }
         self.writer.queue_raw(b"</stream:stream>");
-        if self.writer.flush().await.is_ok() {
-            if let Some(read) = read {
-                let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-            }
+        if self.writer.flush().await.is_ok() && let Some(read) = read {
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
         }
         self.writer.shutdown().await;
     }
@@ -413,10 +411,8 @@ impl Session {
         self.rx.close();
         let ctx = Ctx::new(self.core.clone());
         while let Ok(el) = self.rx.try_recv() {
-            if let Some(stanza) = Stanza::from_stored(*el) {
-                if stanza.kind == Kind::Message {
-                    router::route(&ctx, stanza).await;
-                }
+            if let Some(stanza) = Stanza::from_stored(*el) && stanza.kind == Kind::Message {
+                router::route(&ctx, stanza).await;
             }
         }
     }

@@ -221,10 +221,8 @@ impl Negotiation {
             return Err(StreamError::new(StreamCondition::HostUnknown));
         }
         // A restarted stream cannot switch to another domain (CVE-2018-10847 class).
-        if let Some(domain) = &self.domain {
-            if domain != &to {
-                return Err(StreamError::new(StreamCondition::HostUnknown).with_text("the domain changed"));
-            }
+        if let Some(domain) = &self.domain && domain != &to {
+            return Err(StreamError::new(StreamCondition::HostUnknown).with_text("the domain changed"));
         }
         self.domain = Some(to);
         Ok(())

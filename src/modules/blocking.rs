@@ -54,10 +54,8 @@ fn is_blocked(list: &HashSet<String>, jid: &Jid) -> bool {
     if jid.node().is_some() && list.contains(jid.to_bare().as_str()) {
         return true;
     }
-    if let Some(resource) = jid.resource() {
-        if list.contains(&format!("{domain}/{}", resource.as_str())) {
-            return true;
-        }
+    if let Some(resource) = jid.resource() && list.contains(&format!("{domain}/{}", resource.as_str())) {
+        return true;
     }
     list.contains(domain)
 }

@@ -93,8 +93,9 @@ pub struct StanzaError {
     pub condition: Condition,
     pub error_type: ErrorType,
     pub text: Option<String>,
-    /// An application-specific condition element (e.g. XEP-0191 `<blocked/>`).
-    pub app: Option<Element>,
+    /// An application-specific condition element (e.g. XEP-0191 `<blocked/>`); boxed
+    /// because it is rare and every `Result` carrying this error would pay for its size.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -113,7 +114,7 @@ impl StanzaError {
     }
 
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -154,7 +155,7 @@ impl StanzaError {
             error.append_child(t);
         }
         if let Some(app) = &self.app {
-            error.append_child(app.clone());
+            error.append_child((**app).clone());
         }
         error
     }
@@ -228,7 +229,8 @@ impl StreamCondition {
 pub struct StreamError {
     pub condition: StreamCondition,
     pub text: Option<String>,
-    pub app: Option<Element>,
+    /// Boxed for the same reason as [`StanzaError::app`].
+    pub app: Option<Box<Element>>,
 }
 
 impl StreamError {
@@ -242,7 +244,7 @@ impl StreamError {
     }
 
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -253,7 +255,7 @@ impl StreamError {
             error.append_child(xml::text_element("text", ns::XMPP_STREAMS, text));
         }
         if let Some(app) = &self.app {
-            error.append_child(app.clone());
+            error.append_child((**app).clone());
         }
         error
     }

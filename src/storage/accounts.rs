@@ -107,10 +107,8 @@ impl AccountStore {
             })
         });
         let credential = row.transpose()?;
-        if let Some(c) = &credential {
-            if c.iterations == 0 || c.salt.is_empty() {
-                return Err(StorageError::Corrupt(format!("bad SCRAM credential for {jid}")));
-            }
+        if let Some(c) = &credential && (c.iterations == 0 || c.salt.is_empty()) {
+            return Err(StorageError::Corrupt(format!("bad SCRAM credential for {jid}")));
         }
         Ok(credential)
     }

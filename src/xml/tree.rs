@@ -498,7 +498,7 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 
 fn check_chars(s: &str) -> Result<(), XmlError> {
     // Fast path: printable ASCII and whitespace are by far the most common.
-    if s.bytes().all(|b| b >= 0x20 && b < 0x80 || matches!(b, b'\t' | b'\n' | b'\r')) {
+    if s.bytes().all(|b| (0x20..0x80).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r')) {
         return Ok(());
     }
     match s.chars().find(|&c| !is_xml_char(c)) {
