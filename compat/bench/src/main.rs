@@ -312,10 +312,8 @@ async fn run(cli: Cli) {
         Scenario::Register(a) => register::run(ctx.clone(), a.clone()).await,
         Scenario::Report(_) => unreachable!(),
     };
-    if let Some(path) = cache {
-        if let Err(e) = client::save_scram_cache(&path) {
-            eprintln!("saving {}: {e}", path.display());
-        }
+    if let Some(path) = cache && let Err(e) = client::save_scram_cache(&path) {
+        eprintln!("saving {}: {e}", path.display());
     }
     // Sessions still open are dropped with the runtime; exit without waiting for them.
     std::process::exit(if ok { 0 } else { 1 });

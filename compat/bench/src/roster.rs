@@ -132,7 +132,7 @@ async fn verify(ctx: &Arc<Ctx>, n: usize, contacts: Option<usize>) -> Vec<u32> {
 
 pub async fn setup(ctx: Arc<Ctx>, a: SetupArgs) -> bool {
     assert!(
-        a.count > a.contacts && a.contacts % 2 == 0,
+        a.count > a.contacts && a.contacts.is_multiple_of(2),
         "need count > contacts, contacts even"
     );
     let cpu0 = own_cpu_s();
@@ -296,10 +296,8 @@ fn spawn_tracker(
                 counters.complete_sessions.fetch_add(1, Ordering::Relaxed);
             }
             let mut w = seen.waiting_for.lock().unwrap();
-            if w.0.remove(&from) && w.0.is_empty() {
-                if let Some(tx) = w.1.take() {
-                    let _ = tx.send(Instant::now());
-                }
+            if w.0.remove(&from) && w.0.is_empty() && let Some(tx) = w.1.take() {
+                let _ = tx.send(Instant::now());
             }
         }
     });
@@ -389,7 +387,7 @@ fn summarize(t: &[Timing]) -> serde_json::Value {
 
 pub async fn login(ctx: Arc<Ctx>, a: LoginArgs) -> bool {
     assert!(
-        a.count > a.contacts && a.contacts % 2 == 0 && a.count % 2 == 0,
+        a.count > a.contacts && a.contacts.is_multiple_of(2) && a.count.is_multiple_of(2),
         "need even count > contacts, contacts even"
     );
     let counters = Arc::new(Counters {
