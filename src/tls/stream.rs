@@ -405,6 +405,21 @@ mod tests {
         tokio::join!(server, client)
     }
 
+    /// Send `out` and read `expected` at the same time on one stream.
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, out: &[u8], expected: &[u8], what: &str) {
+        let (mut r, mut w) = tokio::io::split(io);
+        let send = async {
+            w.write_all(out).await.unwrap();
+            w.flush().await.unwrap();
+        };
+        let recv = async {
+            let mut got = vec![0u8; expected.len()];
+            r.read_exact(&mut got).await.unwrap();
+            assert!(got == expected, "{what}");
+        };
+        tokio::join!(send, recv);
+    }
+
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
@@ -412,7 +427,7 @@ mod tests {
     #[tokio::test]
     async fn tls13_bindings_match_the_client_and_data_flows_both_ways() {
         let f = fixture();
-        let (mut server, client) = connect(&f, "example.org", &[&rustls::version::TLS13]).await;
+        let (mut server, mut client) = connect(&f, "example.org", &[&rustls::version::TLS13]).await;
         // The exporter the client computes (rustls' own export) equals ours.
         let expected = client
             .get_ref()
@@ -428,37 +443,10 @@ mod tests {
         // More than the socket buffers and many records, in both directions at once.
         let up = pattern(700_000, 1);
         let down = pattern(900_000, 7);
-        let (up2, down2) = (up.clone(), down.clone());
-        let client_side = async move {
-            let (mut r, mut w) = tokio::io::split(client);
-            let send = async {
-                w.write_all(&up2).await.unwrap();
-                w.flush().await.unwrap();
-                w
-            };
-            let recv = async {
-                let mut got = vec![0u8; down2.len()];
-                r.read_exact(&mut got).await.unwrap();
-                assert!(got == down2, "the client received what the server sent");
-                r
-            };
-            let (w, r) = tokio::join!(send, recv);
-            r.unsplit(w)
-        };
-        let server_side = async {
-            let (mut r, mut w) = tokio::io::split(&mut server);
-            let send = async {
-                w.write_all(&down).await.unwrap();
-                w.flush().await.unwrap();
-            };
-            let recv = async {
-                let mut got = vec![0u8; up.len()];
-                r.read_exact(&mut got).await.unwrap();
-                assert!(got == up, "the server received what the client sent");
-            };
-            tokio::join!(send, recv);
-        };
-        let (mut client, ()) = tokio::join!(client_side, server_side);
+        tokio::join!(
+            exchange(&mut client, &up, &down, "the client received what the server sent"),
+            exchange(&mut server, &down, &up, "the server received what the client sent"),
+        );
         // Idle again: nothing kept.
         assert_eq!(server.buffered(), 0);
 
