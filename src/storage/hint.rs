@@ -43,7 +43,7 @@ pub(super) struct Writing<'a> {
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        self.hint.end_write_key(&self.owner);
+        self.hint.end_write(&self.owner);
     }
 }
 
@@ -89,11 +89,7 @@ impl OwnerHint {
         self.owners.entry(owner.as_str().into()).or_default().writing += 1;
     }
 
-    pub(super) fn end_write(&self, owner: &BareJid) {
-        self.end_write_key(owner.as_str());
-    }
-
-    fn end_write_key(&self, owner: &str) {
+    pub(super) fn end_write(&self, owner: &str) {
         if let Some(mut m) = self.owners.get_mut(owner) {
             m.writing -= 1;
             m.generation += 1;

@@ -194,19 +194,14 @@ async fn write_batches(db: Db, mut rx: mpsc::Receiver<Request>) {
     let store = db.offline();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcomes = store.insert_batch(&batch).await;
-        let mut outcomes = match outcomes {
-            Ok(o) => o.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => {
-                let text = e.to_string();
-                batch.iter().filter(|r| r.message.is_some()).map(|_| Err(StorageError::Batch(text.clone()))).collect()
-            }
-        }
-        .into_iter();
+        let result = store.insert_batch(&batch).await;
+        // One outcome per message, in order; a failed transaction fails every message in it.
+        let mut stored = result.as_deref().unwrap_or_default().iter().copied();
         for request in batch.drain(..) {
-            let outcome = match request.message {
-                Some(_) => outcomes.next().unwrap_or_else(|| Err(StorageError::Batch("no outcome".into()))),
-                None => Ok(Stored::Yes),
+            let outcome = match (&request.message, &result) {
+                (None, _) => Ok(Stored::Yes),
+                (Some(_), Ok(_)) => stored.next().ok_or_else(|| StorageError::Batch("no outcome".into())),
+                (Some(_), Err(e)) => Err(StorageError::Batch(e.to_string())),
             };
             finish(&db, request, outcome);
         }
@@ -215,7 +210,7 @@ async fn write_batches(db: Db, mut rx: mpsc::Receiver<Request>) {
 
 fn finish(db: &Db, request: Request, outcome: Result<Stored>) {
     if let Some(message) = &request.message {
-        db.hints.offline.end_write(&message.owner);
+        db.hints.offline.end_write(message.owner.as_str());
     }
     db.offline_queue.in_flight.fetch_sub(1, Ordering::AcqRel);
     let _ = request.reply.send(outcome);
