@@ -94,23 +94,23 @@ impl AccountStore {
     /// credential for that hash).
     pub async fn credential(&self, jid: &BareJid, hash: ScramHash) -> Result<Option<ScramCredential>> {
         let sql = "SELECT salt, iterations, stored_key, server_key FROM scram_credentials WHERE jid = $1 AND mechanism = $2";
-        let row = on_pool!(self.db, |pool| {
-            sqlx::query(sql).bind(jid.as_str()).bind(hash.mechanism()).fetch_optional(pool).await?.map(|row| {
-                let iterations: i64 = row.try_get("iterations")?;
-                Ok::<_, sqlx::Error>(ScramCredential {
-                    hash,
-                    salt: row.try_get("salt")?,
-                    iterations: u32::try_from(iterations).unwrap_or(0),
-                    stored_key: row.try_get("stored_key")?,
-                    server_key: row.try_get("server_key")?,
-                })
-            })
+        let params = (jid.as_str(), hash.mechanism());
+        // Columns in order: salt, iterations, stored_key, server_key.
+        type Columns = (Vec<u8>, i64, Vec<u8>, Vec<u8>);
+        let read = self.db.read_here(|c| {
+            use rusqlite::OptionalExtension;
+            c.prepare_cached(sql)?.query_row(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()
         });
-        let credential = row.transpose()?;
-        if let Some(c) = &credential && (c.iterations == 0 || c.salt.is_empty()) {
+        let columns: Option<Columns> = match read {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| sqlx::query_as(sql).bind(params.0).bind(params.1).fetch_optional(pool).await?),
+        };
+        let Some((salt, iterations, stored_key, server_key)) = columns else { return Ok(None) };
+        let iterations = u32::try_from(iterations).unwrap_or(0);
+        if iterations == 0 || salt.is_empty() {
             return Err(StorageError::Corrupt(format!("bad SCRAM credential for {jid}")));
         }
-        Ok(credential)
+        Ok(Some(ScramCredential { hash, salt, iterations, stored_key, server_key }))
     }
 
     pub async fn exists(&self, jid: &BareJid) -> Result<bool> {

@@ -10,6 +10,7 @@ mod hint;
 mod last_activity;
 mod offline;
 mod private;
+mod readers;
 mod roster;
 mod vcard;
 
@@ -32,6 +33,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub enum StorageError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Read(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -55,6 +58,8 @@ pub enum Pool {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    /// Lookups on the login path for a SQLite file (see `readers.rs`); `None` otherwise.
+    readers: Option<Arc<readers::SqliteReaders>>,
     hints: Arc<Hints>,
     offline_queue: Arc<offline::Queue>,
 }
@@ -93,6 +98,7 @@ pub(crate) use on_pool;
 impl Db {
     /// Open (creating a SQLite file and its directory if needed) and apply migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db> {
+        let mut readers = None;
         let pool = if url.starts_with("sqlite:") {
             let mut options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -107,8 +113,8 @@ impl Db {
                 .pragma("cache_size", "-512")
                 .busy_timeout(Duration::from_secs(10));
             let memory = url.contains(":memory:") || url.contains("mode=memory");
+            let path = options.get_filename().to_path_buf();
             if !memory {
-                let path = options.get_filename().to_path_buf();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", dir.display())))?;
@@ -127,6 +133,11 @@ impl Db {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            if !memory {
+                // One reader per runtime worker thread (tokio's default count).
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                readers = Some(Arc::new(readers::SqliteReaders::open(&path, threads)?));
+            }
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -139,7 +150,13 @@ impl Db {
         } else {
             return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
         };
-        Ok(Db { pool, hints: Arc::new(Hints::new()), offline_queue: Arc::default() })
+        Ok(Db { pool, readers, hints: Arc::new(Hints::new()), offline_queue: Arc::default() })
+    }
+
+    /// Run a lookup on a SQLite reader, on this thread. `None` when there is no reader (not a
+    /// SQLite file) or the database is busy: the caller then reads through the pool.
+    fn read_here<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Option<Result<T>> {
+        self.readers.as_ref()?.read(read)
     }
 
     pub fn backend(&self) -> &'static str {

@@ -108,27 +108,39 @@ const LOAD_SQL: &str = "SELECT v.version, i.contact, i.name, i.subscription, i.a
      LEFT JOIN roster_groups g ON g.owner = i.owner AND g.contact = i.contact \
      ORDER BY i.contact, g.name";
 
+/// A row of `LOAD_SQL`: version, contact, name, subscription, ask_out, group.
+type LoadRow = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<bool>, Option<String>);
+
 impl RosterStore {
     /// The whole roster and its version (0 for a roster never written).
     pub async fn load(&self, owner: &BareJid) -> Result<(i64, Vec<RosterItem>)> {
-        on_pool!(self.db, |pool| {
-            let rows = sqlx::query(LOAD_SQL).bind(owner.as_str()).fetch_all(pool).await?;
-            let mut version = 0;
-            let mut items: Vec<RosterItem> = Vec::new();
-            let mut previous: Option<String> = None;
-            for row in &rows {
-                version = row.try_get::<Option<i64>, _>("version")?.unwrap_or(0);
-                let Some(contact) = row.try_get::<Option<String>, _>("contact")? else { continue };
-                if previous.as_deref() != Some(contact.as_str()) {
-                    items.push(item_from_row(row)?);
-                    previous = Some(contact);
-                }
-                if let Some(group) = row.try_get::<Option<String>, _>("grp")? {
-                    items.last_mut().expect("pushed above").groups.push(group);
-                }
+        let read = self.db.read_here(|c| {
+            let mut statement = c.prepare_cached(LOAD_SQL)?;
+            let rows = statement.query_map([owner.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<LoadRow>>>()
+        });
+        let rows = match read {
+            Some(rows) => rows?,
+            None => on_pool!(self.db, |pool| sqlx::query_as(LOAD_SQL).bind(owner.as_str()).fetch_all(pool).await?),
+        };
+        let mut version = 0;
+        let mut items: Vec<RosterItem> = Vec::new();
+        let mut previous: Option<String> = None;
+        for (row_version, contact, name, subscription, ask, group) in rows {
+            version = row_version.unwrap_or(0);
+            let Some(contact) = contact else { continue };
+            if previous.as_deref() != Some(contact.as_str()) {
+                let subscription = subscription.unwrap_or_default();
+                items.push(item_from(contact.clone(), name, &subscription, ask.unwrap_or(false))?);
+                previous = Some(contact);
             }
-            Ok((version, items))
-        })
+            if let Some(group) = group {
+                items.last_mut().expect("pushed above").groups.push(group);
+            }
+        }
+        Ok((version, items))
     }
 
     pub async fn get(&self, owner: &BareJid, contact: &BareJid) -> Result<Option<RosterItem>> {
@@ -276,14 +288,17 @@ where
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r str: sqlx::ColumnIndex<R>,
 {
-    let contact: String = row.try_get("contact")?;
     let subscription: String = row.try_get("subscription")?;
+    item_from(row.try_get("contact")?, row.try_get("name")?, &subscription, row.try_get("ask_out")?)
+}
+
+fn item_from(contact: String, name: Option<String>, subscription: &str, ask: bool) -> Result<RosterItem> {
     Ok(RosterItem {
         jid: BareJid::new(&contact).map_err(|_| StorageError::Corrupt(format!("roster contact {contact:?}")))?,
-        name: row.try_get("name")?,
-        subscription: Subscription::parse(&subscription)
+        name,
+        subscription: Subscription::parse(subscription)
             .ok_or_else(|| StorageError::Corrupt(format!("roster subscription {subscription:?}")))?,
-        ask: row.try_get("ask_out")?,
+        ask,
         groups: Vec::new(),
     })
 }
