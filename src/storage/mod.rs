@@ -159,6 +159,26 @@ impl Db {
         self.readers.as_ref()?.read(read)
     }
 
+    /// One optional TEXT column looked up by `keys` (bound in order): on a reader when there
+    /// is one, else through the pool. For the small per-account documents clients fetch at
+    /// login (vCard, private XML).
+    async fn text_by_key(&self, sql: &'static str, keys: &[&str]) -> Result<Option<String>> {
+        let read = self.read_here(|c| {
+            use rusqlite::OptionalExtension;
+            c.prepare_cached(sql)?.query_row(rusqlite::params_from_iter(keys), |r| r.get(0)).optional()
+        });
+        match read {
+            Some(read) => read,
+            None => on_pool!(self, |pool| {
+                let mut query = sqlx::query_scalar(sql);
+                for key in keys {
+                    query = query.bind(*key);
+                }
+                Ok(query.fetch_optional(pool).await?)
+            }),
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
@@ -205,6 +225,27 @@ pub fn now_unix() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::Db;
+
+    /// A SQLite file gets readers, and they see at once what the pool commits; an in-memory
+    /// database (one per connection) must not get any.
+    #[tokio::test]
+    async fn sqlite_file_reads_on_the_calling_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}/r.db", dir.path().display()), 2).await.unwrap();
+        let owner = jid::BareJid::new("a@localhost").unwrap();
+        let account = super::NewAccount { jid: owner.clone(), credentials: Vec::new() };
+        assert!(db.accounts().create(&account).await.unwrap());
+        db.vcard().set(&owner, "<vCard xmlns='vcard-temp'/>").await.unwrap();
+        let sql = "SELECT vcard FROM vcards WHERE owner = $1";
+        let read = db.read_here(|c| c.query_row(sql, [owner.as_str()], |r| r.get::<_, String>(0)));
+        assert_eq!(read.unwrap().unwrap(), "<vCard xmlns='vcard-temp'/>");
+
+        let memory = Db::open("sqlite::memory:", 1).await.unwrap();
+        assert!(memory.read_here(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).is_none());
+        assert_eq!(memory.vcard().get(&owner).await.unwrap(), None);
+    }
+
     /// Both migration folders must hold the same file names (one migration per store).
     #[test]
     fn migration_folders_match() {

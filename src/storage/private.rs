@@ -1,7 +1,6 @@
 //! Private XML storage (XEP-0049): one element per (account, namespace).
 
 use jid::BareJid;
-use sqlx::Row;
 
 use super::{Db, Result, on_pool};
 
@@ -12,15 +11,8 @@ pub struct PrivateStore {
 
 impl PrivateStore {
     pub async fn get(&self, owner: &BareJid, namespace: &str) -> Result<Option<String>> {
-        on_pool!(self.db, |pool| {
-            Ok(sqlx::query("SELECT element FROM private_xml WHERE owner = $1 AND namespace = $2")
-                .bind(owner.as_str())
-                .bind(namespace)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| r.try_get("element"))
-                .transpose()?)
-        })
+        let sql = "SELECT element FROM private_xml WHERE owner = $1 AND namespace = $2";
+        self.db.text_by_key(sql, &[owner.as_str(), namespace]).await
     }
 
     /// Store several elements at once (a XEP-0049 set may carry more than one).

@@ -1,8 +1,6 @@
 //! vcard-temp (XEP-0054) storage: one serialised vCard per account.
 
 use jid::BareJid;
-use sqlx::Row;
-
 use super::{Db, Result, on_pool};
 
 #[derive(Clone, Debug)]
@@ -12,14 +10,7 @@ pub struct VcardStore {
 
 impl VcardStore {
     pub async fn get(&self, owner: &BareJid) -> Result<Option<String>> {
-        on_pool!(self.db, |pool| {
-            Ok(sqlx::query("SELECT vcard FROM vcards WHERE owner = $1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?
-                .map(|r| r.try_get("vcard"))
-                .transpose()?)
-        })
+        self.db.text_by_key("SELECT vcard FROM vcards WHERE owner = $1", &[owner.as_str()]).await
     }
 
     pub async fn set(&self, owner: &BareJid, vcard: &str) -> Result<()> {
