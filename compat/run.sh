@@ -6,7 +6,8 @@
 #   bash compat/run.sh -k roster       # extra arguments go to pytest
 #
 # Environment:
-#   STARLING_BIN      server binary (default target/debug/starling; built with cargo if missing)
+#   STARLING_BIN      server binary used as it is (default target/debug/starling, brought up
+#                     to date with cargo build first)
 #   PYTHON            interpreter used to create compat/.venv (default python3)
 #   COMPAT_KEEP=1     keep the temporary directory (config, data, logs) afterwards
 #   COMPAT_LOG_LEVEL  the server's log filter (default info)
@@ -55,11 +56,13 @@ command -v "$PYTHON" >/dev/null || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then apt_install "${need_pkgs[@]}"; fi
 
 # --- 2. the server binary ------------------------------------------------------------------
-if [ ! -x "$STARLING_BIN" ]; then
-    [ "$STARLING_BIN" = "$REPO_ROOT/target/debug/starling" ] \
-        || die "STARLING_BIN=$STARLING_BIN does not exist or is not executable"
+if [ "$STARLING_BIN" = "$REPO_ROOT/target/debug/starling" ]; then
+    # Always (a no-op when up to date): a binary from an older state of the tree would be
+    # tested in place of this one.
     log "building the server (cargo build)"
     timeout 3600 cargo build --bin starling || die "cargo build failed"
+elif [ ! -x "$STARLING_BIN" ]; then
+    die "STARLING_BIN=$STARLING_BIN does not exist or is not executable"
 fi
 "$STARLING_BIN" --version >/dev/null || die "$STARLING_BIN does not run"
 

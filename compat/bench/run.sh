@@ -22,8 +22,8 @@
 #   --results FILE        where to write the report (default: compat/bench/RESULTS.md for
 #                         a full run of everything, else OUT/RESULTS.md only)
 #   --report-only FILE    regenerate the report from an existing results.jsonl
-# Environment: STARLING=path to the starling binary (default target/release/starling; not
-# rebuilt if present).
+# Environment: STARLING=path to a starling binary to use as it is (default: the tree's
+# target/release/starling, brought up to date with cargo build --release first).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -65,6 +65,7 @@ OFFLINE_MESSAGES=1000
 has() { [[ ",$1," == *",$2,"* ]]; }
 
 BENCH=$HERE/target/release/starling-bench
+STARLING_GIVEN=${STARLING:-}
 STARLING=${STARLING:-$ROOT/target/release/starling}
 log() { echo "[$(date +%T)] $*" >&2; }
 
@@ -102,7 +103,9 @@ if has "$SERVERS" ejabberd; then
     EJABBERD_LIBS=$(dirname "$(dirname "$(dpkg -L ejabberd | grep -m1 '/ebin$')")")
 fi
 for c in taskset openssl timeout; do command -v $c >/dev/null || { log "missing $c"; exit 1; }; done
-if [ ! -x "$STARLING" ]; then
+if [ -z "$STARLING_GIVEN" ]; then
+    # Always: a binary left over from another state of the tree would be labelled with
+    # this commit in the report. A no-op when it is up to date.
     log "building Starling (cargo build --release)"
     (cd "$ROOT" && cargo build --release --quiet)
 fi
@@ -280,6 +283,7 @@ IFS=, read -ra SERVER_LIST <<< "$SERVERS"
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 starling_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || starling_rev="$starling_rev + uncommitted changes in src/"
+[ -n "$STARLING_GIVEN" ] && starling_rev="binary given in STARLING (tree at $starling_rev)"
 run_cmd="compat/bench/run.sh"
 for arg in "${ARGS[@]}"; do case $arg in --out|/tmp/*) ;; *) run_cmd="$run_cmd $arg" ;; esac; done
 cat >> "$JSONL" <<ENV
