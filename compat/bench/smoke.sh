@@ -17,11 +17,13 @@ case "${1:-}" in
     *) echo "unknown option $1" >&2; exit 2 ;;
 esac
 flag=$([ "$profile" = release ] && echo --release || true)
-STARLING=${STARLING:-$ROOT/target/$profile/starling}
 BENCH=$HERE/target/$profile/starling-bench
 
-if [ ! -x "$STARLING" ]; then
+# The tree's server is brought up to date (a no-op when it is), not taken as left by an
+# earlier build; a binary given in STARLING is used as it is.
+if [ -z "${STARLING:-}" ]; then
     (cd "$ROOT" && cargo build $flag --locked --quiet)
+    STARLING=$ROOT/target/$profile/starling
 fi
 cargo build $flag --locked --quiet --manifest-path "$HERE/Cargo.toml"
 
