@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use jid::{BareJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 
 use crate::session::Sessions;
 use crate::stanza::Stanza;

@@ -128,7 +128,7 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
         // §8.5.1), so that the requester does not wait forever; other presence is ignored.
         Kind::Presence if stanza.presence_type() == Some(PresenceType::Subscribe) => {
             let Some(to) = stanza.to.clone() else { return };
-            let mut el = minidom::Element::bare("presence", crate::xml::ns::CLIENT);
+            let mut el = crate::xml::Element::bare("presence", crate::xml::ns::CLIENT);
             crate::xml::set_attr(&mut el, "type", "unsubscribed");
             ctx.send(Stanza::new(el, Jid::from(to.to_bare()), Jid::from(stanza.from.to_bare()))).await;
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 use tokio::sync::{Notify, mpsc};
 
 use crate::stanza::StreamError;
@@ -75,7 +75,7 @@ pub struct PresenceState {
     pub available: bool,
     pub priority: i8,
     /// The last broadcast presence, serialised without its addresses: a parsed element
-    /// costs ten times more (minidom keeps attributes in B-tree maps), and it is only read
+    /// costs several times more (a tree of allocations), and it is only read
     /// when a contact logs in or probes.
     pub last: Option<Box<str>>,
     /// Requested the roster, so receives roster pushes (RFC 6121 §2.1.6).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jid::FullJid;
-use minidom::Element;
+use crate::xml::Element;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

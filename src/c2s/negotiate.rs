@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 use tokio::io::ReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use jid::BareJid;
-use minidom::Element;
+use crate::xml::Element;
 use tokio::time::Instant;
 
 use super::negotiate::Reader;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use minidom::Element;
+use crate::xml::Element;
 use sha1::{Digest, Sha1};
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, ModuleTable, Registrar, Scope};

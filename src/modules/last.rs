@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::stanza::{IqType, StanzaError};

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use jid::{FullJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 
 use crate::config::Config;
 use crate::core::Core;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use jid::BareJid;
-use minidom::Element;
+use crate::xml::Element;
 use tracing::Instrument;
 
 use super::{Ctx, Deps, Flow, Hook, Module, Registrar, Scope, SessionEvent, SessionHook};

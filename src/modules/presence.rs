@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, Flow, Hook, Module, Registrar, SessionEvent, SessionHook};
 use crate::stanza::{PresenceType, Stanza};

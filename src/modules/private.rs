@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope};
 use crate::stanza::{Condition, IqType, StanzaError};
@@ -28,7 +28,7 @@ impl Module for PrivateXml {
 
 /// §3: the children of the query; each must be in a namespace of its own, and not in
 /// `jabber:iq:private` (nor any other `jabber:` namespace).
-fn children(query: &Element) -> Result<Vec<(&Element, String)>, StanzaError> {
+fn children(query: &Element) -> Result<Vec<(&Element, &str)>, StanzaError> {
     let mut out = Vec::new();
     for child in query.children() {
         let ns = child.ns();
@@ -58,7 +58,7 @@ impl PrivateXml {
         let stored = match self.store.get(&owner, ns).await? {
             Some(text) => xml::parse_element(&text).map_err(|_| StanzaError::internal())?,
             // Nothing stored: the empty element that was asked for.
-            None => Element::bare(child.name(), ns.as_str()),
+            None => Element::bare(child.name(), child.namespace()),
         };
         let mut query = Element::bare("query", ns::PRIVATE);
         query.append_child(stored);
@@ -70,7 +70,7 @@ impl PrivateXml {
             return Err(StanzaError::forbidden());
         }
         let elements: Vec<(String, String)> =
-            children(req.payload())?.into_iter().map(|(child, ns)| (ns, xml::to_string(child))).collect();
+            children(req.payload())?.into_iter().map(|(child, ns)| (ns.to_string(), xml::to_string(child))).collect();
         self.store.set(&req.to.to_bare(), &elements).await?;
         Ok(None)
     }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, PreAuthIq, Registrar, Scope, Stage};
 use crate::auth;

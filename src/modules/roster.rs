@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope, Stage};
 use crate::rosters::item_element;

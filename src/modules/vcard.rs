@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use minidom::Element;
+use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope};
 use crate::stanza::{IqType, StanzaError};

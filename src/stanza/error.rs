@@ -1,6 +1,6 @@
 //! Stanza errors (RFC 6120 §8.3) and stream errors (RFC 6120 §4.9).
 
-use minidom::Element;
+use crate::xml::Element;
 
 use crate::xml::{self, ns};
 
@@ -151,7 +151,7 @@ impl StanzaError {
         error.append_child(Element::bare(self.condition.name(), ns::XMPP_STANZAS));
         if let Some(text) = &self.text {
             let mut t = xml::text_element("text", ns::XMPP_STANZAS, text);
-            t.set_attr(minidom::rxml::Namespace::xml().clone(), minidom::rxml::NcName::try_from("lang").unwrap(), "en");
+            t.set_attr_ns(crate::xml::Namespace::XML, "lang", "en");
             error.append_child(t);
         }
         if let Some(app) = &self.app {
@@ -269,7 +269,7 @@ impl From<xml::XmlError> for StreamError {
             X::Restricted(_) => StreamError::new(StreamCondition::RestrictedXml),
             X::UnsupportedEncoding => StreamError::new(StreamCondition::UnsupportedEncoding),
             // XEP-0205 / Prosody: policy-violation with <stanza-too-big/> from urn:xmpp:errors.
-            X::TooBig | X::TooDeep(_) => StreamError::new(StreamCondition::PolicyViolation)
+            X::TooBig | X::TreeTooBig | X::TooDeep(_) => StreamError::new(StreamCondition::PolicyViolation)
                 .with_app(Element::bare("stanza-too-big", ns::XMPP_ERRORS)),
             X::InvalidNamespace(_) => StreamError::new(StreamCondition::InvalidNamespace),
             X::BadFormat => StreamError::new(StreamCondition::BadFormat),

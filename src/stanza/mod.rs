@@ -7,7 +7,7 @@ mod error;
 pub use error::{Condition, ErrorType, StanzaError, StreamCondition, StreamError};
 
 use jid::{BareJid, FullJid, Jid};
-use minidom::Element;
+use crate::xml::Element;
 
 use crate::xml::{self, ns};
 

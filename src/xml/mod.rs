@@ -1,6 +1,7 @@
-//! The XML layer: one parser (quick-xml) turned into `minidom` trees with the checks of
+//! The XML layer: one parser (quick-xml) turned into [`Element`] trees with the checks of
 //! RFC 6120 §11 (restricted XML), and one writer that re-serialises every tree it sends.
 
+mod element;
 pub mod ns;
 mod reader;
 mod tree;
@@ -10,7 +11,12 @@ pub use reader::{Input, ReadStats, StreamReader, parse_element};
 pub use tree::{Limits, XmlError};
 pub use writer::{stream_footer, stream_header, write_element, StreamHeader};
 
-pub use minidom::Element;
+pub use element::{Attr, Element, ElementBuilder, Namespace, Node};
+
+/// The longest namespace name written the usual way, as a default declaration on each
+/// element that starts it (see `writer.rs`), and the longest a client may bind on its stream
+/// header (see `tree.rs`). Every protocol namespace is far shorter.
+pub(crate) const SHORT_NAMESPACE: usize = 64;
 
 /// Something the stream reader produced.
 #[derive(Debug)]
@@ -24,43 +30,33 @@ pub enum StreamEvent {
 }
 
 /// Build an element in `ns` with `attrs`; the short way for server-made stanzas.
-pub fn element(name: &str, ns: &str, attrs: &[(&str, &str)]) -> Element {
+pub fn element(name: &str, ns: &'static str, attrs: &[(&str, &str)]) -> Element {
     let mut el = Element::bare(name, ns);
     for (k, v) in attrs {
-        set_attr(&mut el, k, *v);
+        el.set_attr(k, *v);
     }
     el
 }
 
-/// Set (or replace) an unqualified attribute. Panics only on an invalid attribute *name*,
-/// which is always a literal in our code.
+/// Set (or replace) an unqualified attribute.
 pub fn set_attr(el: &mut Element, name: &str, value: impl Into<String>) {
-    let name = minidom::rxml::NcName::try_from(name).expect("attribute names are literals");
-    let value = value.into();
-    match el.attrs_mut().get_mut(&minidom::rxml::Namespace::NONE, &name) {
-        Some(v) => *v = value,
-        None => {
-            el.attrs_mut().insert(minidom::rxml::Namespace::NONE, name, value);
-        }
-    }
+    el.set_attr(name, value);
 }
 
 /// Remove an unqualified attribute if present.
 pub fn remove_attr(el: &mut Element, name: &str) {
-    el.attrs_mut().remove(&minidom::rxml::Namespace::NONE, name);
+    el.remove_attr(name);
 }
 
 /// The value of `xml:lang` on an element.
 pub fn xml_lang(el: &Element) -> Option<&str> {
-    el.attr_ns(minidom::rxml::Namespace::xml(), "lang")
+    el.attr_ns(ns::XML, "lang")
 }
 
 /// A child element with text content: `<name xmlns=ns>text</name>`.
-pub fn text_element(name: &str, ns: &str, text: &str) -> Element {
+pub fn text_element(name: &str, ns: &'static str, text: &str) -> Element {
     let mut el = Element::bare(name, ns);
-    if !text.is_empty() {
-        el.append_text(text);
-    }
+    el.append_text(text);
     el
 }
 

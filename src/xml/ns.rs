@@ -36,3 +36,45 @@ pub const DELAY: &str = "urn:xmpp:delay";
 /// XEP-0160 advertises offline storage with this bare feature string.
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+
+/// Namespaces common in client traffic beyond those the server itself handles: a parsed
+/// element in one of these shares a static string instead of allocating (see
+/// `element::Namespace::new`).
+const COMMON: &[&str] = &[
+    "urn:xmpp:receipts",
+    "urn:xmpp:chat-markers:0",
+    "urn:xmpp:carbons:2",
+    "urn:xmpp:forward:0",
+    "urn:xmpp:mam:2",
+    "urn:xmpp:sid:0",
+    "urn:xmpp:hints",
+    "urn:xmpp:message-correct:0",
+    "urn:xmpp:reactions:0",
+    "urn:xmpp:reply:0",
+    "urn:xmpp:sm:3",
+    "urn:xmpp:csi:0",
+    "urn:xmpp:idle:1",
+    "urn:xmpp:avatar:metadata",
+    "urn:xmpp:avatar:data",
+    "urn:xmpp:omemo:2",
+    "eu.siacs.conversations.axolotl",
+    "jabber:x:oob",
+    "jabber:x:conference",
+    "vcard-temp:x:update",
+    "http://jabber.org/protocol/muc",
+    "http://jabber.org/protocol/muc#user",
+    "http://jabber.org/protocol/pubsub",
+    "http://jabber.org/protocol/pubsub#event",
+    "http://jabber.org/protocol/nick",
+    "http://jabber.org/protocol/rsm",
+];
+
+/// The static copy of a well-known namespace name.
+pub fn well_known(name: &str) -> Option<&'static str> {
+    const SERVED: &[&str] = &[
+        CLIENT, SERVER, STREAMS, XMPP_STREAMS, XMPP_STANZAS, TLS, SASL, BIND, SESSION, XML, SASL_CB, XMPP_ERRORS,
+        ROSTER, DISCO_INFO, DISCO_ITEMS, CAPS, PING, VERSION, TIME, LAST, VCARD, PRIVATE, BLOCKING,
+        BLOCKING_ERRORS, REGISTER, DATA_FORMS, DELAY, CHATSTATES,
+    ];
+    SERVED.iter().chain(COMMON).copied().find(|&s| s == name)
+}

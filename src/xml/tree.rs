@@ -1,4 +1,4 @@
-//! quick-xml events → `minidom::Element`, with the checks quick-xml does not make.
+//! quick-xml events → [`Element`] trees, with the checks quick-xml does not make.
 //!
 //! quick-xml is fast but lenient: it does not check XML character legality, name syntax or
 //! `<` in attribute values, and it reports (rather than rejects) comments, processing
@@ -7,13 +7,13 @@
 //! stored stanzas go through this builder, so there is exactly one notion of "valid XML".
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
-use minidom::Element;
-use minidom::rxml::{Namespace, NcName};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceResolver, ResolveResult};
 use quick_xml::XmlVersion;
 
+use super::element::{Attr, Element, Namespace, Node};
 use super::ns;
 
 /// Why the XML could not be accepted. Each maps to one RFC 6120 §4.9.3 stream error.
@@ -28,6 +28,10 @@ pub enum XmlError {
     UnsupportedEncoding,
     #[error("element or stanza exceeds the size limit")]
     TooBig,
+    /// The tree a stanza makes would hold (or serialise to) more than the size limit,
+    /// although its bytes did not: many elements, or a long namespace used many times.
+    #[error("stanza too large once parsed")]
+    TreeTooBig,
     #[error("elements nested deeper than {0}")]
     TooDeep(usize),
     #[error("invalid namespace: {0}")]
@@ -75,6 +79,11 @@ pub(crate) enum Mode {
 pub(crate) struct TreeBuilder {
     mode: Mode,
     limits: Limits,
+    /// What the stanza being built costs (see [`cost`]), against `limits.max_stanza_bytes`.
+    cost: usize,
+    /// The namespaces of the stanza being built, each allocated once and shared by every
+    /// element and attribute in it.
+    namespaces: HashSet<Namespace>,
     /// Open elements below the stream root (in document mode: from the root down).
     stack: Vec<Element>,
     /// The stream root (or the document element) has started.
@@ -87,7 +96,16 @@ pub(crate) struct TreeBuilder {
 
 impl TreeBuilder {
     pub(crate) fn new(mode: Mode, limits: Limits) -> Self {
-        TreeBuilder { mode, limits, stack: Vec::new(), opened: false, seen_any: false, done: false }
+        TreeBuilder {
+            mode,
+            limits,
+            cost: 0,
+            namespaces: HashSet::new(),
+            stack: Vec::new(),
+            opened: false,
+            seen_any: false,
+            done: false,
+        }
     }
 
     pub(crate) fn set_limits(&mut self, limits: Limits) {
@@ -99,6 +117,32 @@ impl TreeBuilder {
         if self.stack.is_empty() && self.stack.capacity() > 0 {
             self.stack = Vec::new();
         }
+    }
+
+    /// A first-level element is complete: the next one starts with nothing charged and no
+    /// namespace shared with it.
+    fn boundary(&mut self) {
+        self.cost = 0;
+        if !self.namespaces.is_empty() {
+            self.namespaces = HashSet::new();
+        }
+    }
+
+    fn charge(&mut self, bytes: usize) -> Result<(), XmlError> {
+        self.cost = self.cost.saturating_add(bytes);
+        if self.cost > self.limits.max_stanza_bytes { Err(XmlError::TreeTooBig) } else { Ok(()) }
+    }
+
+    /// The shared copy of a namespace name, allocated (and charged) at its first use in the
+    /// stanza.
+    fn namespace(&mut self, name: &str) -> Result<Namespace, XmlError> {
+        if let Some(ns) = self.namespaces.get(name) {
+            return Ok(ns.clone());
+        }
+        let ns = Namespace::new(name);
+        self.charge(ns.heap_bytes() + cost::SET_ENTRY)?;
+        self.namespaces.insert(ns.clone());
+        Ok(ns)
     }
 
     /// Depth of open elements below the stream root; 0 between stanzas.
@@ -187,9 +231,13 @@ impl TreeBuilder {
         if self.stack.len() >= self.limits.max_depth {
             return Err(XmlError::TooDeep(self.limits.max_depth));
         }
-        let el = build_element(start, resolver)?;
+        let el = self.build_element(start, resolver)?;
         if !self.opened {
             self.opened = true;
+            // The stream header is not a stanza: nothing of it counts against the first one.
+            if self.mode == Mode::Stream {
+                self.boundary();
+            }
             match self.mode {
                 Mode::Stream => {
                     if empty {
@@ -219,7 +267,7 @@ impl TreeBuilder {
             return Err(XmlError::NotWellFormed("a stream header inside the stream".into()));
         }
         if empty {
-            Ok(self.attach(el))
+            self.attach(el)
         } else {
             self.stack.push(el);
             Ok(Built::Nothing)
@@ -228,7 +276,7 @@ impl TreeBuilder {
 
     fn end(&mut self) -> Result<Built, XmlError> {
         match self.stack.pop() {
-            Some(el) => Ok(self.attach(el)),
+            Some(el) => self.attach(el),
             // quick-xml already checked that the end tag matches the root's name.
             None if self.mode == Mode::Stream && self.opened => {
                 self.done = true;
@@ -239,17 +287,21 @@ impl TreeBuilder {
     }
 
     /// Append a completed element to its parent, or emit it if it is first-level.
-    fn attach(&mut self, el: Element) -> Built {
+    fn attach(&mut self, el: Element) -> Result<Built, XmlError> {
         match self.stack.last_mut() {
             Some(parent) => {
+                let before = parent.nodes_capacity();
                 parent.append_child(el);
-                Built::Nothing
+                let grown = parent.nodes_capacity() - before;
+                self.charge(grown * std::mem::size_of::<Node>())?;
+                Ok(Built::Nothing)
             }
             None => {
                 if self.mode == Mode::Document {
                     self.done = true;
                 }
-                Built::Element(el)
+                self.boundary();
+                Ok(Built::Element(el))
             }
         }
     }
@@ -261,11 +313,15 @@ impl TreeBuilder {
                 return Err(XmlError::NotWellFormed("']]>' in character data".into()));
             }
         }
-        match self.stack.last_mut() {
+        match self.stack.last() {
             // `<![CDATA[]]>` and the like: an empty text node would not survive a round trip.
             Some(_) if content.is_empty() => Ok(Built::Nothing),
-            Some(parent) => {
+            Some(_) => {
+                let parent = self.stack.last_mut().expect("matched above");
+                let before = parent.nodes_capacity() * std::mem::size_of::<Node>() + parent.last_text_capacity();
                 parent.append_text(content);
+                let after = parent.nodes_capacity() * std::mem::size_of::<Node>() + parent.last_text_capacity();
+                self.charge(after - before)?;
                 Ok(Built::Nothing)
             }
             // Between stanzas only whitespace is allowed (keep-alives, RFC 6120 §4.6.1).
@@ -349,70 +405,115 @@ fn check_decl(decl: &quick_xml::events::BytesDecl<'_>) -> Result<(), XmlError> {
 /// The namespace of namespace declarations themselves (Namespaces in XML §3).
 const XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 
-/// Build an element (without children) from a start tag, resolving namespaces and checking
-/// names, attribute values and duplicates.
-fn build_element(start: &BytesStart<'_>, resolver: &NamespaceResolver) -> Result<Element, XmlError> {
-    let qname = start.name();
-    check_qname(qname.as_ref())?;
-    check_attribute_spacing(start.attributes_raw())?;
-    // Every attribute is checked first, namespace declarations included: the resolver below
-    // works from their raw text.
-    let mut attrs = Vec::new();
-    for attr in start.attributes() {
-        let attr = attr.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
-        let key = attr.key;
-        check_qname(key.as_ref())?;
-        let value = attribute_value(&attr.value)?;
-        if let Some(binding) = key.as_namespace_binding() {
-            // Namespace declarations are not attributes of the tree (minidom derives them
-            // on output).
-            check_binding(binding, &value)?;
-            continue;
+/// What the parts of a tree cost against a stanza's size budget: the bytes they hold, from
+/// the real capacities of [`Element`]'s vectors and strings (`Element::heap_bytes` of a
+/// finished stanza is what it was charged), plus what they add when written out again (a
+/// namespace declared on an element whose parent is in another namespace).
+mod cost {
+    /// A namespace in the stanza's set of shared names.
+    pub const SET_ENTRY: usize = 2 * std::mem::size_of::<super::Namespace>();
+}
+
+impl TreeBuilder {
+    /// Build an element (without children) from a start tag, resolving namespaces and
+    /// checking names, attribute values and duplicates; charge the stanza for it.
+    fn build_element(&mut self, start: &BytesStart<'_>, resolver: &NamespaceResolver) -> Result<Element, XmlError> {
+        let qname = start.name();
+        check_qname(qname.as_ref())?;
+        check_attribute_spacing(start.attributes_raw())?;
+        // Every attribute is checked first, namespace declarations included: the resolver
+        // below works from their raw text.
+        let mut attrs = Vec::new();
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| XmlError::NotWellFormed(format!("attribute: {e}")))?;
+            let key = attr.key;
+            check_qname(key.as_ref())?;
+            let value = attribute_value(&attr.value)?;
+            if let Some(binding) = key.as_namespace_binding() {
+                // Namespace declarations are not attributes of the tree (the writer derives
+                // them on output).
+                check_binding(binding, &value)?;
+                // A prefix bound on the stream header is in scope for every stanza, which
+                // can use it for free, and every stanza that does must declare it again
+                // when it is written: a long one would let a few bytes in make many go out.
+                use quick_xml::name::PrefixDeclaration;
+                let header = self.mode == Mode::Stream && !self.opened;
+                if header
+                    && matches!(binding, PrefixDeclaration::Named(p) if p != "stream" && p != "xml")
+                    && value.len() > super::SHORT_NAMESPACE
+                {
+                    return Err(XmlError::InvalidNamespace(format!(
+                        "namespaces bound on the stream header are limited to {} characters",
+                        super::SHORT_NAMESPACE
+                    )));
+                }
+                continue;
+            }
+            attrs.push((key, value));
         }
-        attrs.push((key, value));
-    }
-    let (resolved, local) = resolver.resolve_element(qname);
-    let namespace = match resolved {
-        ResolveResult::Bound(ns) => namespace_name(ns.as_ref())?,
-        ResolveResult::Unbound => {
-            return Err(XmlError::InvalidNamespace(format!("element '{}' has no namespace", qname.as_ref())));
-        }
-        ResolveResult::Unknown(prefix) => {
-            return Err(XmlError::NotWellFormed(format!("unbound prefix '{prefix}'")));
-        }
-    };
-    // `<xmlns:a>`: element names never have the prefix `xmlns` (Namespaces in XML §3).
-    if namespace == XMLNS {
-        return Err(XmlError::NotWellFormed(format!("element '{}' in the xmlns namespace", qname.as_ref())));
-    }
-    // `<xml:a>` is namespace-well-formed, but no protocol has elements in the xml namespace,
-    // and the writer could only express one as `xmlns='http://www.w3.org/XML/1998/namespace'`,
-    // which Namespaces in XML §3 forbids: a recipient's parser would end its stream.
-    if namespace == ns::XML {
-        return Err(XmlError::InvalidNamespace(format!("element '{}' in the xml namespace", qname.as_ref())));
-    }
-    let mut el = Element::bare(local.as_ref(), namespace);
-    for (key, value) in attrs {
-        let (resolved, attr_local) = resolver.resolve_attribute(key);
-        let attr_ns: Namespace<'static> = match resolved {
-            ResolveResult::Unbound => Namespace::NONE,
-            ResolveResult::Bound(ns) => match namespace_name(ns.as_ref())? {
-                n if n == ns::XML => Namespace::xml().clone(),
-                n => Namespace::from(n),
-            },
+        let (resolved, local) = resolver.resolve_element(qname);
+        let name = match resolved {
+            ResolveResult::Bound(ns) => namespace_name(ns.as_ref())?,
+            ResolveResult::Unbound => {
+                return Err(XmlError::InvalidNamespace(format!("element '{}' has no namespace", qname.as_ref())));
+            }
             ResolveResult::Unknown(prefix) => {
                 return Err(XmlError::NotWellFormed(format!("unbound prefix '{prefix}'")));
             }
         };
-        let name = NcName::try_from(attr_local.as_ref())
-            .map_err(|_| XmlError::NotWellFormed(format!("bad attribute name '{}'", key.as_ref())))?;
-        // quick-xml's duplicate check compares raw names; `a:x` and `b:x` bound to the same
-        // namespace are still duplicates (Namespaces in XML §6.3).
-        if el.attrs_mut().insert(attr_ns, name, value).is_some() {
-            return Err(XmlError::NotWellFormed(format!("duplicate attribute '{}'", key.as_ref())));
+        // `<xmlns:a>`: element names never have the prefix `xmlns` (Namespaces in XML §3).
+        if name == XMLNS {
+            return Err(XmlError::NotWellFormed(format!("element '{}' in the xmlns namespace", qname.as_ref())));
         }
+        // `<xml:a>` is namespace-well-formed, but no protocol has elements in the xml
+        // namespace, and the writer could only express one as
+        // `xmlns='http://www.w3.org/XML/1998/namespace'`, which Namespaces in XML §3 forbids:
+        // a recipient's parser would end its stream.
+        if name == ns::XML {
+            return Err(XmlError::InvalidNamespace(format!("element '{}' in the xml namespace", qname.as_ref())));
+        }
+        let namespace = self.namespace(&name)?;
+        let local: &str = local.as_ref();
+        // The element's slot, its name, and, when its namespace is not its parent's, the
+        // declaration the writer will put on it.
+        // Short namespaces are written as a declaration on each element that starts one;
+        // long ones once per stanza (see `writer.rs`), which their allocation paid for.
+        let declares = namespace.len() <= super::SHORT_NAMESPACE
+            && self.stack.last().is_none_or(|parent| parent.namespace() != &namespace);
+        // A first-level element is held on its own; any other is a slot in its parent's
+        // children, charged when it is attached.
+        let own = if self.stack.is_empty() { std::mem::size_of::<Element>() } else { 0 };
+        self.charge(own + local.len() + if declares { namespace.len() } else { 0 })?;
+        self.charge(attrs.len() * std::mem::size_of::<Attr>())?;
+        let mut list: Vec<Attr> = Vec::with_capacity(attrs.len());
+        for (key, value) in attrs {
+            let (resolved, attr_local) = resolver.resolve_attribute(key);
+            let attr_ns = match resolved {
+                ResolveResult::Unbound => Namespace::NONE,
+                ResolveResult::Bound(ns) => match namespace_name(ns.as_ref())? {
+                    n if n == ns::XML => Namespace::XML,
+                    n => self.namespace(&n)?,
+                },
+                ResolveResult::Unknown(prefix) => {
+                    return Err(XmlError::NotWellFormed(format!("unbound prefix '{prefix}'")));
+                }
+            };
+            let name: &str = attr_local.as_ref();
+            let name = Some(name)
+                .filter(|n| rxml_validation::validate_ncname(n).is_ok())
+                .ok_or_else(|| XmlError::NotWellFormed(format!("bad attribute name '{}'", key.as_ref())))?;
+            // quick-xml's duplicate check compares raw names; `a:x` and `b:x` bound to the
+            // same namespace are still duplicates (Namespaces in XML §6.3).
+            if list.iter().any(|a| &*a.name == name && a.ns == attr_ns) {
+                return Err(XmlError::NotWellFormed(format!("duplicate attribute '{}'", key.as_ref())));
+            }
+            // A foreign attribute is written with a prefix declaration of its namespace.
+            let declaration = if attr_ns.is_empty() || attr_ns == Namespace::XML { 0 } else { attr_ns.len() };
+            self.charge(name.len() + value.len() + declaration)?;
+            list.push(Attr { ns: attr_ns, name: name.into(), value: value.into_boxed_str() });
+        }
+        Ok(Element::with_attrs(local, namespace, list))
     }
-    Ok(el)
 }
 
 /// An attribute value as the application sees it: references resolved and whitespace
@@ -482,9 +583,10 @@ fn check_attribute_spacing(raw: &str) -> Result<(), XmlError> {
 
 /// A qualified name: `NCName` or `NCName:NCName`.
 fn check_qname(name: &str) -> Result<(), XmlError> {
+    let ncname = |n: &str| rxml_validation::validate_ncname(n).is_ok();
     let ok = match name.split_once(':') {
-        Some((prefix, local)) => NcName::try_from(prefix).is_ok() && NcName::try_from(local).is_ok(),
-        None => NcName::try_from(name).is_ok(),
+        Some((prefix, local)) => ncname(prefix) && ncname(local),
+        None => ncname(name),
     };
     if ok { Ok(()) } else { Err(XmlError::NotWellFormed(format!("bad name '{name}'"))) }
 }
@@ -625,6 +727,56 @@ mod tests {
             assert_eq!(whole, split, "{doc:?}");
             assert_eq!(!whole.contains("Err("), ok, "{doc:?}: {whole}");
         }
+    }
+
+    async fn stanza_or_error(doc: &str, max: usize) -> Result<crate::xml::Element, XmlError> {
+        let limits = Limits { max_stanza_bytes: max, ..Limits::default() };
+        let mut reader = StreamReader::new(Input::new(doc.as_bytes(), ReadStats::new()), limits);
+        loop {
+            match reader.next().await? {
+                StreamEvent::Element(el) => return Ok(el),
+                StreamEvent::Close => panic!("no stanza"),
+                StreamEvent::Open(_) => {}
+            }
+        }
+    }
+
+    /// The namespace amplification of issue 10: a prefix bound to a 15,000-character URI
+    /// (on the stream header, or on a stanza) and used by 2,600 elements. Every element used
+    /// to hold its own copy (37.6 MiB per connection before login); now they share one
+    /// string, a long name cannot be bound on the stream header, and a stanza is charged
+    /// for what its tree holds.
+    #[tokio::test]
+    async fn a_long_namespace_is_shared_and_charged() {
+        let stream = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'";
+        let long = format!("urn:{}", "u".repeat(15_000));
+        let uses = "<x:b/>".repeat(2_600);
+        let on_header = format!("{stream} xmlns:x='{long}'><message>{uses}");
+        assert!(matches!(stanza_or_error(&on_header, 256 * 1024).await, Err(XmlError::InvalidNamespace(_))));
+        // Declared on the stanza: one string for all its elements.
+        let on_stanza = format!("{stream}><message xmlns:x='{long}'>{}</message>", "<x:b/>".repeat(1_000));
+        let el = stanza_or_error(&on_stanza, 256 * 1024).await.unwrap();
+        let first = el.children().next().unwrap().namespace().clone();
+        assert!(el.children().all(|c| c.namespace().same_allocation(&first)));
+        assert!(el.heap_bytes() < on_stanza.len() * 32, "{} bytes held for {} in", el.heap_bytes(), on_stanza.len());
+        // A short name bound on the header is allowed, and every element that uses it is
+        // charged for the declaration it will be written with: refused before login.
+        let short = format!("urn:{}", "s".repeat(60));
+        let attack = format!("{stream} xmlns:x='{short}'><message>{uses}");
+        assert!(matches!(stanza_or_error(&attack, 16 * 1024).await, Err(XmlError::TreeTooBig)));
+    }
+
+    /// Many small elements cost more in memory than in bytes; the budget counts the memory.
+    #[tokio::test]
+    async fn the_budget_counts_what_the_tree_holds() {
+        let doc = format!(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'><message>{}</message>",
+            "<a/>".repeat(2_000)
+        );
+        // 8 KB of bytes, but far more as a tree.
+        assert!(matches!(stanza_or_error(&doc, 16 * 1024).await, Err(XmlError::TreeTooBig)));
+        let el = stanza_or_error(&doc, 1024 * 1024).await.unwrap();
+        assert!(el.heap_bytes() <= 1024 * 1024);
     }
 
     #[tokio::test]

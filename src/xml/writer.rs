@@ -1,7 +1,9 @@
 //! Element → bytes. Everything we send is re-serialised from a tree, never forwarded as the
 //! bytes that arrived, so what a recipient parses is exactly what our parser understood.
 
-use minidom::{Element, Node};
+use std::collections::HashMap;
+
+use super::{Element, Node};
 
 use super::ns;
 
@@ -35,56 +37,108 @@ pub fn stream_footer(out: &mut Vec<u8>) {
     out.extend_from_slice(b"</stream:stream>");
 }
 
+/// A namespace longer than this that would be declared more than once in one element's
+/// output is declared once, with a prefix, on the top element. Shorter ones are declared as
+/// the default namespace where they start, as every XMPP server does: some clients match
+/// elements by their literal `xmlns` attribute (Conversations does) and would not see a
+/// prefixed element.
+const INLINE_NS_MAX: usize = super::SHORT_NAMESPACE;
+
 /// Write `el` as it appears inside a context whose default namespace is `default_ns`
 /// (`""` for a standalone document).
+///
+/// What is written stays within a small constant of what the tree holds: a namespace is
+/// declared once per subtree that uses it, never once per element (see [`Hoisted`]).
 pub fn write_element(out: &mut Vec<u8>, el: &Element, default_ns: &str) {
-    let el_ns = el.ns();
-    write_inner(out, el, &el_ns, default_ns, true);
+    let hoisted = Hoisted::plan(el, default_ns);
+    write_inner(out, el, default_ns, true, &hoisted);
 }
 
-fn write_inner(out: &mut Vec<u8>, el: &Element, el_ns: &str, default_ns: &str, top: bool) {
+/// The namespaces declared once on the top element, with prefixes `h0`, `h1`…: long
+/// namespaces of elements that would otherwise be declared more than once, and namespaces
+/// of foreign attributes used more than once. Empty (and free) for ordinary stanzas.
+struct Hoisted<'a> {
+    order: Vec<&'a str>,
+    index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Hoisted<'a> {
+    fn plan(el: &'a Element, default_ns: &str) -> Hoisted<'a> {
+        fn count<'a>(el: &'a Element, parent_default: &str, seen: &mut HashMap<&'a str, usize>) {
+            if el.ns() != parent_default && el.ns().len() > INLINE_NS_MAX {
+                *seen.entry(el.ns()).or_default() += 1;
+            }
+            for a in el.attrs().filter(|a| !a.ns.is_empty() && a.ns.as_str() != ns::XML) {
+                *seen.entry(a.ns.as_str()).or_default() += 1;
+            }
+            for child in el.children() {
+                count(child, el.ns(), seen);
+            }
+        }
+        let mut seen = HashMap::new();
+        count(el, default_ns, &mut seen);
+        let mut order: Vec<&str> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(ns, _)| ns).collect();
+        // A stable output for the same tree.
+        order.sort_unstable();
+        let index = order.iter().enumerate().map(|(i, &ns)| (ns, i)).collect();
+        Hoisted { order, index }
+    }
+
+    fn get(&self, ns: &str) -> Option<usize> {
+        if self.order.is_empty() { None } else { self.index.get(ns).copied() }
+    }
+}
+
+fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoisted: &Hoisted<'_>) {
+    let el_ns = el.ns();
     // First-level elements of a stream (<stream:features/>, <stream:error/>) use the
     // `stream:` prefix bound on the stream header; some clients match on the prefixed name.
     // Anywhere else the prefix is not declared, so the namespace is declared normally.
     let stream_prefixed = top && el_ns == ns::STREAMS && !default_ns.is_empty();
-    out.push(b'<');
-    if stream_prefixed {
-        out.extend_from_slice(b"stream:");
-    }
-    out.extend_from_slice(el.name().as_bytes());
-    let child_default = if stream_prefixed {
-        default_ns
+    let prefix = if stream_prefixed {
+        Some(Prefix::Stream)
+    } else if el_ns == default_ns {
+        None
     } else {
-        if el_ns != default_ns {
-            out.extend_from_slice(b" xmlns='");
-            escape_attr(out, el_ns);
+        hoisted.get(el_ns).map(Prefix::Hoisted)
+    };
+    out.push(b'<');
+    write_qname(out, prefix, el.name());
+    let child_default = match prefix {
+        Some(_) => default_ns,
+        None => {
+            if el_ns != default_ns {
+                out.extend_from_slice(b" xmlns='");
+                escape_attr(out, el_ns);
+                out.push(b'\'');
+            }
+            el_ns
+        }
+    };
+    if top {
+        for (i, ns) in hoisted.order.iter().enumerate() {
+            out.extend_from_slice(format!(" xmlns:h{i}='").as_bytes());
+            escape_attr(out, ns);
             out.push(b'\'');
         }
-        el_ns
-    };
-    let mut extra_prefixes = 0;
-    for ((attr_ns, name), value) in el.attrs().iter() {
+    }
+    for (i, attr) in el.attrs().enumerate() {
+        let attr_ns = attr.ns.as_str();
         out.push(b' ');
-        let attr_ns: &str = attr_ns.as_str();
         if attr_ns.is_empty() {
         } else if attr_ns == ns::XML {
             out.extend_from_slice(b"xml:");
+        } else if let Some(h) = hoisted.get(attr_ns) {
+            out.extend_from_slice(format!("h{h}:").as_bytes());
         } else {
-            // A foreign-namespace attribute needs a prefix of its own.
-            extra_prefixes += 1;
-            let prefix = format!("ns{extra_prefixes}");
-            out.extend_from_slice(b"xmlns:");
-            out.extend_from_slice(prefix.as_bytes());
-            out.extend_from_slice(b"='");
+            // Used by this attribute only (else it would be hoisted): declared right here.
+            out.extend_from_slice(format!("xmlns:a{i}='").as_bytes());
             escape_attr(out, attr_ns);
-            out.extend_from_slice(b"' ");
-            out.extend_from_slice(prefix.as_bytes());
-            out.push(b':');
+            out.extend_from_slice(format!("' a{i}:").as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b"='");
-        escape_attr(out, value);
-        out.push(b'\'');
+        out.extend_from_slice(attr.name.as_bytes());
+        out.push(b'=');
+        quoted(out, &attr.value);
     }
     let mut nodes = el.nodes().peekable();
     if nodes.peek().is_none() {
@@ -94,49 +148,74 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, el_ns: &str, default_ns: &str, t
     out.push(b'>');
     for node in nodes {
         match node {
-            Node::Element(child) => {
-                let child_ns = child.ns();
-                write_inner(out, child, &child_ns, child_default, false);
-            }
+            Node::Element(child) => write_inner(out, child, child_default, false, hoisted),
             Node::Text(text) => escape_text(out, text),
         }
     }
     out.extend_from_slice(b"</");
-    if stream_prefixed {
-        out.extend_from_slice(b"stream:");
-    }
-    out.extend_from_slice(el.name().as_bytes());
+    write_qname(out, prefix, el.name());
     out.push(b'>');
 }
 
+#[derive(Clone, Copy)]
+enum Prefix {
+    Stream,
+    Hoisted(usize),
+}
+
+fn write_qname(out: &mut Vec<u8>, prefix: Option<Prefix>, name: &str) {
+    match prefix {
+        None => {}
+        Some(Prefix::Stream) => out.extend_from_slice(b"stream:"),
+        Some(Prefix::Hoisted(i)) => out.extend_from_slice(format!("h{i}:").as_bytes()),
+    }
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Character data. Only what XML requires is escaped, so that what we write is never
+/// larger than a peer could make us write by sending the same text in its shortest form.
 fn escape_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
     let mut last = 0;
-    for (i, b) in text.bytes().enumerate() {
+    for (i, &b) in bytes.iter().enumerate() {
         let rep: &[u8] = match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
-            // `>` only matters after `]]`, but escaping it always is simpler and safe.
-            b'>' => b"&gt;",
+            // `]]>` may not appear in character data (XML 1.0 §2.4).
+            b'>' if i >= 2 && &bytes[i - 2..i] == b"]]" => b"&gt;",
             // A literal CR would be normalised to LF by the recipient's parser.
             b'\r' => b"&#xD;",
             _ => continue,
         };
-        out.extend_from_slice(&text.as_bytes()[last..i]);
+        out.extend_from_slice(&bytes[last..i]);
         out.extend_from_slice(rep);
         last = i + 1;
     }
-    out.extend_from_slice(&text.as_bytes()[last..]);
+    out.extend_from_slice(&bytes[last..]);
 }
 
+/// An attribute value with its quotes: `'…'`, or `"…"` when the value holds an apostrophe
+/// and no quotation mark, so that neither needs escaping.
+fn quoted(out: &mut Vec<u8>, value: &str) {
+    let quote = if value.contains('\'') && !value.contains('"') { b'"' } else { b'\'' };
+    out.push(quote);
+    escape_attr_value(out, value, quote);
+    out.push(quote);
+}
+
+/// An attribute value inside `'…'`.
 fn escape_attr(out: &mut Vec<u8>, value: &str) {
+    escape_attr_value(out, value, b'\'');
+}
+
+fn escape_attr_value(out: &mut Vec<u8>, value: &str, quote: u8) {
     let mut last = 0;
     for (i, b) in value.bytes().enumerate() {
         let rep: &[u8] = match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
-            b'>' => b"&gt;",
-            b'\'' => b"&apos;",
-            b'"' => b"&quot;",
+            b'\'' if quote == b'\'' => b"&apos;",
+            b'"' if quote == b'"' => b"&quot;",
             // Attribute-value normalisation would turn these into spaces.
             b'\t' => b"&#x9;",
             b'\n' => b"&#xA;",
@@ -171,7 +250,43 @@ mod tests {
             "<message xmlns='jabber:client' to='a&amp;b' id='&apos;&quot;&#x9;&#xA;&#xD;'><body>&lt;b&gt; &amp; ]]&gt; &#xD;</body></message>",
         );
         assert!(text.starts_with("<message xmlns='jabber:client' "), "{text}");
-        assert!(text.contains("<body>&lt;b&gt; &amp; ]]&gt; &#xD;</body>"), "{text}");
+        // `>` is escaped only where `]]>` would otherwise appear.
+        assert!(text.contains("<body>&lt;b> &amp; ]]&gt; &#xD;</body>"), "{text}");
+        // An apostrophe in a value picks the other quote rather than an escape.
+        let (text, _) = roundtrip("<message xmlns='jabber:client' id=\"it's\"/>");
+        assert!(text.contains("id=\"it's\""), "{text}");
+    }
+
+    /// A long namespace used by many elements (declared once on the stream header or the
+    /// stanza, then used through a prefix) is declared once, not once per element.
+    #[test]
+    fn a_long_namespace_is_declared_once_per_stanza() {
+        let long = format!("urn:{}", "x".repeat(15_000));
+        let mut input = format!("<message xmlns='jabber:client' xmlns:x='{long}'>");
+        for _ in 0..100 {
+            input.push_str("<x:b><x:c x:a='1'/></x:b><y xmlns='urn:y'/>");
+        }
+        input.push_str("</message>");
+        let (text, el) = roundtrip(&input);
+        assert_eq!(text.matches(long.as_str()).count(), 1, "declared more than once");
+        assert!(text.len() < input.len() * 11 / 10, "{} bytes out for {} in", text.len(), input.len());
+        // Short namespaces keep the usual form: a default declaration on the element.
+        assert_eq!(text.matches("<y xmlns='urn:y'/>").count(), 100);
+        assert_eq!(el.children().count(), 200);
+        // In a stream, the same.
+        let mut out = Vec::new();
+        write_element(&mut out, &el, ns::CLIENT);
+        assert_eq!(String::from_utf8(out).unwrap().matches(long.as_str()).count(), 1);
+    }
+
+    /// Attributes of one foreign namespace on several elements share one declaration.
+    #[test]
+    fn foreign_attributes_share_a_declaration() {
+        let (text, _) = roundtrip(
+            "<iq xmlns='jabber:client' xmlns:p='urn:p' xmlns:q='urn:q' p:a='1'><c p:b='2' q:c='3'/><d p:e='4'/></iq>",
+        );
+        assert_eq!(text.matches("'urn:p'").count(), 1, "{text}");
+        assert_eq!(text.matches("'urn:q'").count(), 1, "{text}");
     }
 
     #[test]
@@ -179,10 +294,10 @@ mod tests {
         let (text, _) = roundtrip(
             "<iq xmlns='jabber:client' type='get' id='1'><query xmlns='jabber:iq:roster'><item jid='a@b'/></query></iq>",
         );
-        // Attributes come out in name order (minidom keeps them in a sorted map).
+        // Attributes come out in the order they came in.
         assert_eq!(
             text,
-            "<iq xmlns='jabber:client' id='1' type='get'><query xmlns='jabber:iq:roster'><item jid='a@b'/></query></iq>"
+            "<iq xmlns='jabber:client' type='get' id='1'><query xmlns='jabber:iq:roster'><item jid='a@b'/></query></iq>"
         );
     }
 

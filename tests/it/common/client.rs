@@ -28,6 +28,34 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Stream = Box<dyn Io>;
 
+/// Counts the bytes read through it.
+struct Counted {
+    inner: Stream,
+    received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        poll
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// What the client read.
 #[derive(Debug)]
 pub enum Got {
@@ -40,6 +68,8 @@ pub enum Got {
 }
 
 pub struct Client {
+    /// Bytes received on this connection (after TLS: what the server wrote).
+    pub received: Arc<std::sync::atomic::AtomicU64>,
     reader: minidom::rxml::AsyncRawReader<BufReader<ReadHalf<Stream>>>,
     tree: TreeBuilder,
     writer: WriteHalf<Stream>,
@@ -57,8 +87,11 @@ pub struct Client {
 
 impl Client {
     fn over(stream: Stream, cert: std::path::PathBuf) -> Client {
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stream: Stream = Box::new(Counted { inner: stream, received: received.clone() });
         let (read, writer) = tokio::io::split(stream);
         Client {
+            received,
             reader: minidom::rxml::AsyncRawReader::new(BufReader::new(read)),
             tree: TreeBuilder::new(),
             writer,

@@ -1,0 +1,476 @@
+//! The XML tree every stanza is held in.
+//!
+//! Our own small type rather than minidom's, for three reasons that are about what a hostile
+//! peer can make the server do:
+//! * a namespace name is shared, not copied: every element of a parsed stanza in the same
+//!   namespace points at one string (one allocation per distinct namespace, none at all for
+//!   the well-known ones), so a long URI declared once and used by thousands of elements
+//!   costs its length once, not once per element;
+//! * the parser can charge a stanza for what its tree really holds (see `tree.rs`), because
+//!   the layout is known and small;
+//! * `ns()` lends the name instead of allocating a copy on every call.
+//!
+//! The API follows minidom's names (`bare`, `attr`, `is`, `get_child`, `append_child`…), so
+//! code reads the same as with the crate most XMPP code in Rust uses.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::ns;
+
+/// A namespace name. Cloning is cheap: well-known names are static and others are shared.
+#[derive(Clone)]
+pub struct Namespace(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Namespace {
+    /// The empty name: an unqualified attribute.
+    pub const NONE: Namespace = Namespace(Repr::Static(""));
+    /// `http://www.w3.org/XML/1998/namespace`, bound to the `xml` prefix.
+    pub const XML: Namespace = Namespace(Repr::Static(ns::XML));
+
+    /// A namespace for `name`: one of the static well-known names when it is one, otherwise
+    /// a new shared string (callers that see the same name again should clone the result).
+    pub fn new(name: &str) -> Namespace {
+        match ns::well_known(name) {
+            Some(s) => Namespace(Repr::Static(s)),
+            None => Namespace(Repr::Shared(Arc::from(name))),
+        }
+    }
+
+    pub const fn from_static(name: &'static str) -> Namespace {
+        Namespace(Repr::Static(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+
+    /// Bytes allocated for this name (0 for a static one).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Static(_) => 0,
+            // The string and the two reference counts in front of it.
+            Repr::Shared(s) => s.len() + 2 * std::mem::size_of::<usize>(),
+        }
+    }
+
+    /// The same allocation (or the same static string) as `other`.
+    pub fn same_allocation(&self, other: &Namespace) -> bool {
+        std::ptr::eq(self.as_str().as_ptr(), other.as_str().as_ptr()) && self.as_str().len() == other.as_str().len()
+    }
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Namespace {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Namespace {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_allocation(other) || self.as_str() == other.as_str()
+    }
+}
+impl Eq for Namespace {}
+
+impl Hash for Namespace {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl From<&'static str> for Namespace {
+    fn from(s: &'static str) -> Self {
+        Namespace::from_static(s)
+    }
+}
+
+impl From<&Namespace> for Namespace {
+    fn from(s: &Namespace) -> Self {
+        s.clone()
+    }
+}
+
+impl From<String> for Namespace {
+    fn from(s: String) -> Self {
+        Namespace::new(&s)
+    }
+}
+
+/// One attribute. `ns` is [`Namespace::NONE`] for the usual unqualified attributes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ns: Namespace,
+    pub name: Box<str>,
+    pub value: Box<str>,
+}
+
+impl fmt::Debug for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ns.is_empty() {
+            write!(f, "{}={:?}", self.name, self.value)
+        } else {
+            write!(f, "{{{}}}{}={:?}", self.ns.as_str(), self.name, self.value)
+        }
+    }
+}
+
+/// A child of an element: an element or a run of text.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Node {
+    Element(Element),
+    Text(String),
+}
+
+impl Node {
+    pub fn as_element(&self) -> Option<&Element> {
+        match self {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        }
+    }
+
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Node::Text(t) => Some(t),
+            Node::Element(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Element(e) => fmt::Debug::fmt(e, f),
+            Node::Text(t) => fmt::Debug::fmt(t, f),
+        }
+    }
+}
+
+/// An element: name, namespace, attributes in the order they were set, and children.
+#[derive(Clone)]
+pub struct Element {
+    name: Box<str>,
+    ns: Namespace,
+    attrs: Vec<Attr>,
+    nodes: Vec<Node>,
+}
+
+impl Element {
+    /// An element with no attributes and no children.
+    pub fn bare(name: impl Into<Box<str>>, ns: impl Into<Namespace>) -> Element {
+        Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), nodes: Vec::new() }
+    }
+
+    /// An element with these attributes (the parser's constructor: it has checked them).
+    pub(crate) fn with_attrs(name: &str, ns: Namespace, attrs: Vec<Attr>) -> Element {
+        Element { name: name.into(), ns, attrs, nodes: Vec::new() }
+    }
+
+    /// Slots allocated for children (for the parser's accounting).
+    pub(crate) fn nodes_capacity(&self) -> usize {
+        self.nodes.capacity()
+    }
+
+    /// The capacity of the last child if it is text (for the parser's accounting).
+    pub(crate) fn last_text_capacity(&self) -> usize {
+        match self.nodes.last() {
+            Some(Node::Text(t)) => t.capacity(),
+            _ => 0,
+        }
+    }
+
+    pub fn builder(name: impl Into<Box<str>>, ns: impl Into<Namespace>) -> ElementBuilder {
+        ElementBuilder { el: Element::bare(name, ns) }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ns(&self) -> &str {
+        self.ns.as_str()
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    pub fn is(&self, name: &str, ns: &str) -> bool {
+        &*self.name == name && self.ns.as_str() == ns
+    }
+
+    pub fn has_ns(&self, ns: &str) -> bool {
+        self.ns.as_str() == ns
+    }
+
+    /// An unqualified attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attr_ns("", name)
+    }
+
+    pub fn attr_ns(&self, ns: &str, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|a| &*a.name == name && a.ns.as_str() == ns).map(|a| &*a.value)
+    }
+
+    pub fn attrs(&self) -> std::slice::Iter<'_, Attr> {
+        self.attrs.iter()
+    }
+
+    /// Set (or replace) an unqualified attribute.
+    pub fn set_attr(&mut self, name: &str, value: impl Into<String>) {
+        self.set_attr_ns(Namespace::NONE, name, value)
+    }
+
+    pub fn set_attr_ns(&mut self, ns: Namespace, name: &str, value: impl Into<String>) {
+        let value = value.into().into_boxed_str();
+        match self.attrs.iter_mut().find(|a| &*a.name == name && a.ns == ns) {
+            Some(a) => a.value = value,
+            None => self.attrs.push(Attr { ns, name: name.into(), value }),
+        }
+    }
+
+    /// Remove an unqualified attribute; its value if it was there.
+    pub fn remove_attr(&mut self, name: &str) -> Option<Box<str>> {
+        let i = self.attrs.iter().position(|a| &*a.name == name && a.ns.is_empty())?;
+        Some(self.attrs.remove(i).value)
+    }
+
+    pub fn nodes(&self) -> std::slice::Iter<'_, Node> {
+        self.nodes.iter()
+    }
+
+    pub fn children(&self) -> impl Iterator<Item = &Element> {
+        self.nodes.iter().filter_map(Node::as_element)
+    }
+
+    pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
+        self.nodes.iter_mut().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    pub fn get_child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.children().find(|c| c.is(name, ns))
+    }
+
+    pub fn get_child_mut(&mut self, name: &str, ns: &str) -> Option<&mut Element> {
+        self.children_mut().find(|c| c.is(name, ns))
+    }
+
+    pub fn has_child(&self, name: &str, ns: &str) -> bool {
+        self.get_child(name, ns).is_some()
+    }
+
+    /// Remove the first child called `name` in `ns`.
+    pub fn remove_child(&mut self, name: &str, ns: &str) -> Option<Element> {
+        let i = self.nodes.iter().position(|n| n.as_element().is_some_and(|e| e.is(name, ns)))?;
+        match self.nodes.remove(i) {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => unreachable!("the position found an element"),
+        }
+    }
+
+    /// Keep only the child elements for which `keep` is true (text is kept).
+    pub fn retain_children(&mut self, mut keep: impl FnMut(&Element) -> bool) {
+        self.nodes.retain(|n| n.as_element().is_none_or(&mut keep));
+    }
+
+    /// The text directly inside this element, all runs together.
+    pub fn text(&self) -> String {
+        self.nodes.iter().filter_map(Node::as_text).collect()
+    }
+
+    pub fn append_child(&mut self, child: Element) -> &mut Element {
+        self.nodes.push(Node::Element(child));
+        match self.nodes.last_mut() {
+            Some(Node::Element(e)) => e,
+            _ => unreachable!("just pushed"),
+        }
+    }
+
+    /// Append text, joined to the text before it if the last child is text.
+    pub fn append_text(&mut self, text: impl AsRef<str>) {
+        let text = text.as_ref();
+        if text.is_empty() {
+            return;
+        }
+        match self.nodes.last_mut() {
+            Some(Node::Text(t)) => t.push_str(text),
+            _ => self.nodes.push(Node::Text(text.to_string())),
+        }
+    }
+
+    pub fn append_node(&mut self, node: Node) {
+        match node {
+            Node::Element(e) => {
+                self.append_child(e);
+            }
+            Node::Text(t) => self.append_text(t),
+        }
+    }
+
+    /// Remove and return every child node.
+    pub fn take_nodes(&mut self) -> Vec<Node> {
+        std::mem::take(&mut self.nodes)
+    }
+
+    /// Bytes this tree holds on the heap, counted from its real layout (capacities, shared
+    /// namespace strings once). For limits and for the tests that check them.
+    pub fn heap_bytes(&self) -> usize {
+        let mut seen: Vec<&Namespace> = Vec::new();
+        self.heap_bytes_inner(&mut seen)
+    }
+
+    fn heap_bytes_inner<'a>(&'a self, seen: &mut Vec<&'a Namespace>) -> usize {
+        let count_ns = |ns: &'a Namespace, seen: &mut Vec<&'a Namespace>| {
+            if ns.heap_bytes() == 0 || seen.iter().any(|s| s.same_allocation(ns)) {
+                0
+            } else {
+                seen.push(ns);
+                ns.heap_bytes()
+            }
+        };
+        let mut n = self.name.len() + count_ns(&self.ns, seen);
+        n += self.attrs.capacity() * std::mem::size_of::<Attr>();
+        for a in &self.attrs {
+            n += a.name.len() + a.value.len() + count_ns(&a.ns, seen);
+        }
+        n += self.nodes.capacity() * std::mem::size_of::<Node>();
+        for node in &self.nodes {
+            n += match node {
+                Node::Element(e) => e.heap_bytes_inner(seen),
+                Node::Text(t) => t.capacity(),
+            };
+        }
+        n
+    }
+}
+
+/// Attributes compare as a set: their order carries no meaning in XML.
+impl PartialEq for Element {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.ns == other.ns
+            && self.attrs.len() == other.attrs.len()
+            && self.attrs.iter().all(|a| other.attrs.contains(a))
+            && self.nodes == other.nodes
+    }
+}
+impl Eq for Element {}
+
+impl fmt::Debug for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{{{}}}{}", self.ns.as_str(), self.name)?;
+        for a in &self.attrs {
+            write!(f, " {a:?}")?;
+        }
+        if self.nodes.is_empty() {
+            return write!(f, "/>");
+        }
+        write!(f, ">")?;
+        for n in &self.nodes {
+            write!(f, "{n:?}")?;
+        }
+        write!(f, "</{}>", self.name)
+    }
+}
+
+/// Builds an element in one expression.
+pub struct ElementBuilder {
+    el: Element,
+}
+
+impl ElementBuilder {
+    pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.el.set_attr(name, value);
+        self
+    }
+
+    pub fn append(mut self, child: Element) -> Self {
+        self.el.append_child(child);
+        self
+    }
+
+    pub fn text(mut self, text: &str) -> Self {
+        self.el.append_text(text);
+        self
+    }
+
+    pub fn build(self) -> Element {
+        self.el
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_namespaces_are_static_others_shared() {
+        assert_eq!(Namespace::new(ns::CLIENT).heap_bytes(), 0);
+        let a = Namespace::new("urn:example:long");
+        let b = a.clone();
+        assert!(a.same_allocation(&b));
+        assert_eq!(a, Namespace::new("urn:example:long"));
+        assert!(!a.same_allocation(&Namespace::new("urn:example:long")));
+    }
+
+    #[test]
+    fn attributes_and_children() {
+        let mut el = Element::builder("message", ns::CLIENT).attr("to", "a@b").build();
+        el.set_attr("to", "c@d");
+        el.set_attr_ns(Namespace::XML, "lang", "en");
+        assert_eq!(el.attr("to"), Some("c@d"));
+        assert_eq!(el.attr_ns(ns::XML, "lang"), Some("en"));
+        assert_eq!(el.attr("lang"), None);
+        el.append_text("a");
+        el.append_text("b");
+        el.append_child(Element::bare("body", ns::CLIENT)).append_text("hi");
+        assert_eq!(el.text(), "ab");
+        assert_eq!(el.get_child("body", ns::CLIENT).unwrap().text(), "hi");
+        assert_eq!(el.remove_attr("to").as_deref(), Some("c@d"));
+        assert!(el.remove_child("body", ns::CLIENT).is_some());
+        assert!(!el.has_child("body", ns::CLIENT));
+        // Attribute order does not matter to equality.
+        let x = Element::builder("a", "u").attr("p", "1").attr("q", "2").build();
+        let y = Element::builder("a", "u").attr("q", "2").attr("p", "1").build();
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn shared_namespaces_are_counted_once() {
+        let ns = Namespace::new(&"u".repeat(1000));
+        let mut root = Element::bare("r", ns.clone());
+        for _ in 0..100 {
+            root.append_child(Element::bare("c", ns.clone()));
+        }
+        let bytes = root.heap_bytes();
+        assert!(bytes < 1000 + 100 * 200, "{bytes}");
+    }
+}
