@@ -150,6 +150,12 @@ impl TreeBuilder {
         self.stack.len()
     }
 
+    /// The stream root has been closed (`</stream:stream>`, or a self-closed
+    /// `<stream:stream/>`): nothing more can come.
+    pub(crate) fn stream_closed(&self) -> bool {
+        self.mode == Mode::Stream && self.done
+    }
+
     pub(crate) fn on_event(
         &mut self,
         event: Event<'_>,
