@@ -140,8 +140,12 @@ impl TreeBuilder {
             return Ok(ns.clone());
         }
         let ns = Namespace::new(name);
-        self.charge(ns.heap_bytes() + cost::SET_ENTRY)?;
-        self.namespaces.insert(ns.clone());
+        // Well-known names are static: nothing to share or to charge (and most stanzas
+        // never allocate the set).
+        if ns.heap_bytes() > 0 {
+            self.charge(ns.heap_bytes() + cost::SET_ENTRY)?;
+            self.namespaces.insert(ns.clone());
+        }
         Ok(ns)
     }
 
