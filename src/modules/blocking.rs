@@ -42,7 +42,7 @@ impl Module for Blocking {
     }
 }
 
-/// §5 JID matching: does a list entry cover `jid`? Checks, in order, the full JID, the bare
+/// §6 JID matching: does a list entry cover `jid`? Checks, in order, the full JID, the bare
 /// JID, domain/resource and the domain.
 fn is_blocked(list: &HashSet<String>, jid: &Jid) -> bool {
     if list.is_empty() {
@@ -81,7 +81,7 @@ fn changes_subscription_state(stanza: &Stanza) -> bool {
         && matches!(stanza.presence_type(), Some(PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed))
 }
 
-/// The roster contacts a block-list entry covers (§5 matching, applied to contacts), each
+/// The roster contacts a block-list entry covers (§6 matching, applied to contacts), each
 /// with the address that presence for it goes to: an entry with a localpart covers that
 /// contact (a full JID entry: that resource only); a domain covers every contact there; a
 /// domain/resource entry covers none (contacts have localparts).
@@ -208,15 +208,16 @@ impl Blocking {
                 ctx.send(Stanza::new(el.clone(), Jid::from(res.clone()), target.clone())).await;
             }
         }
-        // And we learn the current presence of contacts we are subscribed to, which was
-        // dropped while they were blocked: a probe from our bare JID, answered (by the
-        // contact's side, from its roster) to all our available resources. Local contacts
-        // only: remote ones would be probed over s2s, which is not implemented.
-        if !ours.is_empty() {
-            for contact in probe {
+        // And our available resources learn the current presence of the contacts we are
+        // subscribed to, dropped while they were blocked: a probe from each, as at login
+        // (answered by the contact's side from its roster; the answers for this session
+        // are written to it directly, not queued by its own task). Local contacts only:
+        // remote ones would be probed over s2s, which is not implemented.
+        for (resource, _) in &ours {
+            for contact in &probe {
                 let mut el = Element::bare("presence", ns::CLIENT);
                 xml::set_attr(&mut el, "type", PresenceType::Probe.as_str().unwrap_or_default());
-                ctx.send(Stanza::new(el, Jid::from(owner.clone()), Jid::from(contact))).await;
+                ctx.send(Stanza::new(el, Jid::from(resource.clone()), Jid::from(contact.clone()))).await;
             }
         }
         Ok(None)

@@ -66,7 +66,7 @@ fn stored_presence(el: &Element) -> Box<str> {
     xml::to_string(&el).into_boxed_str()
 }
 
-/// Subscription states changes that the contact's server records before anything else
+/// Subscription state changes that the contact's server records before anything else
 /// (RFC 6121 §3.1.5, §3.2.3, §3.3.3). A request (`subscribe`) is not among them: from a
 /// blocked JID it is dropped, not stored.
 fn changes_state(stanza: &Stanza) -> Option<PresenceType> {

@@ -342,7 +342,7 @@ async fn domain_block_presence(b: Backend) {
 
 /// A block of one of a contact's full JIDs holds for the answers to the login probe too:
 /// the probe went to the contact's bare JID, which the entry does not cover, but the answer
-/// from that resource is from a blocked JID (§3.3, §5 matching).
+/// from that resource is from a blocked JID (§3.3, §6 matching).
 async fn full_jid_block_holds_at_login(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["alice", "bob"]).await;
