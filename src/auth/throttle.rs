@@ -1,5 +1,6 @@
-//! Throttling failed authentication (XEP-0205 §7.2 "Failed authentication"), per source
-//! address and per account, shared by every connection.
+//! Throttling failed authentication (XEP-0205 §3, "limiting the number of authentication
+//! attempts"; RFC 6120 §6.4.5 covers one stream), per source address and per account,
+//! shared by every connection.
 //!
 //! Each limit is a GCRA (generic cell rate algorithm, the virtual-scheduling form of a leaky
 //! bucket): `failures` per `window`, refilled evenly, one failure every `window / failures`.
@@ -15,6 +16,12 @@
 //! normalised bare JID (fixed size whatever the username; the process-random key makes
 //! deliberate collisions impractical). Unknown accounts are counted like real ones: otherwise
 //! the throttle itself would tell which accounts exist.
+//!
+//! The per-account limit lets anyone keep an account's owner out by failing on purpose, which
+//! is why XEP-0205 §3 advises against it. So an address from which the account logged in
+//! successfully (within `KNOWN_FOR`, in this process) is exempt from that account's limit:
+//! only its own per-address limit applies to it. The owner's usual addresses keep working
+//! while an attacker elsewhere is held at the account limit.
 //!
 //! Memory is bounded: an entry whose TAT has passed is the same as no entry and is pruned;
 //! each table holds at most `MAX_KEYS` entries. When a table is full of live entries, new keys
@@ -33,6 +40,9 @@ use crate::config::AuthConfig;
 
 /// Entries per table (about 40 bytes each).
 const MAX_KEYS: usize = 100_000;
+
+/// How long a successful login exempts its address from the account's limit.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Shortest time between two prunes of a full table (a prune walks the whole table).
 const PRUNE_PAUSE: Duration = Duration::from_secs(1);
@@ -69,6 +79,8 @@ impl std::fmt::Display for IpKey {
 pub struct Throttle {
     ip: Option<Limiter<IpKey>>,
     account: Option<Limiter<u64>>,
+    /// (account, address) pairs that logged in successfully, and when they last did.
+    known: Mutex<HashMap<(u64, IpKey), Instant>>,
     hasher: RandomState,
 }
 
@@ -77,6 +89,7 @@ impl Throttle {
         Throttle {
             ip: Limiter::new(config.failures_per_ip, Duration::from_secs(config.ip_window), "ip"),
             account: Limiter::new(config.failures_per_account, Duration::from_secs(config.account_window), "account"),
+            known: Mutex::new(HashMap::new()),
             hasher: RandomState::new(),
         }
     }
@@ -86,9 +99,34 @@ impl Throttle {
         self.ip.as_ref()?.blocked(&IpKey::of(ip), now)
     }
 
-    /// The same for an account (whether it exists or not).
-    pub fn account_blocked(&self, account: &BareJid, now: Instant) -> Option<Duration> {
-        self.account.as_ref()?.blocked(&self.account_key(account), now)
+    /// The same for an account (whether it exists or not), unless `ip` is one the account
+    /// logged in from before.
+    pub fn account_blocked(&self, account: &BareJid, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let limiter = self.account.as_ref()?;
+        let key = self.account_key(account);
+        let wait = limiter.blocked(&key, now)?;
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(&(key, IpKey::of(ip))) {
+            Some(&at) if now.saturating_duration_since(at) < KNOWN_FOR => None,
+            _ => Some(wait),
+        }
+    }
+
+    /// Remember that `account` logged in from `ip`.
+    pub fn succeeded(&self, ip: IpAddr, account: &BareJid, now: Instant) {
+        if self.account.is_none() {
+            return;
+        }
+        let pair = (self.account_key(account), IpKey::of(ip));
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.contains_key(&pair) && known.len() >= MAX_KEYS {
+            known.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
+            if known.len() >= MAX_KEYS {
+                // Without an exemption the account limit still applies: the safe side.
+                return;
+            }
+        }
+        known.insert(pair, now);
     }
 
     /// Charge one failed authentication to `ip` and, if the username named an account on our
@@ -301,14 +339,36 @@ mod tests {
         for i in 0..3 {
             let from = ip(&format!("192.0.2.{i}"));
             assert_eq!(t.ip_blocked(from, now), None, "per-IP limit disabled");
-            assert_eq!(t.account_blocked(&alice, now), None);
+            assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), None);
             t.failed(from, Some(&alice), now);
             t.failed(from, Some(&ghost), now);
         }
-        assert_eq!(t.account_blocked(&alice, now), Some(Duration::from_secs(200)));
+        assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), Some(Duration::from_secs(200)));
         // Unknown accounts are throttled the same way (no existence oracle).
-        assert_eq!(t.account_blocked(&ghost, now), Some(Duration::from_secs(200)));
-        assert_eq!(t.account_blocked(&BareJid::new("bob@example.org").unwrap(), now), None);
+        assert_eq!(t.account_blocked(&ghost, ip("192.0.2.200"), now), Some(Duration::from_secs(200)));
+        assert_eq!(t.account_blocked(&BareJid::new("bob@example.org").unwrap(), ip("192.0.2.200"), now), None);
+    }
+
+    #[test]
+    fn an_address_the_account_logged_in_from_is_exempt_from_the_account_limit() {
+        let t = Throttle::new(&config(100, 60, 2, 600));
+        let now = Instant::now();
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let (home, attacker) = (ip("2001:db8:aa:1::5"), ip("198.51.100.66"));
+        t.succeeded(home, &alice, now);
+        t.failed(attacker, Some(&alice), now);
+        t.failed(attacker, Some(&alice), now);
+        t.failed(attacker, Some(&bob), now);
+        t.failed(attacker, Some(&bob), now);
+        assert!(t.account_blocked(&alice, attacker, now).is_some());
+        assert!(t.account_blocked(&alice, ip("203.0.113.1"), now).is_some(), "other addresses are held");
+        assert_eq!(t.account_blocked(&alice, ip("2001:db8:aa:1::77"), now), None, "the owner's /64 is not locked out");
+        assert!(t.account_blocked(&bob, home, now).is_some(), "only for the account that logged in there");
+        let later = now + KNOWN_FOR;
+        t.failed(attacker, Some(&alice), later);
+        t.failed(attacker, Some(&alice), later);
+        assert!(t.account_blocked(&alice, home, later).is_some(), "the exemption expires");
     }
 
     #[test]
@@ -346,6 +406,6 @@ mod tests {
             t.failed(ip("192.0.2.1"), Some(&alice), now);
         }
         assert_eq!(t.ip_blocked(ip("192.0.2.1"), now), None);
-        assert_eq!(t.account_blocked(&alice, now), None);
+        assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), None);
     }
 }

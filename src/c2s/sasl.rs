@@ -71,6 +71,7 @@ pub async fn authenticate(core: &Core, reader: &mut Reader, writer: &mut Writer,
             if exchange.writer.flush().await.is_err() {
                 return SaslResult::Lost;
             }
+            core.auth.throttle.succeeded(stream.peer, &account, std::time::Instant::now());
             return SaslResult::Success(account);
         }
         Err(Abort::Stream(e)) => return SaslResult::Stream(e),
@@ -158,7 +159,7 @@ impl Exchange<'_> {
     fn claim(&mut self, core: &Core, peer: IpAddr, username: &str, account: Option<BareJid>) -> Result<(), Abort> {
         let now = std::time::Instant::now();
         let throttle = &core.auth.throttle;
-        let wait = throttle.ip_blocked(peer, now).into_iter().chain(account.as_ref().and_then(|a| throttle.account_blocked(a, now))).max();
+        let wait = throttle.ip_blocked(peer, now).into_iter().chain(account.as_ref().and_then(|a| throttle.account_blocked(a, peer, now))).max();
         let shown = account.as_ref().map_or_else(|| username.to_string(), |a| a.to_string());
         self.user = Some((shown, account));
         match wait {

@@ -230,7 +230,8 @@ async fn failures_from_one_address_are_throttled(b: Backend) {
 }
 
 /// The per-account limit holds across connections from many addresses, and unknown accounts
-/// are limited the same way (the limit must not tell which accounts exist).
+/// are limited the same way (the limit must not tell which accounts exist); an address the
+/// account logged in from before is exempt.
 async fn failures_for_one_account_are_throttled_everywhere(b: Backend) {
     let s = TestServer::start_with(b, |c| {
         c.auth.failures_per_ip = 0;
@@ -239,6 +240,8 @@ async fn failures_for_one_account_are_throttled_everywhere(b: Backend) {
     })
     .await;
     s.users(&["alice", "bob"]).await;
+    // Alice's usual address: she logged in from there before the attack.
+    secure_from(&s, "127.0.0.8").await.auth_scram_sha256("alice", "pw").await.unwrap();
     for (i, user) in ["alice", "Alice", "alice@localhost"].iter().enumerate() {
         let mut c = secure_from(&s, &format!("127.0.0.{}", i + 2)).await;
         assert_eq!(c.auth_scram_sha256(user, "guess").await, Err("not-authorized".into()));
@@ -255,6 +258,10 @@ async fn failures_for_one_account_are_throttled_everywhere(b: Backend) {
     // Other accounts from the same addresses are not affected.
     let mut c = secure_from(&s, "127.0.0.2").await;
     c.auth_scram_sha256("bob", "pw").await.expect("bob is not throttled");
+    // The owner is not locked out from an address she logged in from (XEP-0205 §3 warns
+    // that per-account limits otherwise let anyone do that).
+    let mut c = secure_from(&s, "127.0.0.8").await;
+    c.auth_plain("alice", "pw").await.expect("alice's usual address is exempt from the account limit");
     s.stop().await;
 }
 
