@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starling interop ("compat") suite: drives a throwaway Starling instance with client
-# software we did not write (slixmpp from PyPI, Profanity from Debian).
+# software we did not write (slixmpp from PyPI and from Debian, Profanity from Debian).
 #
 #   bash compat/run.sh                 # everything
 #   bash compat/run.sh -k roster       # extra arguments go to pytest
@@ -53,6 +53,9 @@ need_pkgs=()
 command -v tmux >/dev/null || need_pkgs+=(tmux)
 command -v profanity >/dev/null || need_pkgs+=(profanity)
 command -v "$PYTHON" >/dev/null || need_pkgs+=(python3)
+# Debian's own slixmpp (1.8.3 on Debian 12), run with the system interpreter by
+# slixmpp/test_debian_slixmpp.py; the venv has the PyPI one.
+/usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need_pkgs+=(python3-slixmpp)
 if [ ${#need_pkgs[@]} -gt 0 ]; then apt_install "${need_pkgs[@]}"; fi
 
 # --- 2. the server binary ------------------------------------------------------------------
