@@ -356,22 +356,30 @@ impl Session {
         self.write_output().await
     }
 
-    /// Write what handlers gave to this session directly, then run their after-write steps.
+    /// Write what handlers gave to this session directly, then run their after-write steps;
+    /// again while those steps give more (the offline flush queues its next batch from the
+    /// step that deletes the previous one), so that all of it is written before anything
+    /// routed to the session meanwhile.
     async fn write_output(&mut self) -> Option<End> {
-        let (direct, after) = self.output.take();
-        for el in &direct {
-            self.writer.queue(el);
-            if self.writer.pending() > 256 * 1024 && self.writer.flush().await.is_err() {
+        loop {
+            let (direct, after) = self.output.take();
+            if direct.is_empty() && after.is_empty() {
+                return None;
+            }
+            for el in &direct {
+                self.writer.queue(el);
+                if self.writer.pending() > 256 * 1024 && self.writer.flush().await.is_err() {
+                    return Some(End::Lost);
+                }
+            }
+            drop(direct);
+            if self.writer.flush().await.is_err() {
                 return Some(End::Lost);
             }
+            for f in after {
+                f.await;
+            }
         }
-        if self.writer.flush().await.is_err() {
-            return Some(End::Lost);
-        }
-        for f in after {
-            f.await;
-        }
-        None
     }
 
     /// Unregister, and tell the modules (presence goes unavailable, last activity).
