@@ -163,17 +163,15 @@ impl OfflineStore {
                 let reserve = || {
                     sqlx::query(RESERVE).bind(owner).bind(bytes).bind(message.max_messages).bind(message.max_bytes)
                 };
+                let has_total = || sqlx::query("SELECT 1 FROM offline_usage WHERE owner = $1").bind(owner);
                 let mut reserved = reserve().execute(&mut *tx).await?.rows_affected() == 1;
-                let mut outcome = Stored::Full;
-                if !reserved && sqlx::query("SELECT 1 FROM offline_usage WHERE owner = $1").bind(owner).fetch_optional(&mut *tx).await?.is_none() {
-                    // No total yet: the account's first message, or no such account.
-                    if sqlx::query(START_USAGE).bind(owner).execute(&mut *tx).await?.rows_affected() == 1 {
-                        reserved = reserve().execute(&mut *tx).await?.rows_affected() == 1;
-                    } else {
-                        outcome = Stored::NoSuchAccount;
-                    }
+                if !reserved && has_total().fetch_optional(&mut *tx).await?.is_none() {
+                    // No total yet: the account's first message (another writer may be
+                    // starting it too), or no such account.
+                    sqlx::query(START_USAGE).bind(owner).execute(&mut *tx).await?;
+                    reserved = reserve().execute(&mut *tx).await?.rows_affected() == 1;
                 }
-                if reserved {
+                outcomes.push(if reserved {
                     sqlx::query(INSERT)
                         .bind(owner)
                         .bind(&message.stanza)
@@ -181,9 +179,12 @@ impl OfflineStore {
                         .bind(bytes)
                         .execute(&mut *tx)
                         .await?;
-                    outcome = Stored::Yes;
-                }
-                outcomes.push(outcome);
+                    Stored::Yes
+                } else if has_total().fetch_optional(&mut *tx).await?.is_some() {
+                    Stored::Full
+                } else {
+                    Stored::NoSuchAccount
+                });
             }
             tx.commit().await?;
             Ok(outcomes)

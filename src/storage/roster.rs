@@ -99,8 +99,10 @@ pub struct RosterStore {
     pub(super) limits: RosterLimits,
 }
 
-/// How much one account may keep. Checked by the statement that adds the row, so that no
-/// writer can add past it; rows that are already there may always change.
+/// How much one account may keep. Checked by the statement that adds the row; rows that are
+/// already there may always change. Roster items stay within the limit whoever writes;
+/// pending requests, on PostgreSQL, only if writers for one account take turns (the
+/// delivery lock), as the presence module's do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RosterLimits {
     pub max_items: usize,
@@ -208,6 +210,10 @@ impl RosterStore {
     pub async fn put(&self, owner: &BareJid, item: &RosterItem) -> Result<i64> {
         on_pool!(self.db, |pool| {
             let mut tx = pool.begin().await?;
+            // The version first: its row lock makes concurrent writes to one roster take
+            // turns on PostgreSQL, so the count below sees every item committed before,
+            // and the limit holds whoever writes (SQLite writers take turns anyway).
+            let version = bump_version!(tx, owner);
             let written = sqlx::query(PUT_ITEM)
                 .bind(owner.as_str())
                 .bind(item.jid.as_str())
@@ -234,7 +240,6 @@ impl RosterStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            let version = bump_version!(tx, owner);
             tx.commit().await?;
             Ok(version)
         })
