@@ -40,8 +40,10 @@ impl Rosters {
     }
 
     /// Rosters kept within the configured limits: [`Rosters::put`] refuses a new item past
-    /// `max_items` and the store refuses a new pending request past `max_pending_in`, both
-    /// with [`crate::storage::LimitReached`], whoever the caller.
+    /// `max_items`, and the store's `set_pending_in` a request from a new contact past
+    /// `max_pending_in`, both with [`crate::storage::LimitReached`] (which answers a
+    /// client's IQ with `<resource-constraint/>` and the limit). A subscription request
+    /// that would add an item, or be stored, past a limit fails the same way.
     pub fn with_config(store: RosterStore, config: &RosterConfig) -> Self {
         let limits = RosterLimits { max_items: config.max_items, max_pending_in: config.max_pending_in };
         Self::new(store.with_limits(limits))
