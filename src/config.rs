@@ -553,6 +553,27 @@ mod tests {
     }
 
     #[test]
+    fn quota_keys() {
+        let c = Config::parse(
+            "[offline]\nmax_bytes_per_user = 2048\n[private]\nmax_bytes_per_user = 4096\n[vcard]\nmax_bytes = 8192\n\
+             [roster]\nmax_items = 5\nmax_pending_in = 6\nmax_groups_per_item = 0\nmax_text_bytes = 7",
+            "q.toml",
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!((c.offline.max_bytes_per_user, c.private.max_bytes_per_user, c.vcard.max_bytes), (2048, 4096, 8192));
+        assert_eq!(c.roster, RosterConfig { max_items: 5, max_pending_in: 6, max_groups_per_item: 0, max_text_bytes: 7 });
+        let err = Config::parse(
+            "[offline]\nmax_bytes_per_user = 10\n[private]\nmax_bytes_per_user = -1\n[vcard]\nmax_bytes = \"big\"\n[roster]\nmax_items = 0",
+            "q.toml",
+            Path::new(""),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["offline.max_bytes_per_user", "private.max_bytes_per_user", "vcard.max_bytes", "roster.max_items"]);
+    }
+
+    #[test]
     fn syntax_errors_are_reported() {
         let err = Config::parse("domains = [", "bad.toml", Path::new("")).unwrap_err();
         assert!(err.to_string().contains("invalid TOML"), "{err}");
