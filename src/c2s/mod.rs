@@ -95,6 +95,9 @@ struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Steps still queued hold this session's context (a flush's next batch), which holds
+        // the output they sit in: dropping them breaks that cycle (and releases the flush).
+        drop(self.output.take());
         if !self.registered {
             return;
         }
