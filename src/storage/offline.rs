@@ -151,8 +151,9 @@ impl OfflineStore {
     }
 
     /// One transaction for the batch; each message is checked against the running total
-    /// that those before it updated, so the quota holds within a batch too, and only this
-    /// one writer stores messages, so concurrent senders cannot overshoot it.
+    /// that those before it updated, so the quota holds within a batch too, and the check
+    /// is the increment (`RESERVE`), so no other writer (another server process on the same
+    /// database) can take the account past it either.
     async fn insert_batch(&self, batch: &[Request]) -> Result<Vec<Stored>> {
         on_pool!(self.db, |pool| {
             let mut tx = pool.begin().await?;
