@@ -77,8 +77,8 @@ fn parse_set(query: &Element, limits: ItemLimits) -> Result<Change, StanzaError>
         }
         groups.push(text);
     }
-    // Not a condition of §2.3.3, whose not-acceptable cases are about the size of the item's
-    // parts; we count the number of groups among them.
+    // §2.3.3 makes a name or group past the server's limit not-acceptable; too many groups
+    // is the same excess (the item is larger than we keep), so it gets the same condition.
     if groups.len() > limits.max_groups {
         return Err(StanzaError::new(Condition::NotAcceptable)
             .with_text(format!("a roster item is in at most {} groups", limits.max_groups)));
