@@ -25,6 +25,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub registration: RegistrationConfig,
     pub offline: OfflineConfig,
+    pub private: PrivateConfig,
+    pub vcard: VcardConfig,
+    pub roster: RosterConfig,
     pub modules: ModulesConfig,
 }
 
@@ -119,6 +122,34 @@ pub struct RegistrationConfig {
 pub struct OfflineConfig {
     /// default: 1000. Messages stored per account; beyond it the sender gets an error.
     pub max_per_user: usize,
+    /// default: 10485760 (10 MiB). Bytes of stored messages per account, counted as stored
+    /// (serialised); beyond it the sender gets an error.
+    pub max_bytes_per_user: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivateConfig {
+    /// default: 1048576 (1 MiB). Bytes of private XML (XEP-0049) per account, all
+    /// namespaces together, counted as stored (serialised).
+    pub max_bytes_per_user: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VcardConfig {
+    /// default: 262144 (256 KiB). Largest vCard (XEP-0054) an account may store, serialised.
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RosterConfig {
+    /// default: 1000. Items in one roster (RFC 6121 §2).
+    pub max_items: usize,
+    /// default: 100. Subscription requests kept waiting for one account (RFC 6121 §3.1.3).
+    pub max_pending_in: usize,
+    /// default: 16. Groups of one roster item.
+    pub max_groups_per_item: usize,
+    /// default: 256. Bytes of a roster item's name, and of each of its group names.
+    pub max_text_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -160,7 +191,10 @@ impl Default for Config {
                 account_window: 600,
             },
             registration: RegistrationConfig { enabled: false },
-            offline: OfflineConfig { max_per_user: 1000 },
+            offline: OfflineConfig { max_per_user: 1000, max_bytes_per_user: 10 << 20 },
+            private: PrivateConfig { max_bytes_per_user: 1 << 20 },
+            vcard: VcardConfig { max_bytes: 256 << 10 },
+            roster: RosterConfig { max_items: 1000, max_pending_in: 100, max_groups_per_item: 16, max_text_bytes: 256 },
             modules: ModulesConfig::default(),
         }
     }
@@ -362,6 +396,26 @@ fn read_config(
     let mut s = root.section("offline");
     let offline = OfflineConfig {
         max_per_user: s.take("max_per_user", d.offline.max_per_user, |v| int_in(v, 0, 1_000_000).map(|n| n as usize)),
+        max_bytes_per_user: s.take("max_bytes_per_user", d.offline.max_bytes_per_user, |v| int_in(v, 1024, 1 << 40).map(|n| n as u64)),
+    };
+    s.finish();
+
+    let mut s = root.section("private");
+    let private = PrivateConfig {
+        max_bytes_per_user: s.take("max_bytes_per_user", d.private.max_bytes_per_user, |v| int_in(v, 1024, 1 << 40).map(|n| n as u64)),
+    };
+    s.finish();
+
+    let mut s = root.section("vcard");
+    let vcard = VcardConfig { max_bytes: s.take("max_bytes", d.vcard.max_bytes, |v| int_in(v, 1024, 64 << 20).map(|n| n as usize)) };
+    s.finish();
+
+    let mut s = root.section("roster");
+    let roster = RosterConfig {
+        max_items: s.take("max_items", d.roster.max_items, |v| int_in(v, 1, 1_000_000).map(|n| n as usize)),
+        max_pending_in: s.take("max_pending_in", d.roster.max_pending_in, |v| int_in(v, 1, 1_000_000).map(|n| n as usize)),
+        max_groups_per_item: s.take("max_groups_per_item", d.roster.max_groups_per_item, |v| int_in(v, 0, 1000).map(|n| n as usize)),
+        max_text_bytes: s.take("max_text_bytes", d.roster.max_text_bytes, |v| int_in(v, 1, 65_536).map(|n| n as usize)),
     };
     s.finish();
 
@@ -370,7 +424,7 @@ fn read_config(
     s.finish();
 
     root.finish();
-    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, modules }
+    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, modules }
 }
 
 /// A domain as a JID domainpart: nameprep'd and lowercased, no node or resource.
@@ -527,6 +581,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.domains, ["example.org"]);
         assert_eq!(c.tls.domains["example.org"].cert, Path::new("/c/e.pem"));
+    }
+
+    #[test]
+    fn quota_keys() {
+        let c = Config::parse(
+            "[offline]\nmax_bytes_per_user = 2048\n[private]\nmax_bytes_per_user = 4096\n[vcard]\nmax_bytes = 8192\n\
+             [roster]\nmax_items = 5\nmax_pending_in = 6\nmax_groups_per_item = 0\nmax_text_bytes = 7",
+            "q.toml",
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!((c.offline.max_bytes_per_user, c.private.max_bytes_per_user, c.vcard.max_bytes), (2048, 4096, 8192));
+        assert_eq!(c.roster, RosterConfig { max_items: 5, max_pending_in: 6, max_groups_per_item: 0, max_text_bytes: 7 });
+        let err = Config::parse(
+            "[offline]\nmax_bytes_per_user = 10\n[private]\nmax_bytes_per_user = -1\n[vcard]\nmax_bytes = \"big\"\n[roster]\nmax_items = 0",
+            "q.toml",
+            Path::new(""),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["offline.max_bytes_per_user", "private.max_bytes_per_user", "vcard.max_bytes", "roster.max_items"]);
     }
 
     #[test]

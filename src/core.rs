@@ -50,7 +50,7 @@ impl CoreState {
             certs,
             tls,
             sessions: Sessions::new(config.c2s.max_resources),
-            rosters: Rosters::new(db.roster()),
+            rosters: Rosters::with_config(db.roster(), &config.roster),
             modules,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             secret,

@@ -10,9 +10,10 @@ use dashmap::DashMap;
 use jid::{BareJid, Jid};
 use crate::xml::Element;
 
+use crate::config::RosterConfig;
 use crate::session::Sessions;
 use crate::stanza::Stanza;
-use crate::storage::{Result, RosterItem, RosterStore};
+use crate::storage::{Result, RosterItem, RosterLimits, RosterStore};
 use crate::xml::{self, ns};
 
 /// One account's roster at one version.
@@ -36,6 +37,16 @@ pub struct Rosters {
 impl Rosters {
     pub fn new(store: RosterStore) -> Self {
         Rosters { store, cache: DashMap::new() }
+    }
+
+    /// Rosters kept within the configured limits: [`Rosters::put`] refuses a new item past
+    /// `max_items`, and the store's `set_pending_in` a request from a new contact past
+    /// `max_pending_in`, both with [`crate::storage::LimitReached`] (which answers a
+    /// client's IQ with `<resource-constraint/>` and the limit). A subscription request
+    /// that would add an item, or be stored, past a limit fails the same way.
+    pub fn with_config(store: RosterStore, config: &RosterConfig) -> Self {
+        let limits = RosterLimits { max_items: config.max_items, max_pending_in: config.max_pending_in };
+        Self::new(store.with_limits(limits))
     }
 
     pub fn store(&self) -> &RosterStore {
@@ -62,7 +73,8 @@ impl Rosters {
         self.store.get(owner, contact).await
     }
 
-    /// Store an item; returns the new version.
+    /// Store an item; returns the new version. A new item in a full roster is refused with
+    /// [`crate::storage::LimitReached::RosterItems`] (an error that says which limit).
     pub async fn put(&self, owner: &BareJid, item: RosterItem) -> Result<i64> {
         let version = self.store.put(owner, &item).await?;
         if let Some(mut entry) = self.cache.get_mut(owner) {

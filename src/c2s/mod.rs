@@ -109,6 +109,9 @@ struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Steps still queued hold this session's context (a flush's next batch), which holds
+        // the output they sit in: dropping them breaks that cycle (and releases the flush).
+        drop(self.output.take());
         if !self.registered {
             return;
         }
@@ -373,24 +376,32 @@ impl Session {
         self.write_output().await
     }
 
-    /// Write what handlers gave to this session directly, then run their after-write steps.
+    /// Write what handlers gave to this session directly, then run their after-write steps;
+    /// again while those steps give more (the offline flush queues its next batch from the
+    /// step that deletes the previous one), so that all of it is written before anything
+    /// routed to the session meanwhile.
     async fn write_output(&mut self) -> Option<End> {
-        let (direct, after) = self.output.take();
-        for el in &direct {
-            self.writer.queue(el);
-            if self.writer.pending() > 256 * 1024
-                && let Some(end) = self.flush().await
-            {
+        loop {
+            let (direct, after) = self.output.take();
+            if direct.is_empty() && after.is_empty() {
+                return None;
+            }
+            for el in &direct {
+                self.writer.queue(el);
+                if self.writer.pending() > 256 * 1024
+                    && let Some(end) = self.flush().await
+                {
+                    return Some(end);
+                }
+            }
+            drop(direct);
+            if let Some(end) = self.flush().await {
                 return Some(end);
             }
+            for f in after {
+                f.await;
+            }
         }
-        if let Some(end) = self.flush().await {
-            return Some(end);
-        }
-        for f in after {
-            f.await;
-        }
-        None
     }
 
     /// Write what is queued. The write is given up when the client takes nothing for

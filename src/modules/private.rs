@@ -1,4 +1,5 @@
-//! Private XML storage (XEP-0049): an account stores elements for itself, by namespace.
+//! Private XML storage (XEP-0049): an account stores elements for itself, by namespace,
+//! within a byte quota for all of them together (`[private] max_bytes_per_user`).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ impl Module for PrivateXml {
     const NAME: &'static str = "private";
 
     fn build(deps: &Deps) -> Self {
-        PrivateXml { store: deps.db.private() }
+        PrivateXml { store: deps.db.private().with_max_bytes(deps.config.private.max_bytes_per_user) }
     }
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
@@ -65,13 +66,18 @@ impl PrivateXml {
         Ok(Some(query))
     }
 
-    async fn set(self: Arc<Self>, _: Ctx, req: IqRequest) -> IqResult {
+    async fn set(self: Arc<Self>, ctx: Ctx, req: IqRequest) -> IqResult {
         if !req.from_self() {
             return Err(StanzaError::forbidden());
         }
+        let owner = req.to.to_bare();
         let elements: Vec<(String, String)> =
             children(req.payload())?.into_iter().map(|(child, ns)| (ns.to_string(), xml::to_string(child))).collect();
-        self.store.set(&req.to.to_bare(), &elements).await?;
+        // One set at a time per account, so that the quota is checked against a total that
+        // no concurrent set changes. Past the quota: <resource-constraint/> with its size
+        // (XEP-0049 names no condition for it).
+        let _guard = ctx.core.delivery_lock(&owner).await;
+        self.store.set(&owner, &elements).await?;
         Ok(None)
     }
 }

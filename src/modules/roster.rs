@@ -11,16 +11,25 @@ use crate::stanza::{Condition, IqType, PresenceType, Stanza, StanzaError};
 use crate::storage::RosterItem;
 use crate::xml::{self, ns};
 
-/// Longest name or group we accept, in bytes (RFC 6121 §2.3.3 lets servers set one).
-const MAX_TEXT: usize = 1023;
+/// What one roster item may hold (RFC 6121 §2.3.3 lets the server set these limits):
+/// with the item count, they bound the size of a roster.
+#[derive(Debug, Clone, Copy)]
+struct ItemLimits {
+    /// Bytes of the name, and of each group name.
+    max_text: usize,
+    max_groups: usize,
+}
 
-pub struct Roster;
+pub struct Roster {
+    limits: ItemLimits,
+}
 
 impl Module for Roster {
     const NAME: &'static str = "roster";
 
-    fn build(_: &Deps) -> Self {
-        Roster
+    fn build(deps: &Deps) -> Self {
+        let config = &deps.config.roster;
+        Roster { limits: ItemLimits { max_text: config.max_text_bytes, max_groups: config.max_groups_per_item } }
     }
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
@@ -37,7 +46,7 @@ enum Change {
     Remove(BareJid),
 }
 
-fn parse_set(query: &Element) -> Result<Change, StanzaError> {
+fn parse_set(query: &Element, limits: ItemLimits) -> Result<Change, StanzaError> {
     let mut items = query.children().filter(|c| c.is("item", ns::ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
         return Err(StanzaError::bad_request("a roster set has exactly one item"));
@@ -58,8 +67,9 @@ fn parse_set(query: &Element) -> Result<Change, StanzaError> {
         if text.is_empty() {
             return Err(StanzaError::new(Condition::NotAcceptable).with_text("empty group name"));
         }
-        if text.len() > MAX_TEXT {
-            return Err(StanzaError::new(Condition::NotAcceptable).with_text("group name too long"));
+        if text.len() > limits.max_text {
+            return Err(StanzaError::new(Condition::NotAcceptable)
+                .with_text(format!("a group name is at most {} bytes long", limits.max_text)));
         }
         // RFC 6121 §2.3.3: duplicate groups are a bad request, not something to tidy up.
         if groups.contains(&text) {
@@ -67,8 +77,15 @@ fn parse_set(query: &Element) -> Result<Change, StanzaError> {
         }
         groups.push(text);
     }
-    if name.as_ref().is_some_and(|n| n.len() > MAX_TEXT) {
-        return Err(StanzaError::new(Condition::NotAcceptable).with_text("name too long"));
+    // §2.3.3 makes a name or group past the server's limit not-acceptable; too many groups
+    // is the same excess (the item is larger than we keep), so it gets the same condition.
+    if groups.len() > limits.max_groups {
+        return Err(StanzaError::new(Condition::NotAcceptable)
+            .with_text(format!("a roster item is in at most {} groups", limits.max_groups)));
+    }
+    if name.as_ref().is_some_and(|n| n.len() > limits.max_text) {
+        return Err(StanzaError::new(Condition::NotAcceptable)
+            .with_text(format!("a roster item's name is at most {} bytes long", limits.max_text)));
     }
     Ok(Change::Update { jid, name, groups })
 }
@@ -102,13 +119,14 @@ impl Roster {
         }
         let owner = req.to.to_bare();
         let core = &ctx.core;
-        match parse_set(req.payload())? {
+        match parse_set(req.payload(), self.limits)? {
             Change::Update { jid, name, groups } => {
                 let _guard = core.delivery_lock(&owner).await;
                 let mut item = core.rosters.item(&owner, &jid).await?.unwrap_or_else(|| RosterItem::new(jid));
                 // Subscription state and `ask` change only through presence (§2.1.2.5).
                 item.name = name;
                 item.groups = groups;
+                // A new item in a full roster: <resource-constraint/> naming the limit.
                 let version = core.rosters.put(&owner, item.clone()).await?;
                 core.rosters.push(&core.sessions, &owner, &item, false, version);
                 Ok(None)
@@ -156,8 +174,10 @@ fn subscription(kind: PresenceType, from: &Jid, to: &Jid) -> Stanza {
 mod tests {
     use super::*;
 
+    const LIMITS: ItemLimits = ItemLimits { max_text: 8, max_groups: 2 };
+
     fn parse(x: &str) -> Result<Change, StanzaError> {
-        parse_set(&xml::parse_element(&format!("<query xmlns='jabber:iq:roster'>{x}</query>")).unwrap())
+        parse_set(&xml::parse_element(&format!("<query xmlns='jabber:iq:roster'>{x}</query>")).unwrap(), LIMITS)
     }
 
     #[test]
@@ -172,5 +192,17 @@ mod tests {
         assert_eq!(condition("<item jid='@@'/>"), Some(Condition::JidMalformed));
         assert_eq!(condition("<item jid='a@b'><group></group></item>"), Some(Condition::NotAcceptable));
         assert_eq!(condition("<item jid='a@b'><group>G</group><group>G</group></item>"), Some(Condition::BadRequest));
+    }
+
+    /// Each limit on an item is refused with not-acceptable, and its text names the limit;
+    /// exactly at the limit is fine. Sizes are bytes, not characters.
+    #[test]
+    fn item_limits() {
+        let error = |x: &str| parse(x).err().map(|e| (e.condition, e.text.unwrap_or_default()));
+        assert!(parse("<item jid='a@b' name='12345678'><group>12345678</group><group>x</group></item>").is_ok());
+        assert_eq!(error("<item jid='a@b' name='123456789'/>"), Some((Condition::NotAcceptable, "a roster item's name is at most 8 bytes long".into())));
+        assert_eq!(error("<item jid='a@b' name='ééééé'/>").map(|e| e.0), Some(Condition::NotAcceptable));
+        assert_eq!(error("<item jid='a@b'><group>123456789</group></item>"), Some((Condition::NotAcceptable, "a group name is at most 8 bytes long".into())));
+        assert_eq!(error("<item jid='a@b'><group>a</group><group>b</group><group>c</group></item>"), Some((Condition::NotAcceptable, "a roster item is in at most 2 groups".into())));
     }
 }

@@ -1,23 +1,26 @@
-//! vcard-temp (XEP-0054): each account stores one vCard; anyone may read it.
+//! vcard-temp (XEP-0054): each account stores one vCard, of at most `[vcard] max_bytes`;
+//! anyone may read it.
 
 use std::sync::Arc;
 
 use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope};
-use crate::stanza::{IqType, StanzaError};
+use crate::stanza::{Condition, IqType, StanzaError};
 use crate::storage::VcardStore;
 use crate::xml::{self, ns};
 
 pub struct VcardTemp {
     store: VcardStore,
+    /// Largest vCard stored, serialised.
+    max_bytes: usize,
 }
 
 impl Module for VcardTemp {
     const NAME: &'static str = "vcard";
 
     fn build(deps: &Deps) -> Self {
-        VcardTemp { store: deps.db.vcard() }
+        VcardTemp { store: deps.db.vcard(), max_bytes: deps.config.vcard.max_bytes }
     }
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
@@ -46,7 +49,15 @@ impl VcardTemp {
         if !req.from_self() {
             return Err(StanzaError::forbidden());
         }
-        self.store.set(&req.to.to_bare(), &xml::to_string(req.payload())).await?;
+        let vcard = xml::to_string(req.payload());
+        // The vCard itself is too large, as a publish whose payload exceeds a limit
+        // (XEP-0060 §7.1.3.4): <not-acceptable/>, with the limit. What counts is what would
+        // be stored and served to every reader, not the stanza as it came in.
+        if vcard.len() > self.max_bytes {
+            return Err(StanzaError::new(Condition::NotAcceptable)
+                .with_text(format!("a vCard is at most {} bytes (this one is {})", self.max_bytes, vcard.len())));
+        }
+        self.store.set(&req.to.to_bare(), &vcard).await?;
         Ok(None)
     }
 }

@@ -164,9 +164,16 @@ impl StanzaError {
 }
 
 /// Storage failures are logged once, here, with their detail; the client only learns that
-/// something went wrong on our side.
+/// something went wrong on our side. A write refused by a per-account limit is no failure:
+/// the client is told which limit, with `<resource-constraint/>` of type `cancel` (as
+/// XEP-0205 §3.4 answers an account at its limit of resources): retrying will not help
+/// until the account holds less.
 impl From<crate::storage::StorageError> for StanzaError {
     fn from(e: crate::storage::StorageError) -> Self {
+        if let crate::storage::StorageError::Limit(limit) = &e {
+            tracing::debug!(%limit, "write refused by a limit");
+            return StanzaError::new(Condition::ResourceConstraint).with_type(ErrorType::Cancel).with_text(limit.to_string());
+        }
         tracing::error!(error = %e, "storage error while handling a stanza");
         StanzaError::internal()
     }

@@ -17,9 +17,9 @@ mod vcard;
 pub use accounts::{AccountStore, NewAccount};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
-pub use offline::{OfflineMessage, OfflineStore, PendingStore, Stored};
+pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};
 pub use private::PrivateStore;
-pub use roster::{RosterItem, RosterStore, Subscription};
+pub use roster::{RosterItem, RosterLimits, RosterStore, Subscription};
 pub use vcard::VcardStore;
 
 use std::str::FromStr;
@@ -44,6 +44,21 @@ pub enum StorageError {
     /// A grouped write failed; every write in the group gets this.
     #[error("database (grouped write): {0}")]
     Batch(String),
+    /// Not a failure: the write was refused because it would take the account past a
+    /// configured limit, and nothing was written.
+    #[error("{0}")]
+    Limit(#[from] LimitReached),
+}
+
+/// A per-account limit that a write would have exceeded; the text names it for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitReached {
+    #[error("a roster holds at most {0} items")]
+    RosterItems(usize),
+    #[error("at most {0} subscription requests are kept waiting for an account")]
+    PendingIn(usize),
+    #[error("private XML storage holds at most {0} bytes per account")]
+    PrivateBytes(u64),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -196,7 +211,7 @@ impl Db {
         AccountStore { db: self.clone() }
     }
     pub fn roster(&self) -> RosterStore {
-        RosterStore { db: self.clone() }
+        RosterStore { db: self.clone(), limits: RosterLimits::NONE }
     }
     pub fn offline(&self) -> OfflineStore {
         OfflineStore { db: self.clone() }
@@ -205,7 +220,7 @@ impl Db {
         VcardStore { db: self.clone() }
     }
     pub fn private(&self) -> PrivateStore {
-        PrivateStore { db: self.clone() }
+        PrivateStore { db: self.clone(), max_bytes: u64::MAX }
     }
     pub fn blocklist(&self) -> BlocklistStore {
         BlocklistStore { db: self.clone() }

@@ -4,7 +4,7 @@
 use jid::BareJid;
 use sqlx::Row;
 
-use super::{Db, Result, StorageError, on_pool};
+use super::{Db, LimitReached, Result, StorageError, on_pool};
 
 /// RFC 6121 §2.1.2.5 subscription states (pending-in is kept apart, pending-out is `ask`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,21 @@ macro_rules! bump_version {
 #[derive(Clone, Debug)]
 pub struct RosterStore {
     pub(super) db: Db,
+    pub(super) limits: RosterLimits,
+}
+
+/// How much one account may keep. Checked by the statement that adds the row; rows that are
+/// already there may always change. Roster items stay within the limit whoever writes;
+/// pending requests, on PostgreSQL, only if writers for one account take turns (the
+/// delivery lock), as the presence module's do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RosterLimits {
+    pub max_items: usize,
+    pub max_pending_in: usize,
+}
+
+impl RosterLimits {
+    pub const NONE: RosterLimits = RosterLimits { max_items: usize::MAX, max_pending_in: usize::MAX };
 }
 
 /// The whole roster in one statement (one round trip, one snapshot): one row per item and
@@ -111,7 +126,36 @@ const LOAD_SQL: &str = "SELECT v.version, i.contact, i.name, i.subscription, i.a
 /// A row of `LOAD_SQL`: version, contact, name, subscription, ask_out, group.
 type LoadRow = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<bool>, Option<String>);
 
+/// Insert or update an item; a new one only while the roster has fewer than $6 items.
+const PUT_ITEM: &str = "INSERT INTO roster_items (owner, contact, name, subscription, ask_out) \
+     SELECT $1, $2, $3, $4, $5 \
+     WHERE EXISTS (SELECT 1 FROM roster_items WHERE owner = $1 AND contact = $2) \
+        OR (SELECT COUNT(*) FROM roster_items WHERE owner = $1) < $6 \
+     ON CONFLICT (owner, contact) DO UPDATE SET name = excluded.name, \
+     subscription = excluded.subscription, ask_out = excluded.ask_out";
+
+/// Insert or replace a pending request; a new one only while fewer than $4 wait.
+const PUT_PENDING_IN: &str = "INSERT INTO roster_pending_in (owner, contact, stanza) \
+     SELECT $1, $2, $3 \
+     WHERE EXISTS (SELECT 1 FROM roster_pending_in WHERE owner = $1 AND contact = $2) \
+        OR (SELECT COUNT(*) FROM roster_pending_in WHERE owner = $1) < $4 \
+     ON CONFLICT (owner, contact) DO UPDATE SET stanza = excluded.stanza";
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl RosterStore {
+    /// The same store, keeping each account within `limits`.
+    pub fn with_limits(mut self, limits: RosterLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> RosterLimits {
+        self.limits
+    }
+
     /// The whole roster and its version (0 for a roster never written).
     pub async fn load(&self, owner: &BareJid) -> Result<(i64, Vec<RosterItem>)> {
         let read = self.db.read_here(|c| {
@@ -160,22 +204,29 @@ impl RosterStore {
         })
     }
 
-    /// Insert or replace an item (groups included); returns the new roster version.
+    /// Insert or replace an item (groups included); returns the new roster version. A new
+    /// item in a roster that already has `max_items` is refused with
+    /// [`LimitReached::RosterItems`].
     pub async fn put(&self, owner: &BareJid, item: &RosterItem) -> Result<i64> {
         on_pool!(self.db, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO roster_items (owner, contact, name, subscription, ask_out) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (owner, contact) DO UPDATE SET name = excluded.name, \
-                 subscription = excluded.subscription, ask_out = excluded.ask_out",
-            )
-            .bind(owner.as_str())
-            .bind(item.jid.as_str())
-            .bind(item.name.as_deref())
-            .bind(item.subscription.as_str())
-            .bind(item.ask)
-            .execute(&mut *tx)
-            .await?;
+            // The version first: its row lock makes concurrent writes to one roster take
+            // turns on PostgreSQL, so the count below sees every item committed before,
+            // and the limit holds whoever writes (SQLite writers take turns anyway).
+            let version = bump_version!(tx, owner);
+            let written = sqlx::query(PUT_ITEM)
+                .bind(owner.as_str())
+                .bind(item.jid.as_str())
+                .bind(item.name.as_deref())
+                .bind(item.subscription.as_str())
+                .bind(item.ask)
+                .bind(as_i64(self.limits.max_items))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if written == 0 {
+                return Err(LimitReached::RosterItems(self.limits.max_items).into());
+            }
             sqlx::query("DELETE FROM roster_groups WHERE owner = $1 AND contact = $2")
                 .bind(owner.as_str())
                 .bind(item.jid.as_str())
@@ -189,7 +240,6 @@ impl RosterStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            let version = bump_version!(tx, owner);
             tx.commit().await?;
             Ok(version)
         })
@@ -247,20 +297,25 @@ impl RosterStore {
         })
     }
 
+    /// Keep a subscription request until it is answered. A request from a new contact when
+    /// `max_pending_in` already wait is refused with [`LimitReached::PendingIn`]; one from a
+    /// contact already waiting replaces the stored one.
     pub async fn set_pending_in(&self, owner: &BareJid, contact: &BareJid, stanza: &str) -> Result<()> {
         let _writing = self.db.hints.pending_in.writing(owner);
-        on_pool!(self.db, |pool| {
-            sqlx::query(
-                "INSERT INTO roster_pending_in (owner, contact, stanza) VALUES ($1, $2, $3) \
-                 ON CONFLICT (owner, contact) DO UPDATE SET stanza = excluded.stanza",
-            )
-            .bind(owner.as_str())
-            .bind(contact.as_str())
-            .bind(stanza)
-            .execute(pool)
-            .await?;
-            Ok(())
-        })
+        let written = on_pool!(self.db, |pool| {
+            sqlx::query(PUT_PENDING_IN)
+                .bind(owner.as_str())
+                .bind(contact.as_str())
+                .bind(stanza)
+                .bind(as_i64(self.limits.max_pending_in))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if written == 0 {
+            return Err(LimitReached::PendingIn(self.limits.max_pending_in).into());
+        }
+        Ok(())
     }
 
     /// Forget a pending request; `true` if there was one.

@@ -12,6 +12,7 @@ mod storage;
 mod message;
 mod offline;
 mod presence;
+mod quotas;
 mod roster;
 mod robustness;
 mod slow_reader;

@@ -2,7 +2,9 @@
 
 use jid::BareJid;
 use starling::auth::{ScramCredential, ScramHash};
-use starling::storage::{Db, LastActivity, NewAccount, RosterItem, Stored, Subscription};
+use starling::storage::{
+    BatchLimit, Db, LastActivity, LimitReached, NewAccount, OfflineQuota, RosterItem, RosterLimits, StorageError, Stored, Subscription,
+};
 
 use crate::common::{Backend, pg};
 use crate::db_tests;
@@ -205,4 +207,318 @@ async fn reopen(b: Backend) {
     assert!(db.blocklist().list(&b).await.unwrap().is_empty());
 }
 
-db_tests!(accounts, rosters, offline, offline_grouped, small_stores, reopen);
+/// A database URL for a fresh database, for tests that open it more than once.
+async fn fresh_url(b: Backend) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match b {
+        Backend::Sqlite => format!("sqlite://{}/s.db?mode=rwc", dir.path().display()),
+        Backend::Postgres => pg::new_database().await,
+    };
+    (url, dir)
+}
+
+/// An offline message of exactly `size` bytes, numbered.
+fn sized(i: usize, size: usize) -> String {
+    let m = format!("<m n='{i:06}'>{}</m>", "x".repeat(size - 18));
+    assert_eq!(m.len(), size);
+    m
+}
+
+/// The byte quota: a message that would take the total past it is refused, one that
+/// reaches it exactly is stored, delivered (deleted) messages free their bytes, and the
+/// count limit still holds on its own.
+async fn offline_byte_quota(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let (a, store) = (j("a@x"), db.offline());
+    let quota = OfflineQuota { messages: 4, bytes: 300 };
+    assert_eq!(store.store(&a, &sized(0, 100), quota).await.unwrap(), Stored::Yes);
+    assert_eq!(store.store(&a, &sized(1, 150), quota).await.unwrap(), Stored::Yes);
+    assert_eq!(store.store(&a, &sized(2, 51), quota).await.unwrap(), Stored::Full, "251 + 51 > 300");
+    assert_eq!(store.store(&a, &sized(3, 50), quota).await.unwrap(), Stored::Yes, "exactly 300");
+    assert_eq!(store.usage(&a).await.unwrap(), (3, 300));
+    assert_eq!(store.store(&a, &sized(4, 18), quota).await.unwrap(), Stored::Full);
+    // Larger than the whole quota: never stored.
+    assert_eq!(store.store(&j("a@x"), &sized(5, 301), OfflineQuota { messages: 4, bytes: 300 }).await.unwrap(), Stored::Full);
+    let waiting = store.load(&a).await.unwrap();
+    assert_eq!(waiting.iter().map(|m| m.stanza.len()).collect::<Vec<_>>(), [100, 150, 50]);
+    // Delivered: the bytes are free again.
+    assert_eq!(store.delete_up_to(&a, waiting[1].id).await.unwrap(), 2);
+    assert_eq!(store.usage(&a).await.unwrap(), (1, 50));
+    assert_eq!(store.store(&a, &sized(6, 250), quota).await.unwrap(), Stored::Yes);
+    // The count limit alone: four small messages, the fifth refused.
+    assert_eq!(store.store(&a, &sized(7, 18), quota).await.unwrap(), Stored::Full, "300 bytes again");
+    let small = OfflineQuota { messages: 4, bytes: 10_000 };
+    assert_eq!(store.store(&a, &sized(8, 18), small).await.unwrap(), Stored::Yes);
+    assert_eq!(store.store(&a, &sized(9, 18), small).await.unwrap(), Stored::Yes);
+    assert_eq!(store.store(&a, &sized(10, 18), small).await.unwrap(), Stored::Full, "four messages");
+    assert_eq!(store.usage(&a).await.unwrap(), (4, 336));
+    assert_eq!(store.store(&j("nobody@x"), "<m/>", quota).await.unwrap(), Stored::NoSuchAccount);
+    // The account's totals go with it.
+    db.accounts().delete(&a).await.unwrap();
+    assert_eq!(store.usage(&a).await.unwrap(), (0, 0));
+}
+
+/// Concurrent senders through two database handles (two writers, as two server processes
+/// would have) cannot take an account past its quota: the check and the increment are one
+/// statement. Deliveries running meanwhile keep the running total equal to what is stored.
+async fn offline_byte_quota_concurrent(b: Backend) {
+    let (url, _dir) = fresh_url(b).await;
+    let first = Db::open(&url, 4).await.unwrap();
+    let second = Db::open(&url, 4).await.unwrap();
+    account(&first, "a@x").await;
+    let a = j("a@x");
+    // 50 messages of 100 bytes fit; 8 senders try 25 each.
+    let quota = OfflineQuota { messages: 10_000, bytes: 5_000 };
+    let mut senders = Vec::new();
+    for sender in 0..8 {
+        let store = if sender % 2 == 0 { first.offline() } else { second.offline() };
+        let a = a.clone();
+        senders.push(tokio::spawn(async move {
+            let mut outcomes = (0, 0);
+            for i in 0..25 {
+                match store.store(&a, &sized(sender * 100 + i, 100), quota).await.unwrap() {
+                    Stored::Yes => outcomes.0 += 1,
+                    Stored::Full => outcomes.1 += 1,
+                    Stored::NoSuchAccount => panic!("the account exists"),
+                }
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = (0, 0);
+    for s in senders {
+        let (yes, full) = s.await.unwrap();
+        outcomes = (outcomes.0 + yes, outcomes.1 + full);
+    }
+    assert_eq!(outcomes, (50, 150));
+    assert_eq!(first.offline().usage(&a).await.unwrap(), (50, 5_000));
+
+    // Deliver in batches while new messages come from both handles: the totals always
+    // match the rows, and the quota still holds at the end.
+    let deliverer = {
+        let store = first.offline();
+        let a = a.clone();
+        tokio::spawn(async move {
+            let through = store.newest(&a).await.unwrap().unwrap();
+            let mut after = 0;
+            loop {
+                let batch = store.batch(&a, after, through, BatchLimit { messages: 7, bytes: u64::MAX }).await.unwrap();
+                let Some(last) = batch.last().map(|m| m.id) else { break };
+                store.delete_up_to(&a, last).await.unwrap();
+                after = last;
+            }
+        })
+    };
+    let mut senders = Vec::new();
+    for sender in 0..4 {
+        let store = if sender % 2 == 0 { first.offline() } else { second.offline() };
+        let a = a.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..25 {
+                store.store(&a, &sized(1000 + sender * 100 + i, 100), quota).await.unwrap();
+            }
+        }));
+    }
+    deliverer.await.unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let rows = first.offline().load(&a).await.unwrap();
+    let bytes: usize = rows.iter().map(|m| m.stanza.len()).sum();
+    assert!(bytes <= 5_000, "{bytes} bytes stored");
+    assert_eq!(first.offline().usage(&a).await.unwrap(), (rows.len() as i64, bytes as i64));
+    assert_eq!(second.offline().usage(&a).await.unwrap(), (rows.len() as i64, bytes as i64));
+}
+
+/// The flush's batches: at most so many messages, at most so many bytes (but always at
+/// least one message), oldest first, within the ids asked for.
+async fn offline_batches(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    account(&db, "e@x").await;
+    let (a, store) = (j("a@x"), db.offline());
+    assert_eq!(store.newest(&a).await.unwrap(), None);
+    let sizes = [100, 100, 300, 50, 50, 50, 1000, 20];
+    for (i, size) in sizes.iter().enumerate() {
+        assert_eq!(store.store(&a, &sized(i, *size), 100).await.unwrap(), Stored::Yes);
+    }
+    let all = store.load(&a).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|m| m.id).collect();
+    let newest = store.newest(&a).await.unwrap().unwrap();
+    assert_eq!(newest, ids[7]);
+    let got = |batch: Vec<starling::storage::OfflineMessage>| batch.iter().map(|m| m.id).collect::<Vec<_>>();
+    let unlimited = u64::MAX;
+    assert_eq!(got(store.batch(&a, 0, newest, BatchLimit { messages: 3, bytes: unlimited }).await.unwrap()), ids[..3]);
+    assert_eq!(got(store.batch(&a, 0, newest, BatchLimit { messages: 100, bytes: 250 }).await.unwrap()), ids[..2]);
+    assert_eq!(got(store.batch(&a, ids[1], newest, BatchLimit { messages: 100, bytes: 250 }).await.unwrap()), ids[2..3], "one message larger than the limit still goes");
+    assert_eq!(got(store.batch(&a, ids[2], newest, BatchLimit { messages: 100, bytes: 150 }).await.unwrap()), ids[3..6]);
+    assert_eq!(got(store.batch(&a, ids[5], newest, BatchLimit { messages: 100, bytes: 1019 }).await.unwrap()), ids[6..7]);
+    assert_eq!(got(store.batch(&a, ids[5], newest, BatchLimit { messages: 100, bytes: 1020 }).await.unwrap()), ids[6..8]);
+    assert_eq!(got(store.batch(&a, 0, ids[1], BatchLimit { messages: 100, bytes: unlimited }).await.unwrap()), ids[..2], "not past `through`");
+    assert!(store.batch(&a, newest, newest, BatchLimit { messages: 100, bytes: unlimited }).await.unwrap().is_empty());
+    let first = store.batch(&a, 0, newest, BatchLimit { messages: 1, bytes: unlimited }).await.unwrap();
+    assert_eq!(first[0].stanza, sized(0, 100));
+    assert_eq!(store.newest(&j("e@x")).await.unwrap(), None);
+}
+
+/// The migration that adds the byte quota computes sizes and totals for messages stored
+/// before it, so the quota holds for them at once.
+async fn offline_quota_migration(b: Backend) {
+    let (url, dir) = fresh_url(b).await;
+    // The schema as it was before: every migration up to 0007.
+    let older = dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    let folder = match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    for entry in std::fs::read_dir(format!("{}/migrations/{folder}", env!("CARGO_MANIFEST_DIR"))).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.as_str() < "0008" {
+            std::fs::copy(entry.path(), older.join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(older.as_path()).await.unwrap();
+    let stanzas = ["<m>é</m>".to_string(), sized(1, 100), sized(2, 200)];
+    let insert = "INSERT INTO offline_messages (owner, stanza, stored_at) VALUES ($1, $2, 0)";
+    match b {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::query("INSERT INTO accounts (jid, domain, created_at) VALUES ('a@x', 'x', 0)").execute(&pool).await.unwrap();
+            for s in &stanzas {
+                sqlx::query(insert).bind("a@x").bind(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::query("INSERT INTO accounts (jid, domain, created_at) VALUES ('a@x', 'x', 0)").execute(&pool).await.unwrap();
+            for s in &stanzas {
+                sqlx::query(insert).bind("a@x").bind(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let db = Db::open(&url, 2).await.unwrap();
+    let (a, store) = (j("a@x"), db.offline());
+    // "é" is two bytes: sizes are bytes, as for new messages.
+    assert_eq!(store.usage(&a).await.unwrap(), (3, 9 + 100 + 200));
+    let ids: Vec<i64> = store.load(&a).await.unwrap().iter().map(|m| m.id).collect();
+    let batch = store.batch(&a, 0, ids[2], BatchLimit { messages: 10, bytes: 109 }).await.unwrap();
+    assert_eq!(batch.len(), 2, "sizes were computed for the old rows");
+    let quota = OfflineQuota { messages: 10, bytes: 400 };
+    assert_eq!(store.store(&a, &sized(3, 92), quota).await.unwrap(), Stored::Full);
+    assert_eq!(store.store(&a, &sized(4, 91), quota).await.unwrap(), Stored::Yes);
+    store.delete_up_to(&a, ids[2]).await.unwrap();
+    assert_eq!(store.usage(&a).await.unwrap(), (1, 91));
+}
+
+/// Roster limits: a new item past `max_items`, or a new pending request past
+/// `max_pending_in`, is refused with the limit; existing ones still change.
+async fn roster_limits(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let a = j("a@x");
+    let store = db.roster().with_limits(RosterLimits { max_items: 2, max_pending_in: 1 });
+    store.put(&a, &RosterItem::new(j("b@x"))).await.unwrap();
+    let v = store.put(&a, &RosterItem::new(j("c@x"))).await.unwrap();
+    match store.put(&a, &RosterItem::new(j("d@x"))).await {
+        Err(StorageError::Limit(LimitReached::RosterItems(2))) => {}
+        other => panic!("expected the item limit, got {other:?}"),
+    }
+    assert_eq!(store.load(&a).await.unwrap().0, v, "a refused write does not bump the version");
+    let mut renamed = RosterItem::new(j("c@x"));
+    renamed.name = Some("C".into());
+    renamed.groups = vec!["G".into()];
+    assert!(store.put(&a, &renamed).await.unwrap() > v, "existing items still change");
+    store.remove(&a, &j("b@x")).await.unwrap();
+    store.put(&a, &RosterItem::new(j("d@x"))).await.unwrap();
+    let contacts: Vec<String> = store.load(&a).await.unwrap().1.iter().map(|i| i.jid.to_string()).collect();
+    assert_eq!(contacts, ["c@x", "d@x"]);
+
+    store.set_pending_in(&a, &j("p@x"), "<presence type='subscribe'/>").await.unwrap();
+    store.set_pending_in(&a, &j("p@x"), "<presence type='subscribe' id='again'/>").await.unwrap();
+    match store.set_pending_in(&a, &j("q@x"), "<presence type='subscribe'/>").await {
+        Err(StorageError::Limit(LimitReached::PendingIn(1))) => {}
+        other => panic!("expected the pending limit, got {other:?}"),
+    }
+    assert_eq!(store.pending_in(&a).await.unwrap(), [("p@x".to_string(), "<presence type='subscribe' id='again'/>".to_string())]);
+    store.clear_pending_in(&a, &j("p@x")).await.unwrap();
+    store.set_pending_in(&a, &j("q@x"), "<presence type='subscribe'/>").await.unwrap();
+    // Unlimited by default (tools, tests).
+    for i in 0..5 {
+        db.roster().put(&a, &RosterItem::new(j(&format!("u{i}@x")))).await.unwrap();
+    }
+}
+
+/// Concurrent writers of one roster, each adding new items, stop exactly at the limit.
+async fn roster_limit_concurrent(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let store = db.roster().with_limits(RosterLimits { max_items: 20, max_pending_in: 1 });
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut added = 0;
+            for i in 0..10 {
+                match store.put(&j("a@x"), &RosterItem::new(j(&format!("c{w}-{i}@x")))).await {
+                    Ok(_) => added += 1,
+                    Err(StorageError::Limit(LimitReached::RosterItems(20))) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            added
+        }));
+    }
+    let mut added = 0;
+    for w in writers {
+        added += w.await.unwrap();
+    }
+    assert_eq!(added, 20);
+    assert_eq!(store.load(&j("a@x")).await.unwrap().1.len(), 20);
+}
+
+/// Private XML within a byte quota for all namespaces together: a set that would pass it
+/// is refused as a whole and changes nothing; replacing an element by a smaller one frees
+/// room.
+async fn private_quota(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let a = j("a@x");
+    let store = db.private().with_max_bytes(1000);
+    let element = |ns: &str, size: usize| {
+        let head = format!("<x xmlns='{ns}'>");
+        format!("{head}{}</x>", "é".repeat((size - head.len() - 4) / 2))
+    };
+    store.set(&a, &[("n1".into(), element("n1", 600))]).await.unwrap();
+    let refused = store.set(&a, &[("n2".into(), element("n2", 300)), ("n3".into(), element("n3", 200))]).await;
+    assert!(matches!(refused, Err(StorageError::Limit(LimitReached::PrivateBytes(1000)))), "{refused:?}");
+    assert_eq!(store.get(&a, "n2").await.unwrap(), None, "all or nothing");
+    assert_eq!(store.get(&a, "n1").await.unwrap(), Some(element("n1", 600)));
+    store.set(&a, &[("n2".into(), element("n2", 400))]).await.unwrap();
+    assert!(store.set(&a, &[("n3".into(), element("n3", 100))]).await.is_err());
+    // n1 shrinks: room for n3.
+    store.set(&a, &[("n1".into(), element("n1", 100)), ("n3".into(), element("n3", 500))]).await.unwrap();
+    assert_eq!(store.get(&a, "n3").await.unwrap(), Some(element("n3", 500)));
+}
+
+db_tests!(
+    accounts,
+    rosters,
+    offline,
+    offline_grouped,
+    small_stores,
+    reopen,
+    offline_byte_quota,
+    offline_byte_quota_concurrent,
+    offline_batches,
+    offline_quota_migration,
+    roster_limits,
+    roster_limit_concurrent,
+    private_quota,
+);
