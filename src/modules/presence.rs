@@ -19,8 +19,8 @@ use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
 use super::{Ctx, Deps, Flow, Hook, Module, Registrar, SessionEvent, SessionHook};
-use crate::stanza::{Kind, PresenceType, Stanza};
-use crate::storage::RosterItem;
+use crate::stanza::{Kind, PresenceType, Stanza, StanzaError};
+use crate::storage::{RosterItem, StorageError};
 use crate::xml::{self, ns};
 
 pub struct Presence;
@@ -350,6 +350,15 @@ impl Presence {
             if changed && (existing.is_some() || creates) {
                 match rosters.put(&user, item.clone()).await {
                     Ok(version) => rosters.push(&core.sessions, &user, &item, false, version),
+                    // A full roster: the user is told, and the request does not go out
+                    // (it would create state on the contact's side that ours cannot hold).
+                    Err(e @ StorageError::Limit(_)) => {
+                        let attempt = Stanza { kind: Kind::Presence, from: Jid::from(full.clone()), to: Some(Jid::from(contact)), el };
+                        if let Some(error) = attempt.error_reply(&StanzaError::from(e)) {
+                            ctx.reply(error).await;
+                        }
+                        return;
+                    }
                     Err(e) => return tracing::error!(error = %e, "roster write failed"),
                 }
             }
@@ -492,8 +501,18 @@ impl Presence {
             } else {
                 let mut el = stanza.el.clone();
                 xml::set_attr(&mut el, "to", user.as_str());
-                if let Err(e) = rosters.store().set_pending_in(&user, &contact, &xml::to_string(&el)).await {
-                    return tracing::error!(error = %e, "cannot store subscription request");
+                match rosters.store().set_pending_in(&user, &contact, &xml::to_string(&el)).await {
+                    Ok(_) => {}
+                    // Too many requests waiting for this account (anyone can send them): the
+                    // requester is told, and it is neither stored nor delivered.
+                    Err(e @ StorageError::Limit(_)) => {
+                        drop(_guard);
+                        if let Some(error) = stanza.error_reply(&StanzaError::from(e)) {
+                            ctx.send(error).await;
+                        }
+                        return;
+                    }
+                    Err(e) => return tracing::error!(error = %e, "cannot store subscription request"),
                 }
                 false
             }
