@@ -1,0 +1,318 @@
+"""Resource exhaustion: clients that do not read, floods, thousands of idle connections, too
+many resources (SECURITY.md T31-T33, T37, T37a; issue 10 items 4 and 5)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from hostile_common import settle_rss, subscribe_both
+from instance import tcp_socket
+from rawxmpp import NS_CLIENT, NS_XMPP_ERRORS, BindRefused, StreamEnded, Timeout, is_kind, stanza_error
+
+MiB = 1024
+
+
+class Collector(threading.Thread):
+    """Reads a connection continuously (a well-behaved client) and keeps what arrives."""
+
+    def __init__(self, conn):
+        super().__init__(daemon=True)
+        self.conn = conn
+        self.got: list = []
+        self.stop = threading.Event()
+        self.ended: StreamEnded | None = None
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                self.got.append(self.conn.next(0.2))
+            except Timeout:
+                continue
+            except StreamEnded as e:
+                self.ended = e
+                return
+            except Exception as e:  # noqa: BLE001
+                self.ended = StreamEnded(None, str(e), [], "exception", 0)
+                return
+
+    def finish(self, timeout: float = 5.0) -> list:
+        self.stop.set()
+        self.join(timeout)
+        return self.got
+
+
+class Watch(threading.Thread):
+    """Samples the TCP queues of non-reading clients every 20 ms (from /proc/net/tcp): when
+    the client's receive queue last grew (after that, the server's writes cannot progress) and
+    when the server's end of the connection left ESTABLISHED (it closed it)."""
+
+    def __init__(self, server_port: int, client_ports: list[int]):
+        super().__init__(daemon=True)
+        self.server_port = server_port
+        self.ports = client_ports
+        self.last_growth = {p: None for p in client_ports}
+        self.rx = {p: 0 for p in client_ports}
+        self.server_tx = {p: 0 for p in client_ports}
+        self.closed_at = {p: None for p in client_ports}
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for p in self.ports:
+                if self.closed_at[p] is not None:
+                    continue
+                client = tcp_socket(p, self.server_port)
+                server = tcp_socket(self.server_port, p)
+                if client and client[2] > self.rx[p]:
+                    self.rx[p] = client[2]
+                    self.last_growth[p] = now
+                if server:
+                    self.server_tx[p] = max(self.server_tx[p], server[1])
+                if server is None or server[0] != "ESTABLISHED":
+                    self.closed_at[p] = now
+            time.sleep(0.02)
+
+
+def test_slow_readers_do_not_stall_their_contacts_and_lose_nothing(main, figure):
+    """Issue 10 items 4 and 5 (T37, T37a). bob has three resources that never read their sockets
+    (small receive buffers) and one that does; alice, subscribed to bob both ways, changes her
+    status 20 times and sends bob 2,000 messages (to the bare JID and to each full JID).
+    * alice is never stalled: every ping of hers is answered in < 1 s;
+    * each non-reading resource is disconnected within 10 s (+3 s margin) of the moment its
+      server-side writes stopped progressing (its receive queue stopped growing);
+    * nothing alice sent is lost: every message is found at bob's reading resource, in what a
+      non-reading resource had received before it was cut, or in offline storage at bob's next
+      login. Duplicates are allowed, counted and reported."""
+    alice_acc, bob_acc = main.account("alice"), main.account("bob")
+    alice = main.login(alice_acc, "a")
+    good = main.login(bob_acc, "good")
+    stuck = []
+    collector = watch = None
+    try:
+        subscribe_both(alice, alice_acc.jid, good, bob_acc.jid)
+        for i in range(3):
+            s = main.login(bob_acc, f"stuck{i}", rcvbuf=4096)
+            stuck.append(s)
+            alice.wait_for(lambda e, j=s.jid: is_kind("presence")(e) and e.get("from") == j, what=f"{s.jid} online")
+        # From here on the stuck resources never read again.
+        collector = Collector(good)
+        collector.start()
+        watch = Watch(main.port, [s.local_port for s in stuck])
+        watch.start()
+
+        sent: list[str] = []
+        rtts: list[float] = []
+        targets = [bob_acc.jid] * 7 + [s.jid for s in stuck]
+        n = 0
+        phase_start = time.monotonic()
+        for rnd in range(20):
+            alice.presence(f"<status>round {rnd} {'s' * 2000}</status>")
+            for k in range(100):
+                to = targets[k % len(targets)]
+                sent.append(alice.message(to, f"m{n}", id=f"sr{n}"))
+                n += 1
+            try:
+                rtts.append(alice.ping_rtt(timeout=15))
+            except Timeout:
+                rtts.append(float("inf"))
+                break
+            if time.monotonic() - phase_start > 30:
+                break
+        sending_took = time.monotonic() - phase_start
+
+        # Wait until every stuck resource is cut, at most 13 s after its writes stalled.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            pending = [p for p in watch.ports if watch.closed_at[p] is None]
+            if not pending:
+                break
+            if all(watch.last_growth[p] is not None and now - watch.last_growth[p] > 13 for p in pending):
+                break
+            time.sleep(0.1)
+        watch.stop.set()
+        watch.join(2)
+        alice_errors = [e for e in alice.collect(0.5) if e.get("type") == "error"]
+
+        cut = {}
+        for s in stuck:
+            p = s.local_port
+            stalled, closed = watch.last_growth[p], watch.closed_at[p]
+            cut[s.jid] = (closed - stalled) if (closed is not None and stalled is not None) else None
+            figure(f"{s.jid.split('/')[1]}: server send queue (max bytes) / client receive queue (bytes)",
+                   f"{watch.server_tx[p]} / {watch.rx[p]}")
+            figure(f"{s.jid.split('/')[1]}: disconnected after its writes stalled (s)",
+                   "not within 13 s" if cut[s.jid] is None else cut[s.jid], "<= 13")
+        # What the stuck clients did receive (their kernel buffers, and whatever the server
+        # still sends once they read): drain them now.
+        at_stuck = set()
+        for s in stuck:
+            for el in s.collect(2.0):
+                if el.tag == f"{{{NS_CLIENT}}}message" and el.get("id"):
+                    at_stuck.add(el.get("id"))
+            s.abort()
+        time.sleep(0.5)
+        at_good_list = [e.get("id") for e in collector.finish() if e.tag == f"{{{NS_CLIENT}}}message" and e.get("id")]
+        good.close()
+        # bob's next login: whatever went to offline storage.
+        again = main.login(bob_acc, "again")
+        offline = []
+        try:
+            while True:
+                el = again.next(1.5)
+                if el.tag == f"{{{NS_CLIENT}}}message" and el.get("id"):
+                    offline.append(el.get("id"))
+        except Timeout:
+            pass
+        finally:
+            again.close()
+
+        errored = {e.get("id") for e in alice_errors}
+        found = set(at_good_list) | at_stuck | set(offline)
+        lost = [i for i in sent if i not in found and i not in errored]
+        dupes = (len(at_good_list) - len(set(at_good_list))) + len(set(offline) & set(at_good_list))
+        worst = max(rtts) if rtts else float("inf")
+        figure("alice: messages sent / rounds completed / sending took (s)", f"{len(sent)} / {len(rtts)} / {sending_took:.1f}")
+        figure("alice: slowest ping during the run (s)", worst, "< 1")
+        figure("messages found: at the reading resource / at the stuck ones / offline",
+               f"{len(set(at_good_list))} / {len(at_stuck)} / {len(set(offline))}")
+        figure("messages bounced to alice with an error", len(errored))
+        figure("messages lost", len(lost), "== 0")
+        figure("duplicates delivered", dupes)
+        assert worst < 1.0, f"alice's session was stalled: slowest ping {worst:.2f}s (all: {[round(r, 2) for r in rtts]})"
+        late = {j: c for j, c in cut.items() if c is None or c > 13}
+        assert not late, f"non-reading resources not cut within 10 s (+3 s) of their writes stalling: {late}"
+        assert not lost, f"{len(lost)} messages lost, e.g. {lost[:10]}"
+    finally:
+        if watch:
+            watch.stop.set()
+        if collector:
+            collector.stop.set()
+        for s in stuck:
+            s.abort()
+        good.abort()
+        alice.close()
+
+
+def test_authenticated_flood_does_not_slow_others(main, figure):
+    """T32 (C13): one client writes as fast as it can (10 MB/s offered) for 4 s; it is slowed to
+    c2s.max_bytes_per_second, not disconnected, and another client's pings stay fast (p99)."""
+    flooder_acc, sink_acc, other_acc = main.account("flood"), main.account("sink"), main.account("other")
+    flooder = main.login(flooder_acc, "f", presence=False)
+    other = main.login(other_acc, "o", presence=False)
+    # Headlines to an offline account are dropped (never stored, no error): the flood costs the
+    # server parsing and routing only.
+    chunk = "".join(f"<message to='{sink_acc.jid}' type='headline'><body>{'f' * 10_000}</body></message>"
+                    for _ in range(10)).encode()
+    stop = threading.Event()
+    offered = [0]
+
+    def flood():
+        t0 = time.monotonic()
+        while not stop.is_set():
+            # 10 MB/s offered: one 100 KB chunk every 10 ms at most.
+            if flooder.try_send(chunk, timeout=0.2):
+                offered[0] += len(chunk)
+            elapsed = time.monotonic() - t0
+            ahead = offered[0] / 10e6 - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+    t = threading.Thread(target=flood, daemon=True)
+    rtts = []
+    try:
+        t.start()
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            rtts.append(other.ping_rtt(timeout=5))
+            time.sleep(0.03)
+        stop.set()
+        t.join(5)
+        alive = flooder.ping_rtt(timeout=30) if flooder.ended is None else None
+    finally:
+        stop.set()
+        flooder.abort()
+        other.close()
+    rtts.sort()
+    p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
+    figure("flood: bytes the flooder got into the socket in 4 s", offered[0])
+    figure(f"flood: other client's ping p50 / p99 over {len(rtts)} pings (ms)",
+           f"{rtts[len(rtts) // 2] * 1000:.1f} / {p99 * 1000:.1f}", "p99 < 250")
+    assert p99 < 0.25, f"p99 ping {p99 * 1000:.0f} ms while another client floods"
+    assert alive is not None, "the flooder was disconnected (it should be slowed down, not cut)"
+
+
+def test_thousands_of_unauthenticated_connections(instances, figure):
+    """T31: 2,000 connections that open a stream and never authenticate: the server keeps
+    serving (a ping < 1 s), its memory per connection is small, and after they close its RSS
+    is back near the baseline. (There is no per-IP connection cap; the process may hold 20,000
+    open files.)"""
+    inst = instances.new("conns", {"c2s": {"auth_timeout": 30}})
+    account = inst.account("c")
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+              "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").encode()
+    # Warm-up: a few connections, so that first-use allocations are in the baseline.
+    warm = [socket.create_connection(("127.0.0.1", inst.port)) for _ in range(20)]
+    for s in warm:
+        s.sendall(header)
+    time.sleep(0.3)
+    for s in warm:
+        s.close()
+    baseline = settle_rss(inst, 1.0)
+    fds0 = inst.fds()
+    socks = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(2000):
+            s = socket.create_connection(("127.0.0.1", inst.port), timeout=5)
+            s.sendall(header)
+            socks.append(s)
+        opened = time.monotonic() - t0
+        time.sleep(1.0)
+        fds = inst.fds() - fds0
+        peak = inst.rss_kib() - baseline
+        c = inst.login(account, presence=False)
+        rtt = c.ping_rtt()
+        c.close()
+    finally:
+        for s in socks:
+            s.close()
+    after = settle_rss(inst, 2.0) - baseline
+    figure("2,000 connections: opened in (s)", opened)
+    figure("2,000 connections: server file descriptors added", fds)
+    figure("2,000 connections: RSS growth while open (KiB) / per connection (KiB)", f"{peak} / {peak / 2000:.1f}")
+    figure("2,000 connections: ping while they are open (s)", rtt, "< 1")
+    figure("2,000 connections: RSS above the baseline after they closed (KiB)", after, "< max(4096, peak/4)")
+    assert fds >= 1900, f"the server holds only {fds} more descriptors: connections were refused?"
+    assert rtt < 1.0
+    assert peak < 2000 * 64, f"{peak / 2000:.1f} KiB per idle unauthenticated connection"
+    assert after < max(4 * MiB, peak // 4), f"RSS stayed {after} KiB above the baseline (peak {peak})"
+
+
+def test_too_many_resources(main, figure):
+    """T33 (C9): 50 resources for one account: the ones past c2s.max_resources (10) are refused
+    with <resource-constraint/> + <resource-limit-exceeded/>; the bound ones keep working."""
+    account = main.account("res")
+    bound, refused = [], []
+    try:
+        for i in range(50):
+            c = main.conn()
+            try:
+                c.secure()
+                assert c.auth(account.local, account.password) == "success"
+                c.bind(f"r{i}")
+                bound.append(c)
+            except BindRefused as e:
+                cond, text, app = stanza_error(e.reply)
+                refused.append((cond, app))
+                c.abort()
+        figure("50 binds: bound / refused", f"{len(bound)} / {len(refused)}", "10 / 40")
+        assert len(bound) == 10, f"{len(bound)} resources bound"
+        assert all(cond == "resource-constraint" and f"{{{NS_XMPP_ERRORS}}}resource-limit-exceeded" in app
+                   for cond, app in refused), refused[:3]
+        assert bound[0].ping_rtt() < 1.0
+    finally:
+        for c in bound:
+            c.close()
