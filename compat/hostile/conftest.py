@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 # The main instance: short timeouts where tests wait for them; the failed-login throttle off
 # (tests that fail logins on purpose would trip it; `brute` has it on, tight).
 MAIN_CONFIG = {
+    # Two domains: a restarted stream must not switch from one to the other (T20).
+    "domains": ["localhost", "second.localhost"],
     "c2s": {
         # Tests wait for this to pass (slowloris, idle connections): keep it short.
         "auth_timeout": 3,

@@ -350,15 +350,20 @@ class Conn:
         result, _ = self._sasl_result(timeout)
         return result
 
-    def auth_scram(self, username: str, password: str, hash_name: str = "SHA-256", timeout: float = WAIT) -> str:
-        """One SCRAM-SHA-1/256 attempt (RFC 5802, no channel binding): 'success' or the
-        failure condition. Checks the server signature on success."""
+    def auth_scram(self, username: str, password: str, hash_name: str = "SHA-256", timeout: float = WAIT, *,
+                   gs2: str = "n", cb_data: bytes = b"") -> str:
+        """One SCRAM-SHA-1/256 attempt (RFC 5802): 'success' or the failure condition. Checks
+        the server signature on success. `gs2` is the channel-binding flag: 'n' (none), 'y'
+        (the client could bind but thinks the server cannot), or a binding type such as
+        'tls-server-end-point' (then the -PLUS mechanism, with `cb_data` as the binding)."""
         h = {"SHA-1": hashlib.sha1, "SHA-256": hashlib.sha256}[hash_name]
         user = username.replace("=", "=3D").replace(",", "=2C")
         cnonce = base64.b64encode(os.urandom(18)).decode()
         first_bare = f"n={user},r={cnonce}"
-        self.send(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-{hash_name}'>"
-                  f"{base64.b64encode(('n,,' + first_bare).encode()).decode()}</auth>")
+        header = f"{gs2},," if gs2 in ("n", "y") else f"p={gs2},,"
+        mech = f"SCRAM-{hash_name}" + ("" if gs2 in ("n", "y") else "-PLUS")
+        self.send(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
+                  f"{base64.b64encode((header + first_bare).encode()).decode()}</auth>")
         result, el = self._sasl_result(timeout)
         if result != "challenge":
             return result
@@ -368,7 +373,8 @@ class Conn:
         salted = hashlib.pbkdf2_hmac(h().name, password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
         client_key = hmac.new(salted, b"Client Key", h).digest()
         stored_key = h(client_key).digest()
-        final_wo_proof = f"c=biws,r={fields['r']}"
+        cbind = base64.b64encode(header.encode() + (cb_data if gs2 not in ("n", "y") else b"")).decode()
+        final_wo_proof = f"c={cbind},r={fields['r']}"
         auth_message = f"{first_bare},{server_first},{final_wo_proof}".encode()
         signature = hmac.new(stored_key, auth_message, h).digest()
         proof = bytes(a ^ b for a, b in zip(client_key, signature))
@@ -381,6 +387,11 @@ class Conn:
             got = base64.b64decode(el.text or "").decode()
             assert got == f"v={expected}", f"wrong server signature {got!r}"
         return result
+
+    def tls_server_end_point(self) -> bytes:
+        """RFC 5929 tls-server-end-point: the hash of the server's certificate (SHA-256 for the
+        ECDSA/RSA-with-SHA-256 certificates the server generates)."""
+        return hashlib.sha256(self.sock.getpeercert(binary_form=True)).digest()
 
     def auth(self, username: str, password: str, mech: str = "PLAIN") -> str:
         if mech == "PLAIN":

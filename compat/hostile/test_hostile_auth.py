@@ -349,3 +349,58 @@ def test_password_change_addressed_to_the_domain(main):
         assert c.auth_plain(account.local, account.password) == "not-authorized", "the old password still works"
     finally:
         c.abort()
+
+
+# --- T15, T16: channel binding ------------------------------------------------------------------
+
+def offered_bindings(c) -> list[str]:
+    cb = c.features.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+    return [x.get("type") for x in cb] if cb is not None else []
+
+
+def test_channel_binding_mismatch_and_downgrade(main, figure):
+    """T15: SCRAM-SHA-256-PLUS with tls-server-end-point data that is not this connection's
+    certificate hash fails with <not-authorized/> (the right data succeeds: the control).
+    T16 (RFC 5802 §6): the gs2 flag 'y' ("I could bind, but I think you cannot") while the
+    server does offer -PLUS is a downgrade and fails, with the right password."""
+    account = main.account("cb")
+    results = {}
+    for case in ("right", "wrong", "downgrade"):
+        c = main.conn()
+        try:
+            c.secure()
+            types = offered_bindings(c)
+            assert "SCRAM-SHA-256-PLUS" in c.mechanisms() and "tls-server-end-point" in types, \
+                f"no -PLUS with tls-server-end-point offered: {c.mechanisms()} {types}"
+            if case == "right":
+                results[case] = c.auth_scram(account.local, account.password, gs2="tls-server-end-point",
+                                             cb_data=c.tls_server_end_point())
+            elif case == "wrong":
+                results[case] = c.auth_scram(account.local, account.password, gs2="tls-server-end-point",
+                                             cb_data=bytes(32))
+            else:
+                results[case] = c.auth_scram(account.local, account.password, gs2="y")
+        finally:
+            c.abort()
+    figure("SCRAM-SHA-256-PLUS: right binding / wrong binding / 'y' downgrade", results)
+    assert results == {"right": "success", "wrong": "not-authorized", "downgrade": "not-authorized"}, results
+
+
+# --- T20: the restarted stream cannot switch domains ----------------------------------------------
+
+def test_stream_restart_cannot_switch_domain(main):
+    """T20 (CVE-2018-10847 class): after authenticating on `localhost`, a restarted stream
+    addressed to the other domain this server hosts ends with <host-unknown/> (or
+    <invalid-from/>), and no session exists on the other domain."""
+    account = main.account("dom")
+    c = main.conn()
+    try:
+        c.secure()
+        assert c.auth(account.local, account.password) == "success"
+        c._reset_parser()
+        c.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+               "to='second.localhost' version='1.0'>")
+        end = c.expect_end()
+    finally:
+        c.abort()
+    assert end.condition in ("host-unknown", "invalid-from", "not-authorized"), end

@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from hostile_common import settle_rss, subscribe_both
 from instance import tcp_socket
 from rawxmpp import NS_CLIENT, NS_XMPP_ERRORS, BindRefused, StreamEnded, Timeout, is_kind, stanza_error
@@ -52,7 +54,10 @@ class Watch(threading.Thread):
         super().__init__(daemon=True)
         self.server_port = server_port
         self.ports = client_ports
+        # When the client's receive queue, and the server's send queue, last grew: once both
+        # stopped, the server's writes make no progress.
         self.last_growth = {p: None for p in client_ports}
+        self.tx_growth = {p: None for p in client_ports}
         self.rx = {p: 0 for p in client_ports}
         self.server_tx = {p: 0 for p in client_ports}
         self.closed_at = {p: None for p in client_ports}
@@ -69,23 +74,40 @@ class Watch(threading.Thread):
                 if client and client[2] > self.rx[p]:
                     self.rx[p] = client[2]
                     self.last_growth[p] = now
-                if server:
-                    self.server_tx[p] = max(self.server_tx[p], server[1])
+                if server and server[1] > self.server_tx[p]:
+                    self.server_tx[p] = server[1]
+                    self.tx_growth[p] = now
                 if server is None or server[0] != "ESTABLISHED":
                     self.closed_at[p] = now
             time.sleep(0.02)
 
+    def stalled_at(self, p: int) -> float | None:
+        times = [t for t in (self.last_growth[p], self.tx_growth[p]) if t is not None]
+        return max(times) if times else None
 
-def test_slow_readers_do_not_stall_their_contacts_and_lose_nothing(main, figure):
+
+SLOW = {
+    # The sender is not throttled, so that it can push more than the kernel buffers of the
+    # non-reading clients hold (several MB): only then do the server's writes to them stall.
+    "c2s": {"max_bytes_per_second": 0},
+}
+
+
+@pytest.mark.timeout(150)
+def test_slow_readers_do_not_stall_their_contacts_and_lose_nothing(instances, figure):
     """Issue 10 items 4 and 5 (T37, T37a). bob has three resources that never read their sockets
     (small receive buffers) and one that does; alice, subscribed to bob both ways, changes her
-    status 20 times and sends bob 2,000 messages (to the bare JID and to each full JID).
+    status 20 times and sends bob 2,500 messages (to the bare JID and to each full JID): 1,000
+    of 8 KB first, more than the kernel buffers of a non-reading resource take (so the
+    server's writes to it stall), then 1,500 small ones, more than its queue
+    (c2s.max_queue = 1,000) holds.
     * alice is never stalled: every ping of hers is answered in < 1 s;
     * each non-reading resource is disconnected within 10 s (+3 s margin) of the moment its
       server-side writes stopped progressing (its receive queue stopped growing);
     * nothing alice sent is lost: every message is found at bob's reading resource, in what a
       non-reading resource had received before it was cut, or in offline storage at bob's next
       login. Duplicates are allowed, counted and reported."""
+    main = instances.new("slow", SLOW)
     alice_acc, bob_acc = main.account("alice"), main.account("bob")
     alice = main.login(alice_acc, "a")
     good = main.login(bob_acc, "good")
@@ -107,12 +129,13 @@ def test_slow_readers_do_not_stall_their_contacts_and_lose_nothing(main, figure)
         rtts: list[float] = []
         targets = [bob_acc.jid] * 7 + [s.jid for s in stuck]
         n = 0
+        filler = "x" * 8000
         phase_start = time.monotonic()
         for rnd in range(20):
             alice.presence(f"<status>round {rnd} {'s' * 2000}</status>")
-            for k in range(100):
+            for k in range(125):
                 to = targets[k % len(targets)]
-                sent.append(alice.message(to, f"m{n}", id=f"sr{n}"))
+                sent.append(alice.message(to, f"m{n} {filler if rnd < 8 else ''}", id=f"sr{n}"))
                 n += 1
             try:
                 rtts.append(alice.ping_rtt(timeout=15))
@@ -130,7 +153,7 @@ def test_slow_readers_do_not_stall_their_contacts_and_lose_nothing(main, figure)
             pending = [p for p in watch.ports if watch.closed_at[p] is None]
             if not pending:
                 break
-            if all(watch.last_growth[p] is not None and now - watch.last_growth[p] > 13 for p in pending):
+            if all(watch.stalled_at(p) is not None and now - watch.stalled_at(p) > 13 for p in pending):
                 break
             time.sleep(0.1)
         watch.stop.set()
@@ -140,7 +163,7 @@ def test_slow_readers_do_not_stall_their_contacts_and_lose_nothing(main, figure)
         cut = {}
         for s in stuck:
             p = s.local_port
-            stalled, closed = watch.last_growth[p], watch.closed_at[p]
+            stalled, closed = watch.stalled_at(p), watch.closed_at[p]
             cut[s.jid] = (closed - stalled) if (closed is not None and stalled is not None) else None
             figure(f"{s.jid.split('/')[1]}: server send queue (max bytes) / client receive queue (bytes)",
                    f"{watch.server_tx[p]} / {watch.rx[p]}")
@@ -230,65 +253,106 @@ def test_authenticated_flood_does_not_slow_others(main, figure):
             time.sleep(0.03)
         stop.set()
         t.join(5)
-        alive = flooder.ping_rtt(timeout=30) if flooder.ended is None else None
+        # What the server actually read: what we wrote minus what still waits in the two
+        # kernel queues (our send queue, its receive queue).
+        mine = tcp_socket(flooder.local_port, main.port)
+        theirs = tcp_socket(main.port, flooder.local_port)
+        alive = theirs is not None and theirs[0] == "ESTABLISHED"
+        consumed = offered[0] - (mine[1] if mine else 0) - (theirs[2] if theirs else 0)
     finally:
         stop.set()
         flooder.abort()
         other.close()
     rtts.sort()
     p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
-    figure("flood: bytes the flooder got into the socket in 4 s", offered[0])
+    figure("flood: bytes the flooder got into its socket in 4 s", offered[0])
+    figure("flood: bytes the server read from it in 4 s", consumed, "< 2,000,000 (100 KB/s + 400 KB burst)")
     figure(f"flood: other client's ping p50 / p99 over {len(rtts)} pings (ms)",
            f"{rtts[len(rtts) // 2] * 1000:.1f} / {p99 * 1000:.1f}", "p99 < 250")
     assert p99 < 0.25, f"p99 ping {p99 * 1000:.0f} ms while another client floods"
-    assert alive is not None, "the flooder was disconnected (it should be slowed down, not cut)"
+    assert alive, "the flooder was disconnected (it should be slowed down, not cut)"
+    assert consumed < 2_000_000, f"the server read {consumed} bytes in 4 s from a client limited to 100 KB/s"
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full."""
+    lines = open("/proc/net/netstat").read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:])))["ListenOverflows"]
+    return 0
+
+
+def open_many(inst, n: int, header: bytes) -> tuple[list, float]:
+    """`n` connections that each send a stream header and never read, opened in batches of
+    100 that wait for the server to have accepted the previous ones (its accept queue is
+    short: a burst would mostly measure the clients' SYN retries)."""
+    socks = []
+    fds0 = inst.fds()
+    t0 = time.monotonic()
+    try:
+        while len(socks) < n:
+            for _ in range(min(100, n - len(socks))):
+                s = socket.create_connection(("127.0.0.1", inst.port), timeout=5)
+                s.sendall(header)
+                socks.append(s)
+            deadline = time.monotonic() + 5
+            while inst.fds() - fds0 < len(socks) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks, time.monotonic() - t0
 
 
 def test_thousands_of_unauthenticated_connections(instances, figure):
-    """T31: 2,000 connections that open a stream and never authenticate: the server keeps
-    serving (a ping < 1 s), its memory per connection is small, and after they close its RSS
-    is back near the baseline. (There is no per-IP connection cap; the process may hold 20,000
-    open files.)"""
+    """T31: 2,000 connections that open a stream and never authenticate, twice: the server keeps
+    serving (a ping < 1 s), an idle connection costs little, and the second round leaves the
+    RSS where the first did (nothing is leaked per connection: the memory is reused).
+
+    The RSS does not go back to the baseline after the connections close: glibc keeps freed
+    memory in its per-thread arenas (malloc_trim(0) gives back about a third of it) and tokio
+    keeps its grown I/O slab. The figure shows how much; the test only bounds it by the peak.
+    There is no per-IP connection cap; the process may hold 20,000 open files."""
     inst = instances.new("conns", {"c2s": {"auth_timeout": 30}})
     account = inst.account("c")
     header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
               "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>").encode()
-    # Warm-up: a few connections, so that first-use allocations are in the baseline.
-    warm = [socket.create_connection(("127.0.0.1", inst.port)) for _ in range(20)]
-    for s in warm:
-        s.sendall(header)
+    warm, _ = open_many(inst, 20, header)
     time.sleep(0.3)
     for s in warm:
         s.close()
     baseline = settle_rss(inst, 1.0)
     fds0 = inst.fds()
-    socks = []
-    try:
-        t0 = time.monotonic()
-        for _ in range(2000):
-            s = socket.create_connection(("127.0.0.1", inst.port), timeout=5)
-            s.sendall(header)
-            socks.append(s)
-        opened = time.monotonic() - t0
-        time.sleep(1.0)
-        fds = inst.fds() - fds0
-        peak = inst.rss_kib() - baseline
-        c = inst.login(account, presence=False)
-        rtt = c.ping_rtt()
-        c.close()
-    finally:
-        for s in socks:
-            s.close()
-    after = settle_rss(inst, 2.0) - baseline
-    figure("2,000 connections: opened in (s)", opened)
-    figure("2,000 connections: server file descriptors added", fds)
-    figure("2,000 connections: RSS growth while open (KiB) / per connection (KiB)", f"{peak} / {peak / 2000:.1f}")
-    figure("2,000 connections: ping while they are open (s)", rtt, "< 1")
-    figure("2,000 connections: RSS above the baseline after they closed (KiB)", after, "< max(4096, peak/4)")
-    assert fds >= 1900, f"the server holds only {fds} more descriptors: connections were refused?"
-    assert rtt < 1.0
-    assert peak < 2000 * 64, f"{peak / 2000:.1f} KiB per idle unauthenticated connection"
-    assert after < max(4 * MiB, peak // 4), f"RSS stayed {after} KiB above the baseline (peak {peak})"
+    overflows0 = listen_overflows()
+    rounds = []
+    for rnd in range(2):
+        socks, opened = open_many(inst, 2000, header)
+        try:
+            time.sleep(0.5)
+            fds = inst.fds() - fds0
+            peak = inst.rss_kib() - baseline
+            c = inst.login(account, presence=False)
+            rtt = c.ping_rtt()
+            c.close()
+        finally:
+            for s in socks:
+                s.close()
+        after = settle_rss(inst, 1.5) - baseline
+        rounds.append((opened, fds, peak, rtt, after))
+        figure(f"round {rnd + 1}: 2,000 connections opened in (s) / server descriptors added",
+               f"{opened:.2f} / {fds}")
+        figure(f"round {rnd + 1}: RSS growth while open (KiB) / per connection (KiB)", f"{peak} / {peak / 2000:.1f}")
+        figure(f"round {rnd + 1}: ping while they are open (s)", rtt, "< 1")
+        figure(f"round {rnd + 1}: RSS above the baseline after they closed (KiB)", after, "<= round 1's peak + 2 MiB")
+    figure("accept-queue overflows while opening (kernel ListenOverflows)", listen_overflows() - overflows0)
+    (_, fds1, peak1, rtt1, after1), (_, fds2, peak2, rtt2, after2) = rounds
+    assert min(fds1, fds2) >= 1900, f"the server holds only {min(fds1, fds2)} more descriptors: connections refused?"
+    assert max(rtt1, rtt2) < 1.0
+    assert peak1 < 2000 * 64, f"{peak1 / 2000:.1f} KiB per idle unauthenticated connection"
+    assert after2 - after1 < 2 * MiB, f"the second round left {after2 - after1} KiB more than the first: a leak"
+    assert after2 <= peak1 + 2 * MiB, f"RSS is {after2} KiB above the baseline after two rounds (peak {peak1})"
 
 
 def test_too_many_resources(main, figure):

@@ -19,6 +19,11 @@ QUOTA = {
     # Bodies of 200 KB: allowed through the stanza limit, not throttled, so that the test is
     # about storage, not about the socket.
     "c2s": {"max_bytes_per_second": 0, "max_stanza_size": 524288, "auth_timeout": 10},
+    # The defaults, written out: the tests rely on them.
+    "offline": {"max_bytes_per_user": 10 * 1024 * 1024},
+    "private": {"max_bytes_per_user": 1024 * 1024},
+    "vcard": {"max_bytes": 262144},
+    # Lower than the default (1000), so that the test adds few items.
     "roster": {"max_items": 200},
 }
 QUOTA_KEYS = ("offline.max_bytes_per_user", "private.max_bytes_per_user", "vcard.max_bytes", "roster.max_items")
@@ -50,6 +55,7 @@ class RssSampler(threading.Thread):
             time.sleep(0.01)
 
 
+@pytest.mark.timeout(150)
 def test_offline_byte_quota_and_bounded_flush(quota, figure):
     """T35/T37b: up to 1,000 messages of 200 KB to one offline account: past the byte quota the
     sender gets a stanza error (condition + text) for each further one. At the owner's next
