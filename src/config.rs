@@ -62,8 +62,12 @@ pub struct C2sConfig {
     pub max_resources: usize,
     /// default: 102400. Sustained bytes per second read from one client; 0 disables.
     pub max_bytes_per_second: u64,
-    /// default: 1000. Stanzas queued for a client; senders wait for room, up to 10 s.
+    /// default: 1000. Stanzas queued for a client; a client whose queue is full is
+    /// disconnected and what it is sent goes elsewhere (senders never wait).
     pub max_queue: usize,
+    /// default: 10. Seconds a write to a client may make no progress before the client is
+    /// taken as not reading and disconnected (what was not written is rerouted).
+    pub write_timeout: u64,
     /// default: 100000. Client connections at once; each holds an open file.
     pub max_clients: usize,
 }
@@ -131,6 +135,7 @@ impl Default for Config {
                 max_resources: 10,
                 max_bytes_per_second: 102_400,
                 max_queue: 1000,
+                write_timeout: 10,
                 max_clients: 100_000,
             },
             tls: TlsConfig::default(),
@@ -286,6 +291,7 @@ fn read_config(
         max_resources: s.take("max_resources", d.c2s.max_resources, |v| int_in(v, 1, 1000).map(|n| n as usize)),
         max_bytes_per_second: s.take("max_bytes_per_second", d.c2s.max_bytes_per_second, |v| int_in(v, 0, i64::MAX).map(|n| n as u64)),
         max_queue: s.take("max_queue", d.c2s.max_queue, |v| int_in(v, 16, 1_000_000).map(|n| n as usize)),
+        write_timeout: s.take("write_timeout", d.c2s.write_timeout, |v| int_in(v, 1, 3_600).map(|n| n as u64)),
         max_clients: s.take("max_clients", d.c2s.max_clients, |v| int_in(v, 1, 100_000_000).map(|n| n as usize)),
     };
     s.finish();

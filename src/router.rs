@@ -142,7 +142,7 @@ async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
     let Stanza { kind, from, to, el } = stanza;
     match ctx.core.sessions.deliver(&full, el).await {
         Ok(()) => {}
-        Err(SendError::Offline(el) | SendError::Full(el) | SendError::Overloaded(el)) => {
+        Err(SendError::Offline(el) | SendError::Full(el)) => {
             let stanza = Stanza { kind, from, to, el };
             match stanza.message_type() {
                 // §8.5.3.2.1: normal and chat are treated as if addressed to the bare JID.
@@ -230,7 +230,7 @@ async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     match to.try_into_full() {
         Ok(full) => {
             let Stanza { kind, from, to, el } = stanza;
-            if let Err(SendError::Offline(el) | SendError::Full(el) | SendError::Overloaded(el)) = ctx.core.sessions.deliver(&full, el).await
+            if let Err(SendError::Offline(el) | SendError::Full(el)) = ctx.core.sessions.deliver(&full, el).await
                 && request
             {
                 bounce(ctx, &Stanza { kind, from, to, el }, StanzaError::service_unavailable()).await

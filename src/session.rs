@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
@@ -23,10 +22,6 @@ pub fn next_conn_id() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-/// How long a sender waits for room in a recipient's full queue before deciding that the
-/// recipient does not read (it is then disconnected and the stanza rerouted).
-pub const SEND_WAIT: Duration = Duration::from_secs(10);
-
 /// Asks a session to end. Separate from the stanza queue, so that it works when the queue
 /// is full.
 #[derive(Debug, Default)]
@@ -36,10 +31,17 @@ pub struct Control {
 }
 
 impl Control {
-    /// Ask the session to end with `error` (the first request wins).
-    pub fn close(&self, error: StreamError) {
-        self.close.lock().unwrap().get_or_insert(error);
+    /// Ask the session to end with `error` (the first request wins). `true` if this was the
+    /// first request.
+    pub fn close(&self, error: StreamError) -> bool {
+        let first = {
+            let mut slot = self.close.lock().unwrap();
+            let first = slot.is_none();
+            slot.get_or_insert(error);
+            first
+        };
         self.notify.notify_one();
+        first
     }
 
     /// A close request, if one came.
@@ -97,15 +99,14 @@ pub enum BindError {
     TooManyResources,
 }
 
-/// Why a stanza could not be handed to a session.
+/// Why a stanza could not be handed to a session. Either way the stanza comes back, to be
+/// routed as if the resource were not there.
 #[derive(Debug)]
 pub enum SendError {
     /// No such resource is connected.
     Offline(Element),
-    /// The queue is full (only from `try_send`, which does not wait).
+    /// Its queue is full: it does not read what it is sent. It has been told to close.
     Full(Element),
-    /// The session did not make room within `SEND_WAIT`; it has been told to close.
-    Overloaded(Element),
 }
 
 /// A connected resource as seen by routing.
@@ -167,40 +168,31 @@ impl Sessions {
         entry.iter().find(|r| &r.jid == jid).map(|r| r.link.clone())
     }
 
-    /// Hand a stanza to one connected resource without waiting (roster and block-list
-    /// pushes: a client that misses one gets the whole list on its next request).
+    /// Hand a stanza to one connected resource. Never waits: a sender must not go at the
+    /// pace of its slowest recipient (a contact with stuck resources would freeze every
+    /// session that sends it presence). A resource whose queue (`c2s.max_queue` stanzas) is
+    /// full is not reading what it is sent: it is told to close (as ejabberd does past its
+    /// max_fsm_queue), and the stanza comes back to be routed as if it were not there
+    /// (messages to other resources or offline storage); once it has reconnected, the client
+    /// gets a fresh view of everything it missed.
     pub fn try_send(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
         match link.tx.try_send(Box::new(stanza)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(s)) => Err(SendError::Full(*s)),
             Err(mpsc::error::TrySendError::Closed(s)) => Err(SendError::Offline(*s)),
+            Err(mpsc::error::TrySendError::Full(s)) => {
+                let error = StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas");
+                if link.control.close(error) {
+                    tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
+                }
+                Err(SendError::Full(*s))
+            }
         }
     }
 
-    /// Hand a stanza to one connected resource. When its queue is full the sender waits for
-    /// room, so that a fast sender goes at its recipient's pace; a recipient that makes no
-    /// room within `SEND_WAIT` does not read (ejabberd's max_fsm_queue case): it is
-    /// disconnected and the stanza comes back for rerouting.
+    /// [`Sessions::try_send`] for callers in async code (it never waits either).
     pub async fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
-        let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
-        let stanza = match link.tx.try_send(Box::new(stanza)) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(s)) => return Err(SendError::Offline(*s)),
-            Err(mpsc::error::TrySendError::Full(s)) => s,
-        };
-        match link.tx.send_timeout(stanza, SEND_WAIT).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(s)) => Err(SendError::Offline(*s)),
-            Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
-                let s = *s;
-                tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
-                link.control.close(
-                    StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas"),
-                );
-                Err(SendError::Overloaded(s))
-            }
-        }
+        self.try_send(jid, stanza)
     }
 
     /// The connected resources of an account.
@@ -274,6 +266,8 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn link(capacity: usize) -> (Link, mpsc::Receiver<Box<Element>>) {
@@ -301,28 +295,23 @@ mod tests {
         assert!(!sessions.has_sessions(&BareJid::new("u@h").unwrap()));
     }
 
-    /// A full queue makes the sender wait; a queue that never drains closes the session.
+    /// A full queue never makes the sender wait: the stanza comes back at once and the
+    /// recipient, which does not read, is told to close.
     #[tokio::test(start_paused = true)]
-    async fn full_queue_waits_then_closes() {
+    async fn a_full_queue_closes_the_recipient_without_waiting() {
         let sessions = Sessions::new(2);
         let a = FullJid::new("u@h/a").unwrap();
         let (l, mut rx) = link(1);
         let control = l.control.clone();
         sessions.bind(a.clone(), 1, l).unwrap();
         sessions.deliver(&a, Element::bare("message", "jabber:client")).await.unwrap();
-        assert!(matches!(sessions.try_send(&a, Element::bare("message", "jabber:client")), Err(SendError::Full(_))));
-        // Room is made in time: delivered.
-        let reader = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            rx.recv().await.unwrap();
-            rx
-        });
-        sessions.deliver(&a, Element::bare("message", "jabber:client")).await.unwrap();
-        let _rx = reader.await.unwrap();
         assert!(control.pending().is_none());
-        // Nobody reads: after SEND_WAIT, overloaded and told to close.
+        let started = tokio::time::Instant::now();
         let r = sessions.deliver(&a, Element::bare("message", "jabber:client")).await;
-        assert!(matches!(r, Err(SendError::Overloaded(_))));
+        assert!(matches!(r, Err(SendError::Full(_))));
+        assert_eq!(started.elapsed(), Duration::ZERO, "the sender waited");
         assert_eq!(control.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::PolicyViolation));
+        // What was queued before stays for the session to write (or reroute).
+        assert!(rx.try_recv().is_ok());
     }
 }

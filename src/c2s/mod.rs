@@ -27,6 +27,11 @@ use negotiate::{Bound, Negotiation, Reader};
 use transport::Writer;
 pub use transport::Transport;
 
+/// Stanzas taken from the queue for one write.
+const WRITE_BATCH: usize = 64;
+/// How long the closing of a stream may take to write.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Serve one client connection until it ends.
 pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let conn = next_conn_id();
@@ -68,6 +73,8 @@ pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: boo
 enum End {
     /// The connection is gone; nothing more can be written.
     Lost,
+    /// The client takes nothing written to it (`c2s.write_timeout` without progress).
+    Stalled,
     /// The client sent `</stream:stream>`.
     ClientClosed,
     /// We end the stream with this error.
@@ -82,6 +89,9 @@ struct Session {
     output: Arc<SessionOutput>,
     writer: Writer,
     rx: mpsc::Receiver<Box<Element>>,
+    /// Taken from the queue and not yet known to be written: rerouted if the session ends
+    /// before they are.
+    in_flight: Vec<Box<Element>>,
     control: Arc<Control>,
     stats: Arc<ReadStats>,
     ping: PingState,
@@ -187,6 +197,7 @@ impl Session {
             output,
             writer,
             rx,
+            in_flight: Vec::new(),
             control,
             stats,
         });
@@ -231,20 +242,22 @@ impl Session {
                 error = self.control.closed() => break End::Error(error),
                 out = self.rx.recv() => match out {
                     Some(el) => {
-                        self.writer.queue(&el);
-                        drop(el);
                         // Write what else is waiting in one go.
-                        let mut more = 0;
-                        while more < 64 {
+                        self.in_flight.push(el);
+                        while self.in_flight.len() < WRITE_BATCH {
                             match self.rx.try_recv() {
-                                Ok(el) => self.writer.queue(&el),
+                                Ok(el) => self.in_flight.push(el),
                                 Err(_) => break,
                             }
-                            more += 1;
                         }
-                        if self.writer.flush().await.is_err() {
-                            break End::Lost;
+                        for el in &self.in_flight {
+                            self.writer.queue(el);
                         }
+                        if let Some(end) = self.flush().await {
+                            break end;
+                        }
+                        // Written: nothing to reroute any more (and no buffer kept while idle).
+                        self.in_flight = Vec::new();
                     }
                     None => break End::Lost,
                 },
@@ -275,15 +288,15 @@ impl Session {
                     if let Some(end) = self.on_timer() {
                         break end;
                     }
-                    if self.writer.flush().await.is_err() {
-                        break End::Lost;
+                    if let Some(end) = self.flush().await {
+                        break end;
                     }
                 }
             }
         };
         // Out of the registry first, so that nothing more is routed here and contacts see
         // us go at once; then the closing handshake; then what was still queued.
-        let read_pending = !matches!(end, End::Lost | End::ClientClosed) && !self.read_failed;
+        let read_pending = !matches!(end, End::Lost | End::Stalled | End::ClientClosed) && !self.read_failed;
         Box::pin(async {
             self.leave().await;
             self.close_stream(end, read_pending.then_some(read.as_mut())).await;
@@ -341,7 +354,7 @@ impl Session {
             Ok(s) => s,
             Err(Rejected::Stanza(reply)) => {
                 self.writer.queue(&reply);
-                return self.writer.flush().await.err().map(|_| End::Lost);
+                return self.flush().await;
             }
             Err(Rejected::Stream(e)) => return Some(End::Error(e)),
             Err(Rejected::Ignore) => return None,
@@ -350,7 +363,7 @@ impl Session {
         if stanza.kind == Kind::Iq && stanza.payload().is_some_and(|p| p.is("session", ns::SESSION)) && stanza.to.is_none() {
             let reply = stanza.iq_result(None);
             self.writer.queue(&reply.el);
-            return self.writer.flush().await.err().map(|_| End::Lost);
+            return self.flush().await;
         }
         router::from_client(&self.ctx, stanza).await;
         self.write_output().await
@@ -361,17 +374,37 @@ impl Session {
         let (direct, after) = self.output.take();
         for el in &direct {
             self.writer.queue(el);
-            if self.writer.pending() > 256 * 1024 && self.writer.flush().await.is_err() {
-                return Some(End::Lost);
+            if self.writer.pending() > 256 * 1024
+                && let Some(end) = self.flush().await
+            {
+                return Some(end);
             }
         }
-        if self.writer.flush().await.is_err() {
-            return Some(End::Lost);
+        if let Some(end) = self.flush().await {
+            return Some(end);
         }
         for f in after {
             f.await;
         }
         None
+    }
+
+    /// Write what is queued. The write is given up when the client takes nothing for
+    /// `c2s.write_timeout`, and cut short by a close request or shutdown (a stalled write
+    /// must not keep a session that was told to go).
+    async fn flush(&mut self) -> Option<End> {
+        tokio::select! {
+            result = self.writer.flush() => match result {
+                Ok(()) => None,
+                Err(e) if transport::is_stalled(&e) => {
+                    tracing::info!("the client does not read what it is sent; disconnecting it");
+                    Some(End::Stalled)
+                }
+                Err(_) => Some(End::Lost),
+            },
+            error = self.control.closed() => Some(End::Error(error)),
+            _ = self.core.shutdown.cancelled() => Some(End::Error(StreamError::new(StreamCondition::SystemShutdown))),
+        }
     }
 
     /// Unregister, and tell the modules (presence goes unavailable, last activity).
@@ -392,6 +425,8 @@ impl Session {
     async fn close_stream<F: std::future::Future>(&mut self, end: End, read: Option<std::pin::Pin<&mut F>>) {
         match &end {
             End::Lost => return,
+            // Nothing more can be written to a client that takes nothing.
+            End::Stalled => return self.writer.shutdown().await,
             End::ClientClosed => {}
             End::Error(e) => {
                 tracing::debug!(condition = e.condition.name(), "closing the stream");
@@ -399,18 +434,32 @@ impl Session {
             }
         }
         self.writer.queue_raw(b"</stream:stream>");
-        if self.writer.flush().await.is_ok() && let Some(read) = read {
-            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        // The close may follow a write that was cut short: it gets a moment, not the whole
+        // stall timeout.
+        let written = tokio::time::timeout(CLOSE_WAIT, self.writer.flush()).await.is_ok_and(|r| r.is_ok());
+        if written {
+            // The interrupted write went out before the closing.
+            self.in_flight.clear();
+        }
+        if written && let Some(read) = read {
+            let _ = tokio::time::timeout(CLOSE_WAIT, read).await;
         }
         self.writer.shutdown().await;
     }
 
-    /// Stanzas queued for us and never written are rerouted: messages find another
-    /// resource or offline storage instead of being lost.
+    /// Stanzas not known to be written (taken for a write that did not complete, or still
+    /// queued) are rerouted, in order: messages find another resource or offline storage
+    /// instead of being lost. A message of an unfinished write may have reached the client
+    /// in part or in whole: it can arrive twice, never not at all.
     async fn reroute_queued(&mut self) {
         self.rx.close();
         let ctx = Ctx::new(self.core.clone());
-        while let Ok(el) = self.rx.try_recv() {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let queued = std::iter::from_fn(|| self.rx.try_recv().ok()).collect::<Vec<_>>();
+        if !in_flight.is_empty() || !queued.is_empty() {
+            tracing::debug!(in_flight = in_flight.len(), queued = queued.len(), "rerouting what was not written");
+        }
+        for el in in_flight.into_iter().chain(queued) {
             if let Some(stanza) = Stanza::from_stored(*el) && stanza.kind == Kind::Message {
                 router::route(&ctx, stanza).await;
             }

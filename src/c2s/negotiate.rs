@@ -90,9 +90,9 @@ impl Negotiation {
 
     fn split(&self, transport: Transport) -> (Reader, Writer) {
         let (read, write) = tokio::io::split(transport);
-        let timeout = Duration::from_secs(self.core.config.c2s.ping_timeout);
+        let stall = Duration::from_secs(self.core.config.c2s.write_timeout);
         let reader = StreamReader::new(xml::Input::new(read, self.stats.clone()), self.limits());
-        (reader, Writer::new(write, timeout))
+        (reader, Writer::new(write, stall))
     }
 
     /// Negotiate on `transport` until a resource is bound or the stream ends.

@@ -81,16 +81,26 @@ impl AsyncWrite for Transport {
 }
 
 /// Serialises elements into a buffer and writes it out in one go.
+///
+/// `flush` is cancel-safe: what was written stays written (`written`), so a flush cut short
+/// by a close request resumes where it stopped instead of sending bytes twice.
 pub struct Writer {
     half: WriteHalf<Transport>,
     buf: Vec<u8>,
-    /// A write that takes longer than this means the client is not reading.
-    timeout: Duration,
+    /// Bytes at the front of `buf` already handed to the transport.
+    written: usize,
+    /// A write that makes no progress for this long means the client is not reading.
+    stall: Duration,
+}
+
+/// The error of a flush that made no progress for the stall timeout.
+pub fn is_stalled(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
 }
 
 impl Writer {
-    pub fn new(half: WriteHalf<Transport>, timeout: Duration) -> Self {
-        Writer { half, buf: Vec::new(), timeout }
+    pub fn new(half: WriteHalf<Transport>, stall: Duration) -> Self {
+        Writer { half, buf: Vec::new(), written: 0, stall }
     }
 
     pub fn into_inner(self) -> WriteHalf<Transport> {
@@ -105,25 +115,32 @@ impl Writer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Bytes queued and not yet written.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.written
     }
 
+    /// Write everything queued. A client that takes nothing for the stall timeout is not
+    /// reading: `TimedOut` (see [`is_stalled`]). A slow client that keeps reading is not.
     pub async fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let write = async {
-            self.half.write_all(&self.buf).await?;
-            self.half.flush().await
-        };
-        match tokio::time::timeout(self.timeout, write).await {
-            Ok(result) => result?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read")),
+        let stalled = || io::Error::new(io::ErrorKind::TimedOut, "the client does not read");
+        while self.written < self.buf.len() {
+            let n = tokio::time::timeout(self.stall, self.half.write(&self.buf[self.written..]))
+                .await
+                .map_err(|_| stalled())??;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
         }
+        tokio::time::timeout(self.stall, self.half.flush()).await.map_err(|_| stalled())??;
         // An idle session keeps no write buffer; a busy one allocates one per flush, which
         // costs far less than the write itself.
         self.buf = Vec::new();
+        self.written = 0;
         Ok(())
     }
 

@@ -252,6 +252,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     }
 
     pub async fn next(&mut self) -> Result<StreamEvent, XmlError> {
+        // A self-closed `<stream:stream/>` opened and closed the stream at once: its close
+        // is due now, not when more bytes arrive (they never will; the peer waits for ours).
+        if self.tree.stream_closed() {
+            return Ok(StreamEvent::Close);
+        }
         loop {
             self.buf.clear();
             let event = match self.xml.read_event_into_async(&mut self.buf).await {
@@ -367,6 +372,24 @@ mod tests {
     }
 
     const HEAD: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    /// A self-closed stream header is the whole stream: the close comes right after the
+    /// header, without waiting for bytes that will never come.
+    #[tokio::test]
+    async fn self_closed_stream_header() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        use tokio::io::AsyncWriteExt;
+        client
+            .write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'/>")
+            .await
+            .unwrap();
+        // The connection stays open, as a client waiting for our answer keeps it.
+        let mut reader = StreamReader::new(Input::new(server, ReadStats::new()), Limits::default());
+        assert!(matches!(reader.next().await, Ok(StreamEvent::Open(_))));
+        let close = tokio::time::timeout(Duration::from_secs(1), reader.next()).await;
+        assert!(matches!(close, Ok(Ok(StreamEvent::Close))), "{close:?}");
+        drop(client);
+    }
 
     #[tokio::test]
     async fn reads_header_stanzas_and_close() {

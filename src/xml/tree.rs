@@ -140,14 +140,24 @@ impl TreeBuilder {
             return Ok(ns.clone());
         }
         let ns = Namespace::new(name);
-        self.charge(ns.heap_bytes() + cost::SET_ENTRY)?;
-        self.namespaces.insert(ns.clone());
+        // Well-known names are static: nothing to share or to charge (and most stanzas
+        // never allocate the set).
+        if ns.heap_bytes() > 0 {
+            self.charge(ns.heap_bytes() + cost::SET_ENTRY)?;
+            self.namespaces.insert(ns.clone());
+        }
         Ok(ns)
     }
 
     /// Depth of open elements below the stream root; 0 between stanzas.
     pub(crate) fn depth(&self) -> usize {
         self.stack.len()
+    }
+
+    /// The stream root has been closed (`</stream:stream>`, or a self-closed
+    /// `<stream:stream/>`): nothing more can come.
+    pub(crate) fn stream_closed(&self) -> bool {
+        self.mode == Mode::Stream && self.done
     }
 
     pub(crate) fn on_event(

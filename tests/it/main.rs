@@ -14,4 +14,5 @@ mod offline;
 mod presence;
 mod roster;
 mod robustness;
+mod slow_reader;
 mod stream;

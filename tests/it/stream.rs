@@ -200,3 +200,24 @@ db_tests!(
     header_errors,
     orderly_close,
 );
+
+/// Issue 10 defect 11: a self-closed stream header is a whole (empty) stream; the server
+/// answers it with its own stream and the closing of it at once, instead of waiting for the
+/// authentication timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_closed_stream_header_is_closed_at_once() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let mut c = Client::tcp(&s).await;
+    let started = std::time::Instant::now();
+    c.send(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='{STREAMS}' to='localhost' version='1.0'/>")).await;
+    let mut seen = Vec::new();
+    loop {
+        match c.read().await {
+            crate::common::client::Got::Closed | crate::common::client::Got::Eof => break,
+            other => seen.push(format!("{other:?}")),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+    assert!(seen.first().is_some_and(|h| h.starts_with("Header")), "{seen:?}");
+    s.stop().await;
+}

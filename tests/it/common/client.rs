@@ -138,6 +138,20 @@ impl Client {
         Client::over_tls(tls, cert)
     }
 
+    /// Logged in like [`Client::login`], over a TCP connection with a tiny receive buffer:
+    /// a client that then stops reading makes the server's writes stall quickly.
+    pub async fn login_small_buffer(server: &TestServer, user: &str, password: &str, resource: &str) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let tcp = socket.connect(server.addr()).await.unwrap();
+        let mut c = Client::over(Box::new(tcp), server.cert_path(DOMAIN));
+        c.open(DOMAIN).await;
+        c.starttls().await;
+        c.auth_scram_sha256(user, password).await.expect("authentication succeeds");
+        c.bind(resource).await;
+        c
+    }
+
     /// Connected and past STARTTLS, with the post-TLS features read.
     pub async fn secure(server: &TestServer) -> Client {
         let mut c = Client::tcp(server).await;

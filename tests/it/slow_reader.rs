@@ -1,0 +1,120 @@
+//! Clients that stop reading (issue 10 defects 4 and 5; SECURITY.md T37, T37a): a sender
+//! never waits on a recipient, a recipient that takes nothing is disconnected within
+//! `c2s.write_timeout` (or at once when its queue is full), and every stanza it was sent
+//! and did not take goes where it would have gone had it been offline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::common::client::{CLIENT, Got};
+use crate::common::{Backend, Client, TestServer, befriend};
+use crate::db_tests;
+
+async fn start(b: Backend) -> TestServer {
+    let s = TestServer::start_with(b, |c| {
+        c.c2s.max_queue = 16;
+        c.c2s.write_timeout = 2;
+        // The senders here send megabytes on purpose.
+        c.c2s.max_bytes_per_second = 0;
+    })
+    .await;
+    s.users(&["alice", "bob"]).await;
+    s
+}
+
+async fn wait_gone(s: &TestServer, full: &str, within: Duration) -> Duration {
+    let jid = jid::FullJid::new(full).unwrap();
+    let started = Instant::now();
+    while s.server().core().sessions.is_connected(&jid) {
+        assert!(started.elapsed() < within, "{full} is still connected after {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// T37a: a contact with three resources that do not read does not freeze the sender. Each
+/// status change of alice goes to bob's three stuck resources; her own pings are answered
+/// at once throughout, and the stuck resources are disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_contact_does_not_stall_the_sender() {
+    let s = start(Backend::Sqlite).await;
+    let mut alice = s.login("alice", "a").await;
+    alice.available().await;
+    let mut bob = s.login("bob", "r0").await;
+    bob.available().await;
+    befriend(&mut alice, &mut bob).await;
+    bob.close().await;
+    let mut stuck = Vec::new();
+    for i in 1..=3 {
+        let mut c = Client::login_small_buffer(&s, "bob", "pw", &format!("stuck{i}")).await;
+        c.available().await;
+        // From here on, this client reads nothing.
+        stuck.push(c);
+    }
+    alice.drain().await;
+    // Enough to fill what the kernel buffers for each of them (several MiB on loopback).
+    let status = "s".repeat(16_000);
+    let mut slowest = Duration::ZERO;
+    for i in 0..400 {
+        alice.send(&format!("<presence><status>{i} {status}</status></presence>")).await;
+        if i % 10 == 9 {
+            let started = Instant::now();
+            let pong = alice.request(&format!("<iq type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+            assert_eq!(pong.attr("type"), Some("result"));
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    eprintln!("stuck contact: slowest ping answer {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "alice waited {slowest:?} for a ping answer");
+    for i in 1..=3 {
+        wait_gone(&s, &format!("bob@localhost/stuck{i}"), Duration::from_secs(10)).await;
+    }
+    drop(stuck);
+    s.stop().await;
+}
+
+/// T37a, defect 5: nothing accepted for a resource that stops reading is lost. Every message
+/// alice sends to bob's stuck resource is found either in what that resource did receive
+/// before it was cut off, or at bob's next login (rerouted to offline storage).
+async fn nothing_accepted_is_lost(b: Backend) {
+    let s = start(b).await;
+    let mut alice = s.login("alice", "a").await;
+    let mut stuck = Client::login_small_buffer(&s, "bob", "pw", "stuck").await;
+    stuck.available().await;
+    let body = "m".repeat(1_000);
+    let n = 300;
+    for i in 0..n {
+        alice.send(&format!("<message to='bob@localhost/stuck' type='chat' id='m{i}'><body>{i} {body}</body></message>")).await;
+    }
+    alice.request("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    let gone = wait_gone(&s, "bob@localhost/stuck", Duration::from_secs(15)).await;
+    eprintln!("stuck reader disconnected {gone:?} after the last message was accepted");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    // What the stuck resource did receive before it was cut off is still in its socket.
+    loop {
+        match stuck.read().await {
+            Got::Element(el) if el.name() == "message" => {
+                *seen.entry(el.attr("id").unwrap_or_default().to_string()).or_default() += 1;
+            }
+            Got::Element(_) | Got::Header(_) => {}
+            Got::Closed | Got::Eof => break,
+        }
+    }
+    let direct = seen.len();
+    // The rest waits offline.
+    let mut bob = s.login("bob", "later").await;
+    bob.send("<presence/>").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (0..n).any(|i| !seen.contains_key(&format!("m{i}"))) && Instant::now() < deadline {
+        let m = bob.expect_kind("message").await;
+        assert!(m.get_child("body", CLIENT).is_some());
+        *seen.entry(m.attr("id").unwrap_or_default().to_string()).or_default() += 1;
+    }
+    let lost: Vec<String> = (0..n).map(|i| format!("m{i}")).filter(|id| !seen.contains_key(id)).collect();
+    let duplicated = seen.values().filter(|&&c| c > 1).count();
+    eprintln!("stuck reader: {direct} received before the cut, {} after, {duplicated} duplicated", seen.len() - direct);
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    s.stop().await;
+}
+
+db_tests!(nothing_accepted_is_lost);
