@@ -206,6 +206,7 @@ class Instance:
                                    text=True, timeout=60, umask=umask)
             if check.returncode != 0:
                 raise RuntimeError(f"starling check failed for {self.name}:\n{check.stdout}\n{check.stderr}")
+            offset = self.log_size()
             self._log_file = open(self.log_path, "ab")
             self.proc = subprocess.Popen([self.bin, "--config", str(self.config_path), "serve"], stdout=self._log_file,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, umask=umask)
@@ -219,7 +220,10 @@ class Instance:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if self._listening() and Path(self.ca).exists():
+                if self._listening() and Path(self.ca).exists() and self._started_logged(offset):
+                    # The SIGTERM handler is installed right after that line: a moment more,
+                    # so that a test stopping the server at once gets a clean shutdown.
+                    time.sleep(0.1)
                     return self
                 time.sleep(0.05)
             if self.proc.poll() is None:
@@ -231,6 +235,10 @@ class Instance:
             if "Address already in use" not in self.log_path.read_text(errors="replace"):
                 raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
         raise RuntimeError(f"{self.name}: could not start after 3 attempts (ports taken)")
+
+    def _started_logged(self, offset: int) -> bool:
+        """This process logged that it started (the log file is appended to across restarts)."""
+        return re.search(r"Starling \S+ started", self.log_since(offset)) is not None
 
     def _listening(self) -> bool:
         for port in (self.port, self.tls_port):
