@@ -93,9 +93,10 @@ BRUTE = {
 }
 THROTTLE_KEYS = ("auth.failures_per_ip", "auth.ip_window", "auth.failures_per_account", "auth.account_window")
 
-# What a fail2ban filter would use: the address comes right after a fixed prefix, so nothing
-# the client chose (the username) can move it or fake it.
-FAIL2BAN = re.compile(r"authentication failed: ip=(?P<host>[0-9A-Fa-f.:]+) ")
+# The fail2ban filter the README documents (`failregex = starling::auth: authentication failed:
+# ip=<HOST> account=`), with <HOST> as fail2ban expands it for addresses: the address comes
+# right after a fixed prefix, so nothing the client chose (the username) can move or fake it.
+FAIL2BAN = re.compile(r"starling::auth: authentication failed: ip=(?P<host>[0-9A-Fa-f.:]+) account=")
 LINE = re.compile(r"authentication failed: ip=(?P<ip>\S+) account=(?P<account>\"(?:[^\"\\]|\\.)*\") "
                   r"mechanism=(?P<mech>\S+) reason=(?P<reason>\S+)$")
 
@@ -125,6 +126,7 @@ def test_brute_force_per_ip_and_per_account(brute, figure):
     account, from any number of addresses, the same for that account."""
     victim, other, guessed = brute.account("v"), brute.account("o"), brute.account("g")
     per_ip, per_account, window = 4, 3, 4.0
+    offset = brute.log_size()
 
     # Per IP: four failures on four different names (no account reaches its own limit; the
     # account guessed at below is not among them).
@@ -136,6 +138,11 @@ def test_brute_force_per_ip_and_per_account(brute, figure):
     figure("per-IP limit: right password after 4 failures from the address", blocked, "temporary-auth-failure")
     assert blocked == "temporary-auth-failure", f"the right password after {per_ip} failures from {ip}: {blocked}"
     assert attempt_from(brute, "127.0.0.3", victim.local, victim.password) == "success", "another address was blocked"
+    # The refused attempt is logged too, so that fail2ban sees an attacker who keeps trying.
+    time.sleep(0.2)
+    refused_lines = [l for l in brute.log_since(offset).splitlines()
+                     if "authentication failed: ip=127.0.0.2 " in l and "reason=temporary-auth-failure" in l]
+    assert refused_lines, "no log line for the attempt refused by the per-IP limit"
 
     # Per account, across addresses: three failures from three addresses.
     for i in range(per_account):
