@@ -336,14 +336,17 @@ def open_many(inst, n: int, header: bytes) -> tuple[list, float]:
 
 
 def test_thousands_of_unauthenticated_connections(instances, figure):
-    """T31: 2,000 connections that open a stream and never authenticate, twice: the server keeps
-    serving (a ping < 1 s), an idle connection costs little, and the second round leaves the
-    RSS where the first did (nothing is leaked per connection: the memory is reused).
+    """T31: 2,000 connections that open a stream and never authenticate, eight rounds: the server
+    keeps serving (a ping < 1 s), an idle connection costs little, and the RSS stops growing
+    from round to round (nothing is leaked per connection: the memory is reused).
 
     The RSS does not go back to the baseline after the connections close: glibc keeps freed
     memory in its per-thread arenas (malloc_trim(0) gives back about a third of it) and tokio
-    keeps its grown I/O slab. The figure shows how much; the test only bounds it by the peak.
-    There is no per-IP connection cap; the process may hold 20,000 open files."""
+    keeps its grown I/O slab; it reaches a plateau after a few rounds (measured: +12.9, +13.1,
+    +15.7, +16.8, +16.8 MiB..., in steps of about 1 MiB at rounds that vary from run to run).
+    The figures show it; the test bounds the RSS after all 16,000 connections by 1.5 times
+    the first round's peak, which a leak of 400 bytes per connection would exceed. There is no per-IP
+    connection cap; the process may hold 20,000 open files."""
     inst = instances.new("conns", {"c2s": {"auth_timeout": 30}})
     account = inst.account("c")
     header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
@@ -356,7 +359,7 @@ def test_thousands_of_unauthenticated_connections(instances, figure):
     fds0 = inst.fds()
     overflows0 = listen_overflows()
     rounds = []
-    for rnd in range(2):
+    for rnd in range(8):
         socks, opened = open_many(inst, 2000, header)
         try:
             time.sleep(0.5)
@@ -368,20 +371,20 @@ def test_thousands_of_unauthenticated_connections(instances, figure):
         finally:
             for s in socks:
                 s.close()
-        after = settle_rss(inst, 1.5) - baseline
+        after = settle_rss(inst, 1.0) - baseline
         rounds.append((opened, fds, peak, rtt, after))
-        figure(f"round {rnd + 1}: 2,000 connections opened in (s) / server descriptors added",
-               f"{opened:.2f} / {fds}")
-        figure(f"round {rnd + 1}: RSS growth while open (KiB) / per connection (KiB)", f"{peak} / {peak / 2000:.1f}")
-        figure(f"round {rnd + 1}: ping while they are open (s)", rtt, "< 1")
-        figure(f"round {rnd + 1}: RSS above the baseline after they closed (KiB)", after, "<= round 1's peak + 2 MiB")
+    for i, (opened, fds, peak, rtt, after) in enumerate(rounds):
+        figure(f"round {i + 1}: opened in (s) / descriptors added / RSS growth open (KiB) / after closing (KiB) / ping (s)",
+               f"{opened:.2f} / {fds} / {peak} ({peak / 2000:.1f} per connection) / {after} / {rtt:.3f}")
     figure("accept-queue overflows while opening (kernel ListenOverflows)", listen_overflows() - overflows0)
-    (_, fds1, peak1, rtt1, after1), (_, fds2, peak2, rtt2, after2) = rounds
-    assert min(fds1, fds2) >= 1900, f"the server holds only {min(fds1, fds2)} more descriptors: connections refused?"
-    assert max(rtt1, rtt2) < 1.0
-    assert peak1 < 2000 * 64, f"{peak1 / 2000:.1f} KiB per idle unauthenticated connection"
-    assert after2 - after1 < 2 * MiB, f"the second round left {after2 - after1} KiB more than the first: a leak"
-    assert after2 <= peak1 + 2 * MiB, f"RSS is {after2} KiB above the baseline after two rounds (peak {peak1})"
+    assert min(r[1] for r in rounds) >= 1900, "the server did not hold the connections: refused?"
+    assert max(r[3] for r in rounds) < 1.0, "a ping took 1 s or more while the connections were open"
+    assert rounds[0][2] < 2000 * 64, f"{rounds[0][2] / 2000:.1f} KiB per idle unauthenticated connection"
+    first_peak, last = rounds[0][2], rounds[-1][4]
+    figure("RSS above the baseline after 16,000 connections / first round's peak (KiB)", f"{last} / {first_peak}",
+           "< 1.5 x the peak")
+    assert last < 1.5 * first_peak, (f"RSS is {last} KiB above the baseline after 8 rounds of 2,000 connections, "
+                                     f"against a first peak of {first_peak} KiB: a leak?")
 
 
 def test_too_many_resources(main, figure):
