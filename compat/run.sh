@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starling interop ("compat") suite: drives a throwaway Starling instance with client
-# software we did not write (slixmpp from PyPI, Profanity from Debian), and the adversarial
-# suite (compat/hostile: raw-socket attacks on separate server processes).
+# software we did not write (slixmpp from PyPI and from Debian, Profanity from Debian), and
+# the adversarial suite (compat/hostile: raw-socket attacks on separate server processes).
 #
 #   bash compat/run.sh                 # everything
 #   bash compat/run.sh -k roster       # extra arguments go to pytest
@@ -62,6 +62,13 @@ case " $SUITES " in
         ;;
 esac
 command -v "$PYTHON" >/dev/null || need_pkgs+=(python3)
+case " $SUITES " in
+    *" slixmpp "*)
+        # Debian's own slixmpp (1.8.3 on Debian 12), run with the system interpreter by
+        # slixmpp/test_debian_slixmpp.py; the venv has the PyPI one.
+        /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need_pkgs+=(python3-slixmpp)
+        ;;
+esac
 if [ ${#need_pkgs[@]} -gt 0 ]; then apt_install "${need_pkgs[@]}"; fi
 
 # --- 2. the server binary ------------------------------------------------------------------

@@ -92,10 +92,21 @@ pub struct CertPaths {
 pub struct AuthConfig {
     /// default: 4096. PBKDF2 iterations for new SCRAM credentials (RFC 7677 minimum 4096).
     pub scram_iterations: u32,
-    /// default: 1000. Milliseconds before a failed authentication is answered.
+    /// default: 1000. Milliseconds after the client's last message before a failed
+    /// authentication is answered, whatever the check took.
     pub failure_delay_ms: u64,
     /// default: 3. Failed attempts on one stream before it is closed.
     pub max_failures: u32,
+    /// default: 10. Failed authentications from one IP address (IPv6: one /64) per
+    /// `ip_window`, refilled evenly; past it attempts are refused unchecked. 0 disables.
+    pub failures_per_ip: u32,
+    /// default: 60. Seconds over which `failures_per_ip` is counted.
+    pub ip_window: u64,
+    /// default: 20. Failed authentications for one account (from anywhere) per
+    /// `account_window`, refilled evenly. 0 disables.
+    pub failures_per_account: u32,
+    /// default: 600. Seconds over which `failures_per_account` is counted.
+    pub account_window: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +150,15 @@ impl Default for Config {
                 max_clients: 100_000,
             },
             tls: TlsConfig::default(),
-            auth: AuthConfig { scram_iterations: 4096, failure_delay_ms: 1000, max_failures: 3 },
+            auth: AuthConfig {
+                scram_iterations: 4096,
+                failure_delay_ms: 1000,
+                max_failures: 3,
+                failures_per_ip: 10,
+                ip_window: 60,
+                failures_per_account: 20,
+                account_window: 600,
+            },
             registration: RegistrationConfig { enabled: false },
             offline: OfflineConfig { max_per_user: 1000 },
             modules: ModulesConfig::default(),
@@ -327,6 +346,12 @@ fn read_config(
         scram_iterations: s.take("scram_iterations", d.auth.scram_iterations, |v| int_in(v, 4096, 10_000_000).map(|n| n as u32)),
         failure_delay_ms: s.take("failure_delay_ms", d.auth.failure_delay_ms, |v| int_in(v, 0, 60_000).map(|n| n as u64)),
         max_failures: s.take("max_failures", d.auth.max_failures, |v| int_in(v, 1, 100).map(|n| n as u32)),
+        failures_per_ip: s.take("failures_per_ip", d.auth.failures_per_ip, |v| int_in(v, 0, 1_000_000).map(|n| n as u32)),
+        ip_window: s.take("ip_window", d.auth.ip_window, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
+        failures_per_account: s.take("failures_per_account", d.auth.failures_per_account, |v| {
+            int_in(v, 0, 1_000_000).map(|n| n as u32)
+        }),
+        account_window: s.take("account_window", d.auth.account_window, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
     };
     s.finish();
 

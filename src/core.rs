@@ -30,6 +30,8 @@ pub struct CoreState {
     /// Per-process secret for values that must be unpredictable but stable within a run
     /// (SCRAM decoy salts for unknown users).
     pub secret: [u8; 32],
+    /// Failed-authentication throttle and counters, shared by every connection.
+    pub auth: crate::auth::Guard,
     pub started: Instant,
     pub shutdown: CancellationToken,
 }
@@ -52,6 +54,7 @@ impl CoreState {
             modules,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             secret,
+            auth: crate::auth::Guard::new(&config.auth),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             config,

@@ -175,6 +175,8 @@ pub struct ClientFirst {
     client_nonce: String,
     /// The channel binding type the client asked for (`p=`).
     cb_type: Option<String>,
+    /// The GS2 flag was `p=` or `y`: the client supports channel binding.
+    client_can_bind: bool,
 }
 
 /// The server side of one SCRAM exchange after the client-first-message.
@@ -186,25 +188,19 @@ pub struct ScramServer {
     server_first: String,
 }
 
-/// Parse the client-first-message (RFC 5802 §7) and check the GS2 channel-binding flag
-/// against what the mechanism and the server offer.
-pub fn parse_client_first(message: &[u8], plus: bool, offered_plus: bool) -> Result<ClientFirst, SaslFailure> {
+/// Parse the client-first-message (RFC 5802 §7). `plus`: the mechanism is a -PLUS one, which
+/// needs `p=`; the others take `n` or `y`. Whether the binding fits this connection is
+/// `ClientFirst::binding_refusal`.
+pub fn parse_client_first(message: &[u8], plus: bool) -> Result<ClientFirst, SaslFailure> {
     let text = std::str::from_utf8(message).map_err(|_| SaslFailure::MalformedRequest)?;
     let mut parts = text.splitn(3, ',');
     let flag = parts.next().ok_or(SaslFailure::MalformedRequest)?;
     let authzid = parts.next().ok_or(SaslFailure::MalformedRequest)?;
     let bare = parts.next().ok_or(SaslFailure::MalformedRequest)?;
-    let cb_type = match flag {
-        "n" if !plus => None,
-        // "y": the client could bind but thinks we cannot. If we offered -PLUS, someone
-        // stripped it from the list: a downgrade (RFC 5802 §6).
-        "y" if !plus => {
-            if offered_plus {
-                return Err(SaslFailure::NotAuthorized);
-            }
-            None
-        }
-        f if f.starts_with("p=") && plus => Some(f[2..].to_string()),
+    let (cb_type, client_can_bind) = match flag {
+        "n" if !plus => (None, false),
+        "y" if !plus => (None, true),
+        f if f.starts_with("p=") && plus => (Some(f[2..].to_string()), true),
         _ => return Err(SaslFailure::MalformedRequest),
     };
     let authzid = match authzid {
@@ -233,7 +229,37 @@ pub fn parse_client_first(message: &[u8], plus: bool, offered_plus: bool) -> Res
         client_first_bare: bare.to_string(),
         client_nonce: nonce.ok_or(SaslFailure::MalformedRequest)?,
         cb_type,
+        client_can_bind,
     })
+}
+
+impl ClientFirst {
+    /// Why the channel-binding part of this message cannot lead to a login on this
+    /// connection, if it cannot. Both cases are protocol failures (`malformed-request`,
+    /// answered at once, not a failed password), so that a client walks down its list of
+    /// mechanisms quickly to one that works.
+    ///
+    /// * `p=<type>` for a type we do not offer here: no exchange could succeed. (Debian 12's
+    ///   slixmpp 1.8.3 asks for `tls-unique`, which TLS 1.3 does not have.)
+    /// * `y` (the client can bind but believes the server cannot) while we offered -PLUS:
+    ///   RFC 5802 §6 requires failing, since we cannot tell a client that truly shares no
+    ///   binding type with us from a man in the middle who removed -PLUS from the list. This
+    ///   holds even after a refused `p=` on the same stream: a man in the middle could forge
+    ///   that attempt too.
+    ///
+    /// `y` when we offered no -PLUS (no binding on this connection) is fine.
+    pub fn binding_refusal(&self, bindings: &ChannelBindings, plus_offered: bool) -> Option<&'static str> {
+        match &self.cb_type {
+            Some(t) if bindings.get(t).is_none() => {
+                Some("unsupported channel binding type; see the server's <sasl-channel-binding/> (XEP-0440)")
+            }
+            Some(_) => None,
+            None if self.client_can_bind && plus_offered => {
+                Some("channel binding downgrade: the client supports it (gs2 flag 'y') and the server offers -PLUS mechanisms")
+            }
+            None => None,
+        }
+    }
 }
 
 /// RFC 5802 §5.1: `=2C` is ',' and `=3D` is '='; any other '=' is an error.
@@ -408,7 +434,7 @@ mod tests {
             4096,
         )
         .unwrap();
-        let first = parse_client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", false, false).unwrap();
+        let first = parse_client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", false).unwrap();
         let nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".to_string();
         let server_first = format!("r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
         let server = ScramServer { hash: ScramHash::Sha256, credential: cred, first, nonce, server_first };
@@ -421,7 +447,7 @@ mod tests {
     #[test]
     fn rfc5802_vector() {
         let cred = ScramCredential::derive_with_salt(ScramHash::Sha1, "pencil", B64.decode("QSXCR+Q6sek8bf92").unwrap(), 4096).unwrap();
-        let first = parse_client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", false, false).unwrap();
+        let first = parse_client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", false).unwrap();
         let nonce = "fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j".to_string();
         let server_first = format!("r={nonce},s=QSXCR+Q6sek8bf92,i=4096");
         let server = ScramServer { hash: ScramHash::Sha1, credential: cred, first, nonce, server_first };
@@ -445,7 +471,7 @@ mod tests {
         let cred = ScramCredential::derive(ScramHash::Sha256, "pw", 4096).unwrap();
         let bindings = ChannelBindings { tls_exporter: Some(vec![7; 32]), tls_server_end_point: None };
         for (data, ok) in [(vec![7u8; 32], true), (vec![8u8; 32], false)] {
-            let first = parse_client_first(b"p=tls-exporter,,n=u,r=abc", true, true).unwrap();
+            let first = parse_client_first(b"p=tls-exporter,,n=u,r=abc", true).unwrap();
             let bare = first.client_first_bare.clone();
             let (server, server_first) = ScramServer::new(first, cred.clone());
             let mut cb = b"p=tls-exporter,,".to_vec();
@@ -457,23 +483,42 @@ mod tests {
 
     #[test]
     fn gs2_flags() {
-        // "y" while -PLUS was offered is a downgrade.
-        assert!(matches!(parse_client_first(b"y,,n=u,r=a", false, true), Err(SaslFailure::NotAuthorized)));
-        assert!(parse_client_first(b"y,,n=u,r=a", false, false).is_ok());
         // -PLUS mechanism without binding, and binding on a non-PLUS mechanism.
-        assert!(parse_client_first(b"n,,n=u,r=a", true, true).is_err());
-        assert!(parse_client_first(b"p=tls-exporter,,n=u,r=a", false, true).is_err());
-        let f = parse_client_first(b"n,a=juliet@example.com,n=ju=2Cli=3Det,r=a", false, false).unwrap();
+        assert!(parse_client_first(b"n,,n=u,r=a", true).is_err());
+        assert!(parse_client_first(b"y,,n=u,r=a", true).is_err());
+        assert!(parse_client_first(b"p=tls-exporter,,n=u,r=a", false).is_err());
+        let f = parse_client_first(b"n,a=juliet@example.com,n=ju=2Cli=3Det,r=a", false).unwrap();
         assert_eq!(f.username, "ju,li=et");
         assert_eq!(f.authzid.as_deref(), Some("juliet@example.com"));
-        assert!(parse_client_first(b"n,,n=bad=name,r=a", false, false).is_err());
-        assert!(parse_client_first(b"n,,m=ext,n=u,r=a", false, false).is_err());
+        assert!(parse_client_first(b"n,,n=bad=name,r=a", false).is_err());
+        assert!(parse_client_first(b"n,,m=ext,n=u,r=a", false).is_err());
+    }
+
+    /// The lead's rule for channel binding that cannot work (compat/slixmpp.md): refused at
+    /// once as a protocol failure, `y` refused whenever -PLUS was offered.
+    #[test]
+    fn binding_refusals() {
+        let both = ChannelBindings { tls_exporter: Some(vec![1; 32]), tls_server_end_point: Some(vec![2; 32]) };
+        let end_point_only = ChannelBindings { tls_exporter: None, tls_server_end_point: Some(vec![2; 32]) };
+        let none = ChannelBindings::default();
+        let refusal = |msg: &[u8], plus: bool, b: &ChannelBindings| parse_client_first(msg, plus).unwrap().binding_refusal(b, b.any());
+        // (a) a binding type this connection does not have.
+        let text = refusal(b"p=tls-unique,,n=u,r=a", true, &both).expect("tls-unique is refused");
+        assert!(text.starts_with("unsupported channel binding type"), "{text}");
+        assert!(refusal(b"p=tls-exporter,,n=u,r=a", true, &end_point_only).is_some(), "no exporter on TLS 1.2");
+        assert!(refusal(b"p=tls-exporter,,n=u,r=a", true, &both).is_none());
+        assert!(refusal(b"p=tls-server-end-point,,n=u,r=a", true, &end_point_only).is_none());
+        // (b) "y" while -PLUS was offered is a possible downgrade; without -PLUS it is fine.
+        let text = refusal(b"y,,n=u,r=a", false, &both).expect("y with -PLUS offered is refused");
+        assert!(text.starts_with("channel binding downgrade"), "{text}");
+        assert!(refusal(b"y,,n=u,r=a", false, &none).is_none());
+        assert!(refusal(b"n,,n=u,r=a", false, &both).is_none());
     }
 
     #[test]
     fn wrong_password_fails() {
         let cred = ScramCredential::derive(ScramHash::Sha1, "right", 4096).unwrap();
-        let first = parse_client_first(b"n,,n=u,r=abc", false, false).unwrap();
+        let first = parse_client_first(b"n,,n=u,r=abc", false).unwrap();
         let bare = first.client_first_bare.clone();
         let (server, server_first) = ScramServer::new(first, cred);
         let fin = client_final(ScramHash::Sha1, "wrong", &bare, b"n,,", std::str::from_utf8(&server_first).unwrap());

@@ -38,13 +38,17 @@ pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: boo
     let span = tracing::info_span!("c2s", conn, %peer, jid = tracing::field::Empty);
     async move {
         let _ = tcp.set_nodelay(true);
+        // One allowance from accept to a bound resource, whatever it is spent on (TLS
+        // handshake, SASL, binding): an unauthenticated connection holds resources for at
+        // most `auth_timeout`.
+        let deadline = Instant::now() + Duration::from_secs(core.config.c2s.auth_timeout);
         // Negotiation is boxed: its state (TLS handshake, SASL) is large and needed only for
         // a moment, while the task's own future lives as long as the session.
         let negotiation = Box::pin(async {
             let transport = if direct_tls {
                 // XEP-0368: TLS from the first byte.
                 let handshake = crate::tls::TlsStream::accept(tcp, core.tls.clone());
-                match tokio::time::timeout(Duration::from_secs(core.config.c2s.auth_timeout), handshake).await {
+                match tokio::time::timeout_at(deadline, handshake).await {
                     Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
@@ -58,7 +62,7 @@ pub async fn serve(core: Core, tcp: TcpStream, peer: SocketAddr, direct_tls: boo
             } else {
                 Transport::Plain(tcp)
             };
-            Negotiation::new(core.clone(), conn, peer).run(transport).await.ok()
+            Negotiation::new(core.clone(), conn, peer, deadline).run(transport).await.ok()
         });
         let Some(bound) = negotiation.await else { return };
         tracing::Span::current().record("jid", tracing::field::display(&bound.jid));

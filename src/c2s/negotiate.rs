@@ -66,8 +66,9 @@ enum Step {
 }
 
 impl Negotiation {
-    pub fn new(core: Core, conn: ConnId, peer: SocketAddr) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(core.config.c2s.auth_timeout);
+    /// `deadline`: when authentication and binding must be over, counted from accept (a TLS
+    /// handshake before negotiation spends from the same allowance).
+    pub fn new(core: Core, conn: ConnId, peer: SocketAddr, deadline: Instant) -> Self {
         Negotiation {
             core,
             conn,
@@ -323,8 +324,9 @@ impl Negotiation {
         if el.is("auth", ns::SASL) && self.account.is_none() {
             let domain = self.domain.clone().unwrap_or_default();
             let offered = self.mechanisms(bindings);
-            let plus_offered = offered.iter().any(|m| m.ends_with("-PLUS"));
-            return match sasl::authenticate(&self.core, reader, writer, el, &domain, &offered, plus_offered, bindings, self.deadline).await {
+            let stream =
+                sasl::StreamInfo { domain: &domain, offered: &offered, bindings, deadline: self.deadline, peer: self.peer.ip() };
+            return match sasl::authenticate(&self.core, reader, writer, el, &stream).await {
                 SaslResult::Success(account) => {
                     tracing::debug!(%account, "authenticated");
                     self.account = Some(account);

@@ -10,6 +10,7 @@ use crate::xml::Element;
 
 use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router;
+use crate::rosters::RosterSnapshot;
 use crate::stanza::{Condition, IqType, Kind, PresenceType, Stanza, StanzaError};
 use crate::storage::BlocklistStore;
 use crate::xml::{self, ns};
@@ -41,7 +42,7 @@ impl Module for Blocking {
     }
 }
 
-/// §5 JID matching: does a list entry cover `jid`? Checks, in order, the full JID, the bare
+/// §6 JID matching: does a list entry cover `jid`? Checks, in order, the full JID, the bare
 /// JID, domain/resource and the domain.
 fn is_blocked(list: &HashSet<String>, jid: &Jid) -> bool {
     if list.is_empty() {
@@ -66,6 +67,32 @@ fn deserves_answer(stanza: &Stanza) -> bool {
         Kind::Message => true,
         Kind::Iq => stanza.iq_type().is_some_and(IqType::is_request),
         Kind::Presence => false,
+    }
+}
+
+/// Subscription state changes (RFC 6121 §3): `subscribed`, `unsubscribe`, `unsubscribed`.
+/// They pass the user's own block list outbound: XEP-0191 stops communication, not the
+/// bookkeeping of subscriptions, and a blocked contact that never learnt of a revocation
+/// would keep believing itself subscribed. (Inbound, the contact's server has applied them
+/// to its roster before its block list is consulted; see the presence module.) They reveal
+/// nothing the contact's roster push would not show anyway.
+fn changes_subscription_state(stanza: &Stanza) -> bool {
+    stanza.kind == Kind::Presence
+        && matches!(stanza.presence_type(), Some(PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed))
+}
+
+/// The roster contacts a block-list entry covers (§6 matching, applied to contacts), each
+/// with the address that presence for it goes to: an entry with a localpart covers that
+/// contact (a full JID entry: that resource only); a domain covers every contact there; a
+/// domain/resource entry covers none (contacts have localparts).
+fn covered<'a>(roster: &'a RosterSnapshot, entry: &'a Jid) -> Box<dyn Iterator<Item = (&'a crate::storage::RosterItem, Jid)> + 'a> {
+    if entry.node().is_some() {
+        let bare = entry.to_bare();
+        Box::new(roster.items.iter().filter(move |i| i.jid == bare).map(move |i| (i, entry.clone())))
+    } else if entry.resource().is_none() {
+        Box::new(roster.items.iter().filter(move |i| i.jid.domain() == entry.domain()).map(|i| (i, Jid::from(i.jid.clone()))))
+    } else {
+        Box::new(std::iter::empty())
     }
 }
 
@@ -119,16 +146,19 @@ impl Blocking {
             return Err(StanzaError::bad_request("block needs at least one item"));
         }
         // §3.3: contacts that may see our presence get unavailable before the block, so
-        // they see us go offline (afterwards nothing reaches them).
+        // they see us go offline (afterwards nothing reaches them). Routed, so that lists
+        // already in force still apply.
         let roster = ctx.core.rosters.get(&owner, false).await?;
+        let mut targets: HashSet<Jid> = HashSet::new();
         for jid in &jids {
-            let bare = jid.to_bare();
-            if roster.get(&bare).is_some_and(|i| i.subscription.has_from()) {
-                for r in ctx.core.sessions.resources(&owner).into_iter().filter(|r| r.available) {
-                    let mut el = Element::bare("presence", ns::CLIENT);
-                    xml::set_attr(&mut el, "type", PresenceType::Unavailable.as_str().unwrap_or_default());
-                    ctx.send(Stanza::new(el, Jid::from(r.jid), jid.clone())).await;
-                }
+            targets.extend(covered(&roster, jid).filter(|(i, _)| i.subscription.has_from()).map(|(_, t)| t));
+        }
+        let available: Vec<FullJid> = ctx.core.sessions.resources(&owner).into_iter().filter(|r| r.available).map(|r| r.jid).collect();
+        for target in &targets {
+            for resource in &available {
+                let mut el = Element::bare("presence", ns::CLIENT);
+                xml::set_attr(&mut el, "type", PresenceType::Unavailable.as_str().unwrap_or_default());
+                ctx.send(Stanza::new(el, Jid::from(resource.clone()), target.clone())).await;
             }
         }
         let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_string()).collect();
@@ -157,13 +187,37 @@ impl Blocking {
             self.update_cache(&owner, |set| strings.iter().for_each(|s| { set.remove(s); }));
         }
         self.push(&ctx, &owner, req.payload());
-        // §3.4: contacts allowed to see our presence get it again.
+        // §3.4: contacts allowed to see our presence (our roster says from/both) get it
+        // again. Routed: a contact still covered by another entry gets nothing.
         let roster = ctx.core.rosters.get(&owner, false).await?;
-        for jid in unblocked {
-            if roster.get(&jid.to_bare()).is_some_and(|i| i.subscription.has_from()) {
-                for (res, el) in ctx.core.sessions.available_presences(&owner) {
-                    ctx.send(Stanza::new(el, Jid::from(res), jid.clone())).await;
+        let mut presence_to: HashSet<Jid> = HashSet::new();
+        let mut probe: HashSet<BareJid> = HashSet::new();
+        for jid in &unblocked {
+            for (item, target) in covered(&roster, jid) {
+                if item.subscription.has_from() {
+                    presence_to.insert(target);
                 }
+                if item.subscription.has_to() && ctx.core.is_local_account(&Jid::from(item.jid.clone())) {
+                    probe.insert(item.jid.clone());
+                }
+            }
+        }
+        let ours = ctx.core.sessions.available_presences(&owner);
+        for target in &presence_to {
+            for (res, el) in &ours {
+                ctx.send(Stanza::new(el.clone(), Jid::from(res.clone()), target.clone())).await;
+            }
+        }
+        // And our available resources learn the current presence of the contacts we are
+        // subscribed to, dropped while they were blocked: a probe from each, as at login
+        // (answered by the contact's side from its roster; the answers for this session
+        // are written to it directly, not queued by its own task). Local contacts only:
+        // remote ones would be probed over s2s, which is not implemented.
+        for (resource, _) in &ours {
+            for contact in &probe {
+                let mut el = Element::bare("presence", ns::CLIENT);
+                xml::set_attr(&mut el, "type", PresenceType::Probe.as_str().unwrap_or_default());
+                ctx.send(Stanza::new(el, Jid::from(resource.clone()), Jid::from(contact.clone()))).await;
             }
         }
         Ok(None)
@@ -191,7 +245,7 @@ impl Blocking {
         let Some(to) = &stanza.to else { return Flow::Continue(stanza) };
         let owner = stanza.from.to_bare();
         // Never between one's own resources (§4).
-        if to.to_bare() == owner {
+        if to.to_bare() == owner || changes_subscription_state(&stanza) {
             return Flow::Continue(stanza);
         }
         let list = match self.list(&ctx, &owner).await {

@@ -114,8 +114,10 @@ pub enum Hook {
 pub enum SessionHook {
     /// A resource was bound.
     Bound,
-    /// The resource sent its initial presence (runs under the account's delivery lock;
-    /// stanzas given to `Ctx::reply` are written before anything routed afterwards).
+    /// The resource became available with a non-negative priority, so that messages for
+    /// the bare JID may go to it (XEP-0160 §3, RFC 6121 §8.5.2.1.1): its initial presence,
+    /// or a later one raising a negative priority. Runs under the account's delivery lock;
+    /// stanzas given to `Ctx::reply` are written before anything routed afterwards.
     InitialPresence,
     /// The session ended, cleanly or not.
     Closed,

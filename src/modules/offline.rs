@@ -1,6 +1,6 @@
 //! Offline message storage (XEP-0160): chat and normal messages for an account with no
-//! available resource are stored with a XEP-0203 delay and delivered, in order, at the next
-//! initial presence.
+//! available resource are stored with a XEP-0203 delay and delivered, in order, to the next
+//! resource that becomes available with a non-negative priority (§3).
 
 use std::sync::Arc;
 

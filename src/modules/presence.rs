@@ -5,6 +5,13 @@
 //! to a local account): the contact's side of the same state machine, probes, and stored
 //! subscription requests for accounts that are offline. At session end, unavailable
 //! presence goes to contacts and to everyone who got directed presence.
+//!
+//! Presence reaches another account only by routing, so that both block lists (XEP-0191,
+//! the `StanzaOut`/`StanzaIn` hooks) apply, and only where the *owner's* roster allows it
+//! (RFC 6121 §4.3.2, §4.4.2): probes, the client's own ones and those sent at login, are
+//! routed and answered by the contact's side from the contact's roster. Subscription state
+//! changes are applied to the addressed account's roster before its block list is
+//! consulted: blocking stops delivery of stanzas, not the bookkeeping of subscriptions.
 
 use std::sync::Arc;
 
@@ -12,7 +19,7 @@ use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
 use super::{Ctx, Deps, Flow, Hook, Module, Registrar, SessionEvent, SessionHook};
-use crate::stanza::{PresenceType, Stanza};
+use crate::stanza::{Kind, PresenceType, Stanza};
 use crate::storage::RosterItem;
 use crate::xml::{self, ns};
 
@@ -27,6 +34,9 @@ impl Module for Presence {
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
         reg.hook(Hook::PresenceOut, 0, &self, Self::outbound);
+        // Above the block list (priority 100): the roster follows a subscription change
+        // whatever the block list says; the block list then only decides delivery.
+        reg.hook(Hook::StanzaIn, 200, &self, Self::subscription_state);
         reg.hook(Hook::PresenceIn, 0, &self, Self::inbound);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         // RFC 6121 §3.4 pre-approval is not supported, so its stream feature is not offered.
@@ -54,6 +64,44 @@ fn stored_presence(el: &Element) -> Box<str> {
     xml::remove_attr(&mut el, "from");
     xml::remove_attr(&mut el, "to");
     xml::to_string(&el).into_boxed_str()
+}
+
+/// Subscription state changes that the contact's server records before anything else
+/// (RFC 6121 §3.1.5, §3.2.3, §3.3.3). A request (`subscribe`) is not among them: from a
+/// blocked JID it is dropped, not stored.
+fn changes_state(stanza: &Stanza) -> Option<PresenceType> {
+    match stanza.presence_type() {
+        Some(k @ (PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed)) if stanza.kind == Kind::Presence => Some(k),
+        _ => None,
+    }
+}
+
+/// Send presence produced on the contact's side (a probe answer, a stored request) to
+/// `stanza.to`. When that is the session this runs in (its login, or a probe of its own),
+/// it is written there directly, ahead of anything queued: answers for a user with many
+/// contacts would otherwise fill the session's queue from its own task, which is the one
+/// that empties it. A direct write skips routing, so it runs the hooks routing would: the
+/// probe passed both block lists on its way, but it was addressed to the contact's bare
+/// JID, and the prober's list may name one of the contact's full JIDs (XEP-0191 §3.3:
+/// nothing from a blocked JID reaches the user). `PresenceIn` is not run: it is this
+/// module's own processing of inbound presence, already done.
+async fn to_session_or_route(ctx: &Ctx, stanza: Stanza) {
+    let for_this_session = ctx.session_jid().is_some_and(|j| stanza.to.as_ref().is_some_and(|t| t == &Jid::from(j.clone())));
+    if !for_this_session {
+        return ctx.send(stanza).await;
+    }
+    let modules = &ctx.core.modules;
+    let stanza = if ctx.core.is_local_account(&stanza.from) {
+        match modules.run_hook(Hook::StanzaOut, ctx, stanza).await {
+            Flow::Continue(s) => s,
+            Flow::Handled => return,
+        }
+    } else {
+        stanza
+    };
+    if let Flow::Continue(stanza) = modules.run_hook(Hook::StanzaIn, ctx, stanza).await {
+        ctx.reply(stanza).await;
+    }
 }
 
 /// RFC 6121 §4.7.2.3: the priority, -128..=127, 0 when absent or invalid.
@@ -94,11 +142,10 @@ impl Presence {
                 self.outbound_subscription(&ctx, &full, k, to.to_bare(), stanza.el).await;
                 Flow::Handled
             }
-            (PresenceType::Probe, Some(to)) => {
-                // Clients should not probe (RFC 6121 §4.3); answer like the server would.
-                self.answer_probe_for_client(&ctx, &full, to.to_bare()).await;
-                Flow::Handled
-            }
+            // Clients should not probe (RFC 6121 §4.3), but some do: the probe is routed as
+            // the server's own are, through both block lists to the contact's side, which
+            // answers from the contact's roster (`answer_probe`).
+            (PresenceType::Probe, Some(_)) => Flow::Continue(stanza),
             // Subscription or probe without a `to`, or errors: nothing to do here.
             (PresenceType::Error, _) => Flow::Continue(stanza),
             _ => Flow::Handled,
@@ -112,28 +159,31 @@ impl Presence {
         let from = Jid::from(full.clone());
         xml::remove_attr(&mut el, "to");
         let priority = priority_of(&el);
-        let initial = !core.sessions.with_state(full, |s| s.available).unwrap_or(false);
-        if initial {
-            {
-                // Under the delivery lock, the initial-presence hooks (offline flush) run
-                // before the resource becomes available, so that a message arriving meanwhile
-                // either is among the flushed ones or is delivered after them.
-                let _guard = core.delivery_lock(&bare).await;
-                core.modules.run_session_hook(SessionHook::InitialPresence, ctx, full, None, false).await;
-                let stored = stored_presence(&el);
-                core.sessions.with_state(full, |s| {
-                    s.available = true;
-                    s.priority = priority;
-                    s.last = Some(stored);
-                });
-            }
-            self.on_login(ctx, full, &bare).await;
+        // One session's presence is handled by that session's task, in order: nothing
+        // changes this resource's state between this read and the update below.
+        let (was_available, old_priority) = core.sessions.with_state(full, |s| (s.available, s.priority)).unwrap_or((false, 0));
+        let stored = stored_presence(&el);
+        let update = |s: &mut crate::session::PresenceState| {
+            s.available = true;
+            s.priority = priority;
+            s.last = Some(stored);
+        };
+        // XEP-0160 §3, RFC 6121 §8.5.2.1.1: messages for the bare JID, and so the stored
+        // ones, go to available resources with a non-negative priority. The hook (offline
+        // flush) runs when this resource becomes one: initial presence with priority >= 0,
+        // or a change from a negative priority to a non-negative one.
+        if priority >= 0 && !(was_available && old_priority >= 0) {
+            // Under the delivery lock, the hook runs before the resource can take messages,
+            // so that a message arriving meanwhile either is among the flushed ones or is
+            // delivered after them.
+            let _guard = core.delivery_lock(&bare).await;
+            core.modules.run_session_hook(SessionHook::InitialPresence, ctx, full, None, false).await;
+            core.sessions.with_state(full, update);
         } else {
-            let stored = stored_presence(&el);
-            core.sessions.with_state(full, |s| {
-                s.priority = priority;
-                s.last = Some(stored);
-            });
+            core.sessions.with_state(full, update);
+        }
+        if !was_available {
+            self.on_login(ctx, full, &bare).await;
         }
         // To contacts with a subscription from us (from/both), and to all of our own
         // available resources, this one included.
@@ -165,10 +215,13 @@ impl Presence {
         };
         for item in roster.items.iter().filter(|i| i.subscription.has_to()) {
             let contact = Jid::from(item.jid.clone());
-            if core.is_local_account(&contact) {
-                for (res, el) in core.sessions.available_presences(&item.jid) {
-                    ctx.write_direct(readdress(&el, &Jid::from(res), me.clone()).el);
-                }
+            // §4.3.1: a probe from the new resource, routed like any stanza, so that both
+            // block lists apply and the contact's roster decides (`answer_probe`, whose
+            // answers are written to this session directly). Contacts without an available
+            // resource are not probed: their answer would be the `unavailable` that a client
+            // assumes for every contact at login.
+            if core.is_local_account(&contact) && core.sessions.has_available(&item.jid) {
+                ctx.send(presence(PresenceType::Probe, me.clone(), contact)).await;
             }
             // Remote contacts would be probed over s2s, which is not implemented.
         }
@@ -181,9 +234,14 @@ impl Presence {
             Ok(pending) => {
                 for (_, xml_text) in pending {
                     match xml::parse_element(&xml_text) {
-                        Ok(mut el) => {
-                            xml::set_attr(&mut el, "to", full.as_str());
-                            ctx.write_direct(el);
+                        Ok(el) => {
+                            // Through the hooks: a request stored before the user blocked
+                            // its sender is withheld while the block lasts.
+                            let from = el.attr("from").and_then(|f| Jid::new(f).ok());
+                            match from {
+                                Some(from) => to_session_or_route(ctx, Stanza::new(el, from, me.clone())).await,
+                                None => tracing::error!("stored subscription request without a sender"),
+                            }
                         }
                         Err(e) => tracing::error!(error = %e, "unreadable stored subscription request"),
                     }
@@ -316,54 +374,35 @@ impl Presence {
         }
     }
 
-    /// Presence addressed to a local account: the contact's side of subscriptions, probes.
-    async fn inbound(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
-        let Some(kind) = stanza.presence_type() else { return Flow::Handled };
-        let Some(to) = stanza.to.clone() else { return Flow::Handled };
+    /// Subscription state changes addressed to a local account (a `StanzaIn` hook, ahead of
+    /// the block list): the account's side of the state machine (RFC 6121 §3.1.5, §3.2.3,
+    /// §3.3.3, Appendix A) is applied first, so that the two rosters never disagree because
+    /// one side blocks the other (XEP-0191 stops communication, not subscription state; the
+    /// roster push shows the change anyway). The stanza then goes on, to be delivered to the
+    /// account's clients, only if the state machine says so; the block list may still drop it.
+    async fn subscription_state(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
+        let Some(kind) = changes_state(&stanza) else { return Flow::Continue(stanza) };
+        let Some(to) = &stanza.to else { return Flow::Continue(stanza) };
         let user = to.to_bare();
         let contact = stanza.from.to_bare();
-        match kind {
-            PresenceType::Available | PresenceType::Unavailable | PresenceType::Error => Flow::Continue(stanza),
-            PresenceType::Probe => {
-                self.answer_probe(&ctx, &user, stanza.from.clone()).await;
-                Flow::Handled
-            }
-            _ if contact == user => Flow::Handled,
-            _ => {
-                self.inbound_subscription(&ctx, kind, user, contact, stanza).await;
-                Flow::Handled
-            }
+        if contact == user {
+            return Flow::Handled;
         }
-    }
-
-    /// RFC 6121 §3.1.3-§3.1.6, §3.2.3, §3.3.3 on the receiving account's side.
-    async fn inbound_subscription(&self, ctx: &Ctx, kind: PresenceType, user: BareJid, contact: BareJid, stanza: Stanza) {
         let core = &ctx.core;
         let rosters = &core.rosters;
         let mut deliver = false;
-        let mut auto_reply = false;
         let mut send_unavailable = false;
         {
             let _guard = core.delivery_lock(&user).await;
             let existing = match rosters.item(&user, &contact).await {
                 Ok(i) => i,
-                Err(e) => return tracing::error!(error = %e, "roster read failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "roster read failed");
+                    return Flow::Handled;
+                }
             };
             let mut updated = existing.clone();
             match kind {
-                PresenceType::Subscribe => {
-                    if existing.as_ref().is_some_and(|i| i.subscription.has_from()) {
-                        // Already approved: answer for the user (§3.1.3).
-                        auto_reply = true;
-                    } else {
-                        let mut el = stanza.el.clone();
-                        xml::set_attr(&mut el, "to", user.as_str());
-                        if let Err(e) = rosters.store().set_pending_in(&user, &contact, &xml::to_string(&el)).await {
-                            return tracing::error!(error = %e, "cannot store subscription request");
-                        }
-                        deliver = true;
-                    }
-                }
                 PresenceType::Subscribed => {
                     if let Some(item) = updated.as_mut().filter(|i| i.ask) {
                         item.ask = false;
@@ -387,61 +426,109 @@ impl Presence {
                         deliver = true;
                     }
                 }
-                _ => return,
+                _ => return Flow::Continue(stanza),
             }
             if let Some(item) = updated.filter(|u| Some(u) != existing.as_ref()) {
                 match rosters.put(&user, item.clone()).await {
                     Ok(version) => rosters.push(&core.sessions, &user, &item, false, version),
-                    Err(e) => return tracing::error!(error = %e, "roster write failed"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "roster write failed");
+                        return Flow::Handled;
+                    }
                 }
             }
         }
-        if auto_reply {
-            ctx.send(presence(PresenceType::Subscribed, Jid::from(user.clone()), Jid::from(contact.clone()))).await;
-        }
-        if deliver {
-            for r in core.sessions.resources(&user).into_iter().filter(|r| r.available) {
-                let _ = core.sessions.deliver(&r.jid, stanza.el.clone()).await;
-            }
-        }
         if send_unavailable {
+            // §3.3.3: the contact no longer sees the user. Routed, so that block lists apply.
             for r in core.sessions.resources(&user).into_iter().filter(|r| r.available) {
                 ctx.send(presence(PresenceType::Unavailable, Jid::from(r.jid), Jid::from(contact.clone()))).await;
             }
         }
+        if deliver { Flow::Continue(stanza) } else { Flow::Handled }
     }
 
-    /// A probe for `user`'s presence from `prober` (RFC 6121 §4.3.2): answered only if the
-    /// prober is subscribed.
+    /// Presence addressed to a local account, past its block list: subscription requests,
+    /// the state changes `subscription_state` let through, probes.
+    async fn inbound(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
+        let Some(kind) = stanza.presence_type() else { return Flow::Handled };
+        let Some(to) = stanza.to.clone() else { return Flow::Handled };
+        let user = to.to_bare();
+        let contact = stanza.from.to_bare();
+        match kind {
+            PresenceType::Available | PresenceType::Unavailable | PresenceType::Error => Flow::Continue(stanza),
+            PresenceType::Probe => {
+                self.answer_probe(&ctx, &user, stanza.from.clone()).await;
+                Flow::Handled
+            }
+            _ if contact == user => Flow::Handled,
+            PresenceType::Subscribe => {
+                self.inbound_request(&ctx, user, contact, stanza).await;
+                Flow::Handled
+            }
+            // Recorded by `subscription_state`, which let it through for the user's clients
+            // (§3.1.5, §3.2.3, §3.3.3: to every available resource, whatever the `to`).
+            PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed => {
+                for r in ctx.core.sessions.resources(&user).into_iter().filter(|r| r.available) {
+                    let _ = ctx.core.sessions.deliver(&r.jid, stanza.el.clone()).await;
+                }
+                Flow::Handled
+            }
+        }
+    }
+
+    /// A subscription request for the user (RFC 6121 §3.1.3): answered for the user when
+    /// already approved, otherwise stored until answered and delivered to available resources.
+    async fn inbound_request(&self, ctx: &Ctx, user: BareJid, contact: BareJid, stanza: Stanza) {
+        let core = &ctx.core;
+        let rosters = &core.rosters;
+        let auto_reply = {
+            let _guard = core.delivery_lock(&user).await;
+            let existing = match rosters.item(&user, &contact).await {
+                Ok(i) => i,
+                Err(e) => return tracing::error!(error = %e, "roster read failed"),
+            };
+            if existing.as_ref().is_some_and(|i| i.subscription.has_from()) {
+                true
+            } else {
+                let mut el = stanza.el.clone();
+                xml::set_attr(&mut el, "to", user.as_str());
+                if let Err(e) = rosters.store().set_pending_in(&user, &contact, &xml::to_string(&el)).await {
+                    return tracing::error!(error = %e, "cannot store subscription request");
+                }
+                false
+            }
+        };
+        if auto_reply {
+            ctx.send(presence(PresenceType::Subscribed, Jid::from(user.clone()), Jid::from(contact.clone()))).await;
+            return;
+        }
+        for r in core.sessions.resources(&user).into_iter().filter(|r| r.available) {
+            let _ = core.sessions.deliver(&r.jid, stanza.el.clone()).await;
+        }
+    }
+
+    /// A probe for `user`'s presence from `prober` (RFC 6121 §4.3.2), which reached here
+    /// through both block lists: answered only if the user's roster (the owner's, never the
+    /// prober's) says the prober may see it (`from` or `both`).
     async fn answer_probe(&self, ctx: &Ctx, user: &BareJid, prober: Jid) {
         let core = &ctx.core;
         let subscribed = match core.rosters.item(user, &prober.to_bare()).await {
             Ok(item) => item.is_some_and(|i| i.subscription.has_from()),
-            Err(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "roster read failed");
+                false
+            }
         };
         if !subscribed {
             return;
         }
         let presences = core.sessions.available_presences(user);
         if presences.is_empty() {
-            ctx.send(presence(PresenceType::Unavailable, Jid::from(user.clone()), prober)).await;
+            to_session_or_route(ctx, presence(PresenceType::Unavailable, Jid::from(user.clone()), prober)).await;
             return;
         }
         for (res, el) in presences {
-            ctx.send(readdress(&el, &Jid::from(res), prober.clone())).await;
-        }
-    }
-
-    async fn answer_probe_for_client(&self, ctx: &Ctx, full: &FullJid, contact: BareJid) {
-        let core = &ctx.core;
-        let subscribed = match core.rosters.item(&full.to_bare(), &contact).await {
-            Ok(item) => item.is_some_and(|i| i.subscription.has_to()),
-            Err(_) => false,
-        };
-        if subscribed && core.is_local_account(&Jid::from(contact.clone())) {
-            for (res, el) in core.sessions.available_presences(&contact) {
-                ctx.reply(readdress(&el, &Jid::from(res), Jid::from(full.clone()))).await;
-            }
+            to_session_or_route(ctx, readdress(&el, &Jid::from(res), prober.clone())).await;
         }
     }
 

@@ -41,6 +41,7 @@ pub enum Condition {
     NotAuthorized,
     PolicyViolation,
     RecipientUnavailable,
+    RegistrationRequired,
     RemoteServerNotFound,
     ResourceConstraint,
     ServiceUnavailable,
@@ -64,6 +65,7 @@ impl Condition {
             Condition::NotAuthorized => "not-authorized",
             Condition::PolicyViolation => "policy-violation",
             Condition::RecipientUnavailable => "recipient-unavailable",
+            Condition::RegistrationRequired => "registration-required",
             Condition::RemoteServerNotFound => "remote-server-not-found",
             Condition::ResourceConstraint => "resource-constraint",
             Condition::ServiceUnavailable => "service-unavailable",
@@ -78,7 +80,7 @@ impl Condition {
         use Condition::*;
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => ErrorType::Modify,
-            Forbidden | NotAuthorized | SubscriptionRequired => ErrorType::Auth,
+            Forbidden | NotAuthorized | RegistrationRequired | SubscriptionRequired => ErrorType::Auth,
             RecipientUnavailable | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
             Conflict | FeatureNotImplemented | InternalServerError | ItemNotFound | NotAllowed
             | RemoteServerNotFound | ServiceUnavailable | UndefinedCondition => ErrorType::Cancel,

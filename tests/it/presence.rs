@@ -215,6 +215,109 @@ async fn no_presence_leak(b: Backend) {
     s.stop().await;
 }
 
+/// A client's own probe (RFC 6121 §4.3) is answered as the server's are: with the
+/// contact's presence if the contact's roster lets the prober see it, with `unavailable`
+/// when the contact is offline, with nothing otherwise.
+async fn client_probes(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob", "carol"]).await;
+    let mut alice = s.login("alice", "a").await;
+    let mut bob = s.login("bob", "b").await;
+    alice.available().await;
+    bob.available().await;
+    befriend(&mut alice, &mut bob).await;
+    bob.send("<presence><status>here</status></presence>").await;
+    bob.expect("echo", |e| e.attr("from") == Some("bob@localhost/b") && e.has_child("status", CLIENT)).await;
+    alice.expect("bob's status", |e| e.attr("from") == Some("bob@localhost/b") && e.has_child("status", CLIENT)).await;
+    alice.send("<presence type='probe' to='bob@localhost'/>").await;
+    let p = alice.expect("probe answer", |e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/b")).await;
+    assert_eq!(p.get_child("status", CLIENT).unwrap().text(), "here");
+    assert_eq!(p.attr("to"), Some("alice@localhost/a"));
+    alice.expect_silence(Duration::from_millis(300)).await;
+    bob.expect_silence(Duration::from_millis(100)).await;
+    // bob goes: the probe is answered with unavailable from his bare JID.
+    bob.close().await;
+    alice.expect("bob gone", |e| e.attr("type") == Some("unavailable")).await;
+    alice.send("<presence type='probe' to='bob@localhost'/>").await;
+    let p = alice.expect("probe answer", |e| e.name() == "presence").await;
+    assert_eq!((p.attr("type"), p.attr("from")), (Some("unavailable"), Some("bob@localhost")), "{}", show(&p));
+    // A stranger (no subscription in carol's roster), an unknown account: nothing.
+    let mut carol = s.login("carol", "c").await;
+    carol.available().await;
+    alice.send("<presence type='probe' to='carol@localhost'/>").await;
+    alice.send("<presence type='probe' to='ghost@localhost'/>").await;
+    alice.expect_silence(Duration::from_millis(400)).await;
+    carol.expect_silence(Duration::from_millis(100)).await;
+    s.stop().await;
+}
+
+/// What decides is the contact's roster, not the prober's: an entity whose own roster says
+/// `to` while the contact's says `none` gets nothing (RFC 6121 §4.3.2).
+async fn probe_checks_the_contacts_roster(b: Backend) {
+    use starling::storage::{RosterItem, Subscription};
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "mallory"]).await;
+    // mallory's roster claims a subscription that alice never granted.
+    let store = s.server().core().db.roster();
+    let mut item = RosterItem::new(jid::BareJid::new("alice@localhost").unwrap());
+    item.subscription = Subscription::To;
+    store.put(&jid::BareJid::new("mallory@localhost").unwrap(), &item).await.unwrap();
+    let mut alice = s.login("alice", "a").await;
+    alice.available().await;
+    let mut mallory = s.login("mallory", "m").await;
+    mallory.send("<presence/>").await;
+    mallory.expect("own presence", |e| e.name() == "presence" && e.attr("from") == Some("mallory@localhost/m")).await;
+    mallory.send("<presence type='probe' to='alice@localhost'/>").await;
+    mallory.expect_silence(Duration::from_millis(500)).await;
+    alice.expect_silence(Duration::from_millis(100)).await;
+    s.stop().await;
+}
+
+/// A user with many online contacts gets all their presence at login, even with a send
+/// queue far smaller than that: the answers to the login probes are written to the new
+/// session directly rather than queued to it by its own task.
+async fn login_with_many_contacts(b: Backend) {
+    use starling::storage::{RosterItem, Subscription};
+    const CONTACTS: usize = 12;
+    let s = TestServer::start_with(b, |c| c.c2s.max_queue = 4).await;
+    let names: Vec<String> = (0..CONTACTS).map(|i| format!("friend{i}")).collect();
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    all.push("me");
+    s.users(&all).await;
+    let store = s.server().core().db.roster();
+    let me = jid::BareJid::new("me@localhost").unwrap();
+    for name in &names {
+        let friend = jid::BareJid::new(&format!("{name}@localhost")).unwrap();
+        let mut item = RosterItem::new(friend.clone());
+        item.subscription = Subscription::Both;
+        store.put(&me, &item).await.unwrap();
+        let mut item = RosterItem::new(me.clone());
+        item.subscription = Subscription::Both;
+        store.put(&friend, &item).await.unwrap();
+    }
+    let mut friends = Vec::new();
+    for name in &names {
+        let mut c = s.login(name, "r").await;
+        c.available().await;
+        friends.push(c);
+    }
+    let mut client = s.login("me", "m").await;
+    client.send("<presence/>").await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < CONTACTS {
+        let p = client.expect("a friend's presence", |e| e.name() == "presence" && e.attr("from").is_some_and(|f| f.starts_with("friend"))).await;
+        assert_eq!(p.attr("type"), None, "{}", show(&p));
+        seen.insert(p.attr("from").unwrap().to_string());
+    }
+    client.expect("own presence", |e| e.name() == "presence" && e.attr("from") == Some("me@localhost/m")).await;
+    // Still connected, and everybody heard of the new resource.
+    client.request("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    for f in &mut friends {
+        f.expect("me", |e| e.name() == "presence" && e.attr("from") == Some("me@localhost/m")).await;
+    }
+    s.stop().await;
+}
+
 db_tests!(
     subscription_handshake,
     request_to_offline_contact,
@@ -222,4 +325,7 @@ db_tests!(
     login_and_logout_presence,
     directed_presence,
     no_presence_leak,
+    client_probes,
+    probe_checks_the_contacts_roster,
+    login_with_many_contacts,
 );

@@ -1,0 +1,411 @@
+//! Throttling failed authentication (XEP-0205 §3, "limiting the number of authentication
+//! attempts"; RFC 6120 §6.4.5 covers one stream), per source address and per account,
+//! shared by every connection.
+//!
+//! Each limit is a GCRA (generic cell rate algorithm, the virtual-scheduling form of a leaky
+//! bucket): `failures` per `window`, refilled evenly, one failure every `window / failures`.
+//! A key is over its limit while its theoretical arrival time (TAT) lies more than
+//! `window - interval` ahead of now; the caller then refuses the attempt without checking the
+//! password, and does not charge it (so a blocked key recovers on schedule). Attempts that
+//! passed the check concurrently are all charged when they fail, which pushes the TAT further
+//! out: a burst beyond the limit is paid back by a longer block, and the long-run rate stays
+//! at `failures / window` whatever the concurrency.
+//!
+//! Keys: the IP address (an IPv6 client controls at least a /64, so the /64 is the key; an
+//! IPv4-mapped address counts as IPv4), and the account as a keyed 64-bit hash of the
+//! normalised bare JID (fixed size whatever the username; the process-random key makes
+//! deliberate collisions impractical). Unknown accounts are counted like real ones: otherwise
+//! the throttle itself would tell which accounts exist.
+//!
+//! The per-account limit lets anyone keep an account's owner out by failing on purpose, which
+//! is why XEP-0205 §3 advises against it. So an address from which the account logged in
+//! successfully (within `KNOWN_FOR`, in this process) is exempt from that account's limit:
+//! only its own per-address limit applies to it. The owner's usual addresses keep working
+//! while an attacker elsewhere is held at the account limit.
+//!
+//! Memory is bounded: an entry whose TAT has passed is the same as no entry and is pruned;
+//! each table holds at most `MAX_KEYS` entries. When a table is full of live entries, new keys
+//! are not tracked by that table (the other one still applies) and a warning is logged: failing
+//! open for a new key beats refusing logins to everyone.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jid::BareJid;
+
+use crate::config::AuthConfig;
+
+/// Entries per table (about 40 bytes each).
+const MAX_KEYS: usize = 100_000;
+
+/// How long a successful login exempts its address from the account's limit.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Shortest time between two prunes of a full table (a prune walks the whole table).
+const PRUNE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The throttle key of a source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpKey {
+    V4(u32),
+    /// The first 64 bits: the network one IPv6 subscriber usually gets.
+    V6(u64),
+}
+
+impl IpKey {
+    pub fn of(ip: IpAddr) -> IpKey {
+        match ip {
+            IpAddr::V4(v4) => IpKey::V4(v4.into()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpKey::V4(v4.into()),
+                None => IpKey::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for IpKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            IpKey::V4(a) => write!(f, "{}", std::net::Ipv4Addr::from(a)),
+            IpKey::V6(prefix) => write!(f, "{}/64", std::net::Ipv6Addr::from(u128::from(prefix) << 64)),
+        }
+    }
+}
+
+pub struct Throttle {
+    ip: Option<Limiter<IpKey>>,
+    account: Option<Limiter<u64>>,
+    /// (account, address) pairs that logged in successfully, and when they last did.
+    known: Mutex<HashMap<(u64, IpKey), Instant>>,
+    hasher: RandomState,
+}
+
+impl Throttle {
+    pub fn new(config: &AuthConfig) -> Throttle {
+        Throttle {
+            ip: Limiter::new(config.failures_per_ip, Duration::from_secs(config.ip_window), "ip"),
+            account: Limiter::new(config.failures_per_account, Duration::from_secs(config.account_window), "account"),
+            known: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// How long `ip` must wait before a password is checked for it again, if it is over its limit.
+    pub fn ip_blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        self.ip.as_ref()?.blocked(&IpKey::of(ip), now)
+    }
+
+    /// The same for an account (whether it exists or not), unless `ip` is one the account
+    /// logged in from before.
+    pub fn account_blocked(&self, account: &BareJid, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let limiter = self.account.as_ref()?;
+        let key = self.account_key(account);
+        let wait = limiter.blocked(&key, now)?;
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(&(key, IpKey::of(ip))) {
+            Some(&at) if now.saturating_duration_since(at) < KNOWN_FOR => None,
+            _ => Some(wait),
+        }
+    }
+
+    /// Remember that `account` logged in from `ip`.
+    pub fn succeeded(&self, ip: IpAddr, account: &BareJid, now: Instant) {
+        if self.account.is_none() {
+            return;
+        }
+        let pair = (self.account_key(account), IpKey::of(ip));
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.contains_key(&pair) && known.len() >= MAX_KEYS {
+            known.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
+            if known.len() >= MAX_KEYS {
+                // Without an exemption the account limit still applies: the safe side.
+                return;
+            }
+        }
+        known.insert(pair, now);
+    }
+
+    /// Charge one failed authentication to `ip` and, if the username named an account on our
+    /// domain, to that account. Logs (at warn) when a key goes over its limit, at most once per
+    /// window and key.
+    pub fn failed(&self, ip: IpAddr, account: Option<&BareJid>, now: Instant) {
+        if let Some(limiter) = &self.ip {
+            let key = IpKey::of(ip);
+            if limiter.charge(key, now) {
+                tracing::warn!(
+                    target: "starling::auth",
+                    "authentication throttled: ip={key} failures={} window={}s",
+                    limiter.failures,
+                    limiter.window.as_secs()
+                );
+            }
+        }
+        if let (Some(limiter), Some(account)) = (&self.account, account)
+            && limiter.charge(self.account_key(account), now)
+        {
+            tracing::warn!(
+                target: "starling::auth",
+                "authentication throttled: account={:?} failures={} window={}s",
+                account.as_str(),
+                limiter.failures,
+                limiter.window.as_secs()
+            );
+        }
+    }
+
+    fn account_key(&self, account: &BareJid) -> u64 {
+        self.hasher.hash_one(account.as_str())
+    }
+}
+
+struct Limiter<K> {
+    failures: u32,
+    window: Duration,
+    /// One failure's cost: `window / failures`.
+    interval: Duration,
+    /// How far ahead the TAT may be for an attempt to go ahead: `window - interval`.
+    tolerance: Duration,
+    /// "ip" or "account", for the log.
+    name: &'static str,
+    table: Mutex<Table<K>>,
+}
+
+struct Table<K> {
+    entries: HashMap<K, Entry>,
+    last_prune: Instant,
+    /// When the table was last reported full (once per window).
+    full_warned: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    tat: Instant,
+    /// Until when the key's going over its limit is not logged again.
+    quiet_until: Instant,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Limiter<K> {
+    fn new(failures: u32, window: Duration, name: &'static str) -> Option<Limiter<K>> {
+        if failures == 0 {
+            return None;
+        }
+        let interval = window / failures;
+        Some(Limiter {
+            failures,
+            window,
+            interval,
+            tolerance: window - interval,
+            name,
+            table: Mutex::new(Table { entries: HashMap::new(), last_prune: Instant::now(), full_warned: None }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table<K>> {
+        // The critical sections cannot panic half-way through an update; a poisoned lock
+        // still holds a consistent table.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait(&self, entry: &Entry, now: Instant) -> Option<Duration> {
+        let allowed_at = entry.tat.checked_sub(self.tolerance)?;
+        (allowed_at > now).then(|| allowed_at - now)
+    }
+
+    fn blocked(&self, key: &K, now: Instant) -> Option<Duration> {
+        let table = self.lock();
+        self.wait(table.entries.get(key)?, now)
+    }
+
+    /// Charge one failure; true if the key just went over its limit and should be logged.
+    fn charge(&self, key: K, now: Instant) -> bool {
+        let mut table = self.lock();
+        let table = &mut *table;
+        if !table.entries.contains_key(&key) {
+            let since = now.saturating_duration_since(table.last_prune);
+            if since >= self.window || (table.entries.len() >= MAX_KEYS && since >= PRUNE_PAUSE) {
+                table.entries.retain(|_, e| e.tat > now);
+                table.last_prune = now;
+            }
+            if table.entries.len() >= MAX_KEYS {
+                if table.full_warned.is_none_or(|t| now.saturating_duration_since(t) >= self.window) {
+                    table.full_warned = Some(now);
+                    tracing::warn!(
+                        target: "starling::auth",
+                        "authentication throttle: the {} table is full ({MAX_KEYS} keys); new keys are not tracked",
+                        self.name
+                    );
+                }
+                return false;
+            }
+        }
+        let entry = table.entries.entry(key).or_insert(Entry { tat: now, quiet_until: now });
+        entry.tat = entry.tat.max(now) + self.interval;
+        if self.wait(entry, now).is_some() && entry.quiet_until <= now {
+            entry.quiet_until = now + self.window;
+            return true;
+        }
+        false
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(per_ip: u32, ip_window: u64, per_account: u32, account_window: u64) -> AuthConfig {
+        AuthConfig {
+            failures_per_ip: per_ip,
+            ip_window,
+            failures_per_account: per_account,
+            account_window,
+            ..crate::config::Config::default().auth
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn n_failures_per_window_then_one_per_interval() {
+        let t = Throttle::new(&config(10, 60, 0, 1));
+        let start = Instant::now();
+        let a = ip("203.0.113.5");
+        for i in 0..10 {
+            assert_eq!(t.ip_blocked(a, start), None, "failure {i} is within the burst");
+            t.failed(a, None, start);
+        }
+        // The 11th attempt waits for one refill: 60 s / 10 = 6 s.
+        assert_eq!(t.ip_blocked(a, start), Some(Duration::from_secs(6)));
+        assert_eq!(t.ip_blocked(a, start + Duration::from_secs(5)), Some(Duration::from_secs(1)));
+        assert_eq!(t.ip_blocked(a, start + Duration::from_secs(6)), None);
+        // One more failure then: blocked for another interval.
+        t.failed(a, None, start + Duration::from_secs(6));
+        assert_eq!(t.ip_blocked(a, start + Duration::from_secs(6)), Some(Duration::from_secs(6)));
+        // After a whole window of quiet the full burst is back.
+        let later = start + Duration::from_secs(12 + 60);
+        for _ in 0..10 {
+            assert_eq!(t.ip_blocked(a, later), None);
+            t.failed(a, None, later);
+        }
+        assert!(t.ip_blocked(a, later).is_some());
+        // Other addresses are not affected.
+        assert_eq!(t.ip_blocked(ip("203.0.113.6"), later), None);
+    }
+
+    #[test]
+    fn concurrent_overshoot_is_paid_back() {
+        let t = Throttle::new(&config(10, 60, 0, 1));
+        let now = Instant::now();
+        let a = ip("198.51.100.1");
+        // 30 attempts passed the check at once and all failed: 20 more than the burst, so
+        // the address waits 20 intervals longer than after exactly 10.
+        for _ in 0..30 {
+            t.failed(a, None, now);
+        }
+        assert_eq!(t.ip_blocked(a, now), Some(Duration::from_secs(6 * 21)));
+    }
+
+    #[test]
+    fn ipv6_by_64_and_mapped_v4() {
+        let t = Throttle::new(&config(2, 60, 0, 1));
+        let now = Instant::now();
+        t.failed(ip("2001:db8:1:2::1"), None, now);
+        t.failed(ip("2001:db8:1:2:ffff::9"), None, now);
+        assert!(t.ip_blocked(ip("2001:db8:1:2:abcd::1"), now).is_some(), "same /64");
+        assert!(t.ip_blocked(ip("2001:db8:1:3::1"), now).is_none(), "another /64");
+        t.failed(ip("::ffff:192.0.2.7"), None, now);
+        t.failed(ip("192.0.2.7"), None, now);
+        assert!(t.ip_blocked(ip("192.0.2.7"), now).is_some(), "an IPv4-mapped address is the IPv4 address");
+        assert_eq!(IpKey::of(ip("2001:db8:1:2::1")).to_string(), "2001:db8:1:2::/64");
+        assert_eq!(IpKey::of(ip("::ffff:192.0.2.7")).to_string(), "192.0.2.7");
+    }
+
+    #[test]
+    fn accounts_across_addresses() {
+        let t = Throttle::new(&config(0, 1, 3, 600));
+        let now = Instant::now();
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let ghost = BareJid::new("ghost@example.org").unwrap();
+        for i in 0..3 {
+            let from = ip(&format!("192.0.2.{i}"));
+            assert_eq!(t.ip_blocked(from, now), None, "per-IP limit disabled");
+            assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), None);
+            t.failed(from, Some(&alice), now);
+            t.failed(from, Some(&ghost), now);
+        }
+        assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), Some(Duration::from_secs(200)));
+        // Unknown accounts are throttled the same way (no existence oracle).
+        assert_eq!(t.account_blocked(&ghost, ip("192.0.2.200"), now), Some(Duration::from_secs(200)));
+        assert_eq!(t.account_blocked(&BareJid::new("bob@example.org").unwrap(), ip("192.0.2.200"), now), None);
+    }
+
+    #[test]
+    fn an_address_the_account_logged_in_from_is_exempt_from_the_account_limit() {
+        let t = Throttle::new(&config(100, 60, 2, 600));
+        let now = Instant::now();
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let (home, attacker) = (ip("2001:db8:aa:1::5"), ip("198.51.100.66"));
+        t.succeeded(home, &alice, now);
+        t.failed(attacker, Some(&alice), now);
+        t.failed(attacker, Some(&alice), now);
+        t.failed(attacker, Some(&bob), now);
+        t.failed(attacker, Some(&bob), now);
+        assert!(t.account_blocked(&alice, attacker, now).is_some());
+        assert!(t.account_blocked(&alice, ip("203.0.113.1"), now).is_some(), "other addresses are held");
+        assert_eq!(t.account_blocked(&alice, ip("2001:db8:aa:1::77"), now), None, "the owner's /64 is not locked out");
+        assert!(t.account_blocked(&bob, home, now).is_some(), "only for the account that logged in there");
+        let later = now + KNOWN_FOR;
+        t.failed(attacker, Some(&alice), later);
+        t.failed(attacker, Some(&alice), later);
+        assert!(t.account_blocked(&alice, home, later).is_some(), "the exemption expires");
+    }
+
+    #[test]
+    fn going_over_is_reported_once_per_window() {
+        let l: Limiter<u32> = Limiter::new(2, Duration::from_secs(10), "test").unwrap();
+        let now = Instant::now();
+        assert!(!l.charge(1, now));
+        assert!(l.charge(1, now), "the second failure reaches the limit");
+        assert!(!l.charge(1, now), "already reported");
+        assert!(!l.charge(1, now + Duration::from_secs(9)));
+        assert!(l.charge(1, now + Duration::from_secs(10)), "a window later it is reported again");
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let l: Limiter<u32> = Limiter::new(5, Duration::from_secs(60), "test").unwrap();
+        let now = Instant::now();
+        for k in 0..MAX_KEYS as u32 + 10 {
+            l.charge(k, now);
+        }
+        assert_eq!(l.len(), MAX_KEYS, "new keys are not tracked once the table is full of live entries");
+        // Once those entries have drained (TAT passed), they are pruned to make room.
+        let later = now + Duration::from_secs(13);
+        l.charge(u32::MAX, later);
+        assert_eq!(l.len(), 1);
+        assert!(l.blocked(&u32::MAX, later).is_none());
+    }
+
+    #[test]
+    fn zero_disables() {
+        let t = Throttle::new(&config(0, 60, 0, 600));
+        let now = Instant::now();
+        let alice = BareJid::new("alice@example.org").unwrap();
+        for _ in 0..1000 {
+            t.failed(ip("192.0.2.1"), Some(&alice), now);
+        }
+        assert_eq!(t.ip_blocked(ip("192.0.2.1"), now), None);
+        assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), None);
+    }
+}
