@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Starling interop ("compat") suite: drives a throwaway Starling instance with client
-# software we did not write (slixmpp from PyPI and from Debian, Profanity from Debian).
+# software we did not write (slixmpp from PyPI and from Debian, Profanity from Debian), and
+# the adversarial suite (compat/hostile: raw-socket attacks on separate server processes).
 #
 #   bash compat/run.sh                 # everything
 #   bash compat/run.sh -k roster       # extra arguments go to pytest
+#   COMPAT_SUITES=hostile bash compat/run.sh   # only some suites
 #
 # Environment:
 #   STARLING_BIN      server binary used as it is (default target/debug/starling, brought up
@@ -11,6 +13,7 @@
 #   PYTHON            interpreter used to create compat/.venv (default python3)
 #   COMPAT_KEEP=1     keep the temporary directory (config, data, logs) afterwards
 #   COMPAT_LOG_LEVEL  the server's log filter (default info)
+#   COMPAT_SUITES     which suites, of: slixmpp profanity hostile (default all three)
 #
 # Exits non-zero if anything fails. Every wait is bounded; see compat/README.md.
 set -euo pipefail
@@ -23,8 +26,10 @@ STARLING_BIN="${STARLING_BIN:-target/debug/starling}"
 case "$STARLING_BIN" in /*) ;; *) STARLING_BIN="$REPO_ROOT/$STARLING_BIN" ;; esac
 VENV="$COMPAT_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
-# The whole pytest run (both suites) must finish within this many seconds.
-SUITE_TIMEOUT="${COMPAT_SUITE_TIMEOUT:-240}"
+# The whole pytest run (all suites) must finish within this many seconds: about 30 s for
+# slixmpp and Profanity, about 2 minutes for hostile on the debug build.
+SUITE_TIMEOUT="${COMPAT_SUITE_TIMEOUT:-420}"
+SUITES="${COMPAT_SUITES:-slixmpp profanity hostile}"
 START_TIME=$SECONDS
 
 log() { printf '[compat] %s\n' "$*" >&2; }
@@ -50,12 +55,20 @@ apt_install() {
 
 # --- 1. prerequisites: Debian packages ---------------------------------------------------
 need_pkgs=()
-command -v tmux >/dev/null || need_pkgs+=(tmux)
-command -v profanity >/dev/null || need_pkgs+=(profanity)
+case " $SUITES " in
+    *" profanity "*)
+        command -v tmux >/dev/null || need_pkgs+=(tmux)
+        command -v profanity >/dev/null || need_pkgs+=(profanity)
+        ;;
+esac
 command -v "$PYTHON" >/dev/null || need_pkgs+=(python3)
-# Debian's own slixmpp (1.8.3 on Debian 12), run with the system interpreter by
-# slixmpp/test_debian_slixmpp.py; the venv has the PyPI one.
-/usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need_pkgs+=(python3-slixmpp)
+case " $SUITES " in
+    *" slixmpp "*)
+        # Debian's own slixmpp (1.8.3 on Debian 12), run with the system interpreter by
+        # slixmpp/test_debian_slixmpp.py; the venv has the PyPI one.
+        /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need_pkgs+=(python3-slixmpp)
+        ;;
+esac
 if [ ${#need_pkgs[@]} -gt 0 ]; then apt_install "${need_pkgs[@]}"; fi
 
 # --- 2. the server binary ------------------------------------------------------------------
@@ -95,12 +108,26 @@ PY="$VENV/bin/python"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/starling-compat.XXXXXX")"
 SERVER_PID=""
 OUTCOME=1
+# The hostile suite starts its own server processes and records their pids here; if pytest
+# is killed (timeout), their fixtures never stop them, so this does.
+export HOSTILE_PIDFILE="$WORK/hostile.pids"
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+}
 cleanup() {
     local rc=$?
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        stop_pid "$SERVER_PID"
+    fi
+    if [ -f "$HOSTILE_PIDFILE" ]; then
+        while read -r pid; do
+            # Only our own servers: the pid may have been reused since.
+            if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$WORK/"; then
+                stop_pid "$pid"
+            fi
+        done <"$HOSTILE_PIDFILE"
     fi
     # The profanity tests run tmux servers on their own sockets inside $WORK; end any left.
     for sock in "$WORK"/profanity-*/tmux.sock; do
@@ -198,9 +225,14 @@ export COMPAT_SERVER_LOG="$WORK/server.log"
 
 # --- 5. the suites -----------------------------------------------------------------------
 failed=0
+suite_dirs=()
+for suite in $SUITES; do
+    [ -d "$COMPAT_DIR/$suite" ] || die "unknown suite in COMPAT_SUITES: $suite"
+    suite_dirs+=("$COMPAT_DIR/$suite")
+done
 set +e
 timeout --kill-after=10 "$SUITE_TIMEOUT" "$PY" -m pytest -c "$COMPAT_DIR/pytest.ini" --rootdir "$COMPAT_DIR" \
-    "$COMPAT_DIR/slixmpp" "$COMPAT_DIR/profanity" "$@"
+    "${suite_dirs[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
