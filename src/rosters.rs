@@ -115,7 +115,7 @@ impl Rosters {
             iq.append_child(query);
             let push = Stanza::new(iq, Jid::from(owner.clone()), Jid::from(resource.clone()));
             // A push lost to a full queue is recovered by the client's next roster get.
-            let _ = sessions.try_send(&resource, push.el);
+            let _ = sessions.deliver(&resource, push.el);
         }
     }
 }

@@ -140,7 +140,7 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
 /// RFC 6121 §8.5.3: a message for a full JID.
 async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
     let Stanza { kind, from, to, el } = stanza;
-    match ctx.core.sessions.deliver(&full, el).await {
+    match ctx.deliver(&full, el).await {
         Ok(()) => {}
         Err(SendError::Offline(el) | SendError::Full(el)) => {
             let stanza = Stanza { kind, from, to, el };
@@ -178,7 +178,7 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
     }
     let mut delivered = false;
     for target in &targets {
-        delivered |= ctx.core.sessions.deliver(&target.jid, stanza.el.clone()).await.is_ok();
+        delivered |= ctx.deliver(&target.jid, stanza.el.clone()).await.is_ok();
     }
     if delivered {
         return;
@@ -199,7 +199,7 @@ pub async fn deliver_message_now(ctx: &Ctx, stanza: &Stanza, bare: &BareJid) -> 
     let mut delivered = false;
     for r in ctx.core.sessions.resources(bare) {
         if r.available && r.priority >= 0 {
-            delivered |= ctx.core.sessions.deliver(&r.jid, stanza.el.clone()).await.is_ok();
+            delivered |= ctx.deliver(&r.jid, stanza.el.clone()).await.is_ok();
         }
     }
     delivered
@@ -212,12 +212,12 @@ async fn presence_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     let sessions = &ctx.core.sessions;
     match to.try_into_full() {
         Ok(full) => {
-            let _ = sessions.deliver(&full, stanza.el).await;
+            let _ = sessions.deliver(&full, stanza.el);
         }
         Err(bare) => {
             for r in sessions.resources(&bare) {
                 if r.available {
-                    let _ = sessions.deliver(&r.jid, stanza.el.clone()).await;
+                    let _ = sessions.deliver(&r.jid, stanza.el.clone());
                 }
             }
         }
@@ -230,7 +230,7 @@ async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     match to.try_into_full() {
         Ok(full) => {
             let Stanza { kind, from, to, el } = stanza;
-            if let Err(SendError::Offline(el) | SendError::Full(el)) = ctx.core.sessions.deliver(&full, el).await
+            if let Err(SendError::Offline(el) | SendError::Full(el)) = ctx.core.sessions.deliver(&full, el)
                 && request
             {
                 bounce(ctx, &Stanza { kind, from, to, el }, StanzaError::service_unavailable()).await

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
@@ -175,24 +176,39 @@ impl Sessions {
     /// max_fsm_queue), and the stanza comes back to be routed as if it were not there
     /// (messages to other resources or offline storage); once it has reconnected, the client
     /// gets a fresh view of everything it missed.
-    pub fn try_send(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
+    pub fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
         match link.tx.try_send(Box::new(stanza)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(s)) => Err(SendError::Offline(*s)),
             Err(mpsc::error::TrySendError::Full(s)) => {
-                let error = StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas");
-                if link.control.close(error) {
-                    tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
-                }
+                Self::overloaded(jid, &link);
                 Err(SendError::Full(*s))
             }
         }
     }
 
-    /// [`Sessions::try_send`] for callers in async code (it never waits either).
-    pub async fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
-        self.try_send(jid, stanza)
+    /// Like [`Sessions::deliver`], but waits up to `wait` for room in a full queue. Only for
+    /// a task that is nobody's sender: a session that ends hands what it did not write to
+    /// the account's other resources, and that backlog would otherwise overflow the queue
+    /// of a resource that reads perfectly well.
+    pub async fn deliver_patiently(&self, jid: &FullJid, stanza: Element, wait: Duration) -> Result<(), SendError> {
+        let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
+        match link.tx.send_timeout(Box::new(stanza), wait).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Closed(s)) => Err(SendError::Offline(*s)),
+            Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
+                Self::overloaded(jid, &link);
+                Err(SendError::Full(*s))
+            }
+        }
+    }
+
+    fn overloaded(jid: &FullJid, link: &Link) {
+        let error = StreamError::new(crate::stanza::StreamCondition::PolicyViolation).with_text("too many unread stanzas");
+        if link.control.close(error) {
+            tracing::warn!(%jid, "disconnecting a client that does not read its stanzas");
+        }
     }
 
     /// The connected resources of an account.
@@ -266,8 +282,6 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn link(capacity: usize) -> (Link, mpsc::Receiver<Box<Element>>) {
@@ -304,14 +318,38 @@ mod tests {
         let (l, mut rx) = link(1);
         let control = l.control.clone();
         sessions.bind(a.clone(), 1, l).unwrap();
-        sessions.deliver(&a, Element::bare("message", "jabber:client")).await.unwrap();
+        sessions.deliver(&a, Element::bare("message", "jabber:client")).unwrap();
         assert!(control.pending().is_none());
         let started = tokio::time::Instant::now();
-        let r = sessions.deliver(&a, Element::bare("message", "jabber:client")).await;
+        let r = sessions.deliver(&a, Element::bare("message", "jabber:client"));
         assert!(matches!(r, Err(SendError::Full(_))));
         assert_eq!(started.elapsed(), Duration::ZERO, "the sender waited");
         assert_eq!(control.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::PolicyViolation));
         // What was queued before stays for the session to write (or reroute).
         assert!(rx.try_recv().is_ok());
+    }
+
+    /// The patient hand-over (rerouting a backlog) waits for room instead of closing a
+    /// recipient that reads; one that does not is closed after the wait.
+    #[tokio::test(start_paused = true)]
+    async fn patient_delivery_waits_for_room() {
+        let sessions = Sessions::new(2);
+        let a = FullJid::new("u@h/a").unwrap();
+        let (l, mut rx) = link(1);
+        let control = l.control.clone();
+        sessions.bind(a.clone(), 1, l).unwrap();
+        sessions.deliver(&a, Element::bare("message", "jabber:client")).unwrap();
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rx.recv().await.unwrap();
+            rx
+        });
+        let wait = Duration::from_secs(10);
+        sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await.unwrap();
+        assert!(control.pending().is_none(), "a reading recipient was closed");
+        let _rx = reader.await.unwrap();
+        let r = sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await;
+        assert!(matches!(r, Err(SendError::Full(_))));
+        assert!(control.pending().is_some());
     }
 }

@@ -468,7 +468,7 @@ impl Session {
     /// in part or in whole: it can arrive twice, never not at all.
     async fn reroute_queued(&mut self) {
         self.rx.close();
-        let ctx = Ctx::new(self.core.clone());
+        let ctx = Ctx::rerouting(self.core.clone());
         let in_flight = std::mem::take(&mut self.in_flight);
         let queued = std::iter::from_fn(|| self.rx.try_recv().ok()).collect::<Vec<_>>();
         if !in_flight.is_empty() || !queued.is_empty() {

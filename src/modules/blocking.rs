@@ -236,7 +236,7 @@ impl Blocking {
             let mut iq = xml::element("iq", ns::CLIENT, &[("type", "set"), ("id", &crate::stanza::new_id())]);
             iq.append_child(payload.clone());
             let push = Stanza::new(iq, Jid::from(owner.clone()), Jid::from(target.clone()));
-            let _ = ctx.core.sessions.try_send(&target, push.el);
+            let _ = ctx.core.sessions.deliver(&target, push.el);
         }
     }
 

@@ -397,15 +397,37 @@ pub struct Ctx {
     pub core: Core,
     /// The session this runs on behalf of, if any.
     session: Option<(FullJid, Arc<SessionOutput>)>,
+    /// Routes what a session that ended did not write (see [`Ctx::deliver`]).
+    rerouting: bool,
 }
 
 impl Ctx {
     pub fn new(core: Core) -> Ctx {
-        Ctx { core, session: None }
+        Ctx { core, session: None, rerouting: false }
     }
 
     pub fn for_session(core: Core, jid: FullJid, output: Arc<SessionOutput>) -> Ctx {
-        Ctx { core, session: Some((jid, output)) }
+        Ctx { core, session: Some((jid, output)), rerouting: false }
+    }
+
+    /// For the task of a session that ended, routing the stanzas it did not write.
+    pub fn rerouting(core: Core) -> Ctx {
+        Ctx { core, session: None, rerouting: true }
+    }
+
+    /// Hand a stanza to a connected resource. Never waits ([`Sessions::deliver`]), except
+    /// when rerouting the backlog of a session that ended: that task is nobody's sender, and
+    /// a backlog of a full queue handed to another resource at once would overflow that
+    /// one's queue too although it reads (it waits up to `c2s.write_timeout` for room).
+    ///
+    /// [`Sessions::deliver`]: crate::session::Sessions::deliver
+    pub async fn deliver(&self, jid: &FullJid, el: Element) -> Result<(), crate::session::SendError> {
+        if self.rerouting {
+            let wait = std::time::Duration::from_secs(self.core.config.c2s.write_timeout);
+            self.core.sessions.deliver_patiently(jid, el, wait).await
+        } else {
+            self.core.sessions.deliver(jid, el)
+        }
     }
 
     /// Route a stanza as the server does for any other.

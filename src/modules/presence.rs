@@ -199,7 +199,7 @@ impl Presence {
         }
         for r in core.sessions.resources(&bare) {
             if r.available {
-                let _ = core.sessions.deliver(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el).await;
+                let _ = core.sessions.deliver(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el);
             }
         }
     }
@@ -272,7 +272,7 @@ impl Presence {
         }
         for r in core.sessions.resources(&bare) {
             if r.available {
-                let _ = core.sessions.deliver(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el).await;
+                let _ = core.sessions.deliver(&r.jid, readdress(&el, &from, Jid::from(r.jid.clone())).el);
             }
         }
     }
@@ -478,7 +478,7 @@ impl Presence {
             // (§3.1.5, §3.2.3, §3.3.3: to every available resource, whatever the `to`).
             PresenceType::Subscribed | PresenceType::Unsubscribe | PresenceType::Unsubscribed => {
                 for r in ctx.core.sessions.resources(&user).into_iter().filter(|r| r.available) {
-                    let _ = ctx.core.sessions.deliver(&r.jid, stanza.el.clone()).await;
+                    let _ = ctx.core.sessions.deliver(&r.jid, stanza.el.clone());
                 }
                 Flow::Handled
             }
@@ -522,7 +522,7 @@ impl Presence {
             return;
         }
         for r in core.sessions.resources(&user).into_iter().filter(|r| r.available) {
-            let _ = core.sessions.deliver(&r.jid, stanza.el.clone()).await;
+            let _ = core.sessions.deliver(&r.jid, stanza.el.clone());
         }
     }
 

@@ -11,8 +11,12 @@ use crate::common::{Backend, Client, TestServer, befriend};
 use crate::db_tests;
 
 async fn start(b: Backend) -> TestServer {
+    start_queue(b, 16).await
+}
+
+async fn start_queue(b: Backend, max_queue: usize) -> TestServer {
     let s = TestServer::start_with(b, |c| {
-        c.c2s.max_queue = 16;
+        c.c2s.max_queue = max_queue;
         c.c2s.write_timeout = 2;
         // The senders here send megabytes on purpose.
         c.c2s.max_bytes_per_second = 0;
@@ -118,3 +122,63 @@ async fn nothing_accepted_is_lost(b: Backend) {
 }
 
 db_tests!(nothing_accepted_is_lost);
+
+/// What a resource that stopped reading leaves behind goes to the account's resource that
+/// reads, however much it is: the backlog is handed over at the pace that one takes it, so
+/// it is not cut off for a queue it did not fill.
+async fn a_reading_resource_takes_the_backlog(b: Backend) {
+    // The stuck resource's backlog (a full queue and a batch in flight) is twice the queue of
+    // the resource that reads.
+    let s = start_queue(b, 64).await;
+    let mut alice = s.login("alice", "a").await;
+    let mut good = s.login("bob", "good").await;
+    good.available().await;
+    let mut stuck = Client::login_small_buffer(&s, "bob", "pw", "stuck").await;
+    stuck.available().await;
+    good.drain().await;
+    // The good resource reads all along, in its own task.
+    let collector = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(6), good.read()).await {
+                Ok(Got::Element(el)) if el.name() == "message" => ids.push(el.attr("id").unwrap_or_default().to_string()),
+                Ok(Got::Element(_) | Got::Header(_)) => {}
+                Ok(Got::Closed | Got::Eof) => return (ids, false),
+                Err(_) => return (ids, true),
+            }
+        }
+    });
+    // Enough to fill what the kernel buffers for the stuck one (several MiB on loopback).
+    let body = "m".repeat(12_000);
+    let n = 400;
+    for i in 0..n {
+        alice.send(&format!("<message to='bob@localhost/stuck' type='chat' id='m{i}'><body>{i} {body}</body></message>")).await;
+        // In rounds, so that what alice herself sends on once the stuck resource is cut off
+        // never outruns the reader's queue: only the backlog arrives all at once.
+        if i % 32 == 31 {
+            alice.request(&format!("<iq type='get' id='sync{i}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+        }
+    }
+    alice.request("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    wait_gone(&s, "bob@localhost/stuck", Duration::from_secs(15)).await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    loop {
+        match stuck.read().await {
+            Got::Element(el) if el.name() == "message" => *seen.entry(el.attr("id").unwrap_or_default().to_string()).or_default() += 1,
+            Got::Element(_) | Got::Header(_) => {}
+            Got::Closed | Got::Eof => break,
+        }
+    }
+    let (ids, still_open) = collector.await.unwrap();
+    assert!(still_open, "the resource that reads was disconnected");
+    for id in ids {
+        *seen.entry(id).or_default() += 1;
+    }
+    let lost: Vec<String> = (0..n).map(|i| format!("m{i}")).filter(|id| !seen.contains_key(id)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    // Nothing was refused to the sender either.
+    alice.expect_silence(Duration::from_millis(300)).await;
+    s.stop().await;
+}
+
+db_tests!(a_reading_resource_takes_the_backlog);
