@@ -53,7 +53,8 @@ pub enum AdminError {
     Running(PathBuf),
     #[error("admin socket {}: the path exists and is not a socket", .0.display())]
     NotASocket(PathBuf),
-    #[error("admin socket {}: {source}", path.display())]
+    /// The cause is the `source()`, not repeated in the message (anyhow prints the chain).
+    #[error("admin socket {}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }
 
@@ -346,7 +347,7 @@ pub enum ClientError {
     /// No server listens there (no socket file, or a stale one).
     #[error("no server is running (admin socket {})", .0.display())]
     NotRunning(PathBuf),
-    #[error("admin socket {}: {source}", path.display())]
+    #[error("admin socket {}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("admin socket {}: unexpected answer {line:?}", path.display())]
     Protocol { path: PathBuf, line: String },

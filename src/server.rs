@@ -277,6 +277,32 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An error chain (`error: {e:#}` in main) prints each cause once: no message repeats
+    /// the message of its `source()` (it printed "Address already in use (os error 98):
+    /// Address already in use (os error 98)").
+    #[test]
+    fn start_errors_name_each_cause_once() {
+        let io = || std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        let errors = vec![
+            StartError::Listen { addr: "127.0.0.1:1".parse().unwrap(), key: "c2s.listen[0]".into(), source: io() },
+            StartError::DataDir { path: "/x".into(), source: io() },
+            StartError::Storage { url: "sqlite://x".into(), source: StorageError::Database(sqlx::Error::PoolTimedOut) },
+            StartError::Storage { url: "sqlite://x".into(), source: StorageError::Config("cannot create x".into()) },
+            StartError::Admin(crate::admin::AdminError::Io { path: "/s".into(), source: io() }),
+            StartError::Admin(crate::admin::AdminError::Running("/s".into())),
+            StartError::Tls(vec![TlsError::File { path: "/k".into(), message: "missing".into() }]),
+        ];
+        for error in errors {
+            let mut level: &dyn std::error::Error = &error;
+            while let Some(source) = level.source() {
+                assert!(!level.to_string().contains(&source.to_string()), "{level} repeats {source}");
+                level = source;
+            }
+            let chain = format!("{:#}", anyhow::Error::new(error));
+            assert!(chain.matches("Address already in use").count() <= 1, "{chain}");
+        }
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
