@@ -316,6 +316,7 @@ async fn user(config: Config, cmd: UserCommand, create_db: bool) -> anyhow::Resu
         let socket = config.admin_socket();
         match admin::request(&socket, &format!("user-delete {jid}")).await {
             Ok(reply) if reply.ok => {
+                eprintln!("server: admin socket {}", socket.display());
                 println!("deleted {jid}");
                 return Ok(());
             }
