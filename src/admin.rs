@@ -285,7 +285,7 @@ async fn handle(core: &Core, line: &str) -> Reply {
             let list = core.sessions.list(bare.as_ref());
             let data: Vec<Vec<String>> = list
                 .into_iter()
-                .filter(|s| filter.as_ref().is_none_or(|f| f.resource().is_none() || Jid::from(s.jid.clone()) == *f))
+                .filter(|s| filter.as_ref().is_none_or(|f| f.resource().is_none() || f.as_str() == s.jid.as_str()))
                 .map(|s| {
                     vec![
                         s.jid.to_string(),
