@@ -38,6 +38,11 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
     need_root_install postgresql
 fi
 
+# The tests' throwaway PostgreSQL clusters (hundreds of MB each) are removed by the test
+# process at exit; if it is killed, this removes the ones of this run (named after it).
+export STARLING_TEST_RUN="$$"
+trap 'rm -rf "${TMPDIR:-/tmp}"/starling-pg-run"$STARLING_TEST_RUN"-*' EXIT
+
 # Tests mostly wait on sockets; more threads than cores keeps the run short.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-8}"
 

@@ -29,11 +29,13 @@ pub struct Config {
     pub vcard: VcardConfig,
     pub roster: RosterConfig,
     pub modules: ModulesConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
-    /// default: "info". A tracing filter (`RUST_LOG` overrides it).
+    /// default: "info". Comma-separated directives, each a level or `target=level`
+    /// (`RUST_LOG` overrides it).
     pub level: String,
 }
 
@@ -47,9 +49,9 @@ pub struct StorageConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct C2sConfig {
-    /// default: ["0.0.0.0:5222"]. STARTTLS listeners.
+    /// default: ["0.0.0.0:5222", "[::]:5222"]. STARTTLS listeners.
     pub listen: Vec<SocketAddr>,
-    /// default: ["0.0.0.0:5223"]. Direct TLS listeners (XEP-0368).
+    /// default: ["0.0.0.0:5223", "[::]:5223"]. Direct TLS listeners (XEP-0368).
     pub listen_tls: Vec<SocketAddr>,
     /// default: true. Refuse authentication and stanzas before TLS.
     pub require_encryption: bool,
@@ -158,6 +160,13 @@ pub struct ModulesConfig {
     pub disabled: Vec<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// default: "starling.sock" (relative to data_dir). The control socket the CLI talks to
+    /// while the server runs (see `src/admin.rs`); use [`Config::admin_socket`].
+    pub socket: PathBuf,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -167,8 +176,8 @@ impl Default for Config {
             log: LogConfig { level: "info".into() },
             storage: StorageConfig { url: "sqlite://starling.db".into(), max_connections: 8 },
             c2s: C2sConfig {
-                listen: vec!["0.0.0.0:5222".parse().unwrap()],
-                listen_tls: vec!["0.0.0.0:5223".parse().unwrap()],
+                listen: vec!["0.0.0.0:5222".parse().unwrap(), "[::]:5222".parse().unwrap()],
+                listen_tls: vec!["0.0.0.0:5223".parse().unwrap(), "[::]:5223".parse().unwrap()],
                 require_encryption: true,
                 max_stanza_size: 262_144,
                 auth_timeout: 60,
@@ -196,6 +205,7 @@ impl Default for Config {
             vcard: VcardConfig { max_bytes: 256 << 10 },
             roster: RosterConfig { max_items: 1000, max_pending_in: 100, max_groups_per_item: 16, max_text_bytes: 256 },
             modules: ModulesConfig::default(),
+            admin: AdminConfig { socket: PathBuf::from("starling.sock") },
         }
     }
 }
@@ -278,6 +288,27 @@ impl Config {
     pub fn serves(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d == domain)
     }
+
+    /// The admin control socket, relative paths resolved against `data_dir`.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data_dir.join(&self.admin.socket)
+    }
+
+    /// The SQLite database file, if storage is a SQLite file (not PostgreSQL, not memory).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        sqlite_file(&self.storage_url())
+    }
+}
+
+/// The file of a `sqlite:` URL, or `None` for other URLs and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    if path.is_empty() || path.starts_with(":memory:") || path.starts_with("file:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
 }
 
 fn resolve_sqlite_url(url: &str, data_dir: &Path) -> String {
@@ -314,7 +345,7 @@ fn read_config(
     let data_dir = if data_dir.is_absolute() { data_dir } else { base.join(data_dir) };
 
     let mut s = root.section("log");
-    let log = LogConfig { level: s.take("level", d.log.level.clone(), string) };
+    let log = LogConfig { level: s.take("level", d.log.level.clone(), |v| string(v).and_then(log_filter)) };
     s.finish();
 
     let mut s = root.section("storage");
@@ -420,11 +451,96 @@ fn read_config(
     s.finish();
 
     let mut s = root.section("modules");
-    let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), string_list) };
+    let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), |v| string_list(v).and_then(module_names)) };
     s.finish();
 
+    let mut s = root.section("admin");
+    let admin = AdminConfig {
+        socket: s.take("socket", d.admin.socket.clone(), |v| {
+            let path = PathBuf::from(string(v)?);
+            if path.as_os_str().is_empty() {
+                return Err("the admin socket path is empty".into());
+            }
+            Ok(path)
+        }),
+    };
+    // A Unix socket path must fit in sockaddr_un (108 bytes with the final NUL on Linux).
+    let socket_path = data_dir.join(&admin.socket);
+    if socket_path.as_os_str().len() > MAX_SOCKET_PATH {
+        s.error(
+            "socket",
+            format!(
+                "{} is {} bytes long, more than the {MAX_SOCKET_PATH} a Unix socket path may have: choose a shorter path",
+                socket_path.display(),
+                socket_path.as_os_str().len()
+            ),
+        );
+    }
+    s.finish();
+
+    // Checks across keys.
+    let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    for (key, addrs) in [("c2s.listen", &c2s.listen), ("c2s.listen_tls", &c2s.listen_tls)] {
+        for (i, addr) in addrs.iter().enumerate() {
+            let here = format!("{key}[{i}]");
+            match seen.get(addr) {
+                Some(first) if addr.port() != 0 => {
+                    root.errors.push(ConfigIssue { key: here, message: format!("{addr} is already used by {first}") })
+                }
+                _ => {
+                    seen.insert(*addr, here);
+                }
+            }
+        }
+    }
+
     root.finish();
-    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, modules }
+    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, modules, admin }
+}
+
+/// The longest path a Unix domain socket can be bound to on Linux.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Validate a `[log] level` filter strictly: every comma-separated directive is a level name
+/// or `target=level`, so that a typo is refused rather than silencing the log.
+fn log_filter(text: String) -> Result<String, String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |s: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s));
+    let mut problems = Vec::new();
+    for directive in text.split(',') {
+        let directive = directive.trim();
+        let ok = match directive.split_once('=') {
+            None => is_level(directive),
+            Some((target, level)) => {
+                let target_ok = !target.is_empty()
+                    && target.split("::").all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+                target_ok && is_level(level)
+            }
+        };
+        if !ok {
+            problems.push(format!("{directive:?}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{} is not a level or `target=level` (levels: {}; e.g. \"info,starling::c2s=debug\")",
+            problems.join(", "),
+            LEVELS.join(", ")
+        ))
+    }
+}
+
+/// `[modules] disabled`: only names of modules that exist.
+fn module_names(names: Vec<String>) -> Result<Vec<String>, String> {
+    let unknown: Vec<&String> = names.iter().filter(|n| !crate::modules::NAMES.contains(&n.as_str())).collect();
+    if unknown.is_empty() {
+        Ok(names)
+    } else {
+        let list: Vec<String> = unknown.iter().map(|n| format!("{n:?}")).collect();
+        Err(format!("unknown module {} (known: {})", list.join(", "), crate::modules::NAMES.join(", ")))
+    }
 }
 
 /// A domain as a JID domainpart: nameprep'd and lowercased, no node or resource.
@@ -581,6 +697,63 @@ mod tests {
         .unwrap();
         assert_eq!(c.domains, ["example.org"]);
         assert_eq!(c.tls.domains["example.org"].cert, Path::new("/c/e.pem"));
+    }
+
+    /// A log level that would silence the server, or an unknown module, is refused with the
+    /// key, together with every other problem of the file.
+    #[test]
+    fn log_levels_and_module_names_are_validated() {
+        for good in ["info", "WARN", "off", "info,starling::c2s=debug", "starling=trace, sqlx=warn"] {
+            let c = Config::parse(&format!("[log]\nlevel = {good:?}"), "x.toml", Path::new("")).unwrap();
+            assert_eq!(c.log.level, good);
+        }
+        for bad in ["verbose", "", "info,", "starling::=debug", "=debug", "starling=loud", "info starling=debug"] {
+            let err = Config::parse(&format!("[log]\nlevel = {bad:?}"), "x.toml", Path::new("")).unwrap_err();
+            assert_eq!(err.issues.len(), 1, "{bad:?}: {err}");
+            assert_eq!(err.issues[0].key, "log.level", "{err}");
+        }
+        let text = "[log]\nlevel = \"verbose\"\n[modules]\ndisabled = [\"ping\", \"pong\"]\n";
+        let err = Config::parse(text, "s.toml", Path::new("")).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("s.toml: 2 problems"), "{shown}");
+        assert!(shown.contains("s.toml: `log.level`: \"verbose\" is not a level"), "{shown}");
+        assert!(shown.contains("s.toml: `modules.disabled`: unknown module \"pong\""), "{shown}");
+        let c = Config::parse("[modules]\ndisabled = [\"ping\", \"vcard\"]", "x", Path::new("")).unwrap();
+        assert_eq!(c.modules.disabled, ["ping", "vcard"]);
+    }
+
+    #[test]
+    fn listeners_default_to_both_stacks_and_must_not_repeat() {
+        let c = Config::defaults_here();
+        let v6 = |addrs: &[SocketAddr]| addrs.iter().filter(|a| a.is_ipv6()).count();
+        assert_eq!((c.c2s.listen.len(), v6(&c.c2s.listen)), (2, 1));
+        assert_eq!((c.c2s.listen_tls.len(), v6(&c.c2s.listen_tls)), (2, 1));
+        let err = Config::parse("[c2s]\nlisten = [\"127.0.0.1:5222\"]\nlisten_tls = [\"[::1]:5223\", \"127.0.0.1:5222\"]", "x", Path::new(""))
+            .unwrap_err();
+        assert_eq!(err.issues[0].key, "c2s.listen_tls[1]", "{err}");
+        assert!(err.issues[0].message.contains("c2s.listen[0]"), "{err}");
+        // Port 0 (any free port) may repeat.
+        Config::parse("[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:0\"]", "x", Path::new("")).unwrap();
+    }
+
+    #[test]
+    fn admin_socket_resolves_against_data_dir_and_fits() {
+        let c = Config::parse("data_dir = \"/var/lib/starling\"", "x", Path::new("/etc")).unwrap();
+        assert_eq!(c.admin_socket(), Path::new("/var/lib/starling/starling.sock"));
+        let c = Config::parse("[admin]\nsocket = \"/run/starling/admin.sock\"", "x", Path::new("/etc")).unwrap();
+        assert_eq!(c.admin_socket(), Path::new("/run/starling/admin.sock"));
+        let long = format!("/{}", "d".repeat(120));
+        let err = Config::parse(&format!("data_dir = {long:?}"), "x", Path::new("")).unwrap_err();
+        assert_eq!(err.issues[0].key, "admin.socket", "{err}");
+    }
+
+    #[test]
+    fn sqlite_files() {
+        assert_eq!(sqlite_file("sqlite:///a/b.db?mode=rwc"), Some(PathBuf::from("/a/b.db")));
+        assert_eq!(sqlite_file("sqlite://rel.db"), Some(PathBuf::from("rel.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
     }
 
     #[test]

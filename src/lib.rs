@@ -1,10 +1,13 @@
 //! Starling, an XMPP server: one binary, SQLite or PostgreSQL, RFC 6120/6121 and the XEPs
 //! listed in `xeps/`. See `ARCHITECTURE` notes in the README for how the parts fit.
 
+pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod c2s;
 pub mod config;
 pub mod core;
+pub mod files;
 pub mod modules;
 pub mod rosters;
 pub mod router;

@@ -9,15 +9,21 @@ use clap::{Parser, Subcommand};
 use jid::BareJid;
 
 use starling::Config;
+use starling::admin;
 use starling::auth;
-use starling::storage::{Db, NewAccount};
+use starling::storage::{Db, Inspection, NewAccount, StorageError};
 
 #[derive(Parser)]
 #[command(name = "starling", version, about = "An XMPP server")]
 struct Cli {
-    /// Configuration file (TOML). Without it, the built-in defaults are used.
+    /// Configuration file (TOML). Without it, the built-in defaults are used, with paths
+    /// relative to the current directory.
     #[arg(long, short, global = true, env = "STARLING_CONFIG")]
     config: Option<PathBuf>,
+    /// Let `user` commands create the database if it does not exist yet (`serve` always
+    /// does). Without it they refuse, so that a wrong or missing --config is noticed.
+    #[arg(long, global = true)]
+    create_db: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,11 +32,28 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve,
-    /// Validate the configuration and certificates, open the database, show the listeners.
+    /// Validate the configuration, certificates, database and listeners; creates nothing.
     Check,
     /// Manage accounts (works while the server runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// See and end client sessions of the running server.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// List the connected sessions, of all accounts or of one JID.
+    List { jid: Option<String> },
+    /// Disconnect a session (full JID) or all sessions of an account (bare JID), with
+    /// a <policy-violation/> stream error.
+    Kick {
+        jid: String,
+        /// The text the client is shown (default: "kicked by the administrator").
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -54,7 +77,8 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Delete an account and everything stored for it.
+    /// Delete an account, everything stored for it, and its place in other rosters. With
+    /// the server running, its sessions end and its contacts are told.
     Del { jid: String },
     /// List accounts, of one domain or of all.
     List { domain: Option<String> },
@@ -85,7 +109,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Check => check(config).await,
-            Command::User(cmd) => user(config, cmd).await,
+            Command::User(cmd) => user(config, cmd, cli.create_db).await,
+            Command::Session(cmd) => session(config, cmd).await,
         }
     });
     match result {
@@ -129,26 +154,47 @@ async fn check(config: Config) -> anyhow::Result<()> {
     let source = config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
     println!("config: {source}");
     println!("domains: {}", config.domains.join(", "));
+    // Every problem is collected and reported together, like the config's.
+    let mut problems: Vec<String> = Vec::new();
     match starling::tls::Certificates::check(&config) {
         Ok(lines) => lines.iter().for_each(|l| println!("certificate {l}")),
-        Err(errors) => bail!("certificates:\n  {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  ")),
+        Err(errors) => problems.extend(errors.iter().map(|e| format!("certificates: {e}"))),
     }
     let url = config.storage_url();
-    let db = Db::open(&url, 1).await.with_context(|| format!("storage {}", starling::server::redact(&url)))?;
-    println!("storage: {} ({}), {} accounts", starling::server::redact(&url), db.backend(), db.accounts().list(None).await?.len());
-    db.close().await;
+    let shown = starling::server::redact(&url);
+    match Db::inspect(&url).await {
+        Ok(Inspection::WillBeCreated(path)) => println!("storage: {} (sqlite), will be created at start", path.display()),
+        Ok(Inspection::Exists { accounts, pending }) => {
+            let accounts = accounts.map_or("no schema yet, created at start".to_string(), |n| format!("{n} accounts"));
+            let pending = if pending > 0 { format!(", {pending} migrations to apply at start") } else { String::new() };
+            println!("storage: {shown} ({}), {accounts}{pending}", if url.starts_with("sqlite:") { "sqlite" } else { "postgres" });
+        }
+        Err(e) => problems.push(format!("storage {shown}: {e}")),
+    }
+    let socket = config.admin_socket();
+    let running = matches!(admin::request(&socket, "version").await, Ok(reply) if reply.ok);
     for addr in &config.c2s.listen {
         println!("c2s STARTTLS: {addr}");
     }
     for addr in &config.c2s.listen_tls {
         println!("c2s direct TLS: {addr}");
     }
+    let taken = starling::server::check_listeners(&config);
+    if running {
+        println!("admin socket: {} (a server is running)", socket.display());
+        // Its own listeners are taken, by itself.
+        taken.iter().for_each(|t| println!("note: {t} (the running server holds it?)"));
+    } else {
+        println!("admin socket: {}", socket.display());
+        problems.extend(taken);
+    }
     let modules: Vec<&str> = starling::modules::NAMES.iter().copied().filter(|m| !config.modules.disabled.iter().any(|d| d == m)).collect();
     println!("modules: {}", modules.join(", "));
-    for disabled in &config.modules.disabled {
-        if !starling::modules::NAMES.contains(&disabled.as_str()) {
-            bail!("modules.disabled: unknown module {disabled:?} (known: {})", starling::modules::NAMES.join(", "));
-        }
+    for warning in starling::files::loose_permissions(&config) {
+        println!("warning: {warning}");
+    }
+    if !problems.is_empty() {
+        bail!("{} problem{}:\n  {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.join("\n  "));
     }
     println!("ok");
     Ok(())
@@ -236,9 +282,65 @@ async fn add_batch(config: &Config, accounts: &starling::storage::AccountStore) 
     Ok(())
 }
 
-async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
+/// Open the database for a `user` command: say which one on stderr, and refuse to create
+/// one unless asked (a missing --config would otherwise give a new, empty database).
+async fn open_for_cli(config: &Config, create: bool) -> anyhow::Result<Db> {
     let url = config.storage_url();
-    let db = Db::open(&url, 2).await.with_context(|| format!("storage {}", starling::server::redact(&url)))?;
+    let shown = starling::server::redact(&url);
+    eprintln!("database: {shown}");
+    let opened = if create { Db::open(&url, 2).await } else { Db::open_existing(&url, 2).await };
+    match opened {
+        Ok(db) => Ok(db),
+        Err(StorageError::Missing(what)) => {
+            let how = match &config.source {
+                None => "No --config was given, so the built-in defaults were used, with data in ./data/ under the current \
+                         directory. Give the server's configuration with --config FILE (or STARLING_CONFIG), or pass \
+                         --create-db to create a new database there."
+                    .to_string(),
+                Some(file) => format!(
+                    "It is the one {} names. Start the server once (it creates it), or pass --create-db to create it now.",
+                    file.display()
+                ),
+            };
+            bail!("{what}. {how}")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("storage {shown}"))),
+    }
+}
+
+async fn user(config: Config, cmd: UserCommand, create_db: bool) -> anyhow::Result<()> {
+    // With a server running, deletion goes through it: it ends the sessions and tells the
+    // contacts. Without one, the database is changed directly.
+    if let UserCommand::Del { jid } = &cmd {
+        let jid = account(&config, jid)?;
+        let socket = config.admin_socket();
+        match admin::request(&socket, &format!("user-delete {jid}")).await {
+            Ok(reply) if reply.ok => {
+                eprintln!("server: admin socket {}", socket.display());
+                println!("deleted {jid}");
+                return Ok(());
+            }
+            Ok(reply) => bail!("{}", reply.text),
+            Err(admin::ClientError::NotRunning(_)) => {
+                eprintln!("no server is running (admin socket {}): deleting in the database", socket.display());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let db = open_for_cli(&config, create_db).await?;
+        let deleted = db.accounts().delete_everywhere(&jid).await;
+        db.close().await;
+        if !deleted? {
+            bail!("{jid} does not exist");
+        }
+        println!("deleted {jid}");
+        return Ok(());
+    }
+    if let UserCommand::List { domain: Some(domain) } = &cmd
+        && !config.serves(domain)
+    {
+        bail!("{domain} is not a domain of this server (domains = {:?})", config.domains);
+    }
+    let db = open_for_cli(&config, create_db).await?;
     let accounts = db.accounts();
     let iterations = config.auth.scram_iterations;
     let result = async {
@@ -263,13 +365,7 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
                 }
                 println!("password changed for {jid}");
             }
-            UserCommand::Del { jid } => {
-                let jid = account(&config, &jid)?;
-                if !accounts.delete(&jid).await? {
-                    bail!("{jid} does not exist");
-                }
-                println!("deleted {jid}");
-            }
+            UserCommand::Del { .. } => unreachable!("handled above"),
             UserCommand::List { domain } => {
                 for jid in accounts.list(domain.as_deref()).await? {
                     println!("{jid}");
@@ -281,4 +377,43 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
     .await;
     db.close().await;
     result
+}
+
+async fn session(config: Config, cmd: SessionCommand) -> anyhow::Result<()> {
+    let socket = config.admin_socket();
+    let request = match &cmd {
+        SessionCommand::List { jid: None } => "session-list".to_string(),
+        SessionCommand::List { jid: Some(jid) } => format!("session-list {}", parse_jid(jid)?),
+        SessionCommand::Kick { jid, reason } => {
+            let reason = reason.as_deref().unwrap_or("").replace(['\n', '\r'], " ");
+            format!("session-kick {} {reason}", parse_jid(jid)?).trim_end().to_string()
+        }
+    };
+    let reply = admin::request(&socket, &request).await?;
+    if !reply.ok {
+        bail!("{}", reply.text);
+    }
+    if let SessionCommand::List { .. } = cmd {
+        let header = ["JID", "ADDRESS", "SINCE", "PRIORITY", "PRESENCE"];
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+        for row in &reply.data {
+            for (w, field) in widths.iter_mut().zip(row) {
+                *w = (*w).max(field.chars().count());
+            }
+        }
+        let line = |fields: Vec<&str>| {
+            let cells: Vec<String> = fields.iter().zip(&widths).map(|(f, w)| format!("{f:<w$}")).collect();
+            println!("{}", cells.join("  ").trim_end());
+        };
+        line(header.to_vec());
+        for row in &reply.data {
+            line(row.iter().map(String::as_str).collect());
+        }
+    }
+    println!("{}", reply.text);
+    Ok(())
+}
+
+fn parse_jid(text: &str) -> anyhow::Result<jid::Jid> {
+    jid::Jid::new(text).with_context(|| format!("{text:?} is not a valid JID"))
 }

@@ -14,14 +14,33 @@ use crate::core::{Core, CoreState};
 use crate::storage::{Db, StorageError};
 use crate::tls::{Certificates, TlsError};
 
+/// Why the server did not start. Each message says what failed; the cause is the
+/// `source()`, printed once by an error chain (`anyhow`'s `{:#}`), never in the message too.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("certificates: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Tls(Vec<TlsError>),
-    #[error("storage ({url}): {source}")]
-    Storage { url: String, source: StorageError },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("storage {url}")]
+    Storage {
+        url: String,
+        #[source]
+        source: StorageError,
+    },
+    #[error("cannot listen on {addr} ({key})")]
+    Listen {
+        addr: SocketAddr,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// A running server.
@@ -31,27 +50,93 @@ pub struct Server {
     c2s_tls: Vec<SocketAddr>,
     connections: TaskTracker,
     acceptors: TaskTracker,
+    /// Removed at shutdown.
+    _admin_socket: crate::admin::SocketFile,
+}
+
+/// Bind a TCP listener. An IPv6 socket is IPv6-only (IPV6_V6ONLY), so that "[::]:5222"
+/// and "0.0.0.0:5222" can both be bound; Linux would otherwise give the IPv6 socket the
+/// IPv4 addresses too (net.ipv6.bindv6only = 0) and the second bind fails.
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // As tokio's TcpListener::bind does: a restart can rebind while old connections linger
+    // in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// An IPv6 address on a machine without IPv6: skipped with a warning rather than a failure,
+/// so that the default (both stacks) works everywhere.
+fn no_ipv6(addr: &SocketAddr, e: &std::io::Error) -> bool {
+    addr.is_ipv6() && matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL))
+}
+
+/// Bind every configured listener: (config key, address, listener). The listeners of an
+/// address family the machine lacks are left out with a warning.
+fn bind_all(config: &Config) -> Result<Vec<(String, SocketAddr, std::net::TcpListener)>, StartError> {
+    let mut bound = Vec::new();
+    for (key, addrs) in [("c2s.listen", &config.c2s.listen), ("c2s.listen_tls", &config.c2s.listen_tls)] {
+        for (i, addr) in addrs.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            match bind_tcp(*addr) {
+                Ok(l) => bound.push((key, *addr, l)),
+                Err(e) if no_ipv6(addr, &e) => {
+                    tracing::warn!(%addr, key, error = %e, "no IPv6 on this machine: not listening on this address");
+                }
+                Err(source) => return Err(StartError::Listen { addr: *addr, key, source }),
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// For `starling check`: bind each listener and let it go at once, so that a port another
+/// program holds is reported with its config key. Nothing stays bound.
+pub fn check_listeners(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, addrs) in [("c2s.listen", &config.c2s.listen), ("c2s.listen_tls", &config.c2s.listen_tls)] {
+        for (i, addr) in addrs.iter().enumerate() {
+            match bind_tcp(*addr) {
+                Ok(listener) => drop(listener),
+                Err(e) if no_ipv6(addr, &e) => {}
+                Err(e) => problems.push(format!("{key}[{i}] = \"{addr}\": cannot listen: {e}")),
+            }
+        }
+    }
+    problems
 }
 
 /// File descriptors kept for the database, logs and listeners, not for clients.
 const RESERVED_FDS: u64 = 64;
 
 impl Server {
-    /// Open storage, load certificates, bind every listener, and start accepting.
+    /// Bind every listener, load certificates, open storage, and start accepting. What
+    /// creates nothing comes first: a taken port leaves no database or certificate behind.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        let mut plain = Vec::new();
+        let mut tls = Vec::new();
+        for (key, addr, listener) in bind_all(&config)? {
+            let listener = TcpListener::from_std(listener).map_err(|source| StartError::Listen { addr, key: key.clone(), source })?;
+            if key.starts_with("c2s.listen_tls") { tls.push(listener) } else { plain.push(listener) }
+        }
+        for warning in crate::files::loose_permissions(&config) {
+            tracing::warn!("{warning}");
+        }
+        crate::files::private_dir(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        let (admin_socket, admin) = crate::admin::bind(&config.admin_socket())?;
         let certs = Certificates::load(&config).map_err(StartError::Tls)?;
         let url = config.storage_url();
         let db = Db::open(&url, config.storage.max_connections)
             .await
             .map_err(|source| StartError::Storage { url: redact(&url), source })?;
-        let mut plain = Vec::new();
-        for addr in &config.c2s.listen {
-            plain.push(TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?);
-        }
-        let mut tls = Vec::new();
-        for addr in &config.c2s.listen_tls {
-            tls.push(TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?);
-        }
         let max_connections = connection_limit(config.c2s.max_clients);
         let core = CoreState::new(config, db, certs);
         let limit = Arc::new(Semaphore::new(max_connections));
@@ -61,7 +146,9 @@ impl Server {
             connections: TaskTracker::new(),
             acceptors: TaskTracker::new(),
             core,
+            _admin_socket: admin_socket,
         };
+        server.acceptors.spawn(crate::admin::serve(server.core.clone(), admin, server.connections.clone()));
         for (listener, direct_tls) in plain.into_iter().map(|l| (l, false)).chain(tls.into_iter().map(|l| (l, true))) {
             let core = server.core.clone();
             let connections = server.connections.clone();
@@ -73,6 +160,7 @@ impl Server {
             storage = server.core.db.backend(),
             starttls = ?server.c2s,
             direct_tls = ?server.c2s_tls,
+            admin_socket = %server.core.config.admin_socket().display(),
             max_connections,
             "Starling {} started",
             env!("CARGO_PKG_VERSION")
@@ -188,6 +276,32 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error chain (`error: {e:#}` in main) prints each cause once: no message repeats
+    /// the message of its `source()` (it printed "Address already in use (os error 98):
+    /// Address already in use (os error 98)").
+    #[test]
+    fn start_errors_name_each_cause_once() {
+        let io = || std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        let errors = vec![
+            StartError::Listen { addr: "127.0.0.1:1".parse().unwrap(), key: "c2s.listen[0]".into(), source: io() },
+            StartError::DataDir { path: "/x".into(), source: io() },
+            StartError::Storage { url: "sqlite://x".into(), source: StorageError::Database(sqlx::Error::PoolTimedOut) },
+            StartError::Storage { url: "sqlite://x".into(), source: StorageError::Config("cannot create x".into()) },
+            StartError::Admin(crate::admin::AdminError::Io { path: "/s".into(), source: io() }),
+            StartError::Admin(crate::admin::AdminError::Running("/s".into())),
+            StartError::Tls(vec![TlsError::File { path: "/k".into(), message: "missing".into() }]),
+        ];
+        for error in errors {
+            let mut level: &dyn std::error::Error = &error;
+            while let Some(source) = level.source() {
+                assert!(!level.to_string().contains(&source.to_string()), "{level} repeats {source}");
+                level = source;
+            }
+            let chain = format!("{:#}", anyhow::Error::new(error));
+            assert!(chain.matches("Address already in use").count() <= 1, "{chain}");
+        }
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -69,6 +69,9 @@ pub struct Link {
     /// than the size of an `Element`, for every session.
     pub tx: mpsc::Sender<Box<Element>>,
     pub control: Arc<Control>,
+    /// The client's address and when it bound, for `starling session list`.
+    pub peer: std::net::SocketAddr,
+    pub since: std::time::SystemTime,
 }
 
 /// Presence state of one resource (RFC 6121 §4).
@@ -92,6 +95,18 @@ struct Resource {
     conn: ConnId,
     link: Link,
     state: PresenceState,
+}
+
+/// One bound session as `starling session list` shows it.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub jid: FullJid,
+    pub peer: std::net::SocketAddr,
+    pub since: std::time::SystemTime,
+    pub available: bool,
+    pub priority: i8,
+    /// The last broadcast presence, serialised.
+    pub last: Option<Box<str>>,
 }
 
 /// Why a bind was refused.
@@ -274,6 +289,35 @@ impl Sessions {
         }
     }
 
+    /// Ask one session to close; `false` if it is not connected.
+    pub fn close(&self, jid: &FullJid, error: StreamError) -> bool {
+        match self.link(jid) {
+            Some(link) => {
+                link.control.close(error);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every bound session, or those of one account, sorted by JID (`starling session list`).
+    pub fn list(&self, account: Option<&BareJid>) -> Vec<SessionSummary> {
+        let summary = |r: &Resource| SessionSummary {
+            jid: r.jid.clone(),
+            peer: r.link.peer,
+            since: r.link.since,
+            available: r.state.available,
+            priority: r.state.priority,
+            last: r.state.last.clone(),
+        };
+        let mut list: Vec<SessionSummary> = match account {
+            Some(bare) => self.users.get(bare).map(|e| e.iter().map(summary).collect()).unwrap_or_default(),
+            None => self.users.iter().flat_map(|e| e.iter().map(summary).collect::<Vec<_>>()).collect(),
+        };
+        list.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+        list
+    }
+
     /// Number of bound resources (for logs and metrics).
     pub fn count(&self) -> usize {
         self.users.iter().map(|e| e.len()).sum()
@@ -286,7 +330,8 @@ mod tests {
 
     fn link(capacity: usize) -> (Link, mpsc::Receiver<Box<Element>>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Link { tx, control: Arc::new(Control::default()) }, rx)
+        let peer = "127.0.0.1:1".parse().unwrap();
+        (Link { tx, control: Arc::new(Control::default()), peer, since: std::time::SystemTime::now() }, rx)
     }
 
     #[test]

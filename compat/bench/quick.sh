@@ -28,7 +28,7 @@ CONF
 echo "provisioning $SESSIONS accounts..." >&2
 start=$(date +%s.%N)
 for i in $(seq 0 $((SESSIONS - 1))); do echo "user$i@localhost password"; done \
-    | $STARLING --config "$dir/starling.toml" user add --batch >&2
+    | $STARLING --config "$dir/starling.toml" user add --create-db --batch >&2
 echo "  $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s" >&2
 
 start() {

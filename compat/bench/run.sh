@@ -252,7 +252,7 @@ provision() {
     case $s in
         starling)
             { accounts user "$users"; accounts r "$ROSTER_USERS"; accounts o 2; } \
-                | "$STARLING" --config "${DIR[starling]}/starling.toml" user add --batch >&2
+                | "$STARLING" --config "${DIR[starling]}/starling.toml" user add --create-db --batch >&2
             start_server starling ;;
         *)
             start_server "$s"

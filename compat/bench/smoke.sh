@@ -45,7 +45,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@CERT@|$dir/cert.pem|g" -e "s|@KEY@|$dir/key.pem|g" \
     "$HERE/peers/starling.toml.in" > "$dir/starling.toml"
 { for i in $(seq 0 9); do echo "user$i@localhost password"; done; echo "o0@localhost password"; echo "o1@localhost password"; } \
-    | "$STARLING" --config "$dir/starling.toml" user add --batch >/dev/null
+    | "$STARLING" --config "$dir/starling.toml" user add --create-db --batch >/dev/null
 
 "$STARLING" --config "$dir/starling.toml" serve 2>"$dir/server.log" &
 pid=$!

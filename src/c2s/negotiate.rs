@@ -424,7 +424,8 @@ impl Negotiation {
             .map_err(|_| StanzaError::bad_request("that resource is not allowed"))?;
         let (tx, rx) = mpsc::channel(self.core.config.c2s.max_queue);
         let control = Arc::new(Control::default());
-        match self.core.sessions.bind(jid.clone(), self.conn, Link { tx, control: control.clone() }) {
+        let link = Link { tx, control: control.clone(), peer: self.peer, since: std::time::SystemTime::now() };
+        match self.core.sessions.bind(jid.clone(), self.conn, link) {
             Ok(replaced) => Ok((jid, rx, control, replaced)),
             // XEP-0205 §3 and RFC 6120 §7.6.2.1.
             Err(BindError::TooManyResources) => Err(StanzaError::new(Condition::ResourceConstraint)

@@ -127,6 +127,23 @@ impl AccountStore {
         })
     }
 
+    /// Delete an account, everything stored for it, and every row of other accounts that
+    /// refers to it (roster items, stored subscription requests; their roster versions are
+    /// bumped), in one transaction. For when no server runs: a running server does the same
+    /// through `accounts::delete_account`, which also tells the contacts.
+    pub async fn delete_everywhere(&self, jid: &BareJid) -> Result<bool> {
+        on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("DELETE FROM accounts WHERE jid = $1").bind(jid.as_str()).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            let _owners = super::roster::forget_contact!(tx, jid.as_str());
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
     /// Bare JIDs of all accounts, optionally of one domain, sorted.
     pub async fn list(&self, domain: Option<&str>) -> Result<Vec<String>> {
         on_pool!(self.db, |pool| {

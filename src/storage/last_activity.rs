@@ -28,10 +28,13 @@ impl LastActivityStore {
         })
     }
 
+    /// Record the end of the account's last session. Nothing is written for an account that
+    /// no longer exists: its sessions end after it was deleted.
     pub async fn set(&self, owner: &BareJid, activity: &LastActivity) -> Result<()> {
         on_pool!(self.db, |pool| {
             sqlx::query(
-                "INSERT INTO last_activity (owner, at, status) VALUES ($1, $2, $3) \
+                "INSERT INTO last_activity (owner, at, status) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM accounts WHERE jid = $1) \
                  ON CONFLICT (owner) DO UPDATE SET at = excluded.at, status = excluded.status",
             )
             .bind(owner.as_str())

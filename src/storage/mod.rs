@@ -29,14 +29,17 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+/// Storage errors. Each message includes its cause and no variant has a `source()`: they are
+/// logged with `%e` everywhere, and an error chain (anyhow's `{:#}`) would print the cause
+/// twice otherwise.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database: {0}")]
-    Read(#[from] rusqlite::Error),
+    Read(rusqlite::Error),
     #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -47,7 +50,10 @@ pub enum StorageError {
     /// Not a failure: the write was refused because it would take the account past a
     /// configured limit, and nothing was written.
     #[error("{0}")]
-    Limit(#[from] LimitReached),
+    Limit(LimitReached),
+    /// The database does not exist yet and this command does not create it.
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// A per-account limit that a write would have exceeded; the text names it for the client.
@@ -59,6 +65,40 @@ pub enum LimitReached {
     PendingIn(usize),
     #[error("private XML storage holds at most {0} bytes per account")]
     PrivateBytes(u64),
+}
+
+impl From<LimitReached> for StorageError {
+    fn from(e: LimitReached) -> Self {
+        StorageError::Limit(e)
+    }
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        StorageError::Database(e)
+    }
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Read(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StorageError::Migrate(e)
+    }
+}
+
+/// What `starling check` found, without creating or changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspection {
+    /// The SQLite file does not exist: the server creates it at start.
+    WillBeCreated(std::path::PathBuf),
+    /// The database exists. `accounts` is `None` when it has no schema yet; `pending` is the
+    /// number of migrations the server applies at start.
+    Exists { accounts: Option<i64>, pending: usize },
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -112,7 +152,20 @@ pub(crate) use on_pool;
 
 impl Db {
     /// Open (creating a SQLite file and its directory if needed) and apply migrations.
+    /// A directory created here is 0700 and the SQLite file 0600, whatever the umask:
+    /// the database holds every account's SCRAM keys.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db> {
+        Self::open_with(url, max_connections, true).await
+    }
+
+    /// Open a database that already exists and apply pending migrations; a missing SQLite
+    /// file, or a PostgreSQL database without our schema, is `StorageError::Missing`.
+    /// For the CLI, which must not create a database where the server would not look.
+    pub async fn open_existing(url: &str, max_connections: u32) -> Result<Db> {
+        Self::open_with(url, max_connections, false).await
+    }
+
+    async fn open_with(url: &str, max_connections: u32, create: bool) -> Result<Db> {
         let mut readers = None;
         let pool = if url.starts_with("sqlite:") {
             let mut options = SqliteConnectOptions::from_str(url)?
@@ -130,10 +183,17 @@ impl Db {
             let memory = url.contains(":memory:") || url.contains("mode=memory");
             let path = options.get_filename().to_path_buf();
             if !memory {
+                if !create && !path.exists() {
+                    return Err(StorageError::Missing(format!("the database {} does not exist", path.display())));
+                }
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    crate::files::private_dir(dir)
                         .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", dir.display())))?;
                 }
+                // Created here, not by SQLite, so that it is 0600: SQLite gives the -wal and
+                // -shm files the mode of the main file.
+                crate::files::private_file(&path)
+                    .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", path.display())))?;
             } else {
                 options = options.journal_mode(SqliteJournalMode::Memory);
             }
@@ -160,12 +220,49 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
+            if !create && !pg_has_schema(&pool).await? {
+                pool.close().await;
+                return Err(StorageError::Missing(format!(
+                    "the PostgreSQL database {} has no Starling schema yet",
+                    crate::server::redact(url)
+                )));
+            }
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             Pool::Postgres(pool)
         } else {
             return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
         };
         Ok(Db { pool, readers, hints: Arc::new(Hints::new()), offline_queue: Arc::default() })
+    }
+
+    /// Look at a database without creating or changing anything (`starling check`): a SQLite
+    /// file is opened read-only, or reported as to be created; PostgreSQL is connected to.
+    pub async fn inspect(url: &str) -> Result<Inspection> {
+        if url.starts_with("sqlite:") {
+            let Some(path) = crate::config::sqlite_file(url) else {
+                return Ok(Inspection::Exists { accounts: Some(0), pending: sqlx::migrate!("migrations/sqlite").iter().count() });
+            };
+            if !path.exists() {
+                return Ok(Inspection::WillBeCreated(path));
+            }
+            let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false).read_only(true);
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+            let known = sqlx::migrate!("migrations/sqlite").iter().count();
+            let found = inspect_schema(&Pool::Sqlite(pool.clone()), "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1", known).await;
+            pool.close().await;
+            found
+        } else {
+            let pool = PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            let known = sqlx::migrate!("migrations/postgres").iter().count();
+            let found = inspect_schema(
+                &Pool::Postgres(pool.clone()),
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1",
+                known,
+            )
+            .await;
+            pool.close().await;
+            found
+        }
     }
 
     /// Run a lookup on a SQLite reader, on this thread. `None` when there is no reader (not a
@@ -230,6 +327,40 @@ impl Db {
     }
 }
 
+/// Whether a PostgreSQL database has had our migrations applied.
+async fn pg_has_schema(pool: &PgPool) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Accounts and pending migrations, reading only. `table_exists` counts tables named `$1`.
+async fn inspect_schema(pool: &Pool, table_exists: &'static str, known: usize) -> Result<Inspection> {
+    let db = Db { pool: pool.clone(), readers: None, hints: Arc::new(Hints::new()), offline_queue: Arc::default() };
+    let has = |table: &'static str| {
+        let db = db.clone();
+        async move {
+            on_pool!(db, |pool| {
+                let n: i64 = sqlx::query_scalar(table_exists).bind(table).fetch_one(pool).await?;
+                Ok::<bool, StorageError>(n > 0)
+            })
+        }
+    };
+    if !has("_sqlx_migrations").await? {
+        return Ok(Inspection::Exists { accounts: None, pending: known });
+    }
+    let applied: i64 = on_pool!(db, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?);
+    let accounts = if has("accounts").await? {
+        Some(on_pool!(db, |pool| sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM accounts").fetch_one(pool).await?))
+    } else {
+        None
+    };
+    Ok(Inspection::Exists { accounts, pending: known.saturating_sub(applied as usize) })
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -259,6 +390,44 @@ mod tests {
         let memory = Db::open("sqlite::memory:", 1).await.unwrap();
         assert!(memory.read_here(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).is_none());
         assert_eq!(memory.vcard().get(&owner).await.unwrap(), None);
+    }
+
+    /// Under umask 022 the database directory, the file and its WAL companions are private.
+    #[tokio::test]
+    async fn sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // SAFETY: umask only changes this process's file creation mask.
+        let old = unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let db = Db::open(&format!("sqlite://{}/s.db", data.display()), 2).await.unwrap();
+        let owner = jid::BareJid::new("a@localhost").unwrap();
+        db.accounts().create(&super::NewAccount { jid: owner, credentials: Vec::new() }).await.unwrap();
+        assert_eq!(mode(&data), 0o700);
+        for name in ["s.db", "s.db-wal", "s.db-shm"] {
+            assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+        }
+        db.close().await;
+        unsafe { libc::umask(old) };
+    }
+
+    /// The CLI refuses to create a database; `inspect` creates nothing.
+    #[tokio::test]
+    async fn missing_database_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/s.db", dir.path().display());
+        assert!(matches!(Db::open_existing(&url, 1).await, Err(super::StorageError::Missing(_))));
+        let found = Db::inspect(&url).await.unwrap();
+        assert_eq!(found, super::Inspection::WillBeCreated(dir.path().join("sub/s.db")));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
+        let db = Db::open(&url, 1).await.unwrap();
+        db.close().await;
+        let before: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(Db::inspect(&url).await.unwrap(), super::Inspection::Exists { accounts: Some(0), pending: 0 });
+        let after: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(before, after, "inspecting leaves no file behind");
+        Db::open_existing(&url, 1).await.unwrap().close().await;
     }
 
     /// Both migration folders must hold the same file names (one migration per store).

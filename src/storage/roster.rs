@@ -93,6 +93,35 @@ macro_rules! bump_version {
     };
 }
 
+/// Inside a transaction: remove every row of other accounts that refers to `$contact`
+/// (roster items with their groups, stored subscription requests from it), bumping the
+/// roster version of each owner whose roster changed. Evaluates to the owners concerned.
+macro_rules! forget_contact {
+    ($tx:expr, $contact:expr) => {{
+        let contact: &str = $contact;
+        let owners: Vec<String> = sqlx::query_scalar(
+            "SELECT owner FROM roster_items WHERE contact = $1 AND owner <> $1 \
+             UNION SELECT owner FROM roster_pending_in WHERE contact = $1 AND owner <> $1",
+        )
+        .bind(contact)
+        .fetch_all(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO roster_versions (owner, version) \
+             SELECT owner, 1 FROM roster_items WHERE contact = $1 AND owner <> $1 \
+             ON CONFLICT (owner) DO UPDATE SET version = roster_versions.version + 1",
+        )
+        .bind(contact)
+        .execute(&mut *$tx)
+        .await?;
+        // Groups go with their items (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM roster_items WHERE contact = $1").bind(contact).execute(&mut *$tx).await?;
+        sqlx::query("DELETE FROM roster_pending_in WHERE contact = $1").bind(contact).execute(&mut *$tx).await?;
+        owners
+    }};
+}
+pub(super) use forget_contact;
+
 #[derive(Clone, Debug)]
 pub struct RosterStore {
     pub(super) db: Db,
@@ -316,6 +345,33 @@ impl RosterStore {
             return Err(LimitReached::PendingIn(self.limits.max_pending_in).into());
         }
         Ok(())
+    }
+
+    /// Local accounts whose roster or stored subscription requests mention `contact`.
+    pub async fn owners_referring_to(&self, contact: &BareJid) -> Result<Vec<BareJid>> {
+        let owners: Vec<String> = on_pool!(self.db, |pool| {
+            sqlx::query_scalar(
+                "SELECT owner FROM roster_items WHERE contact = $1 AND owner <> $1 \
+                 UNION SELECT owner FROM roster_pending_in WHERE contact = $1 AND owner <> $1 ORDER BY 1",
+            )
+            .bind(contact.as_str())
+            .fetch_all(pool)
+            .await?
+        });
+        owners.iter().map(|o| BareJid::new(o).map_err(|_| StorageError::Corrupt(format!("roster owner {o:?}")))).collect()
+    }
+
+    /// Remove, in one transaction, every row of other accounts that refers to `contact`
+    /// (roster items and groups, stored subscription requests), bumping the roster version
+    /// of each owner whose roster changed. Returns the owners concerned.
+    pub async fn forget_contact(&self, contact: &BareJid) -> Result<Vec<BareJid>> {
+        let owners: Vec<String> = on_pool!(self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let owners = forget_contact!(tx, contact.as_str());
+            tx.commit().await?;
+            owners
+        });
+        owners.iter().map(|o| BareJid::new(o).map_err(|_| StorageError::Corrupt(format!("roster owner {o:?}")))).collect()
     }
 
     /// Forget a pending request; `true` if there was one.

@@ -183,7 +183,8 @@ fn self_signed(domain: &str, dir: &Path) -> Result<DomainCert, TlsError> {
         cert.source = format!("{} (self-signed)", cert_path.display());
         return Ok(cert);
     }
-    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    // 0700 whatever the umask: it holds private keys.
+    crate::files::private_dir(dir).map_err(|e| file_error(dir, e))?;
     let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Cert { domain: domain.into(), message: e.to_string() })?;
     let mut params = rcgen::CertificateParams::new(vec![domain.to_string()])
         .map_err(|e| TlsError::Cert { domain: domain.into(), message: e.to_string() })?;
@@ -230,6 +231,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("certs/localhost.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.path().join("certs")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

@@ -138,7 +138,7 @@ async fn serve_and_sigterm() {
     let config = dir.path().join("s.toml");
     std::fs::write(&config, format!("[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n")).unwrap();
     let cfg = config.clone();
-    let (ok, _, err) = tokio::task::spawn_blocking(move || starling(&cfg, &["user", "add", "alice@localhost", "--password-stdin"], Some("pw\n"))).await.unwrap();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || starling(&cfg, &["user", "add", "--create-db", "alice@localhost", "--password-stdin"], Some("pw\n"))).await.unwrap();
     assert!(ok, "{err}");
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_starling"))
         .arg("--config")
@@ -181,7 +181,7 @@ async fn check_command() {
     std::fs::write(&good, "[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n").unwrap();
     let (ok, out, err) = tokio::task::spawn_blocking(move || starling(&good, &["check"], None)).await.unwrap();
     assert!(ok, "{out}{err}");
-    assert!(out.contains("c2s STARTTLS: 127.0.0.1:0") && out.contains("storage: sqlite://") && out.trim_end().ends_with("ok"), "{out}");
+    assert!(out.contains("c2s STARTTLS: 127.0.0.1:0") && out.contains("starling.db (sqlite), will be created") && out.trim_end().ends_with("ok"), "{out}");
     assert!(!dir.path().join("data/certs").exists(), "check generates nothing");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "domains = []\n[c2s]\nmax_stanza_size = 5\nbogus = true\n").unwrap();

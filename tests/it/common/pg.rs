@@ -5,21 +5,101 @@
 //! away when the tests end, however they end. initdb refuses to run as root, so as root it
 //! runs as the `postgres` user (or `nobody`).
 //! `STARLING_TEST_PG_URL` (a server URL without a database) uses an existing server instead.
+//!
+//! The cluster (hundreds of MB) lives in `$TMPDIR/starling-pg-…` and is removed when the
+//! test process exits, passed or failed (an `atexit` handler stops postgres, then removes
+//! the directory). A run that was killed cannot clean up: the next run removes clusters
+//! whose test process is gone, and `test.sh` removes those of its own run on exit
+//! (`STARLING_TEST_RUN` puts its id in the directory names).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 struct Cluster {
     base_url: String,
     _child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(1);
+/// What the exit handler removes: the postmaster's pid and the cluster directory.
+static POSTGRES_PID: AtomicU32 = AtomicU32::new(0);
+static CLUSTER_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The background removal of stale clusters, finished at exit.
+static SWEEPER: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
+const PREFIX: &str = "starling-pg-";
+/// The file in a cluster directory that names the test process owning it.
+const OWNER_FILE: &str = "owner.pid";
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
+}
+
+/// Remove clusters left by test processes that were killed. A directory is left alone while
+/// its owner (or, for directories from before the owner file, its postmaster) runs, and for
+/// its first ten minutes when neither can be told.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let stale = match read_pid(&dir.join(OWNER_FILE)) {
+            Some(owner) => !alive(owner),
+            None => {
+                let postmaster = read_pid(&dir.join("data/postmaster.pid"));
+                let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > Duration::from_secs(600));
+                !postmaster.is_some_and(alive) && old
+            }
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// At process exit, passed or failed: stop postgres (immediate shutdown), wait for it, and
+/// remove the cluster directory (and let the removal of stale ones finish).
+extern "C" fn remove_cluster_at_exit() {
+    let pid = POSTGRES_PID.load(Ordering::SeqCst) as i32;
+    if pid > 0 {
+        // SAFETY: signalling and reaping our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGQUIT);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut status = 0;
+                let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
+                if r != 0 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    if let Some(sweeper) = SWEEPER.lock().ok().and_then(|mut s| s.take()) {
+        let _ = sweeper.join();
+    }
+    let dir = CLUSTER_DIR.lock().ok().and_then(|mut d| d.take());
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 
 fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PG_BINDIR") {
@@ -66,14 +146,24 @@ fn command(bin: &Path, who: Option<(u32, u32)>) -> Command {
 
 fn start() -> Cluster {
     if let Ok(url) = std::env::var("STARLING_TEST_PG_URL") {
-        return Cluster { base_url: url.trim_end_matches('/').to_string(), _child: None, _dir: None };
+        return Cluster { base_url: url.trim_end_matches('/').to_string(), _child: None };
     }
     let bin = bin_dir();
     let who = run_as();
-    let dir = tempfile::Builder::new().prefix("starling-pg-").tempdir().expect("temp dir");
-    let data = dir.path().join("data");
+    // In the background: removing a cluster takes a while, and this one's start need not wait.
+    *SWEEPER.lock().unwrap() = Some(std::thread::spawn(remove_stale_clusters));
+    let prefix = match std::env::var("STARLING_TEST_RUN") {
+        Ok(run) => format!("{PREFIX}run{run}-"),
+        Err(_) => PREFIX.to_string(),
+    };
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir().expect("temp dir").keep();
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).expect("write the owner file");
+    *CLUSTER_DIR.lock().unwrap() = Some(dir.clone());
+    // SAFETY: registers a plain function to run at exit.
+    unsafe { libc::atexit(remove_cluster_at_exit) };
+    let data = dir.join("data");
     if let Some((uid, gid)) = who {
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown the cluster dir");
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the cluster dir");
     }
     let out = command(&bin.join("initdb"), who)
         .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
@@ -90,7 +180,7 @@ fn start() -> Cluster {
         "-D", data.to_str().unwrap(),
         "-h", "127.0.0.1",
         "-p", &port.to_string(),
-        "-k", dir.path().to_str().unwrap(),
+        "-k", dir.to_str().unwrap(),
         "-c", "fsync=off",
         "-c", "synchronous_commit=off",
         "-c", "full_page_writes=off",
@@ -121,12 +211,13 @@ fn start() -> Cluster {
         }
     });
     let child = rx.recv().unwrap().expect("start postgres");
+    POSTGRES_PID.store(child.id(), Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "postgres did not start within 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Cluster { base_url: format!("postgres://postgres@127.0.0.1:{port}"), _child: Some(child), _dir: Some(dir) }
+    Cluster { base_url: format!("postgres://postgres@127.0.0.1:{port}"), _child: Some(child) }
 }
 
 /// A fresh, empty database on the shared cluster; returns its URL.
