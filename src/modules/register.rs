@@ -14,7 +14,7 @@ use crate::xml::Element;
 
 use super::{Ctx, Deps, IqRequest, IqResult, Module, PreAuthIq, Registrar, Scope, Stage};
 use crate::auth;
-use crate::stanza::{Condition, ErrorType, IqType, StanzaError, StreamCondition, StreamError};
+use crate::stanza::{Condition, ErrorType, IqType, StanzaError};
 use crate::storage::{AccountStore, NewAccount};
 use crate::xml::{self, ns};
 
@@ -161,19 +161,15 @@ impl Register {
             if query.children().count() != 1 {
                 return Err(StanzaError::bad_request("<remove/> must be the only child"));
             }
-            // TODO: the account-removal cleanup shared with `starling user del` (sessions,
-            // other users' rosters) replaces this when merged.
-            if !self.accounts.delete(&owner).await? {
+            // The same deletion as `starling user del`: the account's data, its contacts'
+            // rosters (they are told), its sessions (a not-authorized stream error, §3.2,
+            // after this result: the close request reaches this session once the handler
+            // has returned, and the result is written ahead of the stream error).
+            if !crate::accounts::delete_account(&ctx.core, &owner).await? {
                 // Removed meanwhile (another session, the CLI).
                 return Err(not_registered());
             }
             tracing::info!(jid = %owner, "account removed in-band");
-            // The result is sent, then every session of the account ends (§3.2: a
-            // not-authorized stream error).
-            let core = ctx.core.clone();
-            ctx.after_write(Box::pin(async move {
-                core.sessions.close_all(&owner, StreamError::new(StreamCondition::NotAuthorized).with_text("account removed"));
-            }));
             return Ok(None);
         }
         // §3.3 error cases: incomplete information is a bad request (as is a data form: we

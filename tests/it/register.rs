@@ -2,7 +2,7 @@
 //! logged-in users.
 
 use crate::common::client::{condition, show};
-use crate::common::{Backend, Client, TestServer};
+use crate::common::{Backend, Client, TestServer, befriend};
 use crate::db_tests;
 
 const REGISTER: &str = "jabber:iq:register";
@@ -208,6 +208,42 @@ async fn preauth_remove_is_unexpected(b: Backend) {
     s.stop().await;
 }
 
+/// §3.2 and issue 10 defect 16: an in-band cancellation cleans up like `starling user del`:
+/// the contact is told and loses the item, and an account created again under the same name
+/// inherits nothing.
+async fn cancellation_cleans_contacts(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    alice.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>").await;
+    alice.available().await;
+    let mut bob = s.login("bob", "b").await;
+    bob.available().await;
+    befriend(&mut alice, &mut bob).await;
+    let reply = bob.request("<iq type='set' id='unreg1' to='localhost'><query xmlns='jabber:iq:register'><remove/></query></iq>").await;
+    assert_eq!(reply.attr("type"), Some("result"), "{}", show(&reply));
+    for kind in ["unsubscribe", "unsubscribed"] {
+        let p = alice.expect(kind, |e| e.name() == "presence" && e.attr("type") == Some(kind)).await;
+        assert_eq!(p.attr("from"), Some("bob@localhost"));
+    }
+    let push = alice
+        .expect("roster push removing bob", |e| {
+            e.name() == "iq"
+                && e.get_child("query", "jabber:iq:roster").and_then(|q| q.children().next()).is_some_and(|i| {
+                    i.attr("jid") == Some("bob@localhost") && i.attr("subscription") == Some("remove")
+                })
+        })
+        .await;
+    assert_eq!(push.attr("type"), Some("set"));
+    s.add_user("bob", "new").await;
+    let mut new_bob = Client::login(&s, "bob", "new", "n").await;
+    let roster = new_bob.request("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>").await;
+    assert_eq!(roster.get_child("query", "jabber:iq:roster").unwrap().children().count(), 0, "{}", show(&roster));
+    new_bob.available().await;
+    new_bob.expect_silence(std::time::Duration::from_millis(500)).await;
+    s.stop().await;
+}
+
 db_tests!(
     disabled_by_default,
     register_then_login,
@@ -216,4 +252,5 @@ db_tests!(
     registered_form_at_domain,
     cancellation_examples,
     preauth_remove_is_unexpected,
+    cancellation_cleans_contacts,
 );
