@@ -6,10 +6,11 @@
 //! bucket): `failures` per `window`, refilled evenly, one failure every `window / failures`.
 //! A key is over its limit while its theoretical arrival time (TAT) lies more than
 //! `window - interval` ahead of now; the caller then refuses the attempt without checking the
-//! password, and does not charge it (so a blocked key recovers on schedule). Attempts that
-//! passed the check concurrently are all charged when they fail, which pushes the TAT further
-//! out: a burst beyond the limit is paid back by a longer block, and the long-run rate stays
-//! at `failures / window` whatever the concurrency.
+//! password, and does not charge it (so a blocked key recovers on schedule). An attempt is
+//! charged when it is admitted, before the password is checked, and the charge is given back
+//! if it turns out not to be a failure (a success, or a protocol error): so the limit holds
+//! exactly however many attempts run at once (twenty connections guessing in parallel get as
+//! many checks as one connection guessing in turn).
 //!
 //! Keys: the IP address (an IPv6 client controls at least a /64, so the /64 is the key; an
 //! IPv4-mapped address counts as IPv4), and the account as a keyed 64-bit hash of the
@@ -76,6 +77,15 @@ impl std::fmt::Display for IpKey {
     }
 }
 
+/// The charges of one admitted attempt (see [`Throttle::admit`]). Dropping it keeps them:
+/// the attempt failed.
+#[derive(Debug)]
+#[must_use = "an attempt is either a failure (drop) or given back (release, succeeded)"]
+pub struct Admission {
+    ip: Option<IpKey>,
+    account: Option<u64>,
+}
+
 pub struct Throttle {
     ip: Option<Limiter<IpKey>>,
     account: Option<Limiter<u64>>,
@@ -104,16 +114,78 @@ impl Throttle {
     pub fn account_blocked(&self, account: &BareJid, ip: IpAddr, now: Instant) -> Option<Duration> {
         let limiter = self.account.as_ref()?;
         let key = self.account_key(account);
-        let wait = limiter.blocked(&key, now)?;
+        if self.is_known(key, IpKey::of(ip), now) {
+            return None;
+        }
+        limiter.blocked(&key, now)
+    }
+
+    fn is_known(&self, account: u64, ip: IpKey, now: Instant) -> bool {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        match known.get(&(key, IpKey::of(ip))) {
-            Some(&at) if now.saturating_duration_since(at) < KNOWN_FOR => None,
-            _ => Some(wait),
+        known.get(&(account, ip)).is_some_and(|&at| now.saturating_duration_since(at) < KNOWN_FOR)
+    }
+
+    /// Admit an attempt from `ip` for `account` (if the username named an account on our
+    /// domain): charged now as a failure, to both keys, unless one of them is over its limit
+    /// (then nothing is charged and the wait is returned). The attempt then either fails
+    /// (the charge stays: drop the [`Admission`]) or is given back ([`Throttle::succeeded`],
+    /// [`Throttle::release`]). An address the account logged in from before is not charged
+    /// to the account. Logs (at warn) when a key reaches its limit, at most once per window.
+    pub fn admit(&self, ip: IpAddr, account: Option<&BareJid>, now: Instant) -> Result<Admission, Duration> {
+        let ip_key = IpKey::of(ip);
+        let mut admission = Admission { ip: None, account: None };
+        if let Some(limiter) = &self.ip {
+            if limiter.admit(ip_key, now)? {
+                tracing::warn!(
+                    target: "starling::auth",
+                    "authentication throttled: ip={ip_key} failures={} window={}s",
+                    limiter.failures,
+                    limiter.window.as_secs()
+                );
+            }
+            admission.ip = Some(ip_key);
+        }
+        if let (Some(limiter), Some(account)) = (&self.account, account) {
+            let key = self.account_key(account);
+            if !self.is_known(key, ip_key, now) {
+                match limiter.admit(key, now) {
+                    Ok(over) => {
+                        if over {
+                            tracing::warn!(
+                                target: "starling::auth",
+                                "authentication throttled: account={:?} failures={} window={}s",
+                                account.as_str(),
+                                limiter.failures,
+                                limiter.window.as_secs()
+                            );
+                        }
+                        admission.account = Some(key);
+                    }
+                    Err(wait) => {
+                        self.release(admission);
+                        return Err(wait);
+                    }
+                }
+            }
+        }
+        Ok(admission)
+    }
+
+    /// The attempt was not a failed authentication (a protocol error, a lost connection):
+    /// give its charge back.
+    pub fn release(&self, admission: Admission) {
+        if let (Some(limiter), Some(key)) = (&self.ip, admission.ip) {
+            limiter.refund(&key);
+        }
+        if let (Some(limiter), Some(key)) = (&self.account, admission.account) {
+            limiter.refund(&key);
         }
     }
 
-    /// Remember that `account` logged in from `ip`.
-    pub fn succeeded(&self, ip: IpAddr, account: &BareJid, now: Instant) {
+    /// The attempt succeeded: its charge is given back, and `ip` is remembered as one
+    /// `account` logs in from.
+    pub fn succeeded(&self, admission: Admission, ip: IpAddr, account: &BareJid, now: Instant) {
+        self.release(admission);
         if self.account.is_none() {
             return;
         }
@@ -127,34 +199,6 @@ impl Throttle {
             }
         }
         known.insert(pair, now);
-    }
-
-    /// Charge one failed authentication to `ip` and, if the username named an account on our
-    /// domain, to that account. Logs (at warn) when a key goes over its limit, at most once per
-    /// window and key.
-    pub fn failed(&self, ip: IpAddr, account: Option<&BareJid>, now: Instant) {
-        if let Some(limiter) = &self.ip {
-            let key = IpKey::of(ip);
-            if limiter.charge(key, now) {
-                tracing::warn!(
-                    target: "starling::auth",
-                    "authentication throttled: ip={key} failures={} window={}s",
-                    limiter.failures,
-                    limiter.window.as_secs()
-                );
-            }
-        }
-        if let (Some(limiter), Some(account)) = (&self.account, account)
-            && limiter.charge(self.account_key(account), now)
-        {
-            tracing::warn!(
-                target: "starling::auth",
-                "authentication throttled: account={:?} failures={} window={}s",
-                account.as_str(),
-                limiter.failures,
-                limiter.window.as_secs()
-            );
-        }
     }
 
     fn account_key(&self, account: &BareJid) -> u64 {
@@ -220,10 +264,14 @@ impl<K: std::hash::Hash + Eq + Copy> Limiter<K> {
         self.wait(table.entries.get(key)?, now)
     }
 
-    /// Charge one failure; true if the key just went over its limit and should be logged.
-    fn charge(&self, key: K, now: Instant) -> bool {
+    /// Charge one failure unless the key is over its limit (then the wait); `Ok(true)` if
+    /// this charge reached the limit and should be logged.
+    fn admit(&self, key: K, now: Instant) -> Result<bool, Duration> {
         let mut table = self.lock();
         let table = &mut *table;
+        if let Some(wait) = table.entries.get(&key).and_then(|e| self.wait(e, now)) {
+            return Err(wait);
+        }
         if !table.entries.contains_key(&key) {
             let since = now.saturating_duration_since(table.last_prune);
             if since >= self.window || (table.entries.len() >= MAX_KEYS && since >= PRUNE_PAUSE) {
@@ -239,16 +287,23 @@ impl<K: std::hash::Hash + Eq + Copy> Limiter<K> {
                         self.name
                     );
                 }
-                return false;
+                return Ok(false);
             }
         }
         let entry = table.entries.entry(key).or_insert(Entry { tat: now, quiet_until: now });
         entry.tat = entry.tat.max(now) + self.interval;
         if self.wait(entry, now).is_some() && entry.quiet_until <= now {
             entry.quiet_until = now + self.window;
-            return true;
+            return Ok(true);
         }
-        false
+        Ok(false)
+    }
+
+    /// Give back one charge.
+    fn refund(&self, key: &K) {
+        if let Some(entry) = self.lock().entries.get_mut(key) {
+            entry.tat = entry.tat.checked_sub(self.interval).unwrap_or(entry.tat);
+        }
     }
 
     #[cfg(test)]
@@ -275,6 +330,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A failed attempt: admitted, and its charge kept.
+    fn fail(t: &Throttle, from: IpAddr, account: Option<&BareJid>, now: Instant) -> bool {
+        t.admit(from, account, now).is_ok()
+    }
+
     #[test]
     fn n_failures_per_window_then_one_per_interval() {
         let t = Throttle::new(&config(10, 60, 0, 1));
@@ -282,49 +342,55 @@ mod tests {
         let a = ip("203.0.113.5");
         for i in 0..10 {
             assert_eq!(t.ip_blocked(a, start), None, "failure {i} is within the burst");
-            t.failed(a, None, start);
+            assert!(fail(&t, a, None, start));
         }
         // The 11th attempt waits for one refill: 60 s / 10 = 6 s.
         assert_eq!(t.ip_blocked(a, start), Some(Duration::from_secs(6)));
+        assert_eq!(t.admit(a, None, start).err(), Some(Duration::from_secs(6)), "refused, and not charged");
         assert_eq!(t.ip_blocked(a, start + Duration::from_secs(5)), Some(Duration::from_secs(1)));
         assert_eq!(t.ip_blocked(a, start + Duration::from_secs(6)), None);
         // One more failure then: blocked for another interval.
-        t.failed(a, None, start + Duration::from_secs(6));
+        assert!(fail(&t, a, None, start + Duration::from_secs(6)));
         assert_eq!(t.ip_blocked(a, start + Duration::from_secs(6)), Some(Duration::from_secs(6)));
         // After a whole window of quiet the full burst is back.
         let later = start + Duration::from_secs(12 + 60);
         for _ in 0..10 {
-            assert_eq!(t.ip_blocked(a, later), None);
-            t.failed(a, None, later);
+            assert!(fail(&t, a, None, later));
         }
         assert!(t.ip_blocked(a, later).is_some());
         // Other addresses are not affected.
         assert_eq!(t.ip_blocked(ip("203.0.113.6"), later), None);
     }
 
+    /// Attempts running at once are charged when admitted: the limit holds exactly, and an
+    /// attempt given back (a success, a protocol error) frees its place.
     #[test]
-    fn concurrent_overshoot_is_paid_back() {
-        let t = Throttle::new(&config(10, 60, 0, 1));
+    fn parallel_attempts_beyond_the_limit_are_refused() {
+        let t = Throttle::new(&config(10, 60, 3, 600));
         let now = Instant::now();
         let a = ip("198.51.100.1");
-        // 30 attempts passed the check at once and all failed: 20 more than the burst, so
-        // the address waits 20 intervals longer than after exactly 10.
-        for _ in 0..30 {
-            t.failed(a, None, now);
-        }
-        assert_eq!(t.ip_blocked(a, now), Some(Duration::from_secs(6 * 21)));
+        let admitted: Vec<Admission> = (0..30).filter_map(|_| t.admit(a, None, now).ok()).collect();
+        assert_eq!(admitted.len(), 10);
+        let mut admitted = admitted.into_iter();
+        t.release(admitted.next().unwrap());
+        assert!(t.admit(a, None, now).is_ok(), "a released attempt frees a place");
+        assert!(t.admit(a, None, now).is_err());
+        // Per account, from many addresses at once.
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let checked = (0..20).filter(|i| t.admit(ip(&format!("192.0.2.{i}")), Some(&alice), now).is_ok()).count();
+        assert_eq!(checked, 3);
     }
 
     #[test]
     fn ipv6_by_64_and_mapped_v4() {
         let t = Throttle::new(&config(2, 60, 0, 1));
         let now = Instant::now();
-        t.failed(ip("2001:db8:1:2::1"), None, now);
-        t.failed(ip("2001:db8:1:2:ffff::9"), None, now);
+        assert!(fail(&t, ip("2001:db8:1:2::1"), None, now));
+        assert!(fail(&t, ip("2001:db8:1:2:ffff::9"), None, now));
         assert!(t.ip_blocked(ip("2001:db8:1:2:abcd::1"), now).is_some(), "same /64");
         assert!(t.ip_blocked(ip("2001:db8:1:3::1"), now).is_none(), "another /64");
-        t.failed(ip("::ffff:192.0.2.7"), None, now);
-        t.failed(ip("192.0.2.7"), None, now);
+        assert!(fail(&t, ip("::ffff:192.0.2.7"), None, now));
+        assert!(fail(&t, ip("192.0.2.7"), None, now));
         assert!(t.ip_blocked(ip("192.0.2.7"), now).is_some(), "an IPv4-mapped address is the IPv4 address");
         assert_eq!(IpKey::of(ip("2001:db8:1:2::1")).to_string(), "2001:db8:1:2::/64");
         assert_eq!(IpKey::of(ip("::ffff:192.0.2.7")).to_string(), "192.0.2.7");
@@ -340,8 +406,8 @@ mod tests {
             let from = ip(&format!("192.0.2.{i}"));
             assert_eq!(t.ip_blocked(from, now), None, "per-IP limit disabled");
             assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), None);
-            t.failed(from, Some(&alice), now);
-            t.failed(from, Some(&ghost), now);
+            assert!(fail(&t, from, Some(&alice), now));
+            assert!(fail(&t, from, Some(&ghost), now));
         }
         assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), Some(Duration::from_secs(200)));
         // Unknown accounts are throttled the same way (no existence oracle).
@@ -356,18 +422,19 @@ mod tests {
         let alice = BareJid::new("alice@example.org").unwrap();
         let bob = BareJid::new("bob@example.org").unwrap();
         let (home, attacker) = (ip("2001:db8:aa:1::5"), ip("198.51.100.66"));
-        t.succeeded(home, &alice, now);
-        t.failed(attacker, Some(&alice), now);
-        t.failed(attacker, Some(&alice), now);
-        t.failed(attacker, Some(&bob), now);
-        t.failed(attacker, Some(&bob), now);
+        let admission = t.admit(home, Some(&alice), now).unwrap();
+        t.succeeded(admission, home, &alice, now);
+        assert!(fail(&t, attacker, Some(&alice), now));
+        assert!(fail(&t, attacker, Some(&alice), now));
+        assert!(fail(&t, attacker, Some(&bob), now));
+        assert!(fail(&t, attacker, Some(&bob), now));
         assert!(t.account_blocked(&alice, attacker, now).is_some());
         assert!(t.account_blocked(&alice, ip("203.0.113.1"), now).is_some(), "other addresses are held");
         assert_eq!(t.account_blocked(&alice, ip("2001:db8:aa:1::77"), now), None, "the owner's /64 is not locked out");
         assert!(t.account_blocked(&bob, home, now).is_some(), "only for the account that logged in there");
         let later = now + KNOWN_FOR;
-        t.failed(attacker, Some(&alice), later);
-        t.failed(attacker, Some(&alice), later);
+        assert!(fail(&t, attacker, Some(&alice), later));
+        assert!(fail(&t, attacker, Some(&alice), later));
         assert!(t.account_blocked(&alice, home, later).is_some(), "the exemption expires");
     }
 
@@ -375,11 +442,13 @@ mod tests {
     fn going_over_is_reported_once_per_window() {
         let l: Limiter<u32> = Limiter::new(2, Duration::from_secs(10), "test").unwrap();
         let now = Instant::now();
-        assert!(!l.charge(1, now));
-        assert!(l.charge(1, now), "the second failure reaches the limit");
-        assert!(!l.charge(1, now), "already reported");
-        assert!(!l.charge(1, now + Duration::from_secs(9)));
-        assert!(l.charge(1, now + Duration::from_secs(10)), "a window later it is reported again");
+        assert_eq!(l.admit(1, now), Ok(false));
+        assert_eq!(l.admit(1, now), Ok(true), "the second failure reaches the limit");
+        assert!(l.admit(1, now).is_err(), "over it: refused");
+        assert_eq!(l.admit(1, now + Duration::from_secs(5)), Ok(false), "already reported");
+        assert!(l.admit(1, now + Duration::from_secs(6)).is_err());
+        assert_eq!(l.admit(1, now + Duration::from_secs(20)), Ok(false));
+        assert_eq!(l.admit(1, now + Duration::from_secs(20)), Ok(true), "a window later it is reported again");
     }
 
     #[test]
@@ -387,12 +456,12 @@ mod tests {
         let l: Limiter<u32> = Limiter::new(5, Duration::from_secs(60), "test").unwrap();
         let now = Instant::now();
         for k in 0..MAX_KEYS as u32 + 10 {
-            l.charge(k, now);
+            let _ = l.admit(k, now);
         }
         assert_eq!(l.len(), MAX_KEYS, "new keys are not tracked once the table is full of live entries");
         // Once those entries have drained (TAT passed), they are pruned to make room.
         let later = now + Duration::from_secs(13);
-        l.charge(u32::MAX, later);
+        let _ = l.admit(u32::MAX, later);
         assert_eq!(l.len(), 1);
         assert!(l.blocked(&u32::MAX, later).is_none());
     }
@@ -403,7 +472,7 @@ mod tests {
         let now = Instant::now();
         let alice = BareJid::new("alice@example.org").unwrap();
         for _ in 0..1000 {
-            t.failed(ip("192.0.2.1"), Some(&alice), now);
+            assert!(fail(&t, ip("192.0.2.1"), Some(&alice), now));
         }
         assert_eq!(t.ip_blocked(ip("192.0.2.1"), now), None);
         assert_eq!(t.account_blocked(&alice, ip("192.0.2.200"), now), None);

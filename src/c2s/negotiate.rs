@@ -47,6 +47,9 @@ pub struct Negotiation {
     stats: Arc<ReadStats>,
     secure: bool,
     domain: Option<String>,
+    /// Our header for the current stream has been sent (a stream error before it must be
+    /// preceded by one, RFC 6120 §4.9.1.2; each restart is a new stream).
+    header_sent: bool,
     lang: String,
     account: Option<BareJid>,
     /// Failed credentials (wrong password, unknown user), limited by `auth.max_failures`.
@@ -77,6 +80,7 @@ impl Negotiation {
             stats: ReadStats::new(),
             secure: false,
             domain: None,
+            header_sent: false,
             lang: "en".into(),
             account: None,
             sasl_failures: 0,
@@ -103,6 +107,7 @@ impl Negotiation {
         let (mut reader, mut writer) = self.split(transport);
         loop {
             // A new stream: header, features, then elements until a restart.
+            self.header_sent = false;
             let header = match self.read(&mut reader, &mut writer).await? {
                 StreamEvent::Open(root) => root,
                 _ => return Err(self.fail(&mut writer, StreamError::new(StreamCondition::NotWellFormed), true).await),
@@ -160,8 +165,7 @@ impl Negotiation {
         let read = tokio::select! {
             read = tokio::time::timeout_at(self.deadline, reader.next()) => read,
             _ = self.core.shutdown.cancelled() => {
-                let opened = self.domain.is_some();
-                return Err(self.fail(writer, StreamError::new(StreamCondition::SystemShutdown), !opened).await);
+                return Err(self.fail(writer, StreamError::new(StreamCondition::SystemShutdown), !self.header_sent).await);
             }
         };
         match read {
@@ -169,18 +173,17 @@ impl Negotiation {
             Ok(Err(xml::XmlError::Eof | xml::XmlError::Io(_))) => Err(Ended),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "bad XML during negotiation");
-                let opened = self.domain.is_some();
-                Err(self.fail(writer, e.into(), !opened).await)
+                Err(self.fail(writer, e.into(), !self.header_sent).await)
             }
             Err(_) => {
                 let e = StreamError::new(StreamCondition::ConnectionTimeout).with_text("authentication took too long");
-                let opened = self.domain.is_some();
-                Err(self.fail(writer, e, !opened).await)
+                Err(self.fail(writer, e, !self.header_sent).await)
             }
         }
     }
 
     fn send_header(&mut self, writer: &mut Writer, header: &Element) {
+        self.header_sent = true;
         if let Some(lang) = xml::xml_lang(header).filter(|l| !l.is_empty() && l.len() < 36) {
             self.lang = lang.to_string();
         }
@@ -440,7 +443,7 @@ impl Negotiation {
             let mut out = Vec::new();
             xml::stream_header(
                 &mut out,
-                &xml::StreamHeader { default_ns: ns::CLIENT, from: &self.core.config.domains[0], to: None, id: &new_id(), lang: "en" },
+                &xml::StreamHeader { default_ns: ns::CLIENT, from: self.domain.as_deref().unwrap_or(&self.core.config.domains[0]), to: None, id: &new_id(), lang: &self.lang },
             );
             writer.queue_raw(&out);
         }

@@ -50,7 +50,7 @@ pub async fn authenticate(core: &Core, reader: &mut Reader, writer: &mut Writer,
     let Some(&mechanism) = stream.offered.iter().find(|&&m| m == mechanism) else {
         return refuse(writer, SaslFailure::InvalidMechanism, None).await;
     };
-    let mut exchange = Exchange { reader, writer, deadline: stream.deadline, received, user: None };
+    let mut exchange = Exchange { reader, writer, deadline: stream.deadline, received, user: None, admission: None };
     // RFC 6120 §6.4.2: "=" is an empty initial response; no text means none was sent.
     let outcome = match decode(&auth.text()) {
         Err(f) => Err(f.into()),
@@ -71,12 +71,24 @@ pub async fn authenticate(core: &Core, reader: &mut Reader, writer: &mut Writer,
             if exchange.writer.flush().await.is_err() {
                 return SaslResult::Lost;
             }
-            core.auth.throttle.succeeded(stream.peer, &account, std::time::Instant::now());
+            if let Some(admission) = exchange.admission.take() {
+                core.auth.throttle.succeeded(admission, stream.peer, &account, std::time::Instant::now());
+            }
             return SaslResult::Success(account);
         }
-        Err(Abort::Stream(e)) => return SaslResult::Stream(e),
-        Err(Abort::Lost) => return SaslResult::Lost,
-        Err(Abort::Refused(f, text)) => return refuse(exchange.writer, f, text).await,
+        // Not a failed authentication: the attempt's charge is given back.
+        Err(Abort::Stream(e)) => {
+            exchange.release(core);
+            return SaslResult::Stream(e);
+        }
+        Err(Abort::Lost) => {
+            exchange.release(core);
+            return SaslResult::Lost;
+        }
+        Err(Abort::Refused(f, text)) => {
+            exchange.release(core);
+            return refuse(exchange.writer, f, text).await;
+        }
         Err(Abort::Throttled(wait)) => {
             log_failure(&exchange, stream, mechanism, SaslFailure::TemporaryAuthFailure);
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -89,8 +101,8 @@ pub async fn authenticate(core: &Core, reader: &mut Reader, writer: &mut Writer,
     // else's authzid: logged for fail2ban, charged to the throttle, and answered a fixed time
     // after the client's last message, so the time taken tells nothing either.
     log_failure(&exchange, stream, mechanism, failure);
-    let account = exchange.user.as_ref().and_then(|(_, account)| account.as_ref());
-    core.auth.throttle.failed(stream.peer, account, std::time::Instant::now());
+    // The charge taken when the attempt was admitted stays.
+    drop(exchange.admission.take());
     tokio::time::sleep_until(exchange.received + Duration::from_millis(core.config.auth.failure_delay_ms)).await;
     match send_failure(exchange.writer, failure, None).await {
         Ok(()) => SaslResult::Failed { credentials: true },
@@ -127,6 +139,8 @@ struct Exchange<'a> {
     /// The username as the log shows it (the account when it names one on our domain, else
     /// as sent) and the account, once the mechanism has read them.
     user: Option<(String, Option<BareJid>)>,
+    /// The throttle's charge for this attempt, taken before any password is checked.
+    admission: Option<auth::throttle::Admission>,
 }
 
 impl Exchange<'_> {
@@ -154,17 +168,22 @@ impl Exchange<'_> {
         }
     }
 
-    /// Record who the client claims to be, and refuse unchecked if that account or the
-    /// client's address is over its failure limit (XEP-0205): no password is tried then.
+    /// Record who the client claims to be, and admit the attempt if neither that account nor
+    /// the client's address is over its failure limit (XEP-0205); otherwise it is refused
+    /// unchecked: no password is tried. Admitting charges it as a failure at once, so that
+    /// attempts running in parallel cannot all get past the limit.
     fn claim(&mut self, core: &Core, peer: IpAddr, username: &str, account: Option<BareJid>) -> Result<(), Abort> {
-        let now = std::time::Instant::now();
-        let throttle = &core.auth.throttle;
-        let wait = throttle.ip_blocked(peer, now).into_iter().chain(account.as_ref().and_then(|a| throttle.account_blocked(a, peer, now))).max();
+        let admitted = core.auth.throttle.admit(peer, account.as_ref(), std::time::Instant::now());
         let shown = account.as_ref().map_or_else(|| username.to_string(), |a| a.to_string());
         self.user = Some((shown, account));
-        match wait {
-            Some(wait) => Err(Abort::Throttled(wait)),
-            None => Ok(()),
+        self.admission = Some(admitted.map_err(Abort::Throttled)?);
+        Ok(())
+    }
+
+    /// The attempt ended without a verdict on the credentials: give its charge back.
+    fn release(&mut self, core: &Core) {
+        if let Some(admission) = self.admission.take() {
+            core.auth.throttle.release(admission);
         }
     }
 }

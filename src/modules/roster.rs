@@ -5,7 +5,7 @@ use std::sync::Arc;
 use jid::{BareJid, Jid};
 use crate::xml::Element;
 
-use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope, Stage};
+use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, Stage};
 use crate::rosters::item_element;
 use crate::stanza::{Condition, IqType, PresenceType, Stanza, StanzaError};
 use crate::storage::RosterItem;
@@ -35,9 +35,20 @@ impl Module for Roster {
     fn register(self: Arc<Self>, reg: &mut Registrar) {
         reg.iq(Scope::Account, IqType::Get, "query", ns::ROSTER, &self, Self::get);
         reg.iq(Scope::Account, IqType::Set, "query", ns::ROSTER, &self, Self::set);
+        reg.hook(Hook::StanzaIn, 150, &self, Self::forged_push);
         // XEP-0237 §2: versioning is announced as a stream feature.
         reg.stream_feature(Stage::PostAuth, Element::bare("ver", ns::ROSTER_VER_FEATURE));
     }
+}
+
+/// Whether `stanza` looks like a roster push (an IQ set of `jabber:iq:roster` for one of an
+/// account's resources) sent by anyone but that account (RFC 6121 §2.1.6: only the user's own
+/// server pushes, from the bare JID or without a `from`). A set for the bare JID is a request
+/// to the server, which the set handler refuses to strangers.
+fn forged_push(stanza: &Stanza) -> bool {
+    stanza.iq_type() == Some(IqType::Set)
+        && stanza.payload().is_some_and(|p| p.is("query", ns::ROSTER))
+        && stanza.to.as_ref().is_some_and(|to| to.resource().is_some() && to.to_bare() != stanza.from.to_bare())
 }
 
 /// A validated roster set.
@@ -91,6 +102,17 @@ fn parse_set(query: &Element, limits: ItemLimits) -> Result<Change, StanzaError>
 }
 
 impl Roster {
+    /// A roster push from someone else is never delivered (SECURITY.md T24): RFC 6121 §2.1.6
+    /// tells clients to ignore it, but not every client checks, and a forged push could add or
+    /// rename contacts in a careless one. Answered like an IQ nobody handles.
+    async fn forged_push(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
+        if !forged_push(&stanza) {
+            return Flow::Continue(stanza);
+        }
+        crate::router::bounce(&ctx, &stanza, StanzaError::service_unavailable()).await;
+        Flow::Handled
+    }
+
     async fn get(self: Arc<Self>, ctx: Ctx, req: IqRequest) -> IqResult {
         // RFC 6121 §2.1.3: only the account itself reads its roster.
         if !req.from_self() {

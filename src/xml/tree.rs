@@ -84,6 +84,12 @@ pub(crate) struct TreeBuilder {
     /// The namespaces of the stanza being built, each allocated once and shared by every
     /// element and attribute in it.
     namespaces: HashSet<Namespace>,
+    /// The namespace last resolved, by the address and length of the resolver's raw text of
+    /// its binding: elements in one namespace, however long its name, then cost no copy, no
+    /// hash and no comparison of the name. Forgotten whenever a start tag declares a
+    /// namespace (the only time the resolver's buffer changes: a new binding could land
+    /// where an old one was).
+    last_binding: Option<((usize, usize), Namespace)>,
     /// Open elements below the stream root (in document mode: from the root down).
     stack: Vec<Element>,
     /// The stream root (or the document element) has started.
@@ -101,6 +107,7 @@ impl TreeBuilder {
             limits,
             cost: 0,
             namespaces: HashSet::new(),
+            last_binding: None,
             stack: Vec::new(),
             opened: false,
             seen_any: false,
@@ -123,6 +130,7 @@ impl TreeBuilder {
     /// namespace shared with it.
     fn boundary(&mut self) {
         self.cost = 0;
+        self.last_binding = None;
         if !self.namespaces.is_empty() {
             self.namespaces = HashSet::new();
         }
@@ -131,6 +139,20 @@ impl TreeBuilder {
     fn charge(&mut self, bytes: usize) -> Result<(), XmlError> {
         self.cost = self.cost.saturating_add(bytes);
         if self.cost > self.limits.max_stanza_bytes { Err(XmlError::TreeTooBig) } else { Ok(()) }
+    }
+
+    /// The namespace a resolver binding stands for (see `last_binding`).
+    fn bound_namespace(&mut self, raw: &str) -> Result<Namespace, XmlError> {
+        let key = (raw.as_ptr() as usize, raw.len());
+        if let Some((k, ns)) = &self.last_binding
+            && *k == key
+        {
+            return Ok(ns.clone());
+        }
+        let name = namespace_name(raw)?;
+        let ns = if name == ns::XML { Namespace::XML } else { self.namespace(&name)? };
+        self.last_binding = Some((key, ns.clone()));
+        Ok(ns)
     }
 
     /// The shared copy of a namespace name, allocated (and charged) at its first use in the
@@ -443,6 +465,7 @@ impl TreeBuilder {
                 // Namespace declarations are not attributes of the tree (the writer derives
                 // them on output).
                 check_binding(binding, &value)?;
+                self.last_binding = None;
                 // A prefix bound on the stream header is in scope for every stanza, which
                 // can use it for free, and every stanza that does must declare it again
                 // when it is written: a long one would let a few bytes in make many go out.
@@ -462,8 +485,8 @@ impl TreeBuilder {
             attrs.push((key, value));
         }
         let (resolved, local) = resolver.resolve_element(qname);
-        let name = match resolved {
-            ResolveResult::Bound(ns) => namespace_name(ns.as_ref())?,
+        let namespace = match resolved {
+            ResolveResult::Bound(ns) => self.bound_namespace(ns.as_ref())?,
             ResolveResult::Unbound => {
                 return Err(XmlError::InvalidNamespace(format!("element '{}' has no namespace", qname.as_ref())));
             }
@@ -472,17 +495,16 @@ impl TreeBuilder {
             }
         };
         // `<xmlns:a>`: element names never have the prefix `xmlns` (Namespaces in XML §3).
-        if name == XMLNS {
+        if &*namespace == XMLNS {
             return Err(XmlError::NotWellFormed(format!("element '{}' in the xmlns namespace", qname.as_ref())));
         }
         // `<xml:a>` is namespace-well-formed, but no protocol has elements in the xml
         // namespace, and the writer could only express one as
         // `xmlns='http://www.w3.org/XML/1998/namespace'`, which Namespaces in XML §3 forbids:
         // a recipient's parser would end its stream.
-        if name == ns::XML {
+        if &*namespace == ns::XML {
             return Err(XmlError::InvalidNamespace(format!("element '{}' in the xml namespace", qname.as_ref())));
         }
-        let namespace = self.namespace(&name)?;
         let local: &str = local.as_ref();
         // The element's slot, its name, and, when its namespace is not its parent's, the
         // declaration the writer will put on it.
@@ -500,10 +522,7 @@ impl TreeBuilder {
             let (resolved, attr_local) = resolver.resolve_attribute(key);
             let attr_ns = match resolved {
                 ResolveResult::Unbound => Namespace::NONE,
-                ResolveResult::Bound(ns) => match namespace_name(ns.as_ref())? {
-                    n if n == ns::XML => Namespace::XML,
-                    n => self.namespace(&n)?,
-                },
+                ResolveResult::Bound(ns) => self.bound_namespace(ns.as_ref())?,
                 ResolveResult::Unknown(prefix) => {
                     return Err(XmlError::NotWellFormed(format!("unbound prefix '{prefix}'")));
                 }
@@ -548,8 +567,8 @@ fn attribute_value(raw: &str) -> Result<String, XmlError> {
 
 /// The namespace name a resolver binding stands for. quick-xml binds prefixes to the *raw*
 /// text of the declaration, so `xmlns='a&amp;b'` must still be read as `a&b`.
-fn namespace_name(raw: &str) -> Result<String, XmlError> {
-    if raw.contains(['&', '\t', '\n', '\r']) { attribute_value(raw) } else { Ok(raw.to_owned()) }
+fn namespace_name(raw: &str) -> Result<Cow<'_, str>, XmlError> {
+    if raw.contains(['&', '\t', '\n', '\r']) { attribute_value(raw).map(Cow::Owned) } else { Ok(Cow::Borrowed(raw)) }
 }
 
 /// Namespaces in XML §3 (and 1.0 §5: no undeclaring a prefix): what a declaration may bind.

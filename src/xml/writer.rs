@@ -60,32 +60,76 @@ pub fn write_element(out: &mut Vec<u8>, el: &Element, default_ns: &str) {
 struct Hoisted<'a> {
     order: Vec<&'a str>,
     index: HashMap<&'a str, usize>,
+    /// The last namespace looked up, by address and length: the elements of one namespace
+    /// share one string, so a long name is hashed once, not once per element.
+    last: std::cell::Cell<Option<((usize, usize), Option<usize>)>>,
+}
+
+fn key(s: &str) -> (usize, usize) {
+    (s.as_ptr() as usize, s.len())
+}
+
+/// Equal strings, without reading them when they are the same string.
+fn same(a: &str, b: &str) -> bool {
+    key(a) == key(b) || a == b
 }
 
 impl<'a> Hoisted<'a> {
     fn plan(el: &'a Element, default_ns: &str) -> Hoisted<'a> {
-        fn count<'a>(el: &'a Element, parent_default: &str, seen: &mut HashMap<&'a str, usize>) {
-            if el.ns() != parent_default && el.ns().len() > INLINE_NS_MAX {
-                *seen.entry(el.ns()).or_default() += 1;
+        struct Counts<'a> {
+            seen: HashMap<&'a str, usize>,
+            last: Option<(&'a str, usize)>,
+        }
+        impl<'a> Counts<'a> {
+            fn bump(&mut self, ns: &'a str) {
+                if let Some((last, n)) = &mut self.last
+                    && key(last) == key(ns)
+                {
+                    *n += 1;
+                    return;
+                }
+                self.flush();
+                self.last = Some((ns, 1));
             }
-            for a in el.attrs().filter(|a| !a.ns.is_empty() && a.ns.as_str() != ns::XML) {
-                *seen.entry(a.ns.as_str()).or_default() += 1;
-            }
-            for child in el.children() {
-                count(child, el.ns(), seen);
+            fn flush(&mut self) {
+                if let Some((ns, n)) = self.last.take() {
+                    *self.seen.entry(ns).or_default() += n;
+                }
             }
         }
-        let mut seen = HashMap::new();
-        count(el, default_ns, &mut seen);
-        let mut order: Vec<&str> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(ns, _)| ns).collect();
+        fn count<'a>(el: &'a Element, parent_default: &str, counts: &mut Counts<'a>) {
+            if !same(el.ns(), parent_default) && el.ns().len() > INLINE_NS_MAX {
+                counts.bump(el.ns());
+            }
+            for a in el.attrs().filter(|a| !a.ns.is_empty() && a.ns.as_str() != ns::XML) {
+                counts.bump(a.ns.as_str());
+            }
+            for child in el.children() {
+                count(child, el.ns(), counts);
+            }
+        }
+        let mut counts = Counts { seen: HashMap::new(), last: None };
+        count(el, default_ns, &mut counts);
+        counts.flush();
+        let mut order: Vec<&str> = counts.seen.into_iter().filter(|&(_, n)| n > 1).map(|(ns, _)| ns).collect();
         // A stable output for the same tree.
         order.sort_unstable();
         let index = order.iter().enumerate().map(|(i, &ns)| (ns, i)).collect();
-        Hoisted { order, index }
+        Hoisted { order, index, last: std::cell::Cell::new(None) }
     }
 
     fn get(&self, ns: &str) -> Option<usize> {
-        if self.order.is_empty() { None } else { self.index.get(ns).copied() }
+        if self.order.is_empty() {
+            return None;
+        }
+        if let Some((k, found)) = self.last.get()
+            && k == key(ns)
+        {
+            return found;
+        }
+        let found = self.index.get(ns).copied();
+        self.last.set(Some((key(ns), found)));
+        found
     }
 }
 
@@ -97,7 +141,7 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoi
     let stream_prefixed = top && el_ns == ns::STREAMS && !default_ns.is_empty();
     let prefix = if stream_prefixed {
         Some(Prefix::Stream)
-    } else if el_ns == default_ns {
+    } else if same(el_ns, default_ns) {
         None
     } else {
         hoisted.get(el_ns).map(Prefix::Hoisted)
@@ -107,7 +151,7 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoi
     let child_default = match prefix {
         Some(_) => default_ns,
         None => {
-            if el_ns != default_ns {
+            if !same(el_ns, default_ns) {
                 out.extend_from_slice(b" xmlns='");
                 escape_attr(out, el_ns);
                 out.push(b'\'');

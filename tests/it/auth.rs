@@ -265,6 +265,46 @@ async fn failures_for_one_account_are_throttled_everywhere(b: Backend) {
     s.stop().await;
 }
 
+/// Guesses sent at the same moment from many addresses are held to the account's limit too:
+/// an attempt is charged when it is admitted, not when its check fails, so twenty parallel
+/// guesses get three checks, not twenty.
+async fn parallel_guesses_are_held_to_the_account_limit(b: Backend) {
+    let s = TestServer::start_with(b, |c| {
+        c.auth.failures_per_ip = 0;
+        c.auth.failures_per_account = 3;
+        c.auth.account_window = 600;
+    })
+    .await;
+    s.users(&["alice"]).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(secure_from(&s, &format!("127.0.1.{}", i + 1)).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                c.send(&plain_auth("alice", &format!("guess{i}"))).await;
+                failure_text(&mut c).await.0
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for t in tasks {
+        match t.await.unwrap().as_str() {
+            "not-authorized" => checked += 1,
+            "temporary-auth-failure" => {}
+            other => panic!("unexpected failure {other}"),
+        }
+    }
+    assert_eq!(checked, 3, "passwords checked for 20 parallel guesses");
+    s.stop().await;
+}
+
 /// Issue 10 defect 8: the deadline runs from accept, so a slow direct-TLS handshake leaves
 /// less time to authenticate; the connection does not live twice `auth_timeout`.
 async fn direct_tls_deadline_counts_from_accept(b: Backend) {
@@ -329,5 +369,6 @@ db_tests!(
     plain_checks_a_decoy_for_unknown_accounts,
     failures_from_one_address_are_throttled,
     failures_for_one_account_are_throttled_everywhere,
+    parallel_guesses_are_held_to_the_account_limit,
     direct_tls_deadline_counts_from_accept,
 );

@@ -143,4 +143,26 @@ async fn roster_is_persistent(b: Backend) {
     s.stop().await;
 }
 
-db_tests!(get_set_remove_with_pushes, roster_set_errors, versioning, roster_is_persistent);
+/// SECURITY.md T24: a roster push from another user to one of an account's resources is not
+/// delivered (RFC 6121 §2.1.6: only the account's own server pushes); the sender gets
+/// `service-unavailable`, as for any IQ nobody takes.
+async fn forged_roster_push_is_not_delivered(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "mallory"]).await;
+    let mut alice = s.login("alice", "a").await;
+    alice.request("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>").await;
+    let mut mallory = s.login("mallory", "m").await;
+    let reply = mallory
+        .request("<iq type='set' id='forged' to='alice@localhost/a'><query xmlns='jabber:iq:roster'><item jid='evil@localhost' name='Your bank'/></query></iq>")
+        .await;
+    assert_eq!(reply.attr("type"), Some("error"), "{}", show(&reply));
+    assert_eq!(condition(&reply), "service-unavailable");
+    alice.expect_silence(std::time::Duration::from_millis(300)).await;
+    // Other IQs between users still go through.
+    mallory.send("<iq type='get' id='v1' to='alice@localhost/a'><query xmlns='jabber:iq:version'/></iq>").await;
+    let iq = alice.expect_kind("iq").await;
+    assert_eq!(iq.attr("id"), Some("v1"));
+    s.stop().await;
+}
+
+db_tests!(get_set_remove_with_pushes, roster_set_errors, versioning, roster_is_persistent, forged_roster_push_is_not_delivered);

@@ -221,3 +221,27 @@ async fn self_closed_stream_header_is_closed_at_once() {
     assert!(seen.first().is_some_and(|h| h.starts_with("Header")), "{seen:?}");
     s.stop().await;
 }
+
+/// RFC 6120 §4.9.1.2: a stream error on a stream we have not answered yet comes after our
+/// header. A client that never opens the stream restarted after STARTTLS gets, at the
+/// authentication timeout, a header and then `<connection-timeout/>`: without the header,
+/// the `stream:` prefix of the error would not even be bound on the new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_on_a_restarted_stream_comes_after_a_header() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.c2s.auth_timeout = 2).await;
+    let mut c = Client::tcp(&s).await;
+    c.open(DOMAIN).await;
+    c.starttls_without_restart().await;
+    let mut seen = Vec::new();
+    loop {
+        match c.read().await {
+            crate::common::client::Got::Closed | crate::common::client::Got::Eof => break,
+            crate::common::client::Got::Header(_) => seen.push("header".to_string()),
+            crate::common::client::Got::Element(el) => seen.push(format!("{}", show(&el))),
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], "header");
+    assert!(seen[1].contains("connection-timeout"), "{seen:?}");
+    s.stop().await;
+}

@@ -195,6 +195,12 @@ impl Client {
     }
 
     pub async fn starttls(&mut self) {
+        self.starttls_without_restart().await;
+        self.open(DOMAIN).await;
+    }
+
+    /// STARTTLS up to the TLS handshake, without opening the new stream.
+    pub async fn starttls_without_restart(&mut self) {
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
         let proceed = self.next().await;
         assert!(proceed.is("proceed", "urn:ietf:params:xml:ns:xmpp-tls"), "{}", show(&proceed));
@@ -207,7 +213,6 @@ impl Client {
         let stream = buffered.into_inner().unsplit(writer);
         let tls = tls_connector(&self.cert).connect(DOMAIN.try_into().unwrap(), stream).await.expect("TLS handshake");
         *self = Client::over_tls(tls, self.cert.clone());
-        self.open(DOMAIN).await;
     }
 
     /// SCRAM-SHA-256 (RFC 7677); Err(condition) on failure.
