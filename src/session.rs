@@ -203,19 +203,33 @@ impl Sessions {
         }
     }
 
-    /// Like [`Sessions::deliver`], but waits up to `wait` for room in a full queue. Only for
-    /// a task that is nobody's sender: a session that ends hands what it did not write to
-    /// the account's other resources, and that backlog would otherwise overflow the queue
-    /// of a resource that reads perfectly well.
+    /// Like [`Sessions::deliver`], but waits up to `wait` for room. Only for a task that is
+    /// nobody's sender: a session that ends hands what it did not write to the account's
+    /// other resources, and that backlog would otherwise overflow the queue of a resource
+    /// that reads perfectly well. It takes room only while at least half of the queue is
+    /// free, so that the live traffic arriving meanwhile from other senders (which never
+    /// waits, and would find a full queue) still fits. A resource that makes no room in
+    /// `wait` does not read, and is closed.
     pub async fn deliver_patiently(&self, jid: &FullJid, stanza: Element, wait: Duration) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
-        match link.tx.send_timeout(Box::new(stanza), wait).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(s)) => Err(SendError::Offline(*s)),
-            Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
-                Self::overloaded(jid, &link);
-                Err(SendError::Full(*s))
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut stanza = Box::new(stanza);
+        loop {
+            if link.tx.capacity() > link.tx.max_capacity() / 2 {
+                match link.tx.try_send(stanza) {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(s)) => return Err(SendError::Offline(*s)),
+                    // Filled by someone else meanwhile: wait again.
+                    Err(mpsc::error::TrySendError::Full(s)) => stanza = s,
+                }
+            } else if link.tx.is_closed() {
+                return Err(SendError::Offline(*stanza));
             }
+            if tokio::time::Instant::now() >= deadline {
+                Self::overloaded(jid, &link);
+                return Err(SendError::Full(*stanza));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -396,5 +410,28 @@ mod tests {
         let r = sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await;
         assert!(matches!(r, Err(SendError::Full(_))));
         assert!(control.pending().is_some());
+    }
+
+    /// The patient hand-over leaves half of the queue to live traffic.
+    #[tokio::test(start_paused = true)]
+    async fn patient_delivery_leaves_room_for_live_traffic() {
+        let sessions = Sessions::new(2);
+        let a = FullJid::new("u@h/a").unwrap();
+        let (l, mut rx) = link(4);
+        let control = l.control.clone();
+        sessions.bind(a.clone(), 1, l).unwrap();
+        let wait = Duration::from_secs(10);
+        for _ in 0..2 {
+            sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await.unwrap();
+        }
+        // Half full: the next one waits for the reader, while a live stanza still fits.
+        let patient = sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), Duration::from_secs(1));
+        tokio::pin!(patient);
+        assert!(tokio::time::timeout(Duration::from_millis(100), &mut patient).await.is_err(), "it did not wait");
+        sessions.deliver(&a, Element::bare("message", "jabber:client")).unwrap();
+        rx.recv().await.unwrap();
+        rx.recv().await.unwrap();
+        patient.await.unwrap();
+        assert!(control.pending().is_none());
     }
 }
