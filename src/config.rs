@@ -67,8 +67,9 @@ pub struct C2sConfig {
     pub max_resources: usize,
     /// default: 102400. Sustained bytes per second read from one client; 0 disables.
     pub max_bytes_per_second: u64,
-    /// default: 1000. Stanzas queued for a client; a client whose queue is full is
-    /// disconnected and what it is sent goes elsewhere (senders never wait).
+    /// default: 1000. Stanzas queued for a client; a client whose queue stays over this for
+    /// `write_timeout` (or goes over ten times it) is disconnected and what it is sent goes
+    /// elsewhere (senders never wait).
     pub max_queue: usize,
     /// default: 10. Seconds a write to a client may make no progress before the client is
     /// taken as not reading and disconnected (what was not written is rerouted).

@@ -49,7 +49,10 @@ impl CoreState {
         Arc::new(CoreState {
             certs,
             tls,
-            sessions: Sessions::new(config.c2s.max_resources),
+            sessions: Sessions::new(
+                config.c2s.max_resources,
+                crate::session::QueueLimits::new(config.c2s.max_queue, std::time::Duration::from_secs(config.c2s.write_timeout)),
+            ),
             rosters: Rosters::with_config(db.roster(), &config.roster),
             modules,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),

@@ -3,7 +3,7 @@
 //! from here without touching the database.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +23,23 @@ pub fn next_conn_id() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Asks a session to end. Separate from the stanza queue, so that it works when the queue
-/// is full.
+/// Asks a session to end, and counts what waits in its queue. Separate from the stanza
+/// queue, so that it works when the queue is full.
 #[derive(Debug, Default)]
 pub struct Control {
     close: Mutex<Option<StreamError>>,
     notify: Notify,
+    /// Stanzas in the queue.
+    queued: AtomicUsize,
+    /// Since when (`now_ms`) the queue has held more than the soft limit; 0 when it does not.
+    over_since: AtomicU64,
+}
+
+/// Milliseconds on a clock that starts with the process (never 0 once read: see
+/// `Control::over_since`).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 impl Control {
@@ -50,6 +61,19 @@ impl Control {
         self.close.lock().unwrap().take()
     }
 
+    /// The session took one stanza from its queue; `soft` is the queue's soft limit.
+    pub fn dequeued(&self, soft: usize) {
+        let left = self.queued.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if left <= soft {
+            self.over_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Stanzas waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// Wait for a close request. Cancel-safe: the request stays until taken.
     pub async fn closed(&self) -> StreamError {
         loop {
@@ -65,9 +89,9 @@ impl Control {
 /// What the registry holds to reach one session.
 #[derive(Debug, Clone)]
 pub struct Link {
-    /// Boxed, so that the queue's preallocated block of slots costs 8 bytes a slot rather
-    /// than the size of an `Element`, for every session.
-    pub tx: mpsc::Sender<Box<Element>>,
+    /// Boxed, so that the queue's blocks of slots cost 8 bytes a slot rather than the size
+    /// of an `Element`. Unbounded: its limits are [`QueueLimits`], checked by `deliver`.
+    pub tx: mpsc::UnboundedSender<Box<Element>>,
     pub control: Arc<Control>,
     /// The client's address and when it bound, for `starling session list`.
     pub peer: std::net::SocketAddr,
@@ -115,13 +139,31 @@ pub enum BindError {
     TooManyResources,
 }
 
+/// How much may wait for one session (see [`Sessions::deliver`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Stanzas a session may hold for a while (`c2s.max_queue`).
+    pub soft: usize,
+    /// Stanzas it may never hold: past this it is closed at once.
+    pub hard: usize,
+    /// How long it may stay above `soft` (`c2s.write_timeout`).
+    pub over_ms: u64,
+}
+
+impl QueueLimits {
+    pub fn new(max_queue: usize, write_timeout: std::time::Duration) -> QueueLimits {
+        QueueLimits { soft: max_queue, hard: max_queue.saturating_mul(10), over_ms: write_timeout.as_millis() as u64 }
+    }
+}
+
 /// Why a stanza could not be handed to a session. Either way the stanza comes back, to be
 /// routed as if the resource were not there.
 #[derive(Debug)]
 pub enum SendError {
     /// No such resource is connected.
     Offline(Element),
-    /// Its queue is full: it does not read what it is sent. It has been told to close.
+    /// Its queue has been over its limit for too long, or far over it: it does not read what
+    /// it is sent. It has been told to close.
     Full(Element),
 }
 
@@ -136,11 +178,16 @@ pub struct ResourceInfo {
 pub struct Sessions {
     users: DashMap<BareJid, Vec<Resource>>,
     max_resources: usize,
+    queue: QueueLimits,
 }
 
 impl Sessions {
-    pub fn new(max_resources: usize) -> Self {
-        Sessions { users: DashMap::new(), max_resources }
+    pub fn new(max_resources: usize, queue: QueueLimits) -> Self {
+        Sessions { users: DashMap::new(), max_resources, queue }
+    }
+
+    pub fn queue_limits(&self) -> QueueLimits {
+        self.queue
     }
 
     /// Register a bound resource. If the same full JID is already bound, the old session is
@@ -186,48 +233,62 @@ impl Sessions {
 
     /// Hand a stanza to one connected resource. Never waits: a sender must not go at the
     /// pace of its slowest recipient (a contact with stuck resources would freeze every
-    /// session that sends it presence). A resource whose queue (`c2s.max_queue` stanzas) is
-    /// full is not reading what it is sent: it is told to close (as ejabberd does past its
-    /// max_fsm_queue), and the stanza comes back to be routed as if it were not there
-    /// (messages to other resources or offline storage); once it has reconnected, the client
-    /// gets a fresh view of everything it missed.
+    /// session that sends it presence). A burst may take a queue over its soft limit
+    /// (`c2s.max_queue`) for a while; a resource whose queue stays over it for
+    /// `c2s.write_timeout`, or goes ten times over it, is not reading what it is sent: it is
+    /// told to close (as ejabberd does past its max_fsm_queue), and the stanza comes back to
+    /// be routed as if it were not there (messages to other resources or offline storage);
+    /// once it has reconnected, the client gets a fresh view of everything it missed.
     pub fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
-        match link.tx.try_send(Box::new(stanza)) {
+        let control = &link.control;
+        let len = control.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if len > self.queue.soft && self.over_too_long(control, len) {
+            control.queued.fetch_sub(1, Ordering::AcqRel);
+            Self::overloaded(jid, &link);
+            return Err(SendError::Full(stanza));
+        }
+        match link.tx.send(Box::new(stanza)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(s)) => Err(SendError::Offline(*s)),
-            Err(mpsc::error::TrySendError::Full(s)) => {
-                Self::overloaded(jid, &link);
-                Err(SendError::Full(*s))
+            Err(mpsc::error::SendError(s)) => {
+                control.queued.fetch_sub(1, Ordering::AcqRel);
+                Err(SendError::Offline(*s))
             }
+        }
+    }
+
+    /// A queue holding `len` (over the soft limit): has it been over for too long, or is it
+    /// past the hard limit?
+    fn over_too_long(&self, control: &Control, len: usize) -> bool {
+        if len > self.queue.hard {
+            return true;
+        }
+        let now = now_ms();
+        match control.over_since.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => false,
+            Err(since) => now.saturating_sub(since) > self.queue.over_ms,
         }
     }
 
     /// Like [`Sessions::deliver`], but waits up to `wait` for room. Only for a task that is
     /// nobody's sender: a session that ends hands what it did not write to the account's
-    /// other resources, and that backlog would otherwise overflow the queue of a resource
-    /// that reads perfectly well. It takes room only while at least half of the queue is
-    /// free, so that the live traffic arriving meanwhile from other senders (which never
-    /// waits, and would find a full queue) still fits. A resource that makes no room in
-    /// `wait` does not read, and is closed.
+    /// other resources, and that backlog must not push a resource that reads perfectly well
+    /// over its limit. It takes room only while the queue is at most half full, so that the
+    /// live traffic arriving meanwhile from other senders still fits. A resource that makes
+    /// no such room in `wait` does not read, and is closed.
     pub async fn deliver_patiently(&self, jid: &FullJid, stanza: Element, wait: Duration) -> Result<(), SendError> {
         let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
         let deadline = tokio::time::Instant::now() + wait;
-        let mut stanza = Box::new(stanza);
         loop {
-            if link.tx.capacity() > link.tx.max_capacity() / 2 {
-                match link.tx.try_send(stanza) {
-                    Ok(()) => return Ok(()),
-                    Err(mpsc::error::TrySendError::Closed(s)) => return Err(SendError::Offline(*s)),
-                    // Filled by someone else meanwhile: wait again.
-                    Err(mpsc::error::TrySendError::Full(s)) => stanza = s,
-                }
-            } else if link.tx.is_closed() {
-                return Err(SendError::Offline(*stanza));
+            if link.tx.is_closed() {
+                return Err(SendError::Offline(stanza));
+            }
+            if link.control.queued() < self.queue.soft / 2 {
+                return self.deliver(jid, stanza);
             }
             if tokio::time::Instant::now() >= deadline {
                 Self::overloaded(jid, &link);
-                return Err(SendError::Full(*stanza));
+                return Err(SendError::Full(stanza));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -342,96 +403,122 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn link(capacity: usize) -> (Link, mpsc::Receiver<Box<Element>>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn link() -> (Link, mpsc::UnboundedReceiver<Box<Element>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let peer = "127.0.0.1:1".parse().unwrap();
         (Link { tx, control: Arc::new(Control::default()), peer, since: std::time::SystemTime::now() }, rx)
     }
 
+    fn limits(soft: usize, over_ms: u64) -> QueueLimits {
+        QueueLimits { soft, hard: soft * 10, over_ms }
+    }
+
+    fn message() -> Element {
+        Element::bare("message", "jabber:client")
+    }
+
+    /// What a session does when it takes a stanza from its queue.
+    fn take(rx: &mut mpsc::UnboundedReceiver<Box<Element>>, control: &Control, soft: usize) {
+        rx.try_recv().expect("a stanza waits");
+        control.dequeued(soft);
+    }
+
     #[test]
     fn bind_replace_and_limit() {
-        let sessions = Sessions::new(2);
+        let sessions = Sessions::new(2, limits(4, 10_000));
         let a = FullJid::new("u@h/a").unwrap();
-        let (l1, _rx1) = link(4);
+        let (l1, _rx1) = link();
         let control1 = l1.control.clone();
-        let (l2, _rx2) = link(4);
+        let (l2, _rx2) = link();
         sessions.bind(a.clone(), 1, l1).unwrap();
         assert!(sessions.bind(a.clone(), 2, l2).unwrap().is_some());
         assert_eq!(control1.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::Conflict));
         // The replaced connection cannot remove its replacement.
         assert!(sessions.unbind(&a, 1).is_none());
         assert!(sessions.is_connected(&a));
-        sessions.bind(FullJid::new("u@h/b").unwrap(), 3, link(4).0).unwrap();
-        assert_eq!(sessions.bind(FullJid::new("u@h/c").unwrap(), 4, link(4).0).err(), Some(BindError::TooManyResources));
+        sessions.bind(FullJid::new("u@h/b").unwrap(), 3, link().0).unwrap();
+        assert_eq!(sessions.bind(FullJid::new("u@h/c").unwrap(), 4, link().0).err(), Some(BindError::TooManyResources));
         assert_eq!(sessions.unbind(&a, 2).map(|(_, last)| last), Some(false));
         assert_eq!(sessions.unbind(&FullJid::new("u@h/b").unwrap(), 3).map(|(_, last)| last), Some(true));
         assert!(!sessions.has_sessions(&BareJid::new("u@h").unwrap()));
     }
 
-    /// A full queue never makes the sender wait: the stanza comes back at once and the
-    /// recipient, which does not read, is told to close.
-    #[tokio::test(start_paused = true)]
-    async fn a_full_queue_closes_the_recipient_without_waiting() {
-        let sessions = Sessions::new(2);
+    /// A burst may take a queue over its soft limit; a recipient that brings it back under
+    /// the limit in time is left alone. The sender never waits.
+    #[test]
+    fn a_burst_over_the_soft_limit_is_kept() {
+        let sessions = Sessions::new(2, limits(4, 10_000));
         let a = FullJid::new("u@h/a").unwrap();
-        let (l, mut rx) = link(1);
+        let (l, mut rx) = link();
         let control = l.control.clone();
         sessions.bind(a.clone(), 1, l).unwrap();
-        sessions.deliver(&a, Element::bare("message", "jabber:client")).unwrap();
+        for _ in 0..30 {
+            sessions.deliver(&a, message()).unwrap();
+        }
+        assert_eq!(control.queued(), 30);
         assert!(control.pending().is_none());
-        let started = tokio::time::Instant::now();
-        let r = sessions.deliver(&a, Element::bare("message", "jabber:client"));
-        assert!(matches!(r, Err(SendError::Full(_))));
-        assert_eq!(started.elapsed(), Duration::ZERO, "the sender waited");
-        assert_eq!(control.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::PolicyViolation));
-        // What was queued before stays for the session to write (or reroute).
-        assert!(rx.try_recv().is_ok());
+        for _ in 0..27 {
+            take(&mut rx, &control, 4);
+        }
+        assert_eq!(control.over_since.load(Ordering::Relaxed), 0, "back under the soft limit");
     }
 
-    /// The patient hand-over (rerouting a backlog) waits for room instead of closing a
-    /// recipient that reads; one that does not is closed after the wait.
-    #[tokio::test(start_paused = true)]
-    async fn patient_delivery_waits_for_room() {
-        let sessions = Sessions::new(2);
+    /// A queue that stays over its soft limit for longer than the allowance, or goes over the
+    /// hard limit, closes its recipient at once: the stanza comes back to the sender's routing.
+    #[test]
+    fn a_queue_that_stays_over_closes_the_recipient() {
+        let sessions = Sessions::new(2, limits(4, 50));
         let a = FullJid::new("u@h/a").unwrap();
-        let (l, mut rx) = link(1);
+        let (l, mut rx) = link();
         let control = l.control.clone();
         sessions.bind(a.clone(), 1, l).unwrap();
-        sessions.deliver(&a, Element::bare("message", "jabber:client")).unwrap();
-        let reader = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            rx.recv().await.unwrap();
-            rx
-        });
-        let wait = Duration::from_secs(10);
-        sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await.unwrap();
-        assert!(control.pending().is_none(), "a reading recipient was closed");
-        let _rx = reader.await.unwrap();
-        let r = sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await;
-        assert!(matches!(r, Err(SendError::Full(_))));
+        for _ in 0..5 {
+            sessions.deliver(&a, message()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(80));
+        let started = std::time::Instant::now();
+        assert!(matches!(sessions.deliver(&a, message()), Err(SendError::Full(_))));
+        assert!(started.elapsed() < Duration::from_millis(20), "the sender waited");
+        assert_eq!(control.pending().map(|e| e.condition), Some(crate::stanza::StreamCondition::PolicyViolation));
+        // What was queued before stays for the session to write (or reroute).
+        take(&mut rx, &control, 4);
+        // The hard limit closes at once, whatever the time.
+        let b = FullJid::new("u@h/b").unwrap();
+        let (l, _rx) = link();
+        let control = l.control.clone();
+        sessions.bind(b.clone(), 2, l).unwrap();
+        for _ in 0..40 {
+            sessions.deliver(&b, message()).unwrap();
+        }
+        assert!(matches!(sessions.deliver(&b, message()), Err(SendError::Full(_))));
         assert!(control.pending().is_some());
     }
 
-    /// The patient hand-over leaves half of the queue to live traffic.
+    /// The patient hand-over (rerouting a backlog) waits while the queue is half full or
+    /// more, so that live traffic still fits; a recipient that makes no room is closed.
     #[tokio::test(start_paused = true)]
     async fn patient_delivery_leaves_room_for_live_traffic() {
-        let sessions = Sessions::new(2);
+        let sessions = Sessions::new(2, limits(4, 10_000));
         let a = FullJid::new("u@h/a").unwrap();
-        let (l, mut rx) = link(4);
+        let (l, mut rx) = link();
         let control = l.control.clone();
         sessions.bind(a.clone(), 1, l).unwrap();
         let wait = Duration::from_secs(10);
         for _ in 0..2 {
-            sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), wait).await.unwrap();
+            sessions.deliver_patiently(&a, message(), wait).await.unwrap();
         }
         // Half full: the next one waits for the reader, while a live stanza still fits.
-        let patient = sessions.deliver_patiently(&a, Element::bare("message", "jabber:client"), Duration::from_secs(1));
+        let patient = sessions.deliver_patiently(&a, message(), Duration::from_secs(1));
         tokio::pin!(patient);
         assert!(tokio::time::timeout(Duration::from_millis(100), &mut patient).await.is_err(), "it did not wait");
-        sessions.deliver(&a, Element::bare("message", "jabber:client")).unwrap();
-        rx.recv().await.unwrap();
-        rx.recv().await.unwrap();
+        sessions.deliver(&a, message()).unwrap();
+        take(&mut rx, &control, 4);
+        take(&mut rx, &control, 4);
         patient.await.unwrap();
-        assert!(control.pending().is_none());
+        assert!(control.pending().is_none(), "a reading recipient was closed");
+        // Nobody reads: after the wait, closed.
+        let r = sessions.deliver_patiently(&a, message(), Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(SendError::Full(_))));
+        assert!(control.pending().is_some());
     }
 }

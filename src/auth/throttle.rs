@@ -6,12 +6,19 @@
 //! bucket): `failures` per `window`, refilled evenly, one failure every `window / failures`.
 //! A key is over its limit while its theoretical arrival time (TAT) lies more than
 //! `window - interval` ahead of now; the caller then refuses the attempt without checking the
-//! password, and does not charge it (so a blocked key recovers on schedule). An attempt is
-//! charged when it is admitted, before the password is checked, and the charge is given back
-//! if it turns out not to be a failure (a success, or a protocol error): so the limit holds
-//! exactly however many attempts run at once (twenty connections guessing in parallel get as
-//! many checks as one connection guessing in turn).
+//! password, and does not charge it (so a blocked key recovers on schedule).
 //!
+//! When an attempt is charged differs between the two keys. An account is charged when the
+//! attempt is admitted, before its password is checked, and given the charge back if it was
+//! no failure (a success, a protocol error): so the account limit holds exactly however many
+//! guesses run at once (twenty connections guessing in parallel get as many checks as one
+//! connection guessing in turn), and an account's owner seldom logs in from many places in
+//! the same instant. An address is charged when an attempt fails: many legitimate logins can
+//! come from one address at once (a NAT, a company's gateway after a network blip), and must
+//! not be refused for being many. Attempts from one address that passed the check at once
+//! and failed are all charged, which pushes its TAT further out: a burst beyond the limit is
+//! paid back by a longer block, and the long-run rate stays at `failures / window`.
+
 //! Keys: the IP address (an IPv6 client controls at least a /64, so the /64 is the key; an
 //! IPv4-mapped address counts as IPv4), and the account as a keyed 64-bit hash of the
 //! normalised bare JID (fixed size whatever the username; the process-random key makes
@@ -77,12 +84,13 @@ impl std::fmt::Display for IpKey {
     }
 }
 
-/// The charges of one admitted attempt (see [`Throttle::admit`]). Dropping it keeps them:
-/// the attempt failed.
+/// One admitted attempt (see [`Throttle::admit`]), to be settled by
+/// [`Throttle::failed`], [`Throttle::succeeded`] or [`Throttle::release`].
 #[derive(Debug)]
-#[must_use = "an attempt is either a failure (drop) or given back (release, succeeded)"]
+#[must_use = "an attempt is settled as failed, succeeded or released"]
 pub struct Admission {
-    ip: Option<IpKey>,
+    ip: IpKey,
+    /// The account charged, if one was.
     account: Option<u64>,
 }
 
@@ -126,57 +134,53 @@ impl Throttle {
     }
 
     /// Admit an attempt from `ip` for `account` (if the username named an account on our
-    /// domain): charged now as a failure, to both keys, unless one of them is over its limit
-    /// (then nothing is charged and the wait is returned). The attempt then either fails
-    /// (the charge stays: drop the [`Admission`]) or is given back ([`Throttle::succeeded`],
-    /// [`Throttle::release`]). An address the account logged in from before is not charged
-    /// to the account. Logs (at warn) when a key reaches its limit, at most once per window.
+    /// domain), unless the address or the account is over its limit (then the wait). The
+    /// account is charged now (not when the attempt comes from an address the account logged
+    /// in from before); the address only if the attempt fails. The attempt then fails
+    /// ([`Throttle::failed`]) or is given back ([`Throttle::succeeded`], [`Throttle::release`]).
     pub fn admit(&self, ip: IpAddr, account: Option<&BareJid>, now: Instant) -> Result<Admission, Duration> {
         let ip_key = IpKey::of(ip);
-        let mut admission = Admission { ip: None, account: None };
-        if let Some(limiter) = &self.ip {
-            if limiter.admit(ip_key, now)? {
-                tracing::warn!(
-                    target: "starling::auth",
-                    "authentication throttled: ip={ip_key} failures={} window={}s",
-                    limiter.failures,
-                    limiter.window.as_secs()
-                );
-            }
-            admission.ip = Some(ip_key);
+        if let Some(wait) = self.ip.as_ref().and_then(|l| l.blocked(&ip_key, now)) {
+            return Err(wait);
         }
+        let mut admission = Admission { ip: ip_key, account: None };
         if let (Some(limiter), Some(account)) = (&self.account, account) {
             let key = self.account_key(account);
             if !self.is_known(key, ip_key, now) {
-                match limiter.admit(key, now) {
-                    Ok(over) => {
-                        if over {
-                            tracing::warn!(
-                                target: "starling::auth",
-                                "authentication throttled: account={:?} failures={} window={}s",
-                                account.as_str(),
-                                limiter.failures,
-                                limiter.window.as_secs()
-                            );
-                        }
-                        admission.account = Some(key);
-                    }
-                    Err(wait) => {
-                        self.release(admission);
-                        return Err(wait);
-                    }
+                if limiter.admit(key, now)? {
+                    tracing::warn!(
+                        target: "starling::auth",
+                        "authentication throttled: account={:?} failures={} window={}s",
+                        account.as_str(),
+                        limiter.failures,
+                        limiter.window.as_secs()
+                    );
                 }
+                admission.account = Some(key);
             }
         }
         Ok(admission)
     }
 
+    /// The attempt failed (a wrong password, an unknown account): the account keeps its
+    /// charge and the address is charged.
+    pub fn failed(&self, admission: Admission, now: Instant) {
+        if let Some(limiter) = &self.ip
+            && limiter.charge(admission.ip, now)
+        {
+            tracing::warn!(
+                target: "starling::auth",
+                "authentication throttled: ip={} failures={} window={}s",
+                admission.ip,
+                limiter.failures,
+                limiter.window.as_secs()
+            );
+        }
+    }
+
     /// The attempt was not a failed authentication (a protocol error, a lost connection):
     /// give its charge back.
     pub fn release(&self, admission: Admission) {
-        if let (Some(limiter), Some(key)) = (&self.ip, admission.ip) {
-            limiter.refund(&key);
-        }
         if let (Some(limiter), Some(key)) = (&self.account, admission.account) {
             limiter.refund(&key);
         }
@@ -267,36 +271,49 @@ impl<K: std::hash::Hash + Eq + Copy> Limiter<K> {
     /// Charge one failure unless the key is over its limit (then the wait); `Ok(true)` if
     /// this charge reached the limit and should be logged.
     fn admit(&self, key: K, now: Instant) -> Result<bool, Duration> {
-        let mut table = self.lock();
-        let table = &mut *table;
-        if let Some(wait) = table.entries.get(&key).and_then(|e| self.wait(e, now)) {
+        if let Some(wait) = self.lock().entries.get(&key).and_then(|e| self.wait(e, now)) {
             return Err(wait);
         }
-        if !table.entries.contains_key(&key) {
-            let since = now.saturating_duration_since(table.last_prune);
-            if since >= self.window || (table.entries.len() >= MAX_KEYS && since >= PRUNE_PAUSE) {
-                table.entries.retain(|_, e| e.tat > now);
-                table.last_prune = now;
-            }
-            if table.entries.len() >= MAX_KEYS {
-                if table.full_warned.is_none_or(|t| now.saturating_duration_since(t) >= self.window) {
-                    table.full_warned = Some(now);
-                    tracing::warn!(
-                        target: "starling::auth",
-                        "authentication throttle: the {} table is full ({MAX_KEYS} keys); new keys are not tracked",
-                        self.name
-                    );
-                }
-                return Ok(false);
-            }
+        Ok(self.charge(key, now))
+    }
+
+    /// Charge one failure whatever the key's state; true if it just went over its limit.
+    fn charge(&self, key: K, now: Instant) -> bool {
+        let mut table = self.lock();
+        let table = &mut *table;
+        if !table.entries.contains_key(&key) && !self.make_room(table, now) {
+            return false;
         }
         let entry = table.entries.entry(key).or_insert(Entry { tat: now, quiet_until: now });
         entry.tat = entry.tat.max(now) + self.interval;
         if self.wait(entry, now).is_some() && entry.quiet_until <= now {
             entry.quiet_until = now + self.window;
-            return Ok(true);
+            return true;
         }
-        Ok(false)
+        false
+    }
+
+    /// Before a new key goes in: prune drained entries now and then, and say whether there
+    /// is room (a table full of live entries stops tracking new keys, with a warning once
+    /// per window).
+    fn make_room(&self, table: &mut Table<K>, now: Instant) -> bool {
+        let since = now.saturating_duration_since(table.last_prune);
+        if since >= self.window || (table.entries.len() >= MAX_KEYS && since >= PRUNE_PAUSE) {
+            table.entries.retain(|_, e| e.tat > now);
+            table.last_prune = now;
+        }
+        if table.entries.len() < MAX_KEYS {
+            return true;
+        }
+        if table.full_warned.is_none_or(|t| now.saturating_duration_since(t) >= self.window) {
+            table.full_warned = Some(now);
+            tracing::warn!(
+                target: "starling::auth",
+                "authentication throttle: the {} table is full ({MAX_KEYS} keys); new keys are not tracked",
+                self.name
+            );
+        }
+        false
     }
 
     /// Give back one charge.
@@ -331,8 +348,15 @@ mod tests {
     }
 
     /// A failed attempt: admitted, and its charge kept.
+    /// A failed attempt: admitted, then settled as failed. False if it was refused.
     fn fail(t: &Throttle, from: IpAddr, account: Option<&BareJid>, now: Instant) -> bool {
-        t.admit(from, account, now).is_ok()
+        match t.admit(from, account, now) {
+            Ok(admission) => {
+                t.failed(admission, now);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     #[test]
@@ -368,17 +392,24 @@ mod tests {
     fn parallel_attempts_beyond_the_limit_are_refused() {
         let t = Throttle::new(&config(10, 60, 3, 600));
         let now = Instant::now();
-        let a = ip("198.51.100.1");
-        let admitted: Vec<Admission> = (0..30).filter_map(|_| t.admit(a, None, now).ok()).collect();
-        assert_eq!(admitted.len(), 10);
+        // Per account, from many addresses at once: three are checked.
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let admitted: Vec<Admission> =
+            (0..20).filter_map(|i| t.admit(ip(&format!("192.0.2.{i}")), Some(&alice), now).ok()).collect();
+        assert_eq!(admitted.len(), 3);
+        // One of them succeeds (or ends without a verdict): its place is free again.
         let mut admitted = admitted.into_iter();
         t.release(admitted.next().unwrap());
-        assert!(t.admit(a, None, now).is_ok(), "a released attempt frees a place");
-        assert!(t.admit(a, None, now).is_err());
-        // Per account, from many addresses at once.
-        let alice = BareJid::new("alice@example.org").unwrap();
-        let checked = (0..20).filter(|i| t.admit(ip(&format!("192.0.2.{i}")), Some(&alice), now).is_ok()).count();
-        assert_eq!(checked, 3);
+        assert!(t.admit(ip("192.0.2.50"), Some(&alice), now).is_ok(), "a released attempt frees a place");
+        // Many logins from one address at once (a NAT) are all admitted; failures from it
+        // are charged as they happen, and an overshoot is paid back by a longer block.
+        let a = ip("198.51.100.1");
+        let many: Vec<Admission> = (0..30).filter_map(|_| t.admit(a, None, now).ok()).collect();
+        assert_eq!(many.len(), 30);
+        for admission in many {
+            t.failed(admission, now);
+        }
+        assert_eq!(t.ip_blocked(a, now), Some(Duration::from_secs(6 * 21)));
     }
 
     #[test]

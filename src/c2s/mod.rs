@@ -92,7 +92,7 @@ struct Session {
     ctx: Ctx,
     output: Arc<SessionOutput>,
     writer: Writer,
-    rx: mpsc::Receiver<Box<Element>>,
+    rx: mpsc::UnboundedReceiver<Box<Element>>,
     /// Taken from the queue and not yet known to be written: rerouted if the session ends
     /// before they are.
     in_flight: Vec<Box<Element>>,
@@ -250,10 +250,15 @@ impl Session {
                 out = self.rx.recv() => match out {
                     Some(el) => {
                         // Write what else is waiting in one go.
+                        let soft = self.core.sessions.queue_limits().soft;
+                        self.control.dequeued(soft);
                         self.in_flight.push(el);
                         while self.in_flight.len() < WRITE_BATCH {
                             match self.rx.try_recv() {
-                                Ok(el) => self.in_flight.push(el),
+                                Ok(el) => {
+                                    self.control.dequeued(soft);
+                                    self.in_flight.push(el);
+                                }
                                 Err(_) => break,
                             }
                         }

@@ -31,7 +31,7 @@ pub struct Bound {
     pub reader: Reader,
     pub writer: Writer,
     pub jid: FullJid,
-    pub rx: mpsc::Receiver<Box<Element>>,
+    pub rx: mpsc::UnboundedReceiver<Box<Element>>,
     pub control: Arc<Control>,
     pub stats: Arc<ReadStats>,
 }
@@ -65,7 +65,7 @@ const MAX_SASL_ATTEMPTS: u32 = 10;
 enum Step {
     Continue,
     Restart,
-    Bound(FullJid, mpsc::Receiver<Box<Element>>, Arc<Control>),
+    Bound(FullJid, mpsc::UnboundedReceiver<Box<Element>>, Arc<Control>),
 }
 
 impl Negotiation {
@@ -419,13 +419,13 @@ impl Negotiation {
         &self,
         payload: &Element,
         account: &BareJid,
-    ) -> Result<(FullJid, mpsc::Receiver<Box<Element>>, Arc<Control>, Option<PresenceState>), StanzaError> {
+    ) -> Result<(FullJid, mpsc::UnboundedReceiver<Box<Element>>, Arc<Control>, Option<PresenceState>), StanzaError> {
         let requested = payload.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
         let resource = if requested.trim().is_empty() { format!("starling-{}", new_id()) } else { requested };
         let jid = account
             .with_resource_str(&resource)
             .map_err(|_| StanzaError::bad_request("that resource is not allowed"))?;
-        let (tx, rx) = mpsc::channel(self.core.config.c2s.max_queue);
+        let (tx, rx) = mpsc::unbounded_channel();
         let control = Arc::new(Control::default());
         let link = Link { tx, control: control.clone(), peer: self.peer, since: std::time::SystemTime::now() };
         match self.core.sessions.bind(jid.clone(), self.conn, link) {

@@ -101,8 +101,9 @@ pub async fn authenticate(core: &Core, reader: &mut Reader, writer: &mut Writer,
     // else's authzid: logged for fail2ban, charged to the throttle, and answered a fixed time
     // after the client's last message, so the time taken tells nothing either.
     log_failure(&exchange, stream, mechanism, failure);
-    // The charge taken when the attempt was admitted stays.
-    drop(exchange.admission.take());
+    if let Some(admission) = exchange.admission.take() {
+        core.auth.throttle.failed(admission, std::time::Instant::now());
+    }
     tokio::time::sleep_until(exchange.received + Duration::from_millis(core.config.auth.failure_delay_ms)).await;
     match send_failure(exchange.writer, failure, None).await {
         Ok(()) => SaslResult::Failed { credentials: true },
@@ -170,8 +171,8 @@ impl Exchange<'_> {
 
     /// Record who the client claims to be, and admit the attempt if neither that account nor
     /// the client's address is over its failure limit (XEP-0205); otherwise it is refused
-    /// unchecked: no password is tried. Admitting charges it as a failure at once, so that
-    /// attempts running in parallel cannot all get past the limit.
+    /// unchecked: no password is tried. Admitting charges the account at once, so that
+    /// guesses running in parallel cannot all get past its limit.
     fn claim(&mut self, core: &Core, peer: IpAddr, username: &str, account: Option<BareJid>) -> Result<(), Abort> {
         let admitted = core.auth.throttle.admit(peer, account.as_ref(), std::time::Instant::now());
         let shown = account.as_ref().map_or_else(|| username.to_string(), |a| a.to_string());

@@ -85,14 +85,22 @@ async fn nothing_accepted_is_lost(b: Backend) {
     let mut alice = s.login("alice", "a").await;
     let mut stuck = Client::login_small_buffer(&s, "bob", "pw", "stuck").await;
     stuck.available().await;
-    let body = "m".repeat(1_000);
-    let n = 300;
-    for i in 0..n {
-        alice.send(&format!("<message to='bob@localhost/stuck' type='chat' id='m{i}'><body>{i} {body}</body></message>")).await;
+    // Enough to fill what the kernel buffers for it (several MiB on loopback), sent until it
+    // is cut off: by its writes stalling for `write_timeout`, or by its queue staying over
+    // its limit that long.
+    let body = "m".repeat(12_000);
+    let stuck_jid = jid::FullJid::new("bob@localhost/stuck").unwrap();
+    let started = Instant::now();
+    let mut n = 0;
+    while s.server().core().sessions.is_connected(&stuck_jid) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the stuck resource was never cut off");
+        for _ in 0..32 {
+            alice.send(&format!("<message to='bob@localhost/stuck' type='chat' id='m{n}'><body>{n} {body}</body></message>")).await;
+            n += 1;
+        }
+        alice.request(&format!("<iq type='get' id='sync{n}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
     }
-    alice.request("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>").await;
-    let gone = wait_gone(&s, "bob@localhost/stuck", Duration::from_secs(15)).await;
-    eprintln!("stuck reader disconnected {gone:?} after the last message was accepted");
+    eprintln!("stuck reader disconnected after {:?} and {n} messages", started.elapsed());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     // What the stuck resource did receive before it was cut off is still in its socket.
     loop {
