@@ -196,7 +196,9 @@ impl Sessions {
     /// any other (its contacts see it go unavailable).
     pub fn bind(&self, jid: FullJid, conn: ConnId, link: Link) -> Result<Option<PresenceState>, BindError> {
         let bare = jid.to_bare();
-        let mut entry = self.users.entry(bare).or_default();
+        // Room for one resource: most accounts have one, and a `Vec` would otherwise start
+        // with room for four (this is per online account).
+        let mut entry = self.users.entry(bare).or_insert_with(|| Vec::with_capacity(1));
         if let Some(old) = entry.iter_mut().find(|r| r.jid == jid) {
             let replaced = std::mem::replace(old, Resource { jid, conn, link, state: PresenceState::default() });
             replaced.link.control.close(

@@ -83,7 +83,9 @@ pub(crate) struct TreeBuilder {
     cost: usize,
     /// The namespaces of the stanza being built, each allocated once and shared by every
     /// element and attribute in it.
-    namespaces: HashSet<Namespace>,
+    /// Boxed and made at the first namespace that is not well-known: most stanzas have none,
+    /// and every idle session keeps a builder.
+    namespaces: Option<Box<HashSet<Namespace>>>,
     /// The namespace last resolved, by the address and length of the resolver's raw text of
     /// its binding: elements in one namespace, however long its name, then cost no copy, no
     /// hash and no comparison of the name. Forgotten whenever a start tag declares a
@@ -106,7 +108,7 @@ impl TreeBuilder {
             mode,
             limits,
             cost: 0,
-            namespaces: HashSet::new(),
+            namespaces: None,
             last_binding: None,
             stack: Vec::new(),
             opened: false,
@@ -131,9 +133,7 @@ impl TreeBuilder {
     fn boundary(&mut self) {
         self.cost = 0;
         self.last_binding = None;
-        if !self.namespaces.is_empty() {
-            self.namespaces = HashSet::new();
-        }
+        self.namespaces = None;
     }
 
     fn charge(&mut self, bytes: usize) -> Result<(), XmlError> {
@@ -158,7 +158,7 @@ impl TreeBuilder {
     /// The shared copy of a namespace name, allocated (and charged) at its first use in the
     /// stanza.
     fn namespace(&mut self, name: &str) -> Result<Namespace, XmlError> {
-        if let Some(ns) = self.namespaces.get(name) {
+        if let Some(ns) = self.namespaces.as_ref().and_then(|set| set.get(name)) {
             return Ok(ns.clone());
         }
         let ns = Namespace::new(name);
@@ -166,7 +166,7 @@ impl TreeBuilder {
         // never allocate the set).
         if ns.heap_bytes() > 0 {
             self.charge(ns.heap_bytes() + cost::SET_ENTRY)?;
-            self.namespaces.insert(ns.clone());
+            self.namespaces.get_or_insert_default().insert(ns.clone());
         }
         Ok(ns)
     }
