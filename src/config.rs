@@ -76,6 +76,12 @@ pub struct C2sConfig {
     pub write_timeout: u64,
     /// default: 100000. Client connections at once; each holds an open file.
     pub max_clients: usize,
+    /// default: 300. XEP-0198: seconds a dropped session stays resumable (it still counts
+    /// as available meanwhile); 0 disables resumption.
+    pub resume_timeout: u64,
+    /// default: 1000. XEP-0198: stanzas kept for a client until it acknowledges them; a
+    /// client that falls this far behind gets nothing more until it acknowledges.
+    pub max_unacked: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -189,6 +195,8 @@ impl Default for Config {
                 max_queue: 1000,
                 write_timeout: 10,
                 max_clients: 100_000,
+                resume_timeout: 300,
+                max_unacked: 1000,
             },
             tls: TlsConfig::default(),
             auth: AuthConfig {
@@ -378,6 +386,8 @@ fn read_config(
         max_queue: s.take("max_queue", d.c2s.max_queue, |v| int_in(v, 16, 1_000_000).map(|n| n as usize)),
         write_timeout: s.take("write_timeout", d.c2s.write_timeout, |v| int_in(v, 1, 3_600).map(|n| n as u64)),
         max_clients: s.take("max_clients", d.c2s.max_clients, |v| int_in(v, 1, 100_000_000).map(|n| n as usize)),
+        resume_timeout: s.take("resume_timeout", d.c2s.resume_timeout, |v| int_in(v, 0, 86_400).map(|n| n as u64)),
+        max_unacked: s.take("max_unacked", d.c2s.max_unacked, |v| int_in(v, 16, 1_000_000).map(|n| n as usize)),
     };
     s.finish();
 

@@ -380,6 +380,8 @@ impl Registrar {
 pub struct SessionOutput {
     direct: Mutex<Vec<Element>>,
     after_write: Mutex<Vec<BoxFuture<()>>>,
+    /// Writes the stanza being handled must wait for before it is acknowledged.
+    durable: Mutex<Vec<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl SessionOutput {
@@ -389,7 +391,20 @@ impl SessionOutput {
             std::mem::take(&mut *self.after_write.lock().unwrap()),
         )
     }
+
+    /// The promises taken while handling the last stanza (see [`Ctx::durable`]).
+    pub fn take_durable(&self) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        std::mem::take(&mut *self.durable.lock().unwrap())
+    }
 }
+
+/// A write the client's acknowledgement must wait for (XEP-0198: an `<a h/>` covers a
+/// stanza only once what the server did with it is safe). Whoever queues a durable write
+/// for the stanza being handled (archive, offline store) takes one with [`Ctx::durable`]
+/// and drops it once the write is committed, or has failed and the sender was told so.
+/// Delivery itself never waits for it: only the acknowledgement does.
+#[derive(Debug)]
+pub struct Durable(#[allow(dead_code)] tokio::sync::oneshot::Sender<()>);
 
 /// What a handler can do: reach the server's shared state and send stanzas.
 #[derive(Clone)]
@@ -458,6 +473,15 @@ impl Ctx {
         if let Some((_, output)) = &self.session {
             output.direct.lock().unwrap().push(el);
         }
+    }
+
+    /// A promise the acknowledgement of the stanza being handled waits for (see
+    /// [`Durable`]); `None` when this does not run for a client's stanza.
+    pub fn durable(&self) -> Option<Durable> {
+        let (_, output) = self.session.as_ref()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        output.durable.lock().unwrap().push(rx);
+        Some(Durable(tx))
     }
 
     /// Run `f` once what was given to `reply` has been written to the client.

@@ -95,11 +95,15 @@ impl Offline {
             self.store.enqueue(&owner, xml::to_string(&stanza.el), self.quota).await
         };
         // The session goes on with its next stanza while the message waits for its group
-        // commit; the sender hears back only if it was refused.
+        // commit; the sender hears back only if it was refused, and its acknowledgement
+        // (XEP-0198) waits for the commit.
         let core = ctx.core.clone();
         let quota = self.quota;
+        let durable = ctx.durable();
         tokio::spawn(async move {
-            let error = match pending.outcome().await {
+            let outcome = pending.outcome().await;
+            drop(durable);
+            let error = match outcome {
                 Ok(Stored::Yes) => return,
                 // XEP-0160 §2: a full offline queue is answered with <service-unavailable/>.
                 Ok(Stored::Full) => StanzaError::new(Condition::ServiceUnavailable).with_text(format!(

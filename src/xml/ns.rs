@@ -36,6 +36,10 @@ pub const DELAY: &str = "urn:xmpp:delay";
 /// XEP-0160 advertises offline storage with this bare feature string.
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0198 Stream Management.
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0352 Client State Indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
 
 /// Namespaces common in client traffic beyond those the server itself handles: a parsed
 /// element in one of these shares a static string instead of allocating (see
