@@ -193,6 +193,19 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
     }
 }
 
+/// A message that a session which ended did not get to its client: routed as if it were
+/// addressed to the account's bare JID (RFC 6121 §8.5.3.2.1), to its other resources or to
+/// offline storage. The stanza hooks do not run again: they ran when it was first routed
+/// (it is archived, copied and checked against the block lists already).
+pub async fn redeliver(ctx: &Ctx, stanza: Stanza) {
+    if stanza.kind != Kind::Message || !matches!(stanza.message_type(), MessageType::Normal | MessageType::Chat) {
+        return;
+    }
+    let Some(to) = stanza.to.as_ref().filter(|to| ctx.core.is_local_account(to)) else { return };
+    let bare = to.to_bare();
+    message_to_bare(ctx, stanza, bare).await
+}
+
 /// Deliver a message to the available resources of an account right now, without hooks;
 /// `false` if none took it. For the offline module, which re-checks under its lock.
 pub async fn deliver_message_now(ctx: &Ctx, stanza: &Stanza, bare: &BareJid) -> bool {

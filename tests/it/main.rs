@@ -17,4 +17,5 @@ mod quotas;
 mod roster;
 mod robustness;
 mod slow_reader;
+mod sm;
 mod stream;
