@@ -117,7 +117,7 @@ struct SmState {
     /// `<a/>` goes out once it can.
     ack_wanted: bool,
     /// New connections resuming this session (only if it is resumable).
-    handovers: Option<tokio::sync::mpsc::Receiver<Handover>>,
+    handovers: Option<tokio::sync::mpsc::Receiver<Box<Handover>>>,
     /// How long the session waits for the client to come back.
     resume_timeout: Duration,
 }
@@ -126,7 +126,7 @@ struct SmState {
 enum SmEvent {
     /// Everything up to this client stanza is safe.
     Durable(u32),
-    Handover(Handover),
+    Handover(Box<Handover>),
 }
 
 async fn next_sm_event(sm: &mut Option<Box<SmState>>) -> SmEvent {
@@ -333,7 +333,7 @@ impl Session {
                                 break end;
                             }
                         }
-                        SmEvent::Handover(handover) => break End::Resumed(Box::new(handover)),
+                        SmEvent::Handover(handover) => break End::Resumed(handover),
                     },
                     out = self.rx.recv(), if taking => match out {
                         Some(el) => {
@@ -380,7 +380,7 @@ impl Session {
             // failed and the session waited for the client to come back.
             let handover = match end {
                 End::Resumed(handover) => {
-                    let Some(handover) = self.accept_resumption(*handover) else { continue 'session };
+                    let Some(handover) = self.accept_resumption(handover) else { continue 'session };
                     // §5: the old stream, still open, is closed with a conflict.
                     let conflict = StreamError::new(StreamCondition::Conflict).with_text("the session was resumed on another connection");
                     self.replace_connection(Some(conflict));
@@ -658,7 +658,7 @@ impl Session {
     /// The connection failed: wait up to the resumption timeout for the client to come
     /// back, keeping what it is sent meanwhile. The session stays available to its
     /// contacts until then (XEP-0198 §5: the session is kept, not ended).
-    async fn hibernate(&mut self) -> Option<Handover> {
+    async fn hibernate(&mut self) -> Option<Box<Handover>> {
         let soft = self.core.sessions.queue_limits().soft;
         let max_unacked = self.core.config.c2s.max_unacked;
         let timeout = self.sm.as_ref()?.resume_timeout;
@@ -692,12 +692,12 @@ impl Session {
     /// The `h` of a resumption acknowledges what the client got before it lost the
     /// connection; one beyond what we sent refuses the resumption (the session carries on
     /// as it was).
-    fn accept_resumption(&mut self, handover: Handover) -> Option<Handover> {
+    fn accept_resumption(&mut self, handover: Box<Handover>) -> Option<Box<Handover>> {
         let sm = self.sm.as_deref_mut().expect("only a resumable session is handed connections");
         match sm.proto.acknowledged(handover.h) {
             Ok(()) => Some(handover),
             Err(e) => {
-                let Handover { reader, writer, reply, .. } = handover;
+                let Handover { reader, writer, reply, .. } = *handover;
                 let _ = reply.send(Err(Refused { reader, writer, why: Refusal::Error(e) }));
                 None
             }
@@ -707,8 +707,8 @@ impl Session {
     /// A new connection takes this session over: answer `<resumed/>` and send again what
     /// the client has not acknowledged (XEP-0198 §5). Returns the new connection's reader,
     /// or `None` if the new connection went away meanwhile.
-    async fn take_over(&mut self, handover: Handover) -> Option<Box<Reader>> {
-        let Handover { reader, writer, stats, peer, h: _, reply } = handover;
+    async fn take_over(&mut self, handover: Box<Handover>) -> Option<Box<Reader>> {
+        let Handover { reader, writer, stats, peer, h: _, reply } = *handover;
         let sm = self.sm.as_deref_mut().expect("only a resumable session is handed connections");
         // The `h` we send back covers what is safe: wait for the writes still pending (the
         // group commit takes milliseconds), so that the client does not send again what we
@@ -808,7 +808,8 @@ impl Session {
             self.resumptions.expire(id, &self.jid.to_bare(), h);
             // A connection that came to resume at the last moment can still bind instead.
             handovers.close();
-            while let Ok(Handover { reader, writer, reply, .. }) = handovers.try_recv() {
+            while let Ok(handover) = handovers.try_recv() {
+                let Handover { reader, writer, reply, .. } = *handover;
                 let _ = reply.send(Err(Refused { reader, writer, why: Refusal::Gone(Some(h)) }));
             }
         }

@@ -194,14 +194,14 @@ impl Negotiation {
             Lookup::Gone(h) => Some((Box::new(reader), writer, h)),
             Lookup::Live(tx) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                let handover = Handover {
+                let handover = Box::new(Handover {
                     reader: Box::new(reader),
                     writer,
                     stats: self.stats.clone(),
                     peer: self.peer,
                     h: request.h,
                     reply,
-                };
+                });
                 match tx.send(handover).await {
                     Err(tokio::sync::mpsc::error::SendError(h)) => Some((h.reader, h.writer, None)),
                     Ok(()) => match answer.await {

@@ -45,7 +45,7 @@ pub enum Refusal {
 
 struct Live {
     account: BareJid,
-    tx: mpsc::Sender<Handover>,
+    tx: mpsc::Sender<Box<Handover>>,
 }
 
 /// A session that was not resumed in time, remembered for a while so that a late
@@ -74,14 +74,16 @@ struct ExpiredIds {
 
 /// What a `<resume/>` found.
 pub enum Lookup {
-    Live(mpsc::Sender<Handover>),
+    Live(mpsc::Sender<Box<Handover>>),
     /// Unknown, expired (with the `h` we saw, if we remember it), or another account's.
     Gone(Option<u32>),
 }
 
 impl Resumptions {
     /// A new resumable session: its SM-ID and the receiver its task listens on.
-    pub fn register(&self, account: &BareJid) -> (String, mpsc::Receiver<Handover>) {
+    /// (Handovers are boxed: a channel allocates its first block of slots up front, and a
+    /// resumable session should cost little while idle.)
+    pub fn register(&self, account: &BareJid) -> (String, mpsc::Receiver<Box<Handover>>) {
         let (tx, rx) = mpsc::channel(1);
         loop {
             // 128 random bits: an SM-ID must not be guessable (it is not a credential, the
