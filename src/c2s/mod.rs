@@ -724,6 +724,7 @@ impl Session {
             return None;
         }
         tracing::info!(%peer, "session resumed");
+        self.core.sessions.set_peer(&self.jid, self.conn, peer);
         self.writer = writer;
         self.stats = stats;
         self.bucket.counted = self.stats.total();
