@@ -241,8 +241,9 @@ impl Bucket {
 
 /// The next event from the client. While idle this future only waits for bytes, which
 /// takes a few bytes of state; the parser's own state (large) is boxed and exists only while
-/// a stanza is arriving.
-async fn read_next(mut reader: Box<Reader>) -> (Box<Reader>, Result<StreamEvent, XmlError>) {
+/// a stanza is arriving. Without a reader (a session waiting to be resumed) it never ends.
+async fn read_next(reader: Option<Box<Reader>>) -> (Box<Reader>, Result<StreamEvent, XmlError>) {
+    let Some(mut reader) = reader else { return std::future::pending().await };
     if let Err(e) = reader.wait_for_input().await {
         return (reader, Err(e));
     }
@@ -306,12 +307,17 @@ impl Session {
 
     async fn run(&mut self, reader: Box<Reader>) {
         // One read future lives across iterations: quick-xml's read is not cancel-safe.
-        let read = read_next(reader);
+        let read = read_next(Some(reader));
         tokio::pin!(read);
         // A resumption queued `<resumed/>` and what is sent again: written first.
         let mut resumed = false;
+        // The connection that came to resume went away before it could take over.
+        let mut detached = false;
         let end = 'session: loop {
             let end = loop {
+                if std::mem::take(&mut detached) {
+                    break End::Lost;
+                }
                 if std::mem::take(&mut resumed)
                     && let Some(end) = self.flush().await
                 {
@@ -344,7 +350,7 @@ impl Session {
                         None => break End::Lost,
                     },
                     (reader, event) = &mut read, if reading => {
-                        read.set(read_next(reader));
+                        read.set(read_next(Some(reader)));
                         match event {
                             Ok(StreamEvent::Element(el)) => {
                                 // Boxed: routing's state is large and exists only per stanza.
@@ -384,6 +390,7 @@ impl Session {
                     // §5: the old stream, still open, is closed with a conflict.
                     let conflict = StreamError::new(StreamCondition::Conflict).with_text("the session was resumed on another connection");
                     self.replace_connection(Some(conflict));
+                    read.set(read_next(None));
                     handover
                 }
                 end if end.connection_failed() && self.resumable() => {
@@ -392,6 +399,8 @@ impl Session {
                         _ => None,
                     };
                     self.replace_connection(farewell);
+                    // The old connection's socket is closed while the session waits.
+                    read.set(read_next(None));
                     loop {
                         match Box::pin(self.hibernate()).await {
                             Some(handover) => {
@@ -405,9 +414,12 @@ impl Session {
                 }
                 end => break 'session end,
             };
-            if let Some(reader) = Box::pin(self.take_over(handover)).await {
-                read.set(read_next(reader));
-                resumed = true;
+            match Box::pin(self.take_over(handover)).await {
+                Some(reader) => {
+                    read.set(read_next(Some(reader)));
+                    resumed = true;
+                }
+                None => detached = true,
             }
         };
         // Out of the registry first, so that nothing more is routed here and contacts see
