@@ -203,6 +203,19 @@ async fn sent_and_received_between_local_accounts(b: Backend) {
     garden.expect_silence(QUIET).await;
     home.expect_silence(Duration::from_millis(50)).await;
     balcony.expect_silence(Duration::from_millis(50)).await;
+
+    // What is sent is copied whatever becomes of it: to an account with nobody online (it
+    // waits in offline storage), to another server (it bounces: no federation).
+    balcony.close().await;
+    chamber.close().await;
+    settle(&mut [&mut home, &mut garden]).await;
+    home.send("<message to='juliet@localhost' type='chat' id='r3'><body>are you there?</body></message>").await;
+    assert_eq!(carbon(&mut garden, "sent").await.1.attr("id"), Some("r3"));
+    home.send("<message to='mercutio@verona.example' type='chat' id='r4'><body>far away</body></message>").await;
+    assert_eq!(carbon(&mut garden, "sent").await.1.attr("id"), Some("r4"));
+    assert_eq!(condition(&home.expect("error", |e| e.attr("id") == Some("r4")).await), "remote-server-not-found");
+    // The error goes to the sender only: written to its session, not routed, so not copied.
+    garden.expect_silence(QUIET).await;
     s.stop().await;
 }
 
