@@ -7,6 +7,10 @@ pub mod auth;
 pub mod c2s;
 pub mod config;
 pub mod core;
+// XEP-0352 logic, for the session loop. Declared here until it is wired into the session:
+// then `pub mod csi;` in src/c2s/mod.rs replaces these two lines.
+#[path = "c2s/csi.rs"]
+pub mod csi;
 pub mod files;
 pub mod modules;
 pub mod rosters;
