@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use minidom::Element;
 
-use crate::common::client::{CLIENT, Client, condition, show};
+use crate::common::client::{CLIENT, Client, Got, condition, show};
 use crate::common::{Backend, TestServer};
 use crate::db_tests;
 
@@ -478,7 +478,59 @@ async fn errors_about_copies_go_nowhere(b: Backend) {
     s.stop().await;
 }
 
+/// A resource with carbons on that stops reading is cut off; the copies still queued for it
+/// are not rerouted (to the account's resource that reads, or to offline storage): that one
+/// got the originals, and gets each exactly once.
+async fn copies_of_a_stuck_resource_are_not_rerouted(b: Backend) {
+    let s = TestServer::start_with(b, |c| {
+        c.c2s.max_queue = 16;
+        c.c2s.write_timeout = 2;
+        c.c2s.max_bytes_per_second = 0;
+    })
+    .await;
+    s.users(&["romeo", "juliet"]).await;
+    let mut juliet = s.login("juliet", "balcony").await;
+    let mut good = online(&s, "romeo", "good", false, 0).await;
+    let mut stuck = Client::login_small_buffer(&s, "romeo", "pw", "stuck").await;
+    enable(&mut stuck).await;
+    stuck.available().await;
+    good.drain().await;
+    let collector = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), good.read()).await {
+                Ok(Got::Element(el)) if is_message(&el) => got.push(el),
+                Ok(Got::Element(_) | Got::Header(_)) => {}
+                Ok(Got::Closed | Got::Eof) | Err(_) => return got,
+            }
+        }
+    });
+    // Enough for the stuck resource's socket and queue to fill with copies.
+    let text = "m".repeat(12_000);
+    let stuck_jid = jid::FullJid::new("romeo@localhost/stuck").unwrap();
+    let mut n = 0;
+    while s.server().core().sessions.is_connected(&stuck_jid) {
+        assert!(n < 2_000, "the stuck resource was never cut off");
+        for _ in 0..16 {
+            juliet.send(&format!("<message to='romeo@localhost/good' type='chat' id='m{n}'><body>{n} {text}</body></message>")).await;
+            n += 1;
+        }
+        juliet.request(&format!("<iq type='get' id='sync{n}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    }
+    drop(stuck);
+    let got = collector.await.unwrap();
+    let copies = got.iter().filter(|m| m.has_child("received", CARBONS)).count();
+    assert_eq!(copies, 0, "copies meant for the stuck resource were rerouted");
+    let ids: Vec<String> = got.iter().map(|m| m.attr("id").unwrap_or_default().to_string()).collect();
+    assert_eq!(ids, (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>(), "each original once, in order");
+    // Nor were they stored for later.
+    let mut later = online(&s, "romeo", "later", false, 0).await;
+    no_messages(&mut later, QUIET).await;
+    s.stop().await;
+}
+
 db_tests!(
+    copies_of_a_stuck_resource_are_not_rerouted,
     discovery_and_enabling,
     received_directed_message,
     sent_and_received_between_local_accounts,
