@@ -162,6 +162,12 @@ async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
 
 /// RFC 6121 §8.5.2: a message for a bare JID.
 async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
+    // A message the server wrote on the account's behalf for one of its resources (from the
+    // account's bare JID to a full JID: a XEP-0280 copy) is for that resource alone: when
+    // it is gone, the message goes neither to the others nor to offline storage.
+    if stanza.to.as_ref().is_some_and(|to| to.resource().is_some()) && stanza.from.resource().is_none() && stanza.from.to_bare() == bare {
+        return;
+    }
     let kind = stanza.message_type();
     match kind {
         MessageType::Error => return,

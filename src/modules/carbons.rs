@@ -201,15 +201,12 @@ impl Carbons {
         self.remove(&event.jid);
     }
 
-    /// StanzaOut and StanzaIn: see [`strip_forged`]. Also drops carbon copies being rerouted
-    /// from a session that ended before writing them: the account's other resources got their
-    /// own copy or the original, and a copy must not end up in offline storage.
-    async fn guard(self: Arc<Self>, ctx: Ctx, mut stanza: Stanza) -> Flow {
+    /// StanzaOut and StanzaIn: see [`strip_forged`]. (A genuine copy left in the queue of a
+    /// session that ended is not passed on to another resource or to offline storage: the
+    /// router keeps what the server wrote for one resource to that resource.)
+    async fn guard(self: Arc<Self>, _ctx: Ctx, mut stanza: Stanza) -> Flow {
         if stanza.kind != Kind::Message {
             return Flow::Continue(stanza);
-        }
-        if ctx.is_rerouting() && is_carbon(&stanza.el) {
-            return Flow::Handled;
         }
         match strip_forged(&mut stanza) {
             true => Flow::Continue(stanza),
