@@ -2,6 +2,7 @@
 //! Negotiation (`negotiate`, `sasl`) turns a connection into a bound session; the session
 //! loop then reads stanzas, routes them, and writes what is routed to it.
 
+mod csi;
 mod negotiate;
 pub mod resume;
 mod sasl;
@@ -27,6 +28,7 @@ use crate::router;
 use crate::session::{ConnId, Control, next_conn_id};
 use crate::stanza::{Condition, Kind, Rejected, Stanza, StreamCondition, StreamError, new_id};
 use crate::xml::{self, ReadStats, StreamEvent, XmlError, ns};
+use csi::Holdback;
 use negotiate::{Bound, Negotiation, Reader};
 use resume::{Handover, Refusal, Refused, Resumptions};
 use sm::{Nonza, StreamManagement};
@@ -159,6 +161,9 @@ struct Session {
     /// before they are. (With Stream Management, the unacknowledged queue does this.)
     in_flight: Vec<Box<Element>>,
     sm: Option<Box<SmState>>,
+    /// XEP-0352: what is held back while the client says it is inactive; made at the
+    /// first `<inactive/>`.
+    csi: Option<Box<Holdback>>,
     control: Arc<Control>,
     stats: Arc<ReadStats>,
     ping: PingState,
@@ -276,6 +281,7 @@ impl Session {
             rx,
             in_flight: Vec::new(),
             sm: None,
+            csi: None,
             control,
             stats,
         });
@@ -452,6 +458,19 @@ impl Session {
                 Err(_) => break,
             }
         }
+        // XEP-0352: an inactive client gets now only what it must see now.
+        if let Some(csi) = self.csi.as_deref_mut() {
+            batch = batch.into_iter().flat_map(|el| csi.offer(el)).collect();
+            if batch.is_empty() {
+                return None;
+            }
+        }
+        self.write_elements(batch).await
+    }
+
+    /// Write elements taken from the queue (or released by CSI), kept for rerouting until
+    /// they are known to be written (with Stream Management, acknowledged).
+    async fn write_elements(&mut self, batch: Vec<Box<Element>>) -> Option<End> {
         for el in &batch {
             self.writer.queue(el);
         }
@@ -519,6 +538,9 @@ impl Session {
         self.ping.pending.take_if(|_| el.has_ns(ns::SM));
         if let Some(nonza) = Nonza::parse(&el) {
             return self.stream_management(nonza).await;
+        }
+        if el.has_ns(ns::CSI) {
+            return self.client_state(&el).await;
         }
         let end = self.handle_stanza(el).await;
         self.stanza_handled();
@@ -643,6 +665,28 @@ impl Session {
         self.flush().await
     }
 
+    /// XEP-0352 §4: `<inactive/>` and `<active/>`, never answered. Becoming active writes
+    /// what was held before anything else (§5.1).
+    async fn client_state(&mut self, el: &Element) -> Option<End> {
+        match el.name() {
+            "inactive" => self.csi.get_or_insert_default().set_inactive(true),
+            "active" => {
+                if let Some(mut csi) = self.csi.take() {
+                    let held = csi.drain();
+                    if !held.is_empty() {
+                        return self.write_elements(held).await;
+                    }
+                }
+            }
+            other => {
+                return Some(End::Error(
+                    StreamError::new(StreamCondition::UnsupportedStanzaType).with_text(format!("unexpected <{other}/>")),
+                ));
+            }
+        }
+        None
+    }
+
     fn resumable(&self) -> bool {
         self.sm.as_ref().is_some_and(|sm| sm.handovers.is_some())
     }
@@ -754,6 +798,15 @@ impl Session {
             self.writer.queue(&sm::with_delay((*u.el).clone(), u.since, domain));
         }
         sm.proto.restore_unacked(unacked);
+        // XEP-0352 §5.2: a resumed stream starts active; what was held goes out now.
+        if let Some(mut csi) = self.csi.take() {
+            let held = csi.drain();
+            for el in &held {
+                self.writer.queue(el);
+            }
+            let sm = self.sm.as_deref_mut().expect("checked above");
+            held.into_iter().for_each(|el| sm.proto.sent(el));
+        }
         Some(reader)
     }
 
@@ -873,7 +926,9 @@ impl Session {
         self.rx.close();
         let ctx = Ctx::rerouting(self.core.clone());
         let unacked = self.sm.as_deref_mut().map(|sm| sm.proto.take_unacked()).unwrap_or_default();
-        let in_flight = std::mem::take(&mut self.in_flight);
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        // Held back by CSI: taken from the queue after what was in flight.
+        in_flight.extend(self.csi.take().map(|csi| csi.finish()).unwrap_or_default());
         let queued = std::iter::from_fn(|| self.rx.try_recv().ok()).collect::<Vec<_>>();
         if !unacked.is_empty() || !in_flight.is_empty() || !queued.is_empty() {
             tracing::debug!(unacked = unacked.len(), in_flight = in_flight.len(), queued = queued.len(), "rerouting what was not written");

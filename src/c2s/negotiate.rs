@@ -323,6 +323,8 @@ impl Negotiation {
             features.append_child(session);
             // XEP-0198: enabled after binding, or resumption instead of it.
             features.append_child(Element::bare("sm", ns::SM));
+            // XEP-0352.
+            features.append_child(Element::bare("csi", ns::CSI));
             for f in self.core.modules.stream_features(Stage::PostAuth) {
                 features.append_child(f.clone());
             }

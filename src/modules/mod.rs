@@ -3,6 +3,7 @@
 //! module. IQ handlers return replies; hooks let modules cooperate through events.
 
 pub mod blocking;
+pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod offline;
@@ -53,6 +54,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<presence::Presence>(deps);
     reg.load::<offline::Offline>(deps);
     reg.load::<blocking::Blocking>(deps);
+    reg.load::<carbons::Carbons>(deps);
     reg.load::<ping::Ping>(deps);
     reg.load::<version::Version>(deps);
     reg.load::<time::EntityTime>(deps);
@@ -76,6 +78,7 @@ pub const NAMES: &[&str] = &[
     presence::Presence::NAME,
     offline::Offline::NAME,
     blocking::Blocking::NAME,
+    carbons::Carbons::NAME,
     ping::Ping::NAME,
     version::Version::NAME,
     time::EntityTime::NAME,
@@ -121,6 +124,17 @@ pub enum SessionHook {
     InitialPresence,
     /// The session ended, cleanly or not.
     Closed,
+}
+
+/// A message routed to a local account, as it was handed to the account's resources (after
+/// the `StanzaIn` hooks, so with whatever they stamped on it). `to` lists the full JIDs that
+/// took it; it is empty when none did, and the message then goes on to
+/// `Hook::MessageUndeliverable`. For modules that act on what was delivered and to whom
+/// (XEP-0280 copies a message to the resources that did not get it). Not run for what the
+/// offline flush delivers at login, nor for messages written straight to a session.
+pub struct Delivered {
+    pub stanza: Stanza,
+    pub to: Vec<FullJid>,
 }
 
 /// What a stanza hook decided.
@@ -174,6 +188,7 @@ type IqHandler = Arc<dyn Fn(Ctx, IqRequest) -> BoxFuture<IqResult> + Send + Sync
 type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send + Sync>;
 type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
 
 /// When a stream feature is offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +221,7 @@ pub struct ModuleTable {
     identities: HashMap<Scope, Vec<Identity>>,
     hooks: HashMap<Hook, Vec<StanzaHookFn>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
+    delivered: Vec<DeliveredHookFn>,
     stream_features: Vec<(Stage, Element)>,
     preauth: HashMap<&'static str, PreAuthHandler>,
     loaded: Vec<&'static str>,
@@ -256,6 +272,22 @@ impl ModuleTable {
         Flow::Continue(stanza)
     }
 
+    /// Whether any module watches deliveries (so that routing keeps the stanza for them).
+    pub fn watches_deliveries(&self) -> bool {
+        !self.delivered.is_empty()
+    }
+
+    /// Tell the modules that watch deliveries what was delivered to whom (see [`Delivered`]).
+    pub async fn run_delivered(&self, ctx: &Ctx, delivered: Delivered) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let delivered = Arc::new(delivered);
+        for h in &self.delivered {
+            h(ctx.clone(), delivered.clone()).await;
+        }
+    }
+
     pub async fn run_session_hook(&self, hook: SessionHook, ctx: &Ctx, jid: &FullJid, state: Option<PresenceState>, last_session: bool) {
         if let Some(handlers) = self.session_hooks.get(&hook) {
             for h in handlers {
@@ -271,6 +303,7 @@ pub struct Registrar {
     disabled: Vec<String>,
     hook_order: HashMap<Hook, Vec<(i32, StanzaHookFn)>>,
     session_order: HashMap<SessionHook, Vec<(i32, SessionHookFn)>>,
+    delivered_order: Vec<(i32, DeliveredHookFn)>,
 }
 
 impl Registrar {
@@ -282,6 +315,7 @@ impl Registrar {
                 identities: HashMap::new(),
                 hooks: HashMap::new(),
                 session_hooks: HashMap::new(),
+                delivered: Vec::new(),
                 stream_features: Vec::new(),
                 preauth: HashMap::new(),
                 loaded: Vec::new(),
@@ -289,6 +323,7 @@ impl Registrar {
             disabled: disabled.to_vec(),
             hook_order: HashMap::new(),
             session_order: HashMap::new(),
+            delivered_order: Vec::new(),
         }
     }
 
@@ -309,6 +344,8 @@ impl Registrar {
             list.sort_by_key(|(p, _)| -p);
             self.table.session_hooks.insert(hook, list.into_iter().map(|(_, h)| h).collect());
         }
+        self.delivered_order.sort_by_key(|(p, _)| -p);
+        self.table.delivered = self.delivered_order.into_iter().map(|(_, h)| h).collect();
         self.table
     }
 
@@ -356,6 +393,19 @@ impl Registrar {
         let module = module.clone();
         let handler: SessionHookFn = Arc::new(move |ctx, ev| Box::pin(f(module.clone(), ctx, ev)));
         self.session_order.entry(hook).or_default().push((priority, handler));
+    }
+
+    /// Watch messages delivered to local accounts (see [`Delivered`]). Higher priority runs
+    /// first.
+    pub fn delivered<M, F, Fut>(&mut self, priority: i32, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, Arc<Delivered>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: DeliveredHookFn = Arc::new(move |ctx, d| Box::pin(f(module.clone(), ctx, d)));
+        self.delivered_order.push((priority, handler));
     }
 
     pub fn stream_feature(&mut self, stage: Stage, feature: Element) {
@@ -449,6 +499,13 @@ impl Ctx {
     pub fn send(&self, stanza: Stanza) -> BoxFuture<()> {
         let ctx = self.clone();
         Box::pin(async move { crate::router::route(&ctx, stanza).await })
+    }
+
+    /// Whether this routes what a session that ended did not write: those stanzas went
+    /// through every hook when first routed, and a second pass must not repeat side effects
+    /// (copies, notifications).
+    pub fn is_rerouting(&self) -> bool {
+        self.rerouting
     }
 
     /// The full JID of the session this runs for.
