@@ -140,7 +140,7 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
 /// RFC 6121 §8.5.3: a message for a full JID.
 async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
     // Kept for the modules that watch deliveries (the session's queue takes the element).
-    let watched = ctx.core.modules.watches_deliveries().then(|| stanza.clone());
+    let watched = ctx.core.modules.watches_deliveries(&full.to_bare()).then(|| stanza.clone());
     let Stanza { kind, from, to, el } = stanza;
     match ctx.deliver(&full, el).await {
         Ok(()) => {
@@ -195,10 +195,14 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
         }
     }
     let modules = &ctx.core.modules;
+    let watched = modules.watches_deliveries(&bare);
     if !delivered.is_empty() {
-        return modules.run_delivered(ctx, Delivered { stanza, to: delivered }).await;
+        if watched {
+            modules.run_delivered(ctx, Delivered { stanza, to: delivered }).await;
+        }
+        return;
     }
-    if modules.watches_deliveries() {
+    if watched {
         modules.run_delivered(ctx, Delivered { stanza: stanza.clone(), to: Vec::new() }).await;
     }
     match modules.run_hook(Hook::MessageUndeliverable, ctx, stanza).await {

@@ -49,7 +49,7 @@ impl Module for Carbons {
         // Copies of what a client sends, once every other hook let it through (a blocked
         // message is not copied) and stamped what it stamps.
         reg.hook(Hook::StanzaOut, -100, &self, Self::sent);
-        reg.delivered(0, &self, Self::received);
+        reg.delivered(0, &self, |carbons, account| carbons.enabled.contains_key(account), Self::received);
         reg.session_hook(SessionHook::Bound, 0, &self, Self::forget);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::forget);
     }

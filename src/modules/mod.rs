@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
 use crate::config::Config;
@@ -189,6 +189,7 @@ type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send +
 type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
+type DeliveryInterestFn = Arc<dyn Fn(&BareJid) -> bool + Send + Sync>;
 
 /// When a stream feature is offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +223,7 @@ pub struct ModuleTable {
     hooks: HashMap<Hook, Vec<StanzaHookFn>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
     delivered: Vec<DeliveredHookFn>,
+    delivery_interest: Vec<DeliveryInterestFn>,
     stream_features: Vec<(Stage, Element)>,
     preauth: HashMap<&'static str, PreAuthHandler>,
     loaded: Vec<&'static str>,
@@ -272,9 +274,10 @@ impl ModuleTable {
         Flow::Continue(stanza)
     }
 
-    /// Whether any module watches deliveries (so that routing keeps the stanza for them).
-    pub fn watches_deliveries(&self) -> bool {
-        !self.delivered.is_empty()
+    /// Whether any module watches deliveries to `account` (so that routing keeps a copy of
+    /// the stanza for them: a tree clone per message otherwise spent for nothing).
+    pub fn watches_deliveries(&self, account: &BareJid) -> bool {
+        self.delivery_interest.iter().any(|interested| interested(account))
     }
 
     /// Tell the modules that watch deliveries what was delivered to whom (see [`Delivered`]).
@@ -316,6 +319,7 @@ impl Registrar {
                 hooks: HashMap::new(),
                 session_hooks: HashMap::new(),
                 delivered: Vec::new(),
+                delivery_interest: Vec::new(),
                 stream_features: Vec::new(),
                 preauth: HashMap::new(),
                 loaded: Vec::new(),
@@ -395,14 +399,17 @@ impl Registrar {
         self.session_order.entry(hook).or_default().push((priority, handler));
     }
 
-    /// Watch messages delivered to local accounts (see [`Delivered`]). Higher priority runs
-    /// first.
-    pub fn delivered<M, F, Fut>(&mut self, priority: i32, module: &Arc<M>, f: F)
+    /// Watch messages delivered to local accounts (see [`Delivered`]), for the accounts
+    /// `interested` says (asked per message: it must be cheap). Higher priority runs first.
+    pub fn delivered<M, F, Fut, I>(&mut self, priority: i32, module: &Arc<M>, interested: I, f: F)
     where
         M: Send + Sync + 'static,
         F: Fn(Arc<M>, Ctx, Arc<Delivered>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
+        I: Fn(&M, &BareJid) -> bool + Send + Sync + 'static,
     {
+        let watcher = module.clone();
+        self.table.delivery_interest.push(Arc::new(move |account| interested(&watcher, account)));
         let module = module.clone();
         let handler: DeliveredHookFn = Arc::new(move |ctx, d| Box::pin(f(module.clone(), ctx, d)));
         self.delivered_order.push((priority, handler));
