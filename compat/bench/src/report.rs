@@ -25,12 +25,15 @@ enum Better {
     Higher(Option<f64>),
 }
 
+/// Which lines a figure takes, and its value in each.
+type Select = Box<dyn Fn(&Value) -> Option<f64>>;
+
 struct Figure {
     title: &'static str,
     unit: &'static str,
     better: Better,
     /// Which lines, and the value in each.
-    select: Box<dyn Fn(&Value) -> Option<f64>>,
+    select: Select,
 }
 
 fn get(v: &Value, path: &str) -> Option<f64> {
@@ -80,7 +83,7 @@ fn cell(values: &[f64]) -> String {
 }
 
 fn figures() -> Vec<Figure> {
-    let f = |title, unit, better, select: Box<dyn Fn(&Value) -> Option<f64>>| Figure { title, unit, better, select };
+    let f = |title, unit, better, select: Select| Figure { title, unit, better, select };
     vec![
         f(
             "Memory per idle authenticated session, plaintext",
@@ -212,7 +215,7 @@ fn figures() -> Vec<Figure> {
 }
 
 fn loadgen_figures() -> Vec<Figure> {
-    let f = |title, unit, select: Box<dyn Fn(&Value) -> Option<f64>>| Figure { title, unit, better: Better::Lower(None), select };
+    let f = |title, unit, select: Select| Figure { title, unit, better: Better::Lower(None), select };
     vec![
         f("Load generator CPU per login, plaintext", "ms", Box::new(|v| is(v, "connect", "plain").then(|| get(v, "loadgen_cpu_ms_per_login")).flatten())),
         f("Load generator CPU per login, TLS", "ms", Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "loadgen_cpu_ms_per_login")).flatten())),
