@@ -56,13 +56,20 @@ pub struct GenArgs {
     /// Write the manifest (what archive-query needs to check pages) here.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// Write only the manifest, no messages.
+    #[arg(long, requires = "manifest")]
+    pub manifest_only: bool,
 }
 
 #[derive(clap::Args, Clone)]
 pub struct QueryArgs {
     /// The manifest archive-gen wrote.
+    #[arg(long, required_unless_present = "touch")]
+    pub manifest: Option<PathBuf>,
+    /// Send one query and stop: a server that makes its archive tables at the first
+    /// query (Prosody) makes them.
     #[arg(long)]
-    pub manifest: PathBuf,
+    pub touch: bool,
     /// Queries per type.
     #[arg(long, default_value_t = 1000)]
     pub queries: usize,
@@ -175,6 +182,9 @@ pub fn generate(cli: &Cli, a: &GenArgs) -> i32 {
     {
         eprintln!("{}: {e}", path.display());
         return 1;
+    }
+    if a.manifest_only {
+        return 0;
     }
     let peers = Peers::new(m.peers);
     let padding = "x".repeat(m.body);
@@ -417,7 +427,11 @@ impl Kind {
 }
 
 pub async fn run(ctx: Arc<Ctx>, a: QueryArgs) -> bool {
-    let manifest = match std::fs::read_to_string(&a.manifest)
+    if a.touch {
+        return touch(&ctx, &a).await;
+    }
+    let path = a.manifest.clone().unwrap_or_default();
+    let manifest = match std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .as_ref()
@@ -425,7 +439,7 @@ pub async fn run(ctx: Arc<Ctx>, a: QueryArgs) -> bool {
     {
         Some(m) => m,
         None => {
-            eprintln!("{}: not a manifest of archive-gen", a.manifest.display());
+            eprintln!("{}: not a manifest of archive-gen", path.display());
             return false;
         }
     };
@@ -576,6 +590,25 @@ pub async fn run(ctx: Arc<Ctx>, a: QueryArgs) -> bool {
     ctx.emit("archive-query", fields, cpu0, wall0);
     let _ = s.writer.send(b"</stream:stream>").await;
     ok
+}
+
+async fn touch(ctx: &Ctx, a: &QueryArgs) -> bool {
+    let mut s = match ctx.login(0, "mam", false).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("login {}: {e}", ctx.user(0));
+            return false;
+        }
+    };
+    let cpu0 = own_cpu_s();
+    let wall0 = Instant::now();
+    let r = query(&mut s, 1, "", "<max>1</max><before/>", a.timeout).await;
+    let _ = s.writer.send(b"</stream:stream>").await;
+    if let Err(e) = &r {
+        eprintln!("archive-query --touch: {e}");
+    }
+    ctx.emit("archive-touch", json!({"answered": r.is_ok()}), cpu0, wall0);
+    r.is_ok()
 }
 
 #[cfg(test)]
