@@ -12,6 +12,7 @@ mod services;
 mod storage;
 mod message;
 mod offline;
+mod pep;
 mod presence;
 mod quotas;
 mod roster;
