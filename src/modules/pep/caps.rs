@@ -79,6 +79,9 @@ impl Interest {
     }
 }
 
+/// A form field: its `var` and values.
+type Field = (String, Vec<String>);
+
 /// The verification string of a disco#info answer (§5.1), or `None` if the answer is
 /// ill-formed (§5.4 steps 3.3 to 3.5: repeated identities, features or form types).
 pub fn verification_string(query: &Element) -> Option<String> {
@@ -101,7 +104,7 @@ pub fn verification_string(query: &Element) -> Option<String> {
         return None;
     }
     // Extended information (XEP-0128): forms with a hidden FORM_TYPE; others are ignored.
-    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = Vec::new();
+    let mut forms: Vec<(String, Vec<Field>)> = Vec::new();
     for x in query.children().filter(|c| c.is("x", ns::DATA_FORMS)) {
         let fields: Vec<&Element> = x.children().filter(|c| c.is("field", ns::DATA_FORMS)).collect();
         let values = |f: &Element| -> Vec<String> { f.children().filter(|v| v.is("value", ns::DATA_FORMS)).map(|v| v.text()).collect() };
@@ -116,7 +119,7 @@ pub fn verification_string(query: &Element) -> Option<String> {
             [] => continue,
             _ => return None,
         };
-        let mut rest: Vec<(String, Vec<String>)> = fields
+        let mut rest: Vec<Field> = fields
             .iter()
             .filter(|f| f.attr("var") != Some("FORM_TYPE"))
             .map(|f| {
@@ -191,6 +194,8 @@ pub struct Update {
 }
 
 type Key = (String, String);
+/// The answer to one query, shared by all who wait for it.
+type Answer = Arc<OnceCell<Option<Arc<Interest>>>>;
 
 /// Verified capabilities, server-wide, the oldest forgotten first.
 struct Cache {
@@ -219,7 +224,7 @@ pub struct Caps {
     resources: DashMap<FullJid, Resource>,
     cache: Mutex<Cache>,
     /// One query per `ver` at a time: resources showing the same one wait for its answer.
-    pending: Mutex<HashMap<Key, Arc<OnceCell<Option<Arc<Interest>>>>>>,
+    pending: Mutex<HashMap<Key, Answer>>,
     timeout: Duration,
 }
 
