@@ -177,7 +177,26 @@ type IqHandler = Arc<dyn Fn(Ctx, IqRequest) -> BoxFuture<IqResult> + Send + Sync
 type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send + Sync>;
 type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+type DataHookFn = Arc<dyn Fn(Ctx, DataChange) -> BoxFuture<()> + Send + Sync>;
 type AccountDiscoFn = Arc<dyn Fn(Ctx, DiscoRequest) -> BoxFuture<Result<Option<Vec<Element>>, StanzaError>> + Send + Sync>;
+
+/// Stored account data changed through the module that owns it, for modules that keep
+/// copies of it in another form (XEP-0411 bookmarks in PEP from private XML, XEP-0398
+/// avatars from the vCard). Announced after the change is committed; whoever keeps a
+/// copy writes it through its own store, which announces nothing (no loops).
+#[derive(Debug, Clone)]
+pub struct DataChange {
+    pub owner: jid::BareJid,
+    pub data: ChangedData,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChangedData {
+    /// XEP-0049: this element was stored in private XML storage.
+    PrivateXml(Element),
+    /// XEP-0054: this vCard was stored.
+    Vcard(Element),
+}
 
 /// A disco#info or disco#items query (XEP-0030) to an account's bare JID that the disco
 /// module passes on to the modules that add to it (see [`Registrar::account_disco`]).
@@ -223,6 +242,7 @@ pub struct ModuleTable {
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
     stream_features: Vec<(Stage, Element)>,
     account_disco: Vec<AccountDiscoFn>,
+    data_hooks: Vec<DataHookFn>,
     preauth: HashMap<&'static str, PreAuthHandler>,
     loaded: Vec<&'static str>,
 }
@@ -289,6 +309,13 @@ impl ModuleTable {
         Ok(all)
     }
 
+    /// Tell the modules that keep copies of account data that it changed.
+    pub async fn data_changed(&self, ctx: &Ctx, change: DataChange) {
+        for hook in &self.data_hooks {
+            hook(ctx.clone(), change.clone()).await;
+        }
+    }
+
     pub async fn run_session_hook(&self, hook: SessionHook, ctx: &Ctx, jid: &FullJid, state: Option<PresenceState>, last_session: bool) {
         if let Some(handlers) = self.session_hooks.get(&hook) {
             for h in handlers {
@@ -317,6 +344,7 @@ impl Registrar {
                 session_hooks: HashMap::new(),
                 stream_features: Vec::new(),
                 account_disco: Vec::new(),
+                data_hooks: Vec::new(),
                 preauth: HashMap::new(),
                 loaded: Vec::new(),
             },
@@ -403,6 +431,18 @@ impl Registrar {
         let module = module.clone();
         let handler: AccountDiscoFn = Arc::new(move |ctx, req| Box::pin(f(module.clone(), ctx, req)));
         self.table.account_disco.push(handler);
+    }
+
+    /// Be told of changes of account data ([`ModuleTable::data_changed`]).
+    pub fn data_hook<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, DataChange) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: DataHookFn = Arc::new(move |ctx, change| Box::pin(f(module.clone(), ctx, change)));
+        self.table.data_hooks.push(handler);
     }
 
     pub fn stream_feature(&mut self, stage: Stage, feature: Element) {

@@ -8,6 +8,7 @@ mod auth;
 mod lifecycle;
 mod register;
 mod blocking;
+mod bookmarks;
 mod services;
 mod storage;
 mod message;

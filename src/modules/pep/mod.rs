@@ -13,6 +13,7 @@
 //! Writes of one account take turns (a per-account lock), so that a publish's precondition
 //! check, node creation and node limit see no concurrent change.
 
+mod bookmarks;
 mod caps;
 mod form;
 mod notify;
@@ -24,7 +25,7 @@ use jid::{BareJid, Jid};
 
 use super::{Ctx, Deps, DiscoRequest, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionHook};
 use crate::stanza::{Condition, IqType, StanzaError, new_id};
-use crate::storage::{AccessModel, Created, NodeConfig, PepItem, PepLimits, PepNode, PepStore, now_unix};
+use crate::storage::{AccessModel, Created, NodeConfig, PepItem, PepLimits, PepNode, PepStore, PrivateStore, now_unix};
 use crate::xml::{self, Element, ns};
 use form::{FieldError, Setting};
 
@@ -71,6 +72,8 @@ const LOCK_STRIPES: usize = 64;
 
 pub struct Pep {
     store: PepStore,
+    /// Private XML storage, for XEP-0048 bookmarks kept there too (`bookmarks.rs`).
+    private: PrivateStore,
     caps: caps::Caps,
     locks: Vec<tokio::sync::Mutex<()>>,
     max_item_bytes: usize,
@@ -89,6 +92,7 @@ impl Module for Pep {
         };
         Pep {
             store: deps.db.pep().with_limits(limits),
+            private: deps.db.private().with_max_bytes(deps.config.private.max_bytes_per_user),
             caps: caps::Caps::new(config.caps_cache_size, Duration::from_secs(config.caps_timeout)),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             max_item_bytes: config.max_item_bytes,
@@ -98,7 +102,7 @@ impl Module for Pep {
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
         reg.identity(Scope::Account, "pubsub", "pep", "");
-        for feature in FEATURES {
+        for feature in FEATURES.iter().chain(bookmarks::FEATURES) {
             reg.feature(Scope::Account, feature);
         }
         reg.iq(Scope::Account, IqType::Get, "pubsub", PUBSUB, &self, Self::pubsub_get);
@@ -112,6 +116,7 @@ impl Module for Pep {
         reg.hook(Hook::StanzaIn, 150, &self, Self::subscription_approved);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         reg.account_disco(&self, Self::disco);
+        reg.data_hook(&self, Self::private_changed);
     }
 }
 
@@ -256,6 +261,9 @@ impl Pep {
                 _ => return Err(StanzaError::bad_request("an item asked for needs an id")),
             }
         }
+        if req.from_self() {
+            self.bookmarks_first_use(ctx, &owner, name).await?;
+        }
         let node = self.existing(&owner, name).await?;
         self.may_read(ctx, &owner, &req.from, &node.config).await?;
         let mut items = xml::element("items", PUBSUB, &[("node", name)]);
@@ -310,14 +318,16 @@ impl Pep {
             Some(options) => self.preconditions(options)?,
         };
         let item = PepItem { id: id.clone(), publisher: req.from.to_string(), published_at: now_unix(), payload: serialised };
+        self.bookmarks_first_use(ctx, &owner, name).await?;
         let node = {
             let _guard = self.lock(&owner).await;
             let node = self.node_for_publish(&owner, name, &preconditions).await?;
             self.store.publish(&owner, &node, &item).await?;
             node
         };
-        let payload = node.config.deliver_payloads.then(|| payload.clone());
-        self.broadcast(ctx, &owner, &node, notify::items_event(name, &id, payload)).await;
+        let delivered = node.config.deliver_payloads.then(|| payload.clone());
+        self.broadcast(ctx, &owner, &node, notify::items_event(name, &id, delivered)).await;
+        self.bookmarks_changed(ctx, &owner, name, Some(payload)).await;
         let mut published = xml::element("publish", PUBSUB, &[("node", name)]);
         published.append_child(xml::element("item", PUBSUB, &[("id", &id)]));
         Ok(Some(pubsub(PUBSUB, published)))
@@ -361,6 +371,7 @@ impl Pep {
         let name = node_name(el)?;
         let ids: Vec<&str> = el.children().filter(|c| c.is("item", PUBSUB)).filter_map(|i| i.attr("id")).filter(|id| !id.is_empty()).collect();
         let [id] = ids.as_slice() else { return Err(pubsub_error(Condition::BadRequest, "item-required")) };
+        self.bookmarks_first_use(ctx, &owner, name).await?;
         let node = {
             let _guard = self.lock(&owner).await;
             let node = self.existing(&owner, name).await?;
@@ -373,6 +384,9 @@ impl Pep {
             let mut items = xml::element("items", PUBSUB_EVENT, &[("node", name)]);
             items.append_child(xml::element("retract", PUBSUB_EVENT, &[("id", id)]));
             self.broadcast(ctx, &owner, &node, notify::event(items)).await;
+        }
+        if name == bookmarks::BOOKMARKS {
+            self.bookmarks_changed(ctx, &owner, name, None).await;
         }
         Ok(None)
     }
@@ -461,6 +475,9 @@ impl Pep {
             let delete = xml::element("delete", PUBSUB_EVENT, &[("node", name)]);
             self.send_to(ctx, &owner, &node.config, &targets, notify::event(delete)).await;
         }
+        if name == bookmarks::BOOKMARKS {
+            self.bookmarks_changed(ctx, &owner, name, None).await;
+        }
         Ok(None)
     }
 
@@ -476,6 +493,9 @@ impl Pep {
         };
         if node.config.notify_retract {
             self.broadcast(ctx, &owner, &node, notify::event(xml::element("purge", PUBSUB_EVENT, &[("node", name)]))).await;
+        }
+        if name == bookmarks::BOOKMARKS {
+            self.bookmarks_changed(ctx, &owner, name, None).await;
         }
         Ok(None)
     }
