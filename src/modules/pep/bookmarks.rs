@@ -149,9 +149,9 @@ impl Pep {
     /// XEP-0402 one: bring the other stores in line.
     pub(super) async fn bookmarks_changed(&self, ctx: &Ctx, owner: &BareJid, node: &str, legacy_item: Option<&Element>) {
         let result = match node {
-            BOOKMARKS => self.from_bookmarks(ctx, owner).await,
+            BOOKMARKS => self.copy_from_bookmarks(ctx, owner).await,
             LEGACY => match legacy_item.filter(|s| s.is("storage", LEGACY)) {
-                Some(storage) => self.from_legacy(ctx, owner, storage, Legacy::Pep).await,
+                Some(storage) => self.copy_from_legacy(ctx, owner, storage, Legacy::Pep).await,
                 None => Ok(()),
             },
             _ => Ok(()),
@@ -165,7 +165,7 @@ impl Pep {
     pub(super) async fn private_changed(self: std::sync::Arc<Self>, ctx: Ctx, change: DataChange) {
         if let ChangedData::PrivateXml(storage) = &change.data
             && storage.is("storage", LEGACY)
-            && let Err(e) = self.from_legacy(&ctx, &change.owner, storage, Legacy::Private).await
+            && let Err(e) = self.copy_from_legacy(&ctx, &change.owner, storage, Legacy::Private).await
         {
             tracing::warn!(error = %e, "bookmarks not copied to PEP");
         }
@@ -182,7 +182,7 @@ impl Pep {
         }
         let Some(text) = self.private.get(owner, LEGACY).await? else { return Ok(()) };
         match xml::parse_element(&text) {
-            Ok(storage) if storage.children().next().is_some() => self.from_legacy(ctx, owner, &storage, Legacy::Private).await,
+            Ok(storage) if storage.children().next().is_some() => self.copy_from_legacy(ctx, owner, &storage, Legacy::Private).await,
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "unreadable stored private bookmarks");
@@ -192,7 +192,7 @@ impl Pep {
     }
 
     /// The XEP-0402 node changed: rewrite the XEP-0048 stores from its items.
-    async fn from_bookmarks(&self, ctx: &Ctx, owner: &BareJid) -> Result<(), StanzaError> {
+    async fn copy_from_bookmarks(&self, ctx: &Ctx, owner: &BareJid) -> Result<(), StanzaError> {
         let mut events = Events::new();
         {
             let _guard = self.lock(owner).await;
@@ -214,7 +214,7 @@ impl Pep {
 
     /// A XEP-0048 `<storage/>` was written (to PEP or private XML): update the XEP-0402
     /// items room by room, and the other XEP-0048 store.
-    async fn from_legacy(&self, ctx: &Ctx, owner: &BareJid, storage: &Element, from: Legacy) -> Result<(), StanzaError> {
+    async fn copy_from_legacy(&self, ctx: &Ctx, owner: &BareJid, storage: &Element, from: Legacy) -> Result<(), StanzaError> {
         let (rooms, _) = read_storage(storage);
         let mut events = Events::new();
         {
