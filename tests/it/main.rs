@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod auth;
+mod avatars;
 mod lifecycle;
 mod register;
 mod blocking;

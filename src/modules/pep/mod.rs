@@ -13,6 +13,7 @@
 //! Writes of one account take turns (a per-account lock), so that a publish's precondition
 //! check, node creation and node limit see no concurrent change.
 
+mod avatars;
 mod bookmarks;
 mod caps;
 mod form;
@@ -25,7 +26,7 @@ use jid::{BareJid, Jid};
 
 use super::{Ctx, Deps, DiscoRequest, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionHook};
 use crate::stanza::{Condition, IqType, StanzaError, new_id};
-use crate::storage::{AccessModel, Created, NodeConfig, PepItem, PepLimits, PepNode, PepStore, PrivateStore, now_unix};
+use crate::storage::{AccessModel, Created, NodeConfig, PepItem, PepLimits, PepNode, PepStore, PrivateStore, VcardStore, now_unix};
 use crate::xml::{self, Element, ns};
 use form::{FieldError, Setting};
 
@@ -74,6 +75,11 @@ pub struct Pep {
     store: PepStore,
     /// Private XML storage, for XEP-0048 bookmarks kept there too (`bookmarks.rs`).
     private: PrivateStore,
+    /// vCards, for avatars kept there too (`avatars.rs`), at most this large.
+    vcards: VcardStore,
+    max_vcard_bytes: usize,
+    /// The avatar hash (XEP-0153) of online accounts, `None` for no avatar.
+    avatar_hashes: dashmap::DashMap<BareJid, Option<Box<str>>>,
     caps: caps::Caps,
     locks: Vec<tokio::sync::Mutex<()>>,
     max_item_bytes: usize,
@@ -93,6 +99,9 @@ impl Module for Pep {
         Pep {
             store: deps.db.pep().with_limits(limits),
             private: deps.db.private().with_max_bytes(deps.config.private.max_bytes_per_user),
+            vcards: deps.db.vcard(),
+            max_vcard_bytes: deps.config.vcard.max_bytes,
+            avatar_hashes: dashmap::DashMap::new(),
             caps: caps::Caps::new(config.caps_cache_size, Duration::from_secs(config.caps_timeout)),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             max_item_bytes: config.max_item_bytes,
@@ -102,7 +111,7 @@ impl Module for Pep {
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
         reg.identity(Scope::Account, "pubsub", "pep", "");
-        for feature in FEATURES.iter().chain(bookmarks::FEATURES) {
+        for feature in FEATURES.iter().chain(bookmarks::FEATURES).chain(&[avatars::CONVERSION]) {
             reg.feature(Scope::Account, feature);
         }
         reg.iq(Scope::Account, IqType::Get, "pubsub", PUBSUB, &self, Self::pubsub_get);
@@ -117,6 +126,7 @@ impl Module for Pep {
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         reg.account_disco(&self, Self::disco);
         reg.data_hook(&self, Self::private_changed);
+        reg.data_hook(&self, Self::vcard_changed);
     }
 }
 
@@ -328,6 +338,9 @@ impl Pep {
         let delivered = node.config.deliver_payloads.then(|| payload.clone());
         self.broadcast(ctx, &owner, &node, notify::items_event(name, &id, delivered)).await;
         self.bookmarks_changed(ctx, &owner, name, Some(payload)).await;
+        if name == avatars::METADATA {
+            self.avatar_published(ctx, &owner, payload).await;
+        }
         let mut published = xml::element("publish", PUBSUB, &[("node", name)]);
         published.append_child(xml::element("item", PUBSUB, &[("id", &id)]));
         Ok(Some(pubsub(PUBSUB, published)))

@@ -133,7 +133,12 @@ impl Pep {
     /// Presence a local client sent: its broadcast presence tells what it wants
     /// notifications of; a resource that becomes available (or wants more than before) gets
     /// the last items of those nodes once its capabilities are known.
-    pub(super) async fn presence_out(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
+    pub(super) async fn presence_out(self: Arc<Self>, ctx: Ctx, mut stanza: Stanza) -> Flow {
+        if stanza.presence_type() == Some(PresenceType::Available) {
+            // XEP-0398 §5: broadcast and directed alike.
+            let owner = stanza.from.to_bare();
+            self.stamp_avatar(&mut stanza.el, &owner).await;
+        }
         if stanza.to.is_none()
             && let Ok(full) = stanza.from.clone().try_into_full()
         {
@@ -282,5 +287,8 @@ impl Pep {
 
     pub(super) async fn session_closed(self: Arc<Self>, _: Ctx, event: SessionEvent) {
         self.caps.forget(&event.jid);
+        if event.last_session {
+            self.forget_avatar(&event.jid.to_bare());
+        }
     }
 }
