@@ -881,6 +881,45 @@ async fn create_and_configure(b: Backend) {
     s.stop().await;
 }
 
+/// XEP-0060 §6.5.2-§6.5.9: all items (oldest first), the N most recent (§6.5.7), several by
+/// id (§6.5.6), an id that does not exist (an empty result, §6.5.9.11), and a node that
+/// does not persist items keeps the last one only (§6.5.4).
+async fn retrieve_items(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["francisco"]).await;
+    let mut f = s.login("francisco", "barracks").await;
+    for i in 1..=5 {
+        let r = f.request(&simple_publish("p", "princely_musings", &format!("i{i}"), &format!("entry {i}"), &[("pubsub#max_items", "10")])).await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    }
+    let ids = |r: &Element| entries(r).into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    let all = f.request(&items_request("items1", "francisco@localhost", "princely_musings", "")).await;
+    assert_eq!(ids(&all), ["i1", "i2", "i3", "i4", "i5"]);
+    let recent = f.request(&items_request("items2", "francisco@localhost", "princely_musings", " max_items='2'")).await;
+    assert_eq!(ids(&recent), ["i4", "i5"]);
+    let some = f
+        .request(&format!("<iq type='get' id='items3'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'><item id='i3'/><item id='i1'/></items></pubsub></iq>"))
+        .await;
+    assert_eq!(ids(&some), ["i1", "i3"]);
+    let none = f
+        .request(&format!("<iq type='get' id='items4'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'><item id='nope'/></items></pubsub></iq>"))
+        .await;
+    assert_eq!(none.attr("type"), Some("result"));
+    let items = none.get_child("pubsub", PUBSUB).unwrap().get_child("items", PUBSUB).unwrap();
+    assert_eq!((items.attr("node"), items.children().count()), (Some("princely_musings"), 0));
+    // Re-publishing an id replaces the item, which becomes the newest.
+    f.request(&simple_publish("p", "princely_musings", "i2", "entry 2 again", &[])).await;
+    let all = f.request(&items_request("items5", "francisco@localhost", "princely_musings", "")).await;
+    assert_eq!(entries(&all).last().unwrap(), &("i2".to_string(), "entry 2 again".to_string()));
+    assert_eq!(entries(&all).len(), 5);
+    for i in 1..=3 {
+        f.request(&simple_publish("t", "transient", &format!("t{i}"), "x", &[("pubsub#persist_items", "false"), ("pubsub#max_items", "10")])).await;
+    }
+    let last = f.request(&items_request("items6", "francisco@localhost", "transient", "")).await;
+    assert_eq!(ids(&last), ["t3"]);
+    s.stop().await;
+}
+
 /// Requests that are wrong in themselves get the error XEP-0060 gives them.
 async fn bad_requests(b: Backend) {
     let s = TestServer::start(b).await;
@@ -1082,6 +1121,7 @@ db_tests!(
     new_subscriber_gets_last_items,
     explicit_subscriptions,
     create_and_configure,
+    retrieve_items,
     bad_requests,
     limits,
     disco_nodes,
