@@ -42,6 +42,8 @@ CREATE TABLE pep_subscriptions (
     jid     TEXT NOT NULL,                         -- as subscribed: bare or full
     PRIMARY KEY (node_id, jid)
 );
+-- An account's subscriptions go when the account is deleted.
+CREATE INDEX pep_subscriptions_jid ON pep_subscriptions (jid);
 
 CREATE TABLE pep_usage (
     owner TEXT PRIMARY KEY NOT NULL REFERENCES accounts (jid) ON DELETE CASCADE,

@@ -645,6 +645,24 @@ impl PepStore {
         })
     }
 
+    /// Remove the explicit subscriptions of an account that is deleted, bare or full, to
+    /// anyone's nodes (its own nodes go with it).
+    pub async fn forget_subscriber(&self, account: &BareJid) -> Result<u64> {
+        let escaped: String = account.as_str().chars().flat_map(|c| match c {
+            '\\' | '%' | '_' => vec!['\\', c],
+            c => vec![c],
+        }).collect();
+        let pattern = format!("{escaped}/%");
+        on_pool!(self.db, |pool| {
+            Ok(sqlx::query("DELETE FROM pep_subscriptions WHERE jid = $1 OR jid LIKE $2 ESCAPE '\\'")
+                .bind(account.as_str())
+                .bind(pattern.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+    }
+
     /// The bytes an account's items take, as counted.
     pub async fn usage(&self, owner: &BareJid) -> Result<i64> {
         on_pool!(self.db, |pool| {

@@ -1088,23 +1088,38 @@ async fn blocked_contact_not_notified(b: Backend) {
     s.stop().await;
 }
 
-/// Deleting an account deletes its nodes and items (they cascade with the account).
+/// Deleting an account deletes its nodes and items (they cascade with the account), and its
+/// explicit subscriptions to others' nodes: an account created again under the name
+/// inherits none.
 async fn account_deletion_deletes_nodes(b: Backend) {
     let s = TestServer::start(b).await;
-    s.users(&["alice"]).await;
+    s.users(&["alice", "carol"]).await;
     let mut alice = s.login("alice", "a").await;
     alice.request(&simple_publish("p", "urn:test:n", "1", "x", &[])).await;
+    let mut carol = s.login("carol", "c").await;
+    carol.request(&simple_publish("p", "urn:test:open", "1", "x", &[("pubsub#access_model", "open")])).await;
+    let r = alice
+        .request(&format!("<iq type='set' id='s' to='carol@localhost'><pubsub xmlns='{PUBSUB}'><subscribe node='urn:test:open' jid='alice@localhost'/></pubsub></iq>"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
     drop(alice);
     let core = s.server().core().clone();
     let jid = jid::BareJid::new("alice@localhost").unwrap();
     assert!(starling::accounts::delete_account(&core, &jid).await.unwrap());
     starling::accounts::wait_sessions_ended(&core, &jid, Duration::from_secs(5)).await;
     assert!(core.db.pep().nodes(&jid).await.unwrap().is_empty());
+    let carol_jid = jid::BareJid::new("carol@localhost").unwrap();
+    let open = core.db.pep().node(&carol_jid, "urn:test:open").await.unwrap().unwrap();
+    assert!(core.db.pep().subscribers(&open).await.unwrap().is_empty(), "its subscriptions went too");
     s.add_user("alice", "pw").await;
     let mut alice = s.login("alice", "a").await;
     let r = alice.request(&items_request("g", "alice@localhost", "urn:test:n", "")).await;
     assert_eq!(condition(&r), "item-not-found");
     assert_eq!(core.db.pep().usage(&jid).await.unwrap(), 0);
+    alice.available().await;
+    alice.drain().await;
+    carol.request(&simple_publish("p2", "urn:test:open", "2", "y", &[])).await;
+    alice.expect_silence(Duration::from_millis(300)).await;
     s.stop().await;
 }
 

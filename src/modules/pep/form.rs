@@ -75,6 +75,29 @@ pub enum Setting {
     Fixed,
 }
 
+impl Setting {
+    /// The field it sets, for messages.
+    pub fn var(&self) -> &'static str {
+        match self {
+            Setting::AccessModel(_) => "pubsub#access_model",
+            Setting::RosterGroups(_) => "pubsub#roster_groups_allowed",
+            Setting::MaxItems(_) => "pubsub#max_items",
+            Setting::PersistItems(_) => "pubsub#persist_items",
+            Setting::SendLast(_) => "pubsub#send_last_published_item",
+            Setting::DeliverNotifications(_) => "pubsub#deliver_notifications",
+            Setting::DeliverPayloads(_) => "pubsub#deliver_payloads",
+            Setting::NotifyRetract(_) => "pubsub#notify_retract",
+            Setting::NotifyDelete(_) => "pubsub#notify_delete",
+            Setting::NotifyConfig(_) => "pubsub#notify_config",
+            Setting::NotificationType(_) => "pubsub#notification_type",
+            Setting::Title(_) => "pubsub#title",
+            Setting::Description(_) => "pubsub#description",
+            Setting::PayloadType(_) => "pubsub#type",
+            Setting::Fixed => "a fixed field",
+        }
+    }
+}
+
 /// Why a field cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldError {

@@ -271,6 +271,12 @@ impl Pep {
                 _ => return Err(StanzaError::bad_request("an item asked for needs an id")),
             }
         }
+        ids.sort_unstable();
+        ids.dedup();
+        // Each id is a lookup: no more than a node can hold.
+        if ids.len() > self.store.limits().max_items {
+            return Err(StanzaError::new(Condition::NotAcceptable).with_text("more item ids than a node holds"));
+        }
         if req.from_self() {
             self.bookmarks_first_use(ctx, &owner, name).await?;
         }
@@ -364,7 +370,7 @@ impl Pep {
         let server_max = u64::try_from(self.store.limits().max_items).unwrap_or(u64::MAX);
         if let Some(node) = self.store.node(owner, name).await? {
             if let Some(unmet) = preconditions.iter().find(|s| !form::satisfied(&node.config, s, server_max)) {
-                return Err(precondition_not_met(format!("the node's configuration differs: {unmet:?}")));
+                return Err(precondition_not_met(format!("the node's {} is not what the publish options ask for", unmet.var())));
             }
             return Ok(node);
         }

@@ -183,7 +183,9 @@ impl Pep {
             }
             Err(e) => tracing::error!(error = %e, "cannot load the last PEP items"),
         }
-        let roster = match ctx.core.rosters.get(&me, true).await {
+        // Not cached anew: the session may have ended meanwhile (the cache is for online
+        // accounts, and is dropped when their last session ends).
+        let roster = match ctx.core.rosters.get(&me, false).await {
             Ok(r) => r,
             Err(e) => return tracing::error!(error = %e, "cannot load the roster for PEP"),
         };
