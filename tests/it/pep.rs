@@ -920,6 +920,29 @@ async fn retrieve_items(b: Backend) {
     s.stop().await;
 }
 
+/// XEP-0060 §6.5.4: a result that would pass 1 MiB of items holds the newest that fit,
+/// with a XEP-0059 count of all of them.
+async fn large_results_truncated(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.pep.max_bytes_per_user = 4 << 20).await;
+    s.users(&["alice"]).await;
+    let mut alice = s.login("alice", "a").await;
+    let big = "x".repeat(200_000);
+    for i in 0..6 {
+        let r = alice.request(&simple_publish("p", "urn:test:big", &format!("b{i}"), &big, &[("pubsub#max_items", "10")])).await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    }
+    let r = alice.request(&items_request("g", "alice@localhost", "urn:test:big", "")).await;
+    let ids: Vec<String> = entries(&r).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["b1", "b2", "b3", "b4", "b5"]);
+    let set = r.get_child("pubsub", PUBSUB).unwrap().get_child("set", "http://jabber.org/protocol/rsm").expect("a result set note");
+    assert_eq!(set.get_child("count", "http://jabber.org/protocol/rsm").unwrap().text(), "6");
+    assert_eq!(set.get_child("first", "http://jabber.org/protocol/rsm").unwrap().text(), "b1");
+    let r = alice.request(&items_request("g2", "alice@localhost", "urn:test:big", " max_items='2'")).await;
+    assert_eq!(entries(&r).len(), 2);
+    assert!(r.get_child("pubsub", PUBSUB).unwrap().get_child("set", "http://jabber.org/protocol/rsm").is_none());
+    s.stop().await;
+}
+
 /// Requests that are wrong in themselves get the error XEP-0060 gives them.
 async fn bad_requests(b: Backend) {
     let s = TestServer::start(b).await;
@@ -1137,6 +1160,7 @@ db_tests!(
     explicit_subscriptions,
     create_and_configure,
     retrieve_items,
+    large_results_truncated,
     bad_requests,
     limits,
     disco_nodes,

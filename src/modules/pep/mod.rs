@@ -68,6 +68,9 @@ const FEATURES: &[&str] = &[
 
 /// The longest node name and item id accepted, in bytes.
 const MAX_NAME: usize = 1024;
+/// The most payload bytes an items result carries (it is one stanza, written at once).
+const MAX_RESULT_BYTES: usize = 1 << 20;
+const RSM: &str = "http://jabber.org/protocol/rsm";
 /// Stripes of the per-account write lock.
 const LOCK_STRIPES: usize = 64;
 
@@ -282,8 +285,19 @@ impl Pep {
         }
         let node = self.existing(&owner, name).await?;
         self.may_read(ctx, &owner, &req.from, &node.config).await?;
+        let mut found = self.store.items(&node, max, &ids).await?;
+        // §6.5.4: a result too large for one stanza is truncated to the newest items that
+        // fit (at least one), with a XEP-0059 note of how many there are.
+        let total = found.len();
+        let mut bytes = 0;
+        let keep = found.iter().rev().take_while(|i| {
+            bytes += i.payload.len();
+            bytes <= MAX_RESULT_BYTES
+        });
+        let keep = keep.count().max(1).min(total);
+        let found = found.split_off(total - keep);
         let mut items = xml::element("items", PUBSUB, &[("node", name)]);
-        for item in self.store.items(&node, max, &ids).await? {
+        for item in &found {
             let mut el = xml::element("item", PUBSUB, &[("id", &item.id)]);
             match xml::parse_element(&item.payload) {
                 Ok(payload) => {
@@ -296,7 +310,17 @@ impl Pep {
             }
             items.append_child(el);
         }
-        Ok(Some(pubsub(PUBSUB, items)))
+        let mut result = pubsub(PUBSUB, items);
+        if keep < total
+            && let (Some(first), Some(last)) = (found.first(), found.last())
+        {
+            let mut set = Element::bare("set", RSM);
+            set.append_child(xml::text_element("first", RSM, &first.id));
+            set.append_child(xml::text_element("last", RSM, &last.id));
+            set.append_child(xml::text_element("count", RSM, &total.to_string()));
+            result.append_child(set);
+        }
+        Ok(Some(result))
     }
 
     /// XEP-0060 §7.1: publish one item (auto-creating the node, §7.1.4, with publish
