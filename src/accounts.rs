@@ -62,6 +62,8 @@ pub async fn delete_account(core: &Core, jid: &BareJid) -> Result<bool, StorageE
     for owner in store.forget_contact(jid).await? {
         core.rosters.evict(&owner);
     }
+    // Its explicit subscriptions to others' PEP nodes (its own nodes went with it).
+    core.db.pep().forget_subscriber(jid).await?;
     // A session of the deleted account may be gone already, and with it the reason to keep
     // its roster cached; one still closing reloads an empty roster, which is what it now is.
     if !core.sessions.has_sessions(jid) {

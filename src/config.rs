@@ -28,6 +28,7 @@ pub struct Config {
     pub private: PrivateConfig,
     pub vcard: VcardConfig,
     pub roster: RosterConfig,
+    pub pep: PepConfig,
     pub modules: ModulesConfig,
     pub admin: AdminConfig,
 }
@@ -161,6 +162,24 @@ pub struct RosterConfig {
     pub max_text_bytes: usize,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct PepConfig {
+    /// default: 128. Nodes one account may have (XEP-0163; OMEMO takes one per device).
+    pub max_nodes_per_user: usize,
+    /// default: 256. Items one node keeps; also what `pubsub#max_items` = `max` means.
+    pub max_items_per_node: usize,
+    /// default: 262144 (256 KiB). Largest item payload, serialised.
+    pub max_item_bytes: usize,
+    /// default: 10485760 (10 MiB). Bytes of items one account keeps, all nodes together.
+    pub max_bytes_per_user: u64,
+    /// default: 1000. Explicit subscriptions (XEP-0060 §6.1) to one node.
+    pub max_subscribers_per_node: usize,
+    /// default: 1000. XEP-0115 capabilities remembered server-wide (verified hashes).
+    pub caps_cache_size: usize,
+    /// default: 30. Seconds a client has to answer the server's disco#info query.
+    pub caps_timeout: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModulesConfig {
     /// default: []. Names of modules not to load (see `starling check`).
@@ -213,6 +232,15 @@ impl Default for Config {
             private: PrivateConfig { max_bytes_per_user: 1 << 20 },
             vcard: VcardConfig { max_bytes: 256 << 10 },
             roster: RosterConfig { max_items: 1000, max_pending_in: 100, max_groups_per_item: 16, max_text_bytes: 256 },
+            pep: PepConfig {
+                max_nodes_per_user: 128,
+                max_items_per_node: 256,
+                max_item_bytes: 256 << 10,
+                max_bytes_per_user: 10 << 20,
+                max_subscribers_per_node: 1000,
+                caps_cache_size: 1000,
+                caps_timeout: 30,
+            },
             modules: ModulesConfig::default(),
             admin: AdminConfig { socket: PathBuf::from("starling.sock") },
         }
@@ -461,6 +489,20 @@ fn read_config(
     };
     s.finish();
 
+    let mut s = root.section("pep");
+    let pep = PepConfig {
+        max_nodes_per_user: s.take("max_nodes_per_user", d.pep.max_nodes_per_user, |v| int_in(v, 1, 1_000_000).map(|n| n as usize)),
+        max_items_per_node: s.take("max_items_per_node", d.pep.max_items_per_node, |v| int_in(v, 1, 1_000_000).map(|n| n as usize)),
+        max_item_bytes: s.take("max_item_bytes", d.pep.max_item_bytes, |v| int_in(v, 1024, 64 << 20).map(|n| n as usize)),
+        max_bytes_per_user: s.take("max_bytes_per_user", d.pep.max_bytes_per_user, |v| int_in(v, 1024, 1 << 40).map(|n| n as u64)),
+        max_subscribers_per_node: s.take("max_subscribers_per_node", d.pep.max_subscribers_per_node, |v| {
+            int_in(v, 0, 1_000_000).map(|n| n as usize)
+        }),
+        caps_cache_size: s.take("caps_cache_size", d.pep.caps_cache_size, |v| int_in(v, 1, 10_000_000).map(|n| n as usize)),
+        caps_timeout: s.take("caps_timeout", d.pep.caps_timeout, |v| int_in(v, 1, 3_600).map(|n| n as u64)),
+    };
+    s.finish();
+
     let mut s = root.section("modules");
     let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), |v| string_list(v).and_then(module_names)) };
     s.finish();
@@ -506,7 +548,7 @@ fn read_config(
     }
 
     root.finish();
-    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, modules, admin }
+    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, pep, modules, admin }
 }
 
 /// The longest path a Unix domain socket can be bound to on Linux.

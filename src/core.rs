@@ -34,9 +34,13 @@ pub struct CoreState {
     pub auth: crate::auth::Guard,
     pub started: Instant,
     pub shutdown: CancellationToken,
+    /// IQ requests the server sent and the answers they wait for (see `requests.rs`).
+    pub requests: crate::requests::PendingRequests,
 }
 
 const LOCK_STRIPES: usize = 256;
+/// IQ requests of the server's own that may wait for an answer at once.
+const MAX_PENDING_REQUESTS: usize = 10_000;
 
 impl CoreState {
     pub fn new(config: Config, db: Db, certs: Certificates) -> Core {
@@ -60,6 +64,7 @@ impl CoreState {
             auth: crate::auth::Guard::new(&config.auth),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            requests: crate::requests::PendingRequests::new(MAX_PENDING_REQUESTS),
             config,
             db,
         })

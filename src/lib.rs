@@ -10,6 +10,7 @@ pub mod core;
 pub mod files;
 pub mod modules;
 pub mod rosters;
+pub mod requests;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -75,9 +75,11 @@ async fn to_server(ctx: &Ctx, stanza: Stanza, to: Jid) {
             }
             dispatch_iq(ctx, stanza, Scope::Server, to).await
         }
-        // Results and errors for the server: the only ones expected are answers to our
-        // pings, which the session consumes before routing.
-        Kind::Iq => {}
+        // Results and errors for the server: answers to requests it sent (`requests.rs`;
+        // the session consumes the answers to its pings before routing), others dropped.
+        Kind::Iq => {
+            let _ = ctx.core.requests.complete(stanza);
+        }
         Kind::Message => {
             if matches!(stanza.message_type(), MessageType::Normal | MessageType::Chat) {
                 bounce(ctx, &stanza, StanzaError::service_unavailable()).await
@@ -273,7 +275,11 @@ async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
         }
         // A request to a bare JID is handled by the server on behalf of the account.
         Err(bare) if request => dispatch_iq(ctx, stanza, Scope::Account, Jid::from(bare)).await,
-        Err(_) => {}
+        // An answer to a bare JID: to a request the server sent on the account's behalf, or
+        // dropped.
+        Err(_) => {
+            let _ = ctx.core.requests.complete(stanza);
+        }
     }
 }
 

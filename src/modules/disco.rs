@@ -7,7 +7,7 @@ use base64::Engine;
 use crate::xml::Element;
 use sha1::{Digest, Sha1};
 
-use super::{Ctx, Deps, IqRequest, IqResult, Module, ModuleTable, Registrar, Scope};
+use super::{Ctx, Deps, DiscoRequest, IqRequest, IqResult, Module, ModuleTable, Registrar, Scope};
 use crate::stanza::{IqType, StanzaError};
 use crate::xml::{self, ns};
 
@@ -98,23 +98,46 @@ impl Disco {
                 Some(_) => Err(StanzaError::item_not_found()),
             };
         }
-        if node.is_some() {
-            return Err(StanzaError::item_not_found());
-        }
         check_account_access(&ctx, &req).await?;
-        Ok(Some(info_element(table, Scope::Account, None)))
+        let Some(node) = node else { return Ok(Some(info_element(table, Scope::Account, None))) };
+        // A node of the account (a PEP node): the module that has it answers.
+        let found = table.account_disco(&ctx, account_request(&req, Some(node), false)).await?;
+        let Some(children) = found else { return Err(StanzaError::item_not_found()) };
+        let mut query = xml::element("query", ns::DISCO_INFO, &[("node", node)]);
+        for child in children {
+            query.append_child(child);
+        }
+        Ok(Some(query))
     }
 
     async fn items(self: Arc<Self>, ctx: Ctx, req: IqRequest) -> IqResult {
-        if req.payload().attr("node").is_some() {
+        let node = req.payload().attr("node");
+        if req.to.node().is_none() {
+            if node.is_some() {
+                return Err(StanzaError::item_not_found());
+            }
+            // No components or services are hosted yet.
+            return Ok(Some(Element::bare("query", ns::DISCO_ITEMS)));
+        }
+        check_account_access(&ctx, &req).await?;
+        // The account's items (its PEP nodes), or the items of one of its nodes.
+        let found = ctx.core.modules.account_disco(&ctx, account_request(&req, node, true)).await?;
+        if node.is_some() && found.is_none() {
             return Err(StanzaError::item_not_found());
         }
-        if req.to.node().is_some() {
-            check_account_access(&ctx, &req).await?;
+        let mut query = Element::bare("query", ns::DISCO_ITEMS);
+        if let Some(node) = node {
+            xml::set_attr(&mut query, "node", node);
         }
-        // No components or services are hosted yet.
-        Ok(Some(Element::bare("query", ns::DISCO_ITEMS)))
+        for child in found.unwrap_or_default() {
+            query.append_child(child);
+        }
+        Ok(Some(query))
     }
+}
+
+fn account_request(req: &IqRequest, node: Option<&str>, items: bool) -> DiscoRequest {
+    DiscoRequest { from: req.from.clone(), account: req.to.to_bare(), node: node.map(str::to_string), items }
 }
 
 /// An account's disco is visible to itself and to contacts subscribed to its presence, as

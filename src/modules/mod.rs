@@ -7,6 +7,7 @@ pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -62,6 +63,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<vcard::VcardTemp>(deps);
     reg.load::<private::PrivateXml>(deps);
     reg.load::<register::Register>(deps);
+    reg.load::<pep::Pep>(deps);
     let mut table = reg.finish();
     // XEP-0115 §6.3: the server's own capabilities, hashed over everything registered.
     if table.loaded.contains(&disco::Disco::NAME) {
@@ -86,6 +88,7 @@ pub const NAMES: &[&str] = &[
     vcard::VcardTemp::NAME,
     private::PrivateXml::NAME,
     register::Register::NAME,
+    pep::Pep::NAME,
 ];
 
 /// Who an IQ is addressed to.
@@ -190,6 +193,37 @@ type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
 type DeliveryInterestFn = Arc<dyn Fn(&BareJid) -> bool + Send + Sync>;
+type DataHookFn = Arc<dyn Fn(Ctx, DataChange) -> BoxFuture<()> + Send + Sync>;
+type AccountDiscoFn = Arc<dyn Fn(Ctx, DiscoRequest) -> BoxFuture<Result<Option<Vec<Element>>, StanzaError>> + Send + Sync>;
+
+/// Stored account data changed through the module that owns it, for modules that keep
+/// copies of it in another form (XEP-0411 bookmarks in PEP from private XML, XEP-0398
+/// avatars from the vCard). Announced after the change is committed; whoever keeps a
+/// copy writes it through its own store, which announces nothing (no loops).
+#[derive(Debug, Clone)]
+pub struct DataChange {
+    pub owner: jid::BareJid,
+    pub data: ChangedData,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChangedData {
+    /// XEP-0049: this element was stored in private XML storage.
+    PrivateXml(Element),
+    /// XEP-0054: this vCard was stored.
+    Vcard(Element),
+}
+
+/// A disco#info or disco#items query (XEP-0030) to an account's bare JID that the disco
+/// module passes on to the modules that add to it (see [`Registrar::account_disco`]).
+pub struct DiscoRequest {
+    pub from: Jid,
+    pub account: jid::BareJid,
+    /// The `node` queried, if any.
+    pub node: Option<String>,
+    /// disco#items (else disco#info).
+    pub items: bool,
+}
 
 /// When a stream feature is offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +259,8 @@ pub struct ModuleTable {
     delivered: Vec<DeliveredHookFn>,
     delivery_interest: Vec<DeliveryInterestFn>,
     stream_features: Vec<(Stage, Element)>,
+    account_disco: Vec<AccountDiscoFn>,
+    data_hooks: Vec<DataHookFn>,
     preauth: HashMap<&'static str, PreAuthHandler>,
     loaded: Vec<&'static str>,
 }
@@ -291,6 +327,30 @@ impl ModuleTable {
         }
     }
 
+    /// What the modules add to a disco query to an account: for disco#items without a node,
+    /// the items of all of them together; with a node, or for disco#info with a node, the
+    /// answer of the first module that knows the node (`None`: none does).
+    pub async fn account_disco(&self, ctx: &Ctx, req: DiscoRequest) -> Result<Option<Vec<Element>>, StanzaError> {
+        let gather = req.items && req.node.is_none();
+        let mut all: Option<Vec<Element>> = None;
+        for provider in &self.account_disco {
+            let part = DiscoRequest { from: req.from.clone(), account: req.account.clone(), node: req.node.clone(), items: req.items };
+            match provider(ctx.clone(), part).await? {
+                Some(found) if gather => all.get_or_insert_with(Vec::new).extend(found),
+                Some(found) => return Ok(Some(found)),
+                None => {}
+            }
+        }
+        Ok(all)
+    }
+
+    /// Tell the modules that keep copies of account data that it changed.
+    pub async fn data_changed(&self, ctx: &Ctx, change: DataChange) {
+        for hook in &self.data_hooks {
+            hook(ctx.clone(), change.clone()).await;
+        }
+    }
+
     pub async fn run_session_hook(&self, hook: SessionHook, ctx: &Ctx, jid: &FullJid, state: Option<PresenceState>, last_session: bool) {
         if let Some(handlers) = self.session_hooks.get(&hook) {
             for h in handlers {
@@ -321,6 +381,8 @@ impl Registrar {
                 delivered: Vec::new(),
                 delivery_interest: Vec::new(),
                 stream_features: Vec::new(),
+                account_disco: Vec::new(),
+                data_hooks: Vec::new(),
                 preauth: HashMap::new(),
                 loaded: Vec::new(),
             },
@@ -413,6 +475,31 @@ impl Registrar {
         let module = module.clone();
         let handler: DeliveredHookFn = Arc::new(move |ctx, d| Box::pin(f(module.clone(), ctx, d)));
         self.delivered_order.push((priority, handler));
+    }
+
+    /// Add to the disco#info and disco#items of accounts (see [`ModuleTable::account_disco`]):
+    /// `f` answers with the elements to put in the query (`None`: nothing of this module's).
+    pub fn account_disco<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, DiscoRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Vec<Element>>, StanzaError>> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: AccountDiscoFn = Arc::new(move |ctx, req| Box::pin(f(module.clone(), ctx, req)));
+        self.table.account_disco.push(handler);
+    }
+
+    /// Be told of changes of account data ([`ModuleTable::data_changed`]).
+    pub fn data_hook<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, DataChange) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: DataHookFn = Arc::new(move |ctx, change| Box::pin(f(module.clone(), ctx, change)));
+        self.table.data_hooks.push(handler);
     }
 
     pub fn stream_feature(&mut self, stage: Stage, feature: Element) {
@@ -546,6 +633,19 @@ impl Ctx {
         let (tx, rx) = tokio::sync::oneshot::channel();
         output.durable.lock().unwrap().push(rx);
         Some(Durable(tx))
+    }
+
+    /// Send an IQ get or set of the server's own (with `from` and `to`) and wait up to
+    /// `timeout` for its answer: the result element, or why there is none. The id is made
+    /// here; only an answer from exactly `to` is taken (see `crate::requests`). Never call
+    /// this from a handler of the client being asked: its session reads nothing while it
+    /// waits for the handler.
+    pub async fn request(&self, mut iq: Stanza, timeout: std::time::Duration) -> Result<Element, crate::requests::RequestError> {
+        let id = crate::stanza::new_id();
+        crate::xml::set_attr(&mut iq.el, "id", id.as_str());
+        let expected = self.core.requests.expect(&id, iq.from.clone(), iq.to_or_self())?;
+        self.send(iq).await;
+        expected.wait(timeout).await
     }
 
     /// Run `f` once what was given to `reply` has been written to the client.

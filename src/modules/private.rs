@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::xml::Element;
 
-use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope};
+use super::{ChangedData, Ctx, DataChange, Deps, IqRequest, IqResult, Module, Registrar, Scope};
 use crate::stanza::{Condition, IqType, StanzaError};
 use crate::storage::PrivateStore;
 use crate::xml::{self, ns};
@@ -71,13 +71,20 @@ impl PrivateXml {
             return Err(StanzaError::forbidden());
         }
         let owner = req.to.to_bare();
-        let elements: Vec<(String, String)> =
-            children(req.payload())?.into_iter().map(|(child, ns)| (ns.to_string(), xml::to_string(child))).collect();
-        // One set at a time per account, so that the quota is checked against a total that
-        // no concurrent set changes. Past the quota: <resource-constraint/> with its size
-        // (XEP-0049 names no condition for it).
-        let _guard = ctx.core.delivery_lock(&owner).await;
-        self.store.set(&owner, &elements).await?;
+        let stored = children(req.payload())?;
+        let elements: Vec<(String, String)> = stored.iter().map(|(child, ns)| (ns.to_string(), xml::to_string(child))).collect();
+        {
+            // One set at a time per account, so that the quota is checked against a total
+            // that no concurrent set changes. Past the quota: <resource-constraint/> with its
+            // size (XEP-0049 names no condition for it).
+            let _guard = ctx.core.delivery_lock(&owner).await;
+            self.store.set(&owner, &elements).await?;
+        }
+        // Modules that keep copies (XEP-0411: legacy bookmarks in PEP) follow.
+        for (child, _) in stored {
+            let change = DataChange { owner: owner.clone(), data: ChangedData::PrivateXml(child.clone()) };
+            ctx.core.modules.data_changed(&ctx, change).await;
+        }
         Ok(None)
     }
 }

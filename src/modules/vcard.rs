@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::xml::Element;
 
-use super::{Ctx, Deps, IqRequest, IqResult, Module, Registrar, Scope};
+use super::{ChangedData, Ctx, DataChange, Deps, IqRequest, IqResult, Module, Registrar, Scope};
 use crate::stanza::{Condition, IqType, StanzaError};
 use crate::storage::VcardStore;
 use crate::xml::{self, ns};
@@ -45,7 +45,7 @@ impl VcardTemp {
     }
 
     /// §3.2: only the account itself may publish its vCard.
-    async fn set(self: Arc<Self>, _: Ctx, req: IqRequest) -> IqResult {
+    async fn set(self: Arc<Self>, ctx: Ctx, req: IqRequest) -> IqResult {
         if !req.from_self() {
             return Err(StanzaError::forbidden());
         }
@@ -57,7 +57,11 @@ impl VcardTemp {
             return Err(StanzaError::new(Condition::NotAcceptable)
                 .with_text(format!("a vCard is at most {} bytes (this one is {})", self.max_bytes, vcard.len())));
         }
-        self.store.set(&req.to.to_bare(), &vcard).await?;
+        let owner = req.to.to_bare();
+        self.store.set(&owner, &vcard).await?;
+        // Modules that keep copies (XEP-0398: the photo as a PEP avatar) follow.
+        let change = DataChange { owner, data: ChangedData::Vcard(req.payload().clone()) };
+        ctx.core.modules.data_changed(&ctx, change).await;
         Ok(None)
     }
 }

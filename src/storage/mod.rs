@@ -9,6 +9,7 @@ mod blocklist;
 mod hint;
 mod last_activity;
 mod offline;
+mod pep;
 mod private;
 mod readers;
 mod roster;
@@ -18,6 +19,7 @@ pub use accounts::{AccountStore, NewAccount};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
 pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};
+pub use pep::{AccessModel, Created, LastItem, NodeConfig, NotificationType, PepItem, PepLimits, PepNode, PepStore, SendLast};
 pub use private::PrivateStore;
 pub use roster::{RosterItem, RosterLimits, RosterStore, Subscription};
 pub use vcard::VcardStore;
@@ -65,6 +67,12 @@ pub enum LimitReached {
     PendingIn(usize),
     #[error("private XML storage holds at most {0} bytes per account")]
     PrivateBytes(u64),
+    #[error("an account has at most {0} PEP nodes")]
+    PepNodes(usize),
+    #[error("the items of an account's PEP nodes take at most {0} bytes")]
+    PepBytes(u64),
+    #[error("a PEP node has at most {0} subscriptions")]
+    PepSubscribers(usize),
 }
 
 impl From<LimitReached> for StorageError {
@@ -315,6 +323,9 @@ impl Db {
     }
     pub fn vcard(&self) -> VcardStore {
         VcardStore { db: self.clone() }
+    }
+    pub fn pep(&self) -> PepStore {
+        PepStore { db: self.clone(), limits: PepLimits { max_nodes: usize::MAX, max_items: usize::MAX, max_bytes: u64::MAX } }
     }
     pub fn private(&self) -> PrivateStore {
         PrivateStore { db: self.clone(), max_bytes: u64::MAX }
