@@ -122,7 +122,14 @@ struct SmState {
     handovers: Option<tokio::sync::mpsc::Receiver<Box<Handover>>>,
     /// How long the session waits for the client to come back.
     resume_timeout: Duration,
+    /// When to ask for an ack of what is unacknowledged, if it is not asked before.
+    ack_due: Option<Instant>,
 }
+
+/// Unacknowledged stanzas that make the server ask for an ack at once.
+const ACK_REQUEST_AT: usize = 8;
+/// How long fewer of them wait before the server asks.
+const ACK_REQUEST_DELAY: Duration = Duration::from_millis(500);
 
 /// Something Stream Management waits for, besides the session's own events.
 enum SmEvent {
@@ -504,6 +511,9 @@ impl Session {
         if let Some(until) = self.bucket.paused_until {
             next = next.min(until);
         }
+        if let Some(due) = self.sm.as_ref().and_then(|sm| sm.ack_due) {
+            next = next.min(due);
+        }
         next
     }
 
@@ -637,6 +647,7 @@ impl Session {
                         ack_wanted: false,
                         handovers,
                         resume_timeout: Duration::from_secs(timeout),
+                        ack_due: None,
                     }));
                     reply
                 };
@@ -841,13 +852,20 @@ impl Session {
     /// `c2s.write_timeout`, and cut short by a close request or shutdown (a stalled write
     /// must not keep a session that was told to go).
     async fn flush(&mut self) -> Option<End> {
-        // XEP-0198: ask for an ack of what we sent, one request at a time.
+        // XEP-0198: ask for an ack of what we sent, one request at a time: at once when
+        // several stanzas wait for one, else a moment later, so that a steady stream of
+        // messages does not cost a request and an answer each (nor wake a phone for them).
         if let Some(sm) = self.sm.as_deref_mut()
             && !sm.proto.requested
             && sm.proto.unacked_len() > 0
         {
-            sm.proto.requested = true;
-            self.writer.queue(&sm::request());
+            if sm.proto.unacked_len() >= ACK_REQUEST_AT || sm.ack_due.is_some_and(|due| due <= Instant::now()) {
+                sm.proto.requested = true;
+                sm.ack_due = None;
+                self.writer.queue(&sm::request());
+            } else if sm.ack_due.is_none() {
+                sm.ack_due = Some(Instant::now() + ACK_REQUEST_DELAY);
+            }
         }
         tokio::select! {
             result = self.writer.flush() => match result {
