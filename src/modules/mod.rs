@@ -5,6 +5,7 @@
 pub mod blocking;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -52,6 +53,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<roster::Roster>(deps);
     reg.load::<presence::Presence>(deps);
     reg.load::<offline::Offline>(deps);
+    reg.load::<mam::Mam>(deps);
     reg.load::<blocking::Blocking>(deps);
     reg.load::<ping::Ping>(deps);
     reg.load::<version::Version>(deps);
@@ -75,6 +77,7 @@ pub const NAMES: &[&str] = &[
     roster::Roster::NAME,
     presence::Presence::NAME,
     offline::Offline::NAME,
+    mam::Mam::NAME,
     blocking::Blocking::NAME,
     ping::Ping::NAME,
     version::Version::NAME,
@@ -174,6 +177,8 @@ type IqHandler = Arc<dyn Fn(Ctx, IqRequest) -> BoxFuture<IqResult> + Send + Sync
 type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send + Sync>;
 type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+/// A module's background task: runs from start until `core.shutdown` is cancelled.
+pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
 
 /// When a stream feature is offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +213,7 @@ pub struct ModuleTable {
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
     stream_features: Vec<(Stage, Element)>,
     preauth: HashMap<&'static str, PreAuthHandler>,
+    background: Vec<BackgroundTask>,
     loaded: Vec<&'static str>,
 }
 
@@ -242,6 +248,11 @@ impl ModuleTable {
 
     pub fn loaded(&self) -> &[&'static str] {
         &self.loaded
+    }
+
+    /// The background tasks the modules registered; the server starts each once.
+    pub fn background_tasks(&self) -> &[BackgroundTask] {
+        &self.background
     }
 
     pub async fn run_hook(&self, hook: Hook, ctx: &Ctx, mut stanza: Stanza) -> Flow {
@@ -284,6 +295,7 @@ impl Registrar {
                 session_hooks: HashMap::new(),
                 stream_features: Vec::new(),
                 preauth: HashMap::new(),
+                background: Vec::new(),
                 loaded: Vec::new(),
             },
             disabled: disabled.to_vec(),
@@ -356,6 +368,18 @@ impl Registrar {
         let module = module.clone();
         let handler: SessionHookFn = Arc::new(move |ctx, ev| Box::pin(f(module.clone(), ctx, ev)));
         self.session_order.entry(hook).or_default().push((priority, handler));
+    }
+
+    /// A task the server runs from start to shutdown (it must end once
+    /// `core.shutdown` is cancelled): periodic clean-ups and the like.
+    pub fn background<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Core) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        self.table.background.push(Arc::new(move |core| Box::pin(f(module.clone(), core))));
     }
 
     pub fn stream_feature(&mut self, stage: Stage, feature: Element) {
