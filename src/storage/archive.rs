@@ -499,8 +499,10 @@ impl ArchiveStore {
         }
     }
 
-    /// Messages in the owner's archive: a running count, not a COUNT(*).
+    /// Messages in the owner's archive (queued ones included: they are committed first):
+    /// a running count, not a COUNT(*).
     pub async fn count(&self, owner: &BareJid) -> Result<i64> {
+        self.committed().await;
         on_pool!(self.db, |pool| {
             let n: Option<i64> = sqlx::query_scalar("SELECT messages FROM archive_usage WHERE owner = $1")
                 .bind(owner.as_str())
@@ -510,8 +512,10 @@ impl ArchiveStore {
         })
     }
 
-    /// The oldest and the newest message (position and id), `None` for an empty archive.
+    /// The oldest and the newest message (position and id), `None` for an empty archive;
+    /// queued messages count (they are committed first).
     pub async fn bounds(&self, owner: &BareJid) -> Result<Option<((i64, String), (i64, String))>> {
+        self.committed().await;
         on_pool!(self.db, |pool| {
             let oldest: Option<(i64, String)> = sqlx::query_as("SELECT ts, id FROM archive_messages WHERE owner = $1 ORDER BY ts ASC LIMIT 1")
                 .bind(owner.as_str())

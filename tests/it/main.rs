@@ -10,6 +10,7 @@ mod register;
 mod blocking;
 mod services;
 mod storage;
+mod mam;
 mod message;
 mod offline;
 mod presence;

@@ -440,7 +440,6 @@ impl Mam {
         if !req.from_self() {
             return Err(StanzaError::forbidden());
         }
-        self.store.committed().await;
         let mut el = Element::bare("metadata", MAM);
         if let Some(((first_ts, first_id), (last_ts, last_id))) = self.store.bounds(&req.to.to_bare()).await? {
             el.append_child(xml::element("start", MAM, &[("id", &first_id), ("timestamp", &query::stamp(first_ts))]));
