@@ -16,10 +16,7 @@ mod roster;
 mod vcard;
 
 pub use accounts::{AccountStore, NewAccount};
-pub use archive::{
-    ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, BulkMessage, NewArchived, PendingArchive, new_archive_id,
-    now_micros,
-};
+pub use archive::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, BulkMessage, NewArchived, PendingArchive, Slot, now_micros};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
 pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jid::{BareJid, Jid};
 use minidom::Element;
-use starling::storage::{ArchiveDefault, ArchivePrefs, ArchiveRange, BulkMessage, Db, NewAccount, NewArchived, new_archive_id, now_micros};
+use starling::storage::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, BulkMessage, Db, NewAccount, NewArchived, now_micros};
 
 use crate::common::client::{CLIENT, Client, condition, show};
 use crate::common::{Backend, TestServer, befriend, pg};
@@ -746,13 +746,16 @@ async fn account(db: &Db, jid: &str) {
     assert!(db.accounts().create(&NewAccount { jid: j(jid), credentials: Vec::new() }).await.unwrap());
 }
 
-fn row(owner: &str, with: &str, text: &str) -> NewArchived {
-    NewArchived {
+/// A row at a new position, and its archive id.
+async fn row(store: &ArchiveStore, owner: &str, with: &str, text: &str) -> (NewArchived, String) {
+    let slot = store.allocate().await.unwrap();
+    let row = NewArchived {
         owner: j(owner),
-        id: new_archive_id(),
+        ts: slot.ts,
         with: Jid::new(with).unwrap(),
         stanza: format!("<message xmlns='jabber:client' type='chat'><body>{text}</body></message>"),
-    }
+    };
+    (row, slot.id)
 }
 
 fn texts(rows: &[starling::storage::ArchivedMessage]) -> Vec<String> {
@@ -771,11 +774,13 @@ async fn archive_store(b: Backend) {
     assert_eq!(store.bounds(&a).await.unwrap(), None);
     assert_eq!(store.count(&a).await.unwrap(), 0);
     let mut rows = Vec::new();
+    let mut ids = Vec::new();
     for i in 0..10 {
         let with = if i % 2 == 0 { "b@x/phone" } else { "c@y" };
-        rows.push(row("a@x", with, &format!("t{i}")));
+        let (r, id) = row(&store, "a@x", with, &format!("t{i}")).await;
+        rows.push(r);
+        ids.push(id);
     }
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     // Queued in three groups without waiting, then committed.
     let p1 = store.enqueue(rows[0..3].to_vec()).await;
     let p2 = store.enqueue(rows[3..4].to_vec()).await;
@@ -790,8 +795,9 @@ async fn archive_store(b: Backend) {
     let newest = store.page(&a, &ArchiveRange::all(), true, 3, 0).await.unwrap();
     assert_eq!(texts(&newest), ["t9", "t8", "t7"]);
     assert_eq!(texts(&store.page(&a, &ArchiveRange::all(), false, 2, 4).await.unwrap()), ["t4", "t5"]);
-    let bounds = store.bounds(&a).await.unwrap().unwrap();
-    assert_eq!((bounds.0.1.as_str(), bounds.1.1.as_str()), (ids[0].as_str(), ids[9].as_str()));
+    let (oldest, newest) = store.bounds(&a).await.unwrap().unwrap();
+    assert_eq!((oldest.id.as_str(), newest.id.as_str()), (ids[0].as_str(), ids[9].as_str()));
+    assert_eq!((oldest.ts, newest.ts), (all[0].ts, all[9].ts));
     assert_eq!(store.position(&a, &ids[3]).await.unwrap(), Some(all[3].ts));
     assert_eq!(store.position(&j("b@x"), &ids[3]).await.unwrap(), None, "ids are per archive");
 
@@ -807,14 +813,18 @@ async fn archive_store(b: Backend) {
     range.to_ts = all[7].ts;
     assert_eq!(texts(&store.page(&a, &range, true, 100, 0).await.unwrap()), ["t7", "t5", "t3"]);
     let mut by_id = ArchiveRange::all();
-    by_id.ids = vec![ids[5].clone(), ids[1].clone()];
+    by_id.only = store.positions(&a, &[ids[5].clone(), ids[1].clone(), ids[5].clone()]).await.unwrap().expect("all there");
+    assert_eq!(by_id.only, [all[1].ts, all[5].ts]);
     assert_eq!(texts(&store.page(&a, &by_id, false, 100, 0).await.unwrap()), ["t1", "t5"]);
-    assert_eq!(store.count_present(&a, &[ids[1].clone(), ids[1].clone(), "nope".into()]).await.unwrap(), 1);
+    assert_eq!(store.positions(&a, &[ids[1].clone(), "nope".into()]).await.unwrap(), None);
+    assert_eq!(store.positions(&j("b@x"), &[ids[1].clone()]).await.unwrap(), None, "another archive's id");
 
     // A row for an account deleted while queued is skipped; the rest of its group is kept.
     account(&db, "gone@x").await;
     assert!(db.accounts().delete(&j("gone@x")).await.unwrap());
-    store.store(vec![row("gone@x", "a@x", "lost"), row("b@x", "a@x/r", "kept")]).await.unwrap();
+    let (lost, _) = row(&store, "gone@x", "a@x", "lost").await;
+    let (kept, _) = row(&store, "b@x", "a@x/r", "kept").await;
+    store.store(vec![lost, kept]).await.unwrap();
     assert_eq!(store.count(&j("gone@x")).await.unwrap(), 0);
     assert_eq!(texts(&store.page(&j("b@x"), &ArchiveRange::all(), false, 10, 0).await.unwrap()), ["kept"]);
 
@@ -855,7 +865,7 @@ async fn archive_retention(b: Backend) {
     }
     let old_ids = store.insert_bulk(&bulk).await.unwrap();
     assert_eq!(old_ids.len(), 30);
-    store.store(vec![row("a@x", "c@y", "new")]).await.unwrap();
+    store.store(vec![row(&store, "a@x", "c@y", "new").await.0]).await.unwrap();
     assert_eq!((store.count(&j("a@x")).await.unwrap(), store.count(&j("b@x")).await.unwrap()), (21, 10));
     let cutoff = now_micros() - day;
     assert_eq!(store.delete_older_than(cutoff, 12).await.unwrap(), 12);

@@ -30,7 +30,7 @@ use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope
 use crate::core::Core;
 use crate::router;
 use crate::stanza::{Condition, IqType, Kind, MessageType, Stanza, StanzaError};
-use crate::storage::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, NewArchived, new_archive_id, now_micros};
+use crate::storage::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, NewArchived, now_micros};
 use crate::xml::{self, Element, ns};
 
 use query::{Before, Query};
@@ -206,7 +206,11 @@ impl Mam {
         if ctx.core.is_local_domain(to.domain().as_str()) || !worth_archiving(&stanza) || !self.archives(&ctx, &sender, &to).await {
             return Flow::Continue(stanza);
         }
-        let row = NewArchived { owner: sender, id: new_archive_id(), with: to, stanza: xml::to_string(&stanza.el) };
+        let slot = match self.store.allocate().await {
+            Ok(slot) => slot,
+            Err(e) => return self.not_archived(&ctx, stanza, e).await,
+        };
+        let row = NewArchived { owner: sender, ts: slot.ts, with: to, stanza: xml::to_string(&stanza.el) };
         self.commit(&ctx, &stanza, vec![row]).await;
         Flow::Continue(stanza)
     }
@@ -223,21 +227,39 @@ impl Mam {
             return Flow::Continue(stanza);
         }
         let from = stanza.from.clone();
+        let sender = from.to_bare();
+        let for_sender = sender != owner && ctx.core.is_local_account(&from) && self.archives(&ctx, &sender, &to).await;
+        let for_owner = self.archives(&ctx, &owner, &from).await;
+        if !for_sender && !for_owner {
+            return Flow::Continue(stanza);
+        }
         let serialised = xml::to_string(&stanza.el);
         let mut rows = Vec::with_capacity(2);
-        let sender = from.to_bare();
-        if sender != owner && ctx.core.is_local_account(&from) && self.archives(&ctx, &sender, &to).await {
-            rows.push(NewArchived { owner: sender, id: new_archive_id(), with: to.clone(), stanza: serialised.clone() });
+        if for_sender {
+            match self.store.allocate().await {
+                Ok(slot) => rows.push(NewArchived { owner: sender, ts: slot.ts, with: to.clone(), stanza: serialised.clone() }),
+                Err(e) => return self.not_archived(&ctx, stanza, e).await,
+            }
         }
-        if self.archives(&ctx, &owner, &from).await {
-            let id = new_archive_id();
-            stanza.el.append_child(xml::element("stanza-id", SID, &[("by", owner.as_str()), ("id", &id)]));
-            rows.push(NewArchived { owner, id, with: from, stanza: serialised });
+        if for_owner {
+            match self.store.allocate().await {
+                Ok(slot) => {
+                    stanza.el.append_child(xml::element("stanza-id", SID, &[("by", owner.as_str()), ("id", &slot.id)]));
+                    rows.push(NewArchived { owner, ts: slot.ts, with: from, stanza: serialised });
+                }
+                Err(e) => return self.not_archived(&ctx, stanza, e).await,
+            }
         }
-        if !rows.is_empty() {
-            self.commit(&ctx, &stanza, rows).await;
-        }
+        self.commit(&ctx, &stanza, rows).await;
         Flow::Continue(stanza)
+    }
+
+    /// The archive cannot take the message (its key and clock could not be read): the
+    /// message is refused rather than delivered unarchived behind an acknowledgement.
+    async fn not_archived(&self, ctx: &Ctx, stanza: Stanza, e: crate::storage::StorageError) -> Flow {
+        tracing::error!(error = %e, "cannot archive a message");
+        router::bounce(ctx, &stanza, StanzaError::internal().with_text("the message archive is unavailable")).await;
+        Flow::Handled
     }
 
     /// Queue the rows; the sender's acknowledgement waits for their commit, delivery does
@@ -275,8 +297,12 @@ impl Mam {
     }
 
     /// Delete what is older than `retention_days`, at start and then hourly, oldest first,
-    /// in bounded batches so that writers get in between.
+    /// in bounded batches so that writers get in between. (First, get the store ready.)
     async fn retention(self: Arc<Self>, core: Core) {
+        // Read the id key and the clock now, not with the first message.
+        if let Err(e) = self.store.prepare().await {
+            tracing::error!(error = %e, "cannot prepare the message archive");
+        }
         if self.retention_days == 0 {
             return;
         }
@@ -323,7 +349,7 @@ impl Mam {
         // Read what was accepted before the query, e.g. the message whose stanza-id the
         // client is asking after.
         self.store.committed().await;
-        let mut range = ArchiveRange { with: q.with.clone(), from_ts: q.start.unwrap_or(i64::MIN), to_ts: q.end.unwrap_or(i64::MAX), ids: Vec::new() };
+        let mut range = ArchiveRange { with: q.with.clone(), from_ts: q.start.unwrap_or(i64::MIN), to_ts: q.end.unwrap_or(i64::MAX), only: Vec::new() };
         // §4.1.3, §4.3.2: every id named must be in the archive.
         let position = |id: String| {
             let store = self.store.clone();
@@ -343,13 +369,7 @@ impl Mam {
             range.to_ts = range.to_ts.min(position(id).await?.saturating_sub(1));
         }
         if !q.ids.is_empty() {
-            let mut distinct = q.ids.clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            if self.store.count_present(&owner, &distinct).await? != distinct.len() {
-                return Err(StanzaError::item_not_found());
-            }
-            range.ids = distinct;
+            range.only = self.store.positions(&owner, &q.ids).await?.ok_or_else(StanzaError::item_not_found)?;
         }
         let backward = q.rsm.before.is_some();
         let limit = q.rsm.max.unwrap_or(self.max_page);
@@ -441,9 +461,9 @@ impl Mam {
             return Err(StanzaError::forbidden());
         }
         let mut el = Element::bare("metadata", MAM);
-        if let Some(((first_ts, first_id), (last_ts, last_id))) = self.store.bounds(&req.to.to_bare()).await? {
-            el.append_child(xml::element("start", MAM, &[("id", &first_id), ("timestamp", &query::stamp(first_ts))]));
-            el.append_child(xml::element("end", MAM, &[("id", &last_id), ("timestamp", &query::stamp(last_ts))]));
+        if let Some((first, last)) = self.store.bounds(&req.to.to_bare()).await? {
+            el.append_child(xml::element("start", MAM, &[("id", &first.id), ("timestamp", &query::stamp(first.ts))]));
+            el.append_child(xml::element("end", MAM, &[("id", &last.id), ("timestamp", &query::stamp(last.ts))]));
         }
         Ok(Some(el))
     }
