@@ -147,7 +147,7 @@ async fn archives_both_sides(b: Backend) {
 
     let page = query(&mut bob, "<iq type='set' id='juliet1'><query xmlns='urn:xmpp:mam:2' queryid='f27'/></iq>").await;
     assert_eq!(page.iq.attr("type"), Some("result"), "{}", show(&page.iq));
-    assert_eq!(page.ids(), [archive_id.clone()]);
+    assert_eq!(page.ids(), std::slice::from_ref(&archive_id));
     let hit = &page.hits[0];
     assert_eq!(hit.message.attr("from"), Some("alice@localhost/a"));
     assert_eq!(hit.message.attr("to"), Some("bob@localhost"));

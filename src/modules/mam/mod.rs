@@ -61,9 +61,10 @@ pub struct Mam {
     default: ArchiveDefault,
     max_page: usize,
     retention_days: u32,
-    /// Preferences of accounts with sessions (the message path reads them for every
-    /// message); `None` for an account that set none.
-    prefs: DashMap<BareJid, Arc<Option<Prefs>>>,
+    /// Preferences of accounts with sessions that set some (the message path reads them
+    /// for every message; for the accounts that never set any, most of them, the store
+    /// answers from memory).
+    prefs: DashMap<BareJid, Arc<Prefs>>,
 }
 
 /// Preferences as the message path checks them.
@@ -153,27 +154,27 @@ impl Prefs {
 impl Mam {
     /// The account's preferences: from memory for an account with sessions, otherwise
     /// from the store (which answers from a hint for accounts that never set any).
-    async fn prefs_of(&self, ctx: &Ctx, owner: &BareJid) -> Arc<Option<Prefs>> {
+    async fn prefs_of(&self, ctx: &Ctx, owner: &BareJid) -> Option<Arc<Prefs>> {
         if let Some(p) = self.prefs.get(owner) {
-            return p.clone();
+            return Some(p.clone());
         }
         let prefs = match self.store.prefs(owner).await {
-            Ok(p) => Arc::new(p.as_ref().map(Prefs::from_stored)),
+            Ok(p) => Arc::new(Prefs::from_stored(&p?)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read archiving preferences; the server default applies");
-                return Arc::new(None);
+                return None;
             }
         };
         if ctx.core.sessions.has_sessions(owner) {
             self.prefs.insert(owner.clone(), prefs.clone());
         }
-        prefs
+        Some(prefs)
     }
 
     /// Whether `owner` archives a message with `other` (XEP-0441 §2).
     async fn archives(&self, ctx: &Ctx, owner: &BareJid, other: &Jid) -> bool {
         let prefs = self.prefs_of(ctx, owner).await;
-        let default = match prefs.as_ref() {
+        let default = match prefs.as_deref() {
             Some(p) => match p.listed(other) {
                 Some(decided) => return decided,
                 None => p.default,
@@ -487,7 +488,7 @@ impl Mam {
         let prefs = parse_prefs(req.payload())?;
         self.store.set_prefs(&owner, &prefs).await?;
         if ctx.core.sessions.has_sessions(&owner) {
-            self.prefs.insert(owner, Arc::new(Some(Prefs::from_stored(&prefs))));
+            self.prefs.insert(owner, Arc::new(Prefs::from_stored(&prefs)));
         }
         Ok(Some(prefs_element(&prefs)))
     }
