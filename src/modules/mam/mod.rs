@@ -375,9 +375,8 @@ impl Mam {
         let backward = q.rsm.before.is_some();
         let limit = q.rsm.max.unwrap_or(self.max_page);
         let offset = q.rsm.index.unwrap_or(0);
-        let (page, complete) = self.page(&owner, &range, backward, limit, offset).await?;
-
         let total = if q.is_whole_archive() { Some(self.store.count(&owner).await?) } else { None };
+        let (page, complete) = self.page(&owner, &range, backward, limit, offset).await?;
         let first_index = if let Some(index) = q.rsm.index {
             Some(index as i64)
         } else if !backward && q.rsm.after.is_none() {
