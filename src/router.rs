@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use jid::{BareJid, FullJid, Jid};
 
-use crate::modules::{Ctx, Flow, Hook, IqRequest, Scope};
+use crate::modules::{Ctx, Delivered, Flow, Hook, IqRequest, Scope};
 use crate::session::SendError;
 use crate::stanza::{Condition, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
 
@@ -139,9 +139,15 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
 
 /// RFC 6121 §8.5.3: a message for a full JID.
 async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
+    // Kept for the modules that watch deliveries (the session's queue takes the element).
+    let watched = ctx.core.modules.watches_deliveries(&full.to_bare()).then(|| stanza.clone());
     let Stanza { kind, from, to, el } = stanza;
     match ctx.deliver(&full, el).await {
-        Ok(()) => {}
+        Ok(()) => {
+            if let Some(stanza) = watched {
+                ctx.core.modules.run_delivered(ctx, Delivered { stanza, to: vec![full] }).await;
+            }
+        }
         Err(SendError::Offline(el) | SendError::Full(el)) => {
             let stanza = Stanza { kind, from, to, el };
             match stanza.message_type() {
@@ -156,6 +162,12 @@ async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
 
 /// RFC 6121 §8.5.2: a message for a bare JID.
 async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
+    // A message the server wrote on the account's behalf for one of its resources (from the
+    // account's bare JID to a full JID: a XEP-0280 copy) is for that resource alone: when
+    // it is gone, the message goes neither to the others nor to offline storage.
+    if stanza.to.as_ref().is_some_and(|to| to.resource().is_some()) && stanza.from.resource().is_none() && stanza.from.to_bare() == bare {
+        return;
+    }
     let kind = stanza.message_type();
     match kind {
         MessageType::Error => return,
@@ -176,14 +188,24 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
             targets.retain(|r| r.priority == top);
         }
     }
-    let mut delivered = false;
-    for target in &targets {
-        delivered |= ctx.deliver(&target.jid, stanza.el.clone()).await.is_ok();
+    let mut delivered = Vec::with_capacity(targets.len());
+    for target in targets {
+        if ctx.deliver(&target.jid, stanza.el.clone()).await.is_ok() {
+            delivered.push(target.jid);
+        }
     }
-    if delivered {
+    let modules = &ctx.core.modules;
+    let watched = modules.watches_deliveries(&bare);
+    if !delivered.is_empty() {
+        if watched {
+            modules.run_delivered(ctx, Delivered { stanza, to: delivered }).await;
+        }
         return;
     }
-    match ctx.core.modules.run_hook(Hook::MessageUndeliverable, ctx, stanza).await {
+    if watched {
+        modules.run_delivered(ctx, Delivered { stanza: stanza.clone(), to: Vec::new() }).await;
+    }
+    match modules.run_hook(Hook::MessageUndeliverable, ctx, stanza).await {
         Flow::Handled => {}
         Flow::Continue(stanza) => {
             if stanza.message_type() != MessageType::Headline {
@@ -191,6 +213,19 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
             }
         }
     }
+}
+
+/// A message that a session which ended did not get to its client: routed as if it were
+/// addressed to the account's bare JID (RFC 6121 §8.5.3.2.1), to its other resources or to
+/// offline storage. The stanza hooks do not run again: they ran when it was first routed
+/// (it is archived, copied and checked against the block lists already).
+pub async fn redeliver(ctx: &Ctx, stanza: Stanza) {
+    if stanza.kind != Kind::Message || !matches!(stanza.message_type(), MessageType::Normal | MessageType::Chat) {
+        return;
+    }
+    let Some(to) = stanza.to.as_ref().filter(|to| ctx.core.is_local_account(to)) else { return };
+    let bare = to.to_bare();
+    message_to_bare(ctx, stanza, bare).await
 }
 
 /// Deliver a message to the available resources of an account right now, without hooks;

@@ -140,6 +140,7 @@ impl Server {
         let max_connections = connection_limit(config.c2s.max_clients);
         let core = CoreState::new(config, db, certs);
         let limit = Arc::new(Semaphore::new(max_connections));
+        let resumptions = Arc::new(crate::c2s::resume::Resumptions::default());
         let server = Server {
             c2s: plain.iter().filter_map(|l| l.local_addr().ok()).collect(),
             c2s_tls: tls.iter().filter_map(|l| l.local_addr().ok()).collect(),
@@ -157,7 +158,7 @@ impl Server {
             let core = server.core.clone();
             let connections = server.connections.clone();
             let limit = limit.clone();
-            server.acceptors.spawn(accept_loop(core, listener, direct_tls, connections, limit));
+            server.acceptors.spawn(accept_loop(core, resumptions.clone(), listener, direct_tls, connections, limit));
         }
         tracing::info!(
             domains = ?server.core.config.domains,
@@ -201,7 +202,14 @@ impl Server {
     }
 }
 
-async fn accept_loop(core: Core, listener: TcpListener, direct_tls: bool, connections: TaskTracker, limit: Arc<Semaphore>) {
+async fn accept_loop(
+    core: Core,
+    resumptions: Arc<crate::c2s::resume::Resumptions>,
+    listener: TcpListener,
+    direct_tls: bool,
+    connections: TaskTracker,
+    limit: Arc<Semaphore>,
+) {
     loop {
         let permit = tokio::select! {
             _ = core.shutdown.cancelled() => return,
@@ -213,9 +221,9 @@ async fn accept_loop(core: Core, listener: TcpListener, direct_tls: bool, connec
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let core = core.clone();
+                let (core, resumptions) = (core.clone(), resumptions.clone());
                 connections.spawn(async move {
-                    crate::c2s::serve(core, tcp, peer, direct_tls).await;
+                    crate::c2s::serve(core, resumptions, tcp, peer, direct_tls).await;
                     drop(permit);
                 });
             }

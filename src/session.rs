@@ -228,6 +228,15 @@ impl Sessions {
         Some((removed.state, last))
     }
 
+    /// The client of a resumed session (XEP-0198) is now at another address.
+    pub fn set_peer(&self, jid: &FullJid, conn: ConnId, peer: std::net::SocketAddr) {
+        if let Some(mut entry) = self.users.get_mut(&jid.to_bare())
+            && let Some(r) = entry.iter_mut().find(|r| &r.jid == jid && r.conn == conn)
+        {
+            r.link.peer = peer;
+        }
+    }
+
     fn link(&self, jid: &FullJid) -> Option<Link> {
         let entry = self.users.get(&jid.to_bare())?;
         entry.iter().find(|r| &r.jid == jid).map(|r| r.link.clone())

@@ -6,18 +6,29 @@
 # OUT/results.jsonl, and the report OUT/RESULTS.md (both copied to compat/bench/ by a full
 # run of all servers and scenarios).
 #
-#   compat/bench/run.sh                 # full run (~45 min)
+#   compat/bench/run.sh                 # full run (~45 min for the base profile; the
+#                                       # modern one adds time that depends on the disk)
 #   compat/bench/run.sh --quick         # smaller N, 1 repetition (~10 min)
 #   compat/bench/run.sh --servers starling,prosody --scenarios connect,chat --reps 2
+#
+# Two server profiles (peers/*.in): "base" (the scenarios connect ... scale) and "modern",
+# with message archive, carbons and stream management on, as a server for Conversations
+# (connect-sm ... resume).
 #
 # Options:
 #   --quick               smaller sizes, one repetition
 #   --servers LIST        starling,prosody,ejabberd (default all)
-#   --scenarios LIST      connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
-#                         (default all; scale is Starling only)
+#   --scenarios LIST      base profile: connect,connect-tls,chat,chat-tls,sweep,offline,
+#                         roster,scale (scale is Starling only); modern profile: connect-sm,
+#                         connect-sm-tls,chat-sm,sweep-sm,archive,resume (default all)
 #   --reps N              repetitions of each measurement (default 3, quick 1)
 #   --sessions N          idle sessions for memory and login figures (default 5000)
 #   --scale N             sessions of the Starling scale run (default 19000)
+#   --archive-messages N  messages in the archive of the archive scenario (default
+#                         1000000, quick 100000)
+#   --peer-archive KIND   where Prosody and ejabberd keep the archive in the modern
+#                         profile: sql (SQLite, default; needed by the archive scenario)
+#                         or native (Prosody's file store, ejabberd's Mnesia)
 #   --out DIR             keep the work directory (default: a new temp dir)
 #   --results FILE        where to write the report (default: compat/bench/RESULTS.md for
 #                         a full run of everything, else OUT/RESULTS.md only)
@@ -31,7 +42,12 @@ ARGS=("$@")
 
 QUICK=0
 SERVERS=starling,prosody,ejabberd
-SCENARIOS=connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
+BASE_SCENARIOS=connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
+MODERN_SCENARIOS=connect-sm,connect-sm-tls,chat-sm,sweep-sm,archive,resume
+ALL_SCENARIOS=$BASE_SCENARIOS,$MODERN_SCENARIOS
+SCENARIOS=$ALL_SCENARIOS
+ARCHIVE_MESSAGES=
+PEER_ARCHIVE=sql
 REPS=
 SESSIONS=
 SCALE=
@@ -46,6 +62,8 @@ while [ $# -gt 0 ]; do
         --reps) REPS=$2; shift 2 ;;
         --sessions) SESSIONS=$2; shift 2 ;;
         --scale) SCALE=$2; shift 2 ;;
+        --archive-messages) ARCHIVE_MESSAGES=$2; shift 2 ;;
+        --peer-archive) PEER_ARCHIVE=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --results) RESULTS=$2; shift 2 ;;
         --report-only) REPORT_ONLY=$2; shift 2 ;;
@@ -54,15 +72,32 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$QUICK" = 1 ]; then
-    : "${REPS:=1}" "${SESSIONS:=1000}" "${SCALE:=5000}"
+    : "${REPS:=1}" "${SESSIONS:=1000}" "${SCALE:=5000}" "${ARCHIVE_MESSAGES:=100000}"
     CHAT_USERS=100; CHAT_SECONDS=4; BISECT=2; ROSTER_USERS=102; SCALE_CHECKPOINTS=1000,2500
+    ARCHIVE_QUERIES=200; RESUME_SESSIONS=500
 else
-    : "${REPS:=3}" "${SESSIONS:=5000}" "${SCALE:=19000}"
+    : "${REPS:=3}" "${SESSIONS:=5000}" "${SCALE:=19000}" "${ARCHIVE_MESSAGES:=1000000}"
     CHAT_USERS=100; CHAT_SECONDS=10; BISECT=3; ROSTER_USERS=200; SCALE_CHECKPOINTS=1000,5000,10000
+    ARCHIVE_QUERIES=1000; RESUME_SESSIONS=1000
 fi
 CHAT_FIXED_RATE=2000       # messages/s for the CPU-per-message figure, the same for all
+CHAT_SM_FIXED_RATE=500     # the same with archive, carbons and stream management
+CHAT_SM_SWEEP_FROM=250     # first rate of that sweep (it halves down to 25 msg/s)
 OFFLINE_MESSAGES=1000
+RESUME_SENDERS=10; RESUME_MESSAGES=10
 has() { [[ ",$1," == *",$2,"* ]]; }
+has_any() {  # has_any LIST A,B,...: LIST names one of them
+    local x
+    for x in ${2//,/ }; do has "$1" "$x" && return 0; done
+    return 1
+}
+case $PEER_ARCHIVE in
+    sql) ;;
+    native) if has "$SCENARIOS" archive; then
+                echo "the archive scenario needs --peer-archive sql (its bulk import writes SQL)" >&2; exit 2
+            fi ;;
+    *) echo "--peer-archive: sql or native" >&2; exit 2 ;;
+esac
 
 BENCH=$HERE/target/release/starling-bench
 STARLING_GIVEN=${STARLING:-}
@@ -96,11 +131,30 @@ need_pkg() {  # need_pkg COMMAND PACKAGE
     rm -f /usr/sbin/policy-rc.d
     command -v "$1" >/dev/null
 }
+need_deb() {  # need_deb PACKAGE: a Debian package without a command of its own
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' && return 0
+    if [ "$(id -u)" != 0 ]; then
+        log "$1 missing and not root: apt-get install $1"
+        return 1
+    fi
+    log "installing $1"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null; } || true
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
+}
+MODERN=0
+has_any "$SCENARIOS" "$MODERN_SCENARIOS" && MODERN=1
 has "$SERVERS" prosody && { need_pkg prosody prosody || exit 1; }
 if has "$SERVERS" ejabberd; then
     PATH=$PATH:/usr/sbin need_pkg ejabberdctl ejabberd || exit 1
     # ejabberd's applications (ERL_LIBS, as ejabberdctl sets it).
     EJABBERD_LIBS=$(dirname "$(dirname "$(dpkg -L ejabberd | grep -m1 '/ebin$')")")
+fi
+if [ "$MODERN" = 1 ] && [ "$PEER_ARCHIVE" = sql ]; then
+    # The peers' archives in SQLite: Prosody through LuaDBI, ejabberd through its driver;
+    # the sqlite3 shell imports the archive scenario's messages.
+    has "$SERVERS" prosody && { need_deb lua-dbi-sqlite3 || exit 1; }
+    has "$SERVERS" ejabberd && { need_deb erlang-p1-sqlite3 || exit 1; }
+    has_any "$SERVERS" prosody,ejabberd && { need_pkg sqlite3 sqlite3 || exit 1; }
 fi
 for c in taskset openssl timeout; do command -v $c >/dev/null || { log "missing $c"; exit 1; }; done
 if [ -z "$STARLING_GIVEN" ]; then
@@ -167,33 +221,75 @@ for s in starling prosody ejabberd; do
     mkdir -p "${DIR[$s]}"
 done
 
-fill() {  # fill TEMPLATE SERVER > FILE
-    sed -e "s|@DIR@|${DIR[$2]}|g" -e "s|@PORT@|${PORT[$2]}|g" -e "s|@CERT@|$CERT|g" \
-        -e "s|@KEY@|$KEY|g" -e "s|@PEM@|$PEM|g" "$HERE/peers/$1"
+# Which of the modules the peers load only in the modern profile this Starling has (the
+# base profile turns them off). A name the build does not know is refused by its config.
+starling_knows() {  # starling_knows MODULE
+    local probe=$OUT/probe-$1.toml
+    sed -e "s|@DIR@|$OUT|g" -e "s|@PORT@|1|g" -e "s|@CERT@|$CERT|g" -e "s|@KEY@|$KEY|g" \
+        -e "s|@DISABLED@|\"$1\"|" "$HERE/peers/starling.toml.in" > "$probe"
+    local said
+    said=$("$STARLING" --config "$probe" check 2>&1) || true
+    [[ $said != *"unknown module"* ]]
 }
-fill starling.toml.in starling > "${DIR[starling]}/starling.toml"
-fill prosody.cfg.lua.in prosody > "${DIR[prosody]}/prosody.cfg.lua"
-fill ejabberd.yml.in ejabberd > "${DIR[ejabberd]}/ejabberd.yml"
+STARLING_MODERN_MODULES=
+STARLING_ARCHIVE=off
+if has "$SERVERS" starling; then
+    for m in mam carbons; do
+        starling_knows $m && STARLING_MODERN_MODULES="$STARLING_MODERN_MODULES${STARLING_MODERN_MODULES:+, }\"$m\""
+    done
+    starling_knows mam && STARLING_ARCHIVE=on
+fi
+# The archive import of Starling: the command the archive scenario provisions it with.
+# (Not in Starling yet: its archive scenario is skipped until `starling archive import`
+# exists; the JSON lines it reads are described in README.md.)
+starling_import_archive() {  # starling_import_archive CONFIG ACCOUNT FILE
+    "$STARLING" --config "$1" archive import --account "$2" "$3"
+}
+starling_can_import() { "$STARLING" archive import --help >/dev/null 2>&1; }
+
+fill() {  # fill TEMPLATE SERVER PROFILE > FILE: PROFILE is base or modern
+    local keep drop
+    if [ "$3" = base ]; then
+        keep='@base' drop='@modern\|@sql'
+    elif [ "$PEER_ARCHIVE" = sql ]; then
+        keep='@modern\|@sql' drop='@base'
+    else
+        keep='@modern' drop='@base\|@sql'
+    fi
+    local disabled=
+    [ "$3" = base ] && disabled=$STARLING_MODERN_MODULES
+    sed -e "s|@DIR@|${DIR[$2]}|g" -e "s|@PORT@|${PORT[$2]}|g" -e "s|@CERT@|$CERT|g" \
+        -e "s|@KEY@|$KEY|g" -e "s|@PEM@|$PEM|g" -e "s|@DISABLED@|$disabled|g" \
+        -e "/^\(--\|#\)\($drop\) /d" -e "s/^\(--\|#\)\($keep\) //" "$HERE/peers/$1"
+}
+fill starling.toml.in starling base > "${DIR[starling]}/starling.toml"
+fill starling.toml.in starling modern > "${DIR[starling]}/starling-modern.toml"
+fill prosody.cfg.lua.in prosody base > "${DIR[prosody]}/prosody.cfg.lua"
+fill prosody.cfg.lua.in prosody modern > "${DIR[prosody]}/prosody-modern.cfg.lua"
+fill ejabberd.yml.in ejabberd base > "${DIR[ejabberd]}/ejabberd.yml"
+fill ejabberd.yml.in ejabberd modern > "${DIR[ejabberd]}/ejabberd-modern.yml"
 mkdir -p "${DIR[prosody]}/data" "${DIR[prosody]}/certs" "${DIR[ejabberd]}/spool" "${DIR[ejabberd]}/logs"
 
-start_server() {  # start_server NAME; sets SERVER_PID (the process whose /proc we read)
-    local s=$1 d=${DIR[$1]}
+start_server() {  # start_server NAME [PROFILE]; sets SERVER_PID (the process whose /proc we read)
+    local s=$1 d=${DIR[$1]} profile=${2:-base}
+    local m=
+    [ "$profile" = modern ] && m=-modern
     stop_server
     # The server may hold as many files as the hard limit allows (the scale run).
     ulimit -n "$(ulimit -Hn)"
     case $s in
         starling)
-            taskset -c 0 "$STARLING" --config "$d/starling.toml" serve 2>>"$d/server.log" &
+            taskset -c 0 "$STARLING" --config "$d/starling$m.toml" serve 2>>"$d/server.log" &
             SERVER_PID=$! ;;
         prosody)
             # -F: foreground. The PID is the Lua interpreter's (the script is exec'd).
-            taskset -c 0 prosody --config "$d/prosody.cfg.lua" -F >>"$d/server.log" 2>&1 &
+            taskset -c 0 prosody --config "$d/prosody$m.cfg.lua" -F >>"$d/server.log" 2>&1 &
             SERVER_PID=$! ;;
         ejabberd)
             # erl directly (what ejabberdctl foreground runs, minus su, epmd and the node
             # name). One scheduler: the VM is pinned to one CPU like the others; no busy
             # waiting, whose spinning would be counted as CPU time.
-            ERL_LIBS=$EJABBERD_LIBS EJABBERD_CONFIG_PATH=$d/ejabberd.yml \
+            ERL_LIBS=$EJABBERD_LIBS EJABBERD_CONFIG_PATH=$d/ejabberd$m.yml \
             EJABBERD_LOG_PATH=$d/logs/ejabberd.log ERL_MAX_PORTS=32000 ERL_CRASH_DUMP=$d/logs/erl_crash.dump \
                 taskset -c 0 erl +K true +P 250000 +S 1:1 +SDcpu 1:1 +sbwt none +sbwtdcpu none +sbwtdio none \
                 -noinput -noshell -mnesia dir "\"$d/spool\"" -s ejabberd >>"$d/server.log" 2>&1 &
@@ -206,7 +302,7 @@ start_server() {  # start_server NAME; sets SERVER_PID (the process whose /proc 
         return 1
     fi
     sleep 2  # let it finish starting (and its memory settle) before measuring
-    log "$s started (pid $SERVER_PID, port ${PORT[$s]}, rss $(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status) KiB)"
+    log "$s started ($profile profile, pid $SERVER_PID, port ${PORT[$s]}, rss $(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status) KiB)"
 }
 
 # bench SERVER REP SECURITY SCENARIO ARGS...: one load generator run on CPU 1, bounded in time.
@@ -224,6 +320,8 @@ bench() {
 # --- Accounts: the same on each server ------------------------------------------------------
 USERS=$SESSIONS
 [ "$CHAT_USERS" -gt "$USERS" ] && USERS=$CHAT_USERS
+has "$SCENARIOS" resume && [ $((RESUME_SESSIONS + RESUME_SENDERS)) -gt "$USERS" ] && USERS=$((RESUME_SESSIONS + RESUME_SENDERS))
+ARCHIVE_END=$(date +%s)  # the newest archived message: the same archive on every server
 accounts() {  # PREFIX COUNT
     for i in $(seq 0 $(($2 - 1))); do echo "$1$i@localhost password"; done
 }
@@ -251,7 +349,7 @@ provision() {
     local t0=$SECONDS
     case $s in
         starling)
-            { accounts user "$users"; accounts r "$ROSTER_USERS"; accounts o 2; } \
+            { accounts user "$users"; accounts r "$ROSTER_USERS"; accounts o 2; accounts a 1; } \
                 | "$STARLING" --config "${DIR[starling]}/starling.toml" user add --create-db --batch >&2
             start_server starling ;;
         *)
@@ -259,6 +357,7 @@ provision() {
             bench "$s" 0 plain register --count "$users" --parallel 32
             bench "$s" 0 plain --prefix r register --count "$ROSTER_USERS"
             bench "$s" 0 plain --prefix o register --count 2
+            bench "$s" 0 plain --prefix a register --count 1
             if [ "$s" = prosody ] && has "$SCENARIOS" roster; then
                 # Prosody's file store rewrites a whole roster per subscription change and
                 # needs minutes for the handshakes of roster-setup; its rosters are written
@@ -275,8 +374,38 @@ provision() {
         bench "$s" 0 plain --prefix r roster-setup --count "$ROSTER_USERS"
     fi
     stop_server
+    has "$SCENARIOS" archive && provision_archive "$s"
     log "  provisioned $s in $((SECONDS - t0)) s"
     touch "${DIR[$s]}/provisioned"
+}
+
+# The archive scenario's account a0, with ARCHIVE_MESSAGES messages written by each
+# server's bulk path; its manifest (what the queries check against) is written last.
+provision_archive() {
+    local s=$1 d=${DIR[$1]} t0=$SECONDS
+    local gen=("$BENCH" --prefix a archive-gen --messages "$ARCHIVE_MESSAGES" --end-time "$ARCHIVE_END")
+    log "provisioning the archive of a0 on $s: $ARCHIVE_MESSAGES messages"
+    case $s in
+        starling)
+            if ! starling_can_import; then
+                log "  this Starling has no 'starling archive import': no archive scenario for it"
+                return 0
+            fi
+            "${gen[@]}" --format jsonl > "$d/archive.jsonl"
+            starling_import_archive "$d/starling-modern.toml" a0@localhost "$d/archive.jsonl" >&2 || return 0
+            rm -f "$d/archive.jsonl" ;;
+        prosody|ejabberd)
+            # The server makes its own tables (a query makes Prosody's), then stops; the
+            # messages go straight into them, as one transaction.
+            start_server "$s" modern
+            bench "$s" 0 plain --prefix a archive-query --touch
+            stop_server
+            local db=$d/data/prosody.sqlite format=prosody-sql
+            [ "$s" = ejabberd ] && db=$d/ejabberd.db format=ejabberd-sql
+            "${gen[@]}" --format $format | sqlite3 -bail "$db" || { log "  import into $db failed"; return 0; } ;;
+    esac
+    "${gen[@]}" --manifest "$d/archive.json" --manifest-only
+    log "  archive of $s provisioned in $((SECONDS - t0)) s"
 }
 
 IFS=, read -ra SERVER_LIST <<< "$SERVERS"
@@ -286,8 +415,28 @@ git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || starling_rev="$starling_r
 [ -n "$STARLING_GIVEN" ] && starling_rev="binary given in STARLING (tree at $starling_rev)"
 run_cmd="compat/bench/run.sh"
 for arg in "${ARGS[@]}"; do case $arg in --out|/tmp/*) ;; *) run_cmd="$run_cmd $arg" ;; esac; done
+MODERN_ENV=
+if [ "$MODERN" = 1 ]; then
+    # How long a durable SQLite commit takes on this disk: the peers' SQLite archives
+    # commit every archived message on its own.
+    commit_ms="?"
+    if command -v sqlite3 >/dev/null; then
+        probe=$OUT/commit-probe.db
+        rm -f "$probe"
+        t0=$(date +%s%N)
+        { echo 'CREATE TABLE t (x);'; for i in $(seq 50); do echo "INSERT INTO t VALUES ($i);"; done; } | sqlite3 "$probe"
+        commit_ms=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.1f", ns / 51 / 1e6 }')
+        rm -f "$probe"
+    fi
+    if [ "$PEER_ARCHIVE" = sql ]; then
+        peer_archive="SQLite (rollback journal, synchronous=FULL, one commit per archived message; a commit takes about $commit_ms ms on this disk)"
+    else
+        peer_archive="native (Prosody's file store, not fsync'd; ejabberd's Mnesia)"
+    fi
+    MODERN_ENV=",\"modern profile\":\"message archive, carbons and stream management on; Prosody and ejabberd archive in $peer_archive; Starling's archive: $STARLING_ARCHIVE\""
+fi
 cat >> "$JSONL" <<ENV
-{"scenario":"env","command":"$run_cmd","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r))","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s; roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; $REPS repetition(s)"}
+{"scenario":"env","command":"$run_cmd","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r))","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s (with archive, carbons and SM: $CHAT_SM_FIXED_RATE msg/s); roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; archive: $ARCHIVE_MESSAGES messages, $ARCHIVE_QUERIES queries per type; resumption: $RESUME_SESSIONS sessions, $((RESUME_MESSAGES + 1)) messages each; $REPS repetition(s)"$MODERN_ENV}
 ENV
 for s in "${SERVER_LIST[@]}"; do provision "$s"; done
 
@@ -314,6 +463,33 @@ for rep in $(seq 1 "$REPS"); do
             has "$SCENARIOS" roster && bench "$s" "$rep" plain --prefix r roster-login --count "$ROSTER_USERS"
         fi
         stop_server
+        # The modern profile: archive, carbons, stream management. Its lines are tagged
+        # with the profile and with whether (and where) the server archived.
+        archive=$PEER_ARCHIVE
+        [ "$s" = starling ] && archive=$STARLING_ARCHIVE
+        modern=(--tag profile=modern --tag "archive=$archive")
+        if has "$SCENARIOS" connect-sm; then
+            start_server "$s" modern
+            bench "$s" "$rep" plain "${modern[@]}" connect --count "$SESSIONS" --ramp 2000 --parallel 64 --hold 5 --ping --sm
+        fi
+        if has "$SCENARIOS" connect-sm-tls; then
+            start_server "$s" modern
+            bench "$s" "$rep" starttls "${modern[@]}" connect --count "$SESSIONS" --ramp 2000 --parallel 64 --hold 5 --ping --sm
+        fi
+        if has_any "$SCENARIOS" archive,chat-sm,sweep-sm,resume; then
+            start_server "$s" modern
+            if has "$SCENARIOS" archive; then
+                if [ -f "${DIR[$s]}/archive.json" ]; then
+                    bench "$s" "$rep" plain "${modern[@]}" --prefix a archive-query --manifest "${DIR[$s]}/archive.json" --queries "$ARCHIVE_QUERIES"
+                else
+                    log "  $s: no archive provisioned, no archive scenario"
+                fi
+            fi
+            has "$SCENARIOS" chat-sm && bench "$s" "$rep" plain "${modern[@]}" chat --count "$CHAT_USERS" --rate "$CHAT_SM_FIXED_RATE" --duration "$CHAT_SECONDS" --sm --carbons
+            has "$SCENARIOS" sweep-sm && bench "$s" "$rep" plain "${modern[@]}" chat --count "$CHAT_USERS" --sweep --rate "$CHAT_SM_SWEEP_FROM" --min-rate 25 --duration "$CHAT_SECONDS" --bisect "$BISECT" --max-p99-ms 50 --sm --carbons
+            has "$SCENARIOS" resume && bench "$s" "$rep" plain "${modern[@]}" resume --count "$RESUME_SESSIONS" --senders "$RESUME_SENDERS" --messages "$RESUME_MESSAGES"
+        fi
+        stop_server
     done
 done
 
@@ -327,7 +503,7 @@ if has "$SCENARIOS" scale && has "$SERVERS" starling; then
 fi
 
 if [ -z "$RESULTS" ]; then
-    if [ "$QUICK" = 0 ] && [ "$SERVERS" = starling,prosody,ejabberd ] && [ "$SCENARIOS" = connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale ]; then
+    if [ "$QUICK" = 0 ] && [ "$SERVERS" = starling,prosody,ejabberd ] && [ "$SCENARIOS" = "$ALL_SCENARIOS" ]; then
         RESULTS=$HERE/RESULTS.md
     else
         RESULTS=$OUT/RESULTS.md

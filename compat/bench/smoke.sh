@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator against Starling alone: a few sessions (plaintext and
-# STARTTLS, each pinged), a short 1:1 chat and a small offline delivery, asserting on the
-# JSON lines: every login succeeds, every ping is answered, nothing is lost or duplicated.
+# STARTTLS, each pinged, then with stream management), a short 1:1 chat (then with stream
+# management and carbons), a small offline delivery, a few sessions dropped and resumed, and
+# the archive generator, asserting on the JSON lines: every login succeeds, every ping is
+# answered, nothing is lost or duplicated, everything sent is acknowledged.
 # Runs in a few seconds once built (the first build of the load generator takes longer).
 #
 #   compat/bench/smoke.sh            release builds (STARLING=path overrides the server)
@@ -43,7 +45,7 @@ while (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
 sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@CERT@|$dir/cert.pem|g" -e "s|@KEY@|$dir/key.pem|g" \
-    "$HERE/peers/starling.toml.in" > "$dir/starling.toml"
+    -e "s|@DISABLED@||g"     "$HERE/peers/starling.toml.in" > "$dir/starling.toml"
 { for i in $(seq 0 9); do echo "user$i@localhost password"; done; echo "o0@localhost password"; echo "o1@localhost password"; } \
     | "$STARLING" --config "$dir/starling.toml" user add --create-db --batch >/dev/null
 
@@ -74,6 +76,14 @@ line=$(bench --security plain chat --count 4 --rate 200 --duration 2 --pause 0 |
 check "chat" "$line" '"scenario":"chat"' '"lost":0,' '"duplicates":0,' '"delivered":400,'
 line=$(bench --security plain --prefix o offline --messages 50 | tail -1)
 check "offline" "$line" '"received":50,' '"lost":0,' '"duplicates":0,'
+line=$(bench --security plain connect --count 5 --hold 0.5 --ping --sm | tail -1)
+check "connect with stream management" "$line" '"ok":5,' '"pings_answered":5,' '"sm_resumable":5,'
+line=$(bench --security plain chat --count 4 --rate 200 --duration 2 --pause 0 --sm --carbons | tail -1)
+check "chat with stream management" "$line" '"lost":0,' '"duplicates":0,' '"delivered":400,' '"unacked_at_end":0,'
+line=$(bench --security plain resume --count 6 --senders 2 --messages 3 --down 0.5 | tail -1)
+check "resume" "$line" '"resumed":6,' '"lost":0,' '"duplicates":0,' '"errors_to_senders":0,'
+lines=$("$BENCH" --prefix a archive-gen --messages 1000 --format jsonl | grep -c '"stanza"' || true)
+check "archive-gen" "lines=$lines" 'lines=1000$'
 
 if ! kill -0 "$pid" 2>/dev/null; then
     echo "FAIL the server exited; its log:" >&2

@@ -11,7 +11,9 @@ use tokio::io::ReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::resume::{Handover, Lookup, Refusal, Refused, Resumptions};
 use super::sasl::{self, SaslResult};
+use super::sm::{self, Nonza, ResumeRequest};
 use super::transport::{Transport, Writer};
 use crate::auth::ChannelBindings;
 use crate::core::Core;
@@ -41,6 +43,7 @@ pub struct Ended;
 
 pub struct Negotiation {
     core: Core,
+    resumptions: Arc<Resumptions>,
     conn: ConnId,
     peer: SocketAddr,
     deadline: Instant,
@@ -71,9 +74,10 @@ enum Step {
 impl Negotiation {
     /// `deadline`: when authentication and binding must be over, counted from accept (a TLS
     /// handshake before negotiation spends from the same allowance).
-    pub fn new(core: Core, conn: ConnId, peer: SocketAddr, deadline: Instant) -> Self {
+    pub fn new(core: Core, resumptions: Arc<Resumptions>, conn: ConnId, peer: SocketAddr, deadline: Instant) -> Self {
         Negotiation {
             core,
+            resumptions,
             conn,
             peer,
             deadline,
@@ -135,6 +139,28 @@ impl Negotiation {
                     (reader, writer) = self.split(transport);
                     break;
                 }
+                if let Some(nonza) = Nonza::parse(&el) {
+                    match nonza {
+                        // XEP-0198 §5: resumption instead of binding.
+                        Ok(Nonza::Resume(request)) if self.account.is_some() => {
+                            match self.resume(reader, writer, request).await? {
+                                Some((r, w)) => (reader, writer) = (r, w),
+                                None => return Err(Ended),
+                            }
+                        }
+                        // §3: not before binding (nor resumption before authentication).
+                        Ok(Nonza::Enable(_) | Nonza::Resume(_)) => {
+                            writer.queue(&sm::failed(Condition::UnexpectedRequest, None, None));
+                        }
+                        Err(m) if el.name() == "resume" => writer.queue(&sm::failed(Condition::BadRequest, None, Some(m.0))),
+                        // Acks mean nothing before stream management is enabled.
+                        Ok(Nonza::Request | Nonza::Ack(_)) | Err(_) => {}
+                    }
+                    if writer.flush().await.is_err() {
+                        return Err(Ended);
+                    }
+                    continue;
+                }
                 match self.element(&mut reader, &mut writer, el, &bindings).await? {
                     Step::Continue => {
                         if writer.flush().await.is_err() {
@@ -157,6 +183,43 @@ impl Negotiation {
                 }
             }
         }
+    }
+
+    /// XEP-0198 §5: hand this connection to the session it resumes. `Ok(None)` once the
+    /// session has it; `Ok(Some)` with the connection back if the resumption failed (the
+    /// client was told with `<failed/>` and may bind a new resource instead).
+    async fn resume(&mut self, reader: Reader, writer: Writer, request: ResumeRequest) -> Result<Option<(Reader, Writer)>, Ended> {
+        let account = self.account.clone().expect("checked by the caller");
+        let gone = match self.resumptions.find(&request.previd, &account) {
+            Lookup::Gone(h) => Some((Box::new(reader), writer, h)),
+            Lookup::Live(tx) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let handover = Box::new(Handover {
+                    reader: Box::new(reader),
+                    writer,
+                    stats: self.stats.clone(),
+                    peer: self.peer,
+                    h: request.h,
+                    reply,
+                });
+                match tx.send(handover).await {
+                    Err(tokio::sync::mpsc::error::SendError(h)) => Some((h.reader, h.writer, None)),
+                    Ok(()) => match answer.await {
+                        Ok(Ok(())) => return Ok(None),
+                        Ok(Err(Refused { reader, writer, why: Refusal::Gone(h) })) => Some((reader, writer, h)),
+                        Ok(Err(Refused { writer: mut w, why: Refusal::Error(e), .. })) => {
+                            return Err(self.fail(&mut w, e, false).await);
+                        }
+                        // The session's task failed with the connection in hand.
+                        Err(_) => return Err(Ended),
+                    },
+                }
+            }
+        };
+        let (reader, mut writer, h) = gone.expect("every other case returned");
+        tracing::debug!("resumption failed: no such session");
+        writer.queue(&sm::failed(Condition::ItemNotFound, h, None));
+        Ok(Some((*reader, writer)))
     }
 
     /// Read the next event before the deadline; errors end the stream.
@@ -258,6 +321,10 @@ impl Negotiation {
             let mut session = Element::bare("session", ns::SESSION);
             session.append_child(Element::bare("optional", ns::SESSION));
             features.append_child(session);
+            // XEP-0198: enabled after binding, or resumption instead of it.
+            features.append_child(Element::bare("sm", ns::SM));
+            // XEP-0352.
+            features.append_child(Element::bare("csi", ns::CSI));
             for f in self.core.modules.stream_features(Stage::PostAuth) {
                 features.append_child(f.clone());
             }

@@ -85,7 +85,8 @@ impl AsyncWrite for Transport {
 /// `flush` is cancel-safe: what was written stays written (`written`), so a flush cut short
 /// by a close request resumes where it stopped instead of sending bytes twice.
 pub struct Writer {
-    half: WriteHalf<Transport>,
+    /// `None` once the connection was handed elsewhere (see [`Writer::detached`]).
+    half: Option<WriteHalf<Transport>>,
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed to the transport.
     written: usize,
@@ -100,11 +101,26 @@ pub fn is_stalled(e: &io::Error) -> bool {
 
 impl Writer {
     pub fn new(half: WriteHalf<Transport>, stall: Duration) -> Self {
-        Writer { half, buf: Vec::new(), written: 0, stall }
+        Writer { half: Some(half), buf: Vec::new(), written: 0, stall }
+    }
+
+    /// A writer with no connection under it (a session waiting to be resumed): every
+    /// flush fails as if the connection were lost.
+    pub fn detached() -> Self {
+        Writer { half: None, buf: Vec::new(), written: 0, stall: Duration::ZERO }
     }
 
     pub fn into_inner(self) -> WriteHalf<Transport> {
-        self.half
+        self.half.expect("negotiation's writer is never detached")
+    }
+
+    /// Drop what is queued and not yet written. `false` if a write was cut short in the
+    /// middle (nothing more can be written on this stream that would make sense).
+    pub fn discard(&mut self) -> bool {
+        let clean = self.written == 0;
+        self.buf = Vec::new();
+        self.written = 0;
+        clean
     }
 
     pub fn queue(&mut self, el: &Element) {
@@ -127,8 +143,9 @@ impl Writer {
             return Ok(());
         }
         let stalled = || io::Error::new(io::ErrorKind::TimedOut, "the client does not read");
+        let Some(half) = self.half.as_mut() else { return Err(io::ErrorKind::NotConnected.into()) };
         while self.written < self.buf.len() {
-            let n = tokio::time::timeout(self.stall, self.half.write(&self.buf[self.written..]))
+            let n = tokio::time::timeout(self.stall, half.write(&self.buf[self.written..]))
                 .await
                 .map_err(|_| stalled())??;
             if n == 0 {
@@ -136,7 +153,7 @@ impl Writer {
             }
             self.written += n;
         }
-        tokio::time::timeout(self.stall, self.half.flush()).await.map_err(|_| stalled())??;
+        tokio::time::timeout(self.stall, half.flush()).await.map_err(|_| stalled())??;
         // An idle session keeps no write buffer; a busy one allocates one per flush, which
         // costs far less than the write itself.
         self.buf = Vec::new();
@@ -145,6 +162,7 @@ impl Writer {
     }
 
     pub async fn shutdown(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.half.shutdown()).await;
+        let Some(half) = self.half.as_mut() else { return };
+        let _ = tokio::time::timeout(Duration::from_secs(2), half.shutdown()).await;
     }
 }

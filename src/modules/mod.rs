@@ -3,6 +3,7 @@
 //! module. IQ handlers return replies; hooks let modules cooperate through events.
 
 pub mod blocking;
+pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod mam;
@@ -21,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
 use crate::config::Config;
@@ -55,6 +56,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<offline::Offline>(deps);
     reg.load::<mam::Mam>(deps);
     reg.load::<blocking::Blocking>(deps);
+    reg.load::<carbons::Carbons>(deps);
     reg.load::<ping::Ping>(deps);
     reg.load::<version::Version>(deps);
     reg.load::<time::EntityTime>(deps);
@@ -79,6 +81,7 @@ pub const NAMES: &[&str] = &[
     offline::Offline::NAME,
     mam::Mam::NAME,
     blocking::Blocking::NAME,
+    carbons::Carbons::NAME,
     ping::Ping::NAME,
     version::Version::NAME,
     time::EntityTime::NAME,
@@ -124,6 +127,17 @@ pub enum SessionHook {
     InitialPresence,
     /// The session ended, cleanly or not.
     Closed,
+}
+
+/// A message routed to a local account, as it was handed to the account's resources (after
+/// the `StanzaIn` hooks, so with whatever they stamped on it). `to` lists the full JIDs that
+/// took it; it is empty when none did, and the message then goes on to
+/// `Hook::MessageUndeliverable`. For modules that act on what was delivered and to whom
+/// (XEP-0280 copies a message to the resources that did not get it). Not run for what the
+/// offline flush delivers at login, nor for messages written straight to a session.
+pub struct Delivered {
+    pub stanza: Stanza,
+    pub to: Vec<FullJid>,
 }
 
 /// What a stanza hook decided.
@@ -179,6 +193,8 @@ type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 /// A module's background task: runs from start until `core.shutdown` is cancelled.
 pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
+type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
+type DeliveryInterestFn = Arc<dyn Fn(&BareJid) -> bool + Send + Sync>;
 
 /// When a stream feature is offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +227,8 @@ pub struct ModuleTable {
     identities: HashMap<Scope, Vec<Identity>>,
     hooks: HashMap<Hook, Vec<StanzaHookFn>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
+    delivered: Vec<DeliveredHookFn>,
+    delivery_interest: Vec<DeliveryInterestFn>,
     stream_features: Vec<(Stage, Element)>,
     preauth: HashMap<&'static str, PreAuthHandler>,
     background: Vec<BackgroundTask>,
@@ -267,6 +285,23 @@ impl ModuleTable {
         Flow::Continue(stanza)
     }
 
+    /// Whether any module watches deliveries to `account` (so that routing keeps a copy of
+    /// the stanza for them: a tree clone per message otherwise spent for nothing).
+    pub fn watches_deliveries(&self, account: &BareJid) -> bool {
+        self.delivery_interest.iter().any(|interested| interested(account))
+    }
+
+    /// Tell the modules that watch deliveries what was delivered to whom (see [`Delivered`]).
+    pub async fn run_delivered(&self, ctx: &Ctx, delivered: Delivered) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let delivered = Arc::new(delivered);
+        for h in &self.delivered {
+            h(ctx.clone(), delivered.clone()).await;
+        }
+    }
+
     pub async fn run_session_hook(&self, hook: SessionHook, ctx: &Ctx, jid: &FullJid, state: Option<PresenceState>, last_session: bool) {
         if let Some(handlers) = self.session_hooks.get(&hook) {
             for h in handlers {
@@ -282,6 +317,7 @@ pub struct Registrar {
     disabled: Vec<String>,
     hook_order: HashMap<Hook, Vec<(i32, StanzaHookFn)>>,
     session_order: HashMap<SessionHook, Vec<(i32, SessionHookFn)>>,
+    delivered_order: Vec<(i32, DeliveredHookFn)>,
 }
 
 impl Registrar {
@@ -293,6 +329,8 @@ impl Registrar {
                 identities: HashMap::new(),
                 hooks: HashMap::new(),
                 session_hooks: HashMap::new(),
+                delivered: Vec::new(),
+                delivery_interest: Vec::new(),
                 stream_features: Vec::new(),
                 preauth: HashMap::new(),
                 background: Vec::new(),
@@ -301,6 +339,7 @@ impl Registrar {
             disabled: disabled.to_vec(),
             hook_order: HashMap::new(),
             session_order: HashMap::new(),
+            delivered_order: Vec::new(),
         }
     }
 
@@ -321,6 +360,8 @@ impl Registrar {
             list.sort_by_key(|(p, _)| -p);
             self.table.session_hooks.insert(hook, list.into_iter().map(|(_, h)| h).collect());
         }
+        self.delivered_order.sort_by_key(|(p, _)| -p);
+        self.table.delivered = self.delivered_order.into_iter().map(|(_, h)| h).collect();
         self.table
     }
 
@@ -380,6 +421,22 @@ impl Registrar {
     {
         let module = module.clone();
         self.table.background.push(Arc::new(move |core| Box::pin(f(module.clone(), core))));
+    }
+
+    /// Watch messages delivered to local accounts (see [`Delivered`]), for the accounts
+    /// `interested` says (asked per message: it must be cheap). Higher priority runs first.
+    pub fn delivered<M, F, Fut, I>(&mut self, priority: i32, module: &Arc<M>, interested: I, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, Arc<Delivered>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+        I: Fn(&M, &BareJid) -> bool + Send + Sync + 'static,
+    {
+        let watcher = module.clone();
+        self.table.delivery_interest.push(Arc::new(move |account| interested(&watcher, account)));
+        let module = module.clone();
+        let handler: DeliveredHookFn = Arc::new(move |ctx, d| Box::pin(f(module.clone(), ctx, d)));
+        self.delivered_order.push((priority, handler));
     }
 
     pub fn stream_feature(&mut self, stage: Stage, feature: Element) {
@@ -473,6 +530,13 @@ impl Ctx {
     pub fn send(&self, stanza: Stanza) -> BoxFuture<()> {
         let ctx = self.clone();
         Box::pin(async move { crate::router::route(&ctx, stanza).await })
+    }
+
+    /// Whether this routes what a session that ended did not write: those stanzas went
+    /// through every hook when first routed, and a second pass must not repeat side effects
+    /// (copies, notifications).
+    pub fn is_rerouting(&self) -> bool {
+        self.rerouting
     }
 
     /// The full JID of the session this runs for.

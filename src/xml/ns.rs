@@ -36,6 +36,10 @@ pub const DELAY: &str = "urn:xmpp:delay";
 /// XEP-0160 advertises offline storage with this bare feature string.
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0280 Message Carbons, XEP-0297 forwarding, XEP-0334 hints.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const HINTS: &str = "urn:xmpp:hints";
 /// XEP-0198 Stream Management.
 pub const SM: &str = "urn:xmpp:sm:3";
 /// XEP-0352 Client State Indication.

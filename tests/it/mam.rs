@@ -727,6 +727,36 @@ async fn retention_at_start(b: Backend) {
     s.stop().await;
 }
 
+/// An acknowledgement is a promise (XEP-0198): once alice has `<a h/>` for a message, its
+/// rows are committed in both archives (read here without waiting for the writer).
+async fn ack_waits_for_the_archive(b: Backend) {
+    const SM: &str = "urn:xmpp:sm:3";
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let mut alice = s.login("alice", "a").await;
+    let mut bob = s.login("bob", "b").await;
+    bob.available().await;
+    alice.send(&format!("<enable xmlns='{SM}'/>")).await;
+    alice.expect("enabled", |e| e.is("enabled", SM)).await;
+    let store = s.server().core().db.archive();
+    for round in 1..=20u32 {
+        alice.send(&format!("<message to='bob@localhost' type='chat'><body>m{round}</body></message>")).await;
+        alice.send(&format!("<r xmlns='{SM}'/>")).await;
+        loop {
+            let a = alice.expect("an ack", |e| e.is("a", SM)).await;
+            if a.attr("h") == Some(round.to_string().as_str()) {
+                break;
+            }
+        }
+        for owner in ["alice@localhost", "bob@localhost"] {
+            let newest = store.page(&j(owner), &ArchiveRange::all(), true, 1, 0).await.unwrap();
+            assert_eq!(texts(&newest), [format!("m{round}")], "{owner}: acknowledged before it was archived");
+        }
+    }
+    bob.drain().await;
+    s.stop().await;
+}
+
 // ---- The store, on both databases ----
 
 async fn open(b: Backend) -> (Db, tempfile::TempDir) {
@@ -932,6 +962,7 @@ db_tests!(
     account_deletion_empties_archive,
     survives_restart,
     retention_at_start,
+    ack_waits_for_the_archive,
     archive_store,
     archive_retention,
     archive_pages_use_indexes,

@@ -6,6 +6,12 @@
 //! limit, or the senders could not offer the rate), then bisected; the last line gives the
 //! highest sustained rate. An overloaded step's backlog is awaited before the next step:
 //! only a message that never arrives is lost.
+//!
+//! With --sm every session enables XEP-0198 stream management (with resumption) after
+//! bind, answers the server's `<r/>` at once, and asks for an ack itself after each burst
+//! it sends (as Conversations does); the time until a burst is acknowledged is reported,
+//! and at the end of each step every sender asks once more and waits until all it sent is
+//! acknowledged. With --carbons every session enables XEP-0280 carbons.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -18,6 +24,7 @@ use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 
 use crate::client::{self, SendExt, Stream};
+use crate::sm::{self, Counters};
 use crate::{Ctx, latency_ms, own_cpu_s, round};
 
 #[derive(clap::Args, Clone)]
@@ -46,6 +53,9 @@ pub struct Args {
     /// Highest rate a sweep tries.
     #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
+    /// Lowest rate a sweep tries (halving from the first rate).
+    #[arg(long, default_value_t = 50.0)]
+    pub min_rate: f64,
     /// Seconds to wait for messages in flight after sending stops (the step's figures cover
     /// these; later ones are counted apart as arriving after the drain).
     #[arg(long, default_value_t = 10.0)]
@@ -60,6 +70,15 @@ pub struct Args {
     /// Per-session read buffer (bytes).
     #[arg(long, default_value_t = 16384)]
     pub read_buffer: usize,
+    /// XEP-0198 on every session: answer `<r/>`, request acks after each burst.
+    #[arg(long)]
+    pub sm: bool,
+    /// XEP-0280: every session enables carbons.
+    #[arg(long)]
+    pub carbons: bool,
+    /// Seconds to wait at the end of a step until everything sent is acknowledged.
+    #[arg(long, default_value_t = 10.0)]
+    pub ack_timeout: f64,
 }
 
 /// Per (sender → this receiver) pair: the highest sequence number seen and the gaps below it.
@@ -87,11 +106,15 @@ struct RecvState {
     pairs: HashMap<u32, Pair>,
 }
 
+type Writer = Arc<tokio::sync::Mutex<WriteHalf<Stream>>>;
+
 struct Sender {
     i: usize,
-    writer: WriteHalf<Stream>,
+    writer: Writer,
     seq_to: HashMap<usize, u64>,
     rng: u64,
+    /// XEP-0198 counters, with --sm.
+    sm: Option<Arc<Counters>>,
 }
 
 pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
@@ -99,11 +122,15 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     client::set_read_capacity(a.read_buffer);
     let limit = Arc::new(Semaphore::new(64));
     let mut logins = Vec::new();
+    let extras = client::Extras {
+        sm: a.sm.then_some(true),
+        carbons: a.carbons,
+    };
     for i in 0..a.count {
         let permit = limit.clone().acquire_owned().await.unwrap();
         let ctx = ctx.clone();
         logins.push(tokio::spawn(async move {
-            let s = ctx.login(i, "chat", true).await;
+            let s = ctx.login_with(i, "chat", true, extras).await;
             drop(permit);
             s.map_err(|e| format!("login {}: {e}", ctx.user(i)))
         }));
@@ -131,15 +158,46 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     let current_step = Arc::new(AtomicU64::new(0));
     let mut states = Vec::new();
     let mut senders = Vec::new();
+    let carbons_enabled = sessions.iter().filter(|s| s.carbons).count();
+    let sm_resumable = sessions
+        .iter()
+        .filter(|s| s.sm.as_ref().is_some_and(|e| e.id.is_some()))
+        .count();
     for (i, session) in sessions.into_iter().enumerate() {
         let client::Session {
-            mut reader, writer, ..
+            mut reader,
+            writer,
+            sm: enabled,
+            ..
         } = session;
+        let writer: Writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let counters = enabled.map(|e| Arc::new(Counters::starting_at(e.received, e.sent, 0)));
         let state = Arc::new(Mutex::new(RecvState::default()));
         states.push(state.clone());
         let delivered = delivered.clone();
+        let (sm, answers) = (counters.clone(), writer.clone());
         tokio::spawn(async move {
             while let Ok(s) = reader.stanza().await {
+                if let Some(sm) = &sm {
+                    match s.name.as_str() {
+                        "r" => {
+                            sm.requests.fetch_add(1, Ordering::Relaxed);
+                            let h = sm.received.load(Ordering::Relaxed);
+                            let _ = answers.lock().await.send(sm::answer(h).as_bytes()).await;
+                            continue;
+                        }
+                        "a" => {
+                            if let Some(h) = s.h {
+                                sm.acknowledged(h);
+                            }
+                            continue;
+                        }
+                        name if sm::counted(name) => {
+                            sm.received_one();
+                        }
+                        _ => {}
+                    }
+                }
                 let Some(body) = s.body.filter(|_| s.name == "message") else {
                     continue;
                 };
@@ -192,6 +250,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             writer,
             seq_to: HashMap::new(),
             rng,
+            sm: counters,
         });
     }
     let padding = Arc::new("x".repeat(a.body));
@@ -206,6 +265,11 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             st.stats = StepStats::default();
         }
         delivered.store(0, Ordering::Relaxed);
+        let requests0: u64 = senders
+            .iter()
+            .filter_map(|s| s.sm.as_ref())
+            .map(|c| c.requests.load(Ordering::Relaxed) as u64)
+            .sum();
         let before = ctx.server();
         let cpu0 = own_cpu_s();
         let wall0 = Instant::now();
@@ -231,6 +295,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                     let elapsed = start.elapsed().as_secs_f64();
                     let due = (elapsed.min(duration) * per_sender) as u64;
                     buf.clear();
+                    let burst_start = sent;
                     while sent < due {
                         let mut rng = s.rng;
                         rng ^= rng << 13;
@@ -251,8 +316,16 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                         );
                         sent += 1;
                     }
-                    if !buf.is_empty() && s.writer.send(buf.as_bytes()).await.is_err() {
-                        break;
+                    if !buf.is_empty() {
+                        let mut w = s.writer.lock().await;
+                        if let Some(sm) = &s.sm {
+                            // Counted before the write: the ack may come before we look.
+                            sm.sent((sent - burst_start) as u32, true);
+                            buf.push_str(sm::REQUEST);
+                        }
+                        if w.send(buf.as_bytes()).await.is_err() {
+                            break;
+                        }
                     }
                     if elapsed >= duration {
                         break;
@@ -275,7 +348,6 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let drained = wall0.elapsed().as_secs_f64();
-        let after = ctx.server();
         let in_time = delivered.load(Ordering::Relaxed);
         // An overloaded server may still hold messages: wait for them (they are late, not
         // lost) until all have come or none has come for a while, so that nothing of this
@@ -292,6 +364,35 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             }
         }
         let after_drain = delivered.load(Ordering::Relaxed) - in_time;
+        // The server's CPU covers the backlog too: an overloaded server's work on this
+        // step's messages (its CPU per message) is not cut off at the drain window.
+        let after = ctx.server();
+        let measured = wall0.elapsed().as_secs_f64();
+        // XEP-0198: everyone asks once more; everything sent must be acknowledged.
+        let mut ack_fields = None;
+        if a.sm {
+            for s in &senders {
+                let _ = s.writer.lock().await.send(sm::REQUEST.as_bytes()).await;
+            }
+            let counters: Vec<&Arc<Counters>> =
+                senders.iter().filter_map(|s| s.sm.as_ref()).collect();
+            let deadline = Instant::now() + Duration::from_secs_f64(a.ack_timeout);
+            let unacked = || counters.iter().map(|c| c.unacked() as u64).sum::<u64>();
+            while unacked() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut latencies: Vec<u32> =
+                counters.iter().flat_map(|c| c.take_latencies()).collect();
+            let requests: u64 = counters
+                .iter()
+                .map(|c| c.requests.load(Ordering::Relaxed) as u64)
+                .sum();
+            ack_fields = Some(json!({
+                "ack_latency_ms": latency_ms(&mut latencies),
+                "unacked_at_end": unacked(),
+                "server_ack_requests": requests - requests0,
+            }));
+        }
         // A little longer, to catch duplicates.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut total = StepStats::default();
@@ -334,10 +435,23 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             "seconds": round(sending_time, 3),
             "drain_seconds": round(drained - sending_time, 3),
             "body_bytes": a.body,
+            "sm": a.sm,
+            "carbons": a.carbons,
         });
+        if let Some(Value::Object(extra)) = ack_fields {
+            for (k, v) in extra {
+                fields[k] = v;
+            }
+        }
+        if a.sm {
+            fields["sm_resumable"] = json!(sm_resumable);
+        }
+        if a.carbons {
+            fields["carbons_enabled"] = json!(carbons_enabled);
+        }
         if let (Some(b), Some(af)) = (before, after) {
             fields["server_cpu_s"] = json!(round(af.cpu_s - b.cpu_s, 3));
-            fields["server_cpu_pct"] = json!(round(100.0 * (af.cpu_s - b.cpu_s) / drained, 1));
+            fields["server_cpu_pct"] = json!(round(100.0 * (af.cpu_s - b.cpu_s) / measured, 1));
             fields["server_cpu_us_per_message"] = json!(round(
                 (af.cpu_s - b.cpu_s) * 1e6 / total.count.max(1) as f64,
                 2
@@ -359,7 +473,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     if !a.sweep {
         let (s, fields, _) = step(a.rate, senders).await;
         senders = s;
-        all_ok = fields["lost"] == json!(0) && fields["duplicates"] == json!(0);
+        all_ok = fields["lost"] == json!(0)
+            && fields["duplicates"] == json!(0)
+            && (!a.sm || fields["unacked_at_end"] == json!(0));
     } else {
         let cpu0 = own_cpu_s();
         let wall0 = Instant::now();
@@ -388,7 +504,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             rate = match (lo, hi) {
                 (Some(l), None) if l * 2.0 <= a.max_rate => l * 2.0,
                 (Some(_), None) => break,
-                (None, Some(h)) if h / 2.0 >= 50.0 => h / 2.0,
+                (None, Some(h)) if h / 2.0 >= a.min_rate => h / 2.0,
                 (None, Some(_)) => break,
                 (Some(l), Some(h)) => {
                     if bisections >= a.bisect || h / l < 1.05 {
@@ -402,6 +518,8 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         }
         let mut fields = json!({
             "users": jids.len(),
+            "sm": a.sm,
+            "carbons": a.carbons,
             "max_p99_ms": a.max_p99_ms,
             "max_sustained_rate_per_s": lo.map(|l| round(l, 0)),
             "first_unsustained_rate_per_s": hi.map(|h| round(h, 0)),
@@ -415,14 +533,15 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 "loadgen_cpu_us_per_message",
                 "loadgen_cpu_pct",
                 "delivered_rate_per_s",
+                "ack_latency_ms",
             ] {
                 fields[format!("at_max_{k}")] = b[k].clone();
             }
         }
         ctx.emit("chat-max", fields, cpu0, wall0);
     }
-    for mut s in senders {
-        let _ = s.writer.send(b"</stream:stream>").await;
+    for s in senders {
+        let _ = s.writer.lock().await.send(b"</stream:stream>").await;
     }
     all_ok
 }

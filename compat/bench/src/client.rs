@@ -71,8 +71,14 @@ pub struct Summary {
     pub items_both: u32,
     /// Roster items: (jid, subscription).
     pub roster: Vec<(String, String)>,
+    /// XEP-0198 `h` of an `<a/>`, `<resumed/>` or `<failed/>`.
+    pub h: Option<u32>,
+    /// XEP-0313: the archive id of a `<result/>` (the body is then the archived message's).
+    pub result_id: Option<String>,
 }
 
+// A stanza's summary is moved out at once; boxing it would cost an allocation per stanza.
+#[allow(clippy::large_enum_variant)]
 pub enum Read {
     Header,
     Stanza(Summary),
@@ -120,6 +126,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let mut current = Summary::default();
         let mut in_body = false;
         let mut in_child_text = false;
+        // The depth of a deeper <body> being read (a forwarded message's, XEP-0297): only
+        // the first such body is kept, and only when the stanza has no body of its own.
+        let mut nested_body: Option<usize> = None;
         loop {
             self.buf.clear();
             let event = self
@@ -140,8 +149,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     } else if depth == 1 {
                         in_body = name == "body";
                         in_child_text = true;
+                        if name == "result" {
+                            result_id(&mut current, &e);
+                        }
                         current.children.push(name);
                     } else {
+                        if name == "body" && current.body.is_none() && nested_body.is_none() {
+                            nested_body = Some(depth);
+                            in_body = true;
+                        }
                         descendant(&mut current, &e);
                     }
                     depth += 1;
@@ -161,6 +177,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         return Ok(Read::Closed);
                     }
                     depth -= 1;
+                    if nested_body == Some(depth) {
+                        in_body = false;
+                    }
                     if depth == 1 {
                         in_body = false;
                         in_child_text = false;
@@ -209,6 +228,15 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
+/// XEP-0313: the archive id of a `<result/>`.
+fn result_id(s: &mut Summary, e: &quick_xml::events::BytesStart<'_>) {
+    for a in e.attributes().flatten() {
+        if a.key.as_ref() == "id" {
+            s.result_id = Some(a.value.to_string());
+        }
+    }
+}
+
 fn descendant(s: &mut Summary, e: &quick_xml::events::BytesStart<'_>) {
     let name = e.local_name();
     if !s.inner.is_empty() {
@@ -246,6 +274,7 @@ fn summary(e: &quick_xml::events::BytesStart<'_>) -> Summary {
             "from" => s.from = value,
             "type" => s.kind = value,
             "id" => s.id = value,
+            "h" => s.h = value.and_then(|v| v.parse().ok()),
             _ => {}
         }
     }
@@ -257,6 +286,10 @@ pub struct Session {
     pub reader: Reader<ReadHalf<Stream>>,
     pub writer: WriteHalf<Stream>,
     pub jid: String,
+    /// XEP-0198, when enabled.
+    pub sm: Option<SmEnabled>,
+    /// XEP-0280 carbons enabled.
+    pub carbons: bool,
 }
 
 /// Accept any certificate: the load generator measures servers, it does not protect data.
@@ -427,6 +460,28 @@ pub async fn register(
     }
 }
 
+/// What a session turns on after binding, as a modern client (Conversations) does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// XEP-0198: `<enable/>` after bind, with `resume='true'` if `Some(true)`.
+    pub sm: Option<bool>,
+    /// XEP-0280: enable carbons (a refusal is noted, not an error).
+    pub carbons: bool,
+}
+
+/// Stream management as the server enabled it.
+#[derive(Debug, Clone)]
+pub struct SmEnabled {
+    /// The SM-ID to resume with (None: not resumable).
+    pub id: Option<String>,
+    /// Stanzas this client sent after `<enable/>` during the login (carbons, presence):
+    /// where its count of sent stanzas starts.
+    pub sent: u32,
+    /// Stanzas received after `<enabled/>` during the login (the carbons answer): where
+    /// its `h` starts.
+    pub received: u32,
+}
+
 /// Connect, secure, authenticate, bind `resource` and (optionally) send initial presence.
 pub async fn login(
     target: &Target,
@@ -436,6 +491,25 @@ pub async fn login(
     resource: &str,
     presence: bool,
 ) -> io::Result<Session> {
+    login_with(
+        target,
+        source,
+        user,
+        password,
+        resource,
+        presence,
+        Extras::default(),
+    )
+    .await
+}
+
+/// Connect, secure, authenticate; the restarted stream's features have been read.
+async fn authenticate(
+    target: &Target,
+    source: Option<IpAddr>,
+    user: &str,
+    password: &str,
+) -> io::Result<(Reader<ReadHalf<Stream>>, WriteHalf<Stream>)> {
     let (mut reader, mut w) = open(target, source).await?;
     scram(&mut reader, &mut w, target.mechanism, user, password).await?;
     // Restart on the same connection with a fresh parser.
@@ -444,6 +518,21 @@ pub async fn login(
     w = w2;
     w.send(header(&target.domain).as_bytes()).await?;
     expect_features(&mut reader).await?;
+    Ok((reader, w))
+}
+
+/// [`login`], then what `extras` asks, in Conversations' order: bind, stream management,
+/// carbons, initial presence.
+pub async fn login_with(
+    target: &Target,
+    source: Option<IpAddr>,
+    user: &str,
+    password: &str,
+    resource: &str,
+    presence: bool,
+    extras: Extras,
+) -> io::Result<Session> {
+    let (mut reader, mut w) = authenticate(target, source, user, password).await?;
     w.write_all(
         format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>").as_bytes(),
     )
@@ -467,15 +556,97 @@ pub async fn login(
             break;
         }
     }
+    let mut sm = None;
+    if let Some(resume) = extras.sm {
+        let enable = if resume {
+            "<enable xmlns='urn:xmpp:sm:3' resume='true'/>"
+        } else {
+            "<enable xmlns='urn:xmpp:sm:3'/>"
+        };
+        w.send(enable.as_bytes()).await?;
+        let s = reader.stanza().await?;
+        if s.name != "enabled" {
+            return Err(err(format!(
+                "stream management refused: <{}/> {}",
+                s.name, s.inner
+            )));
+        }
+        sm = Some(SmEnabled {
+            id: s.id,
+            sent: 0,
+            received: 0,
+        });
+    }
+    let mut carbons = false;
+    if extras.carbons {
+        w.send(b"<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            .await?;
+        if let Some(sm) = &mut sm {
+            sm.sent += 1;
+        }
+        loop {
+            let s = reader.stanza().await?;
+            if let Some(sm) = &mut sm
+                && crate::sm::counted(&s.name)
+            {
+                sm.received += 1;
+            }
+            if s.name == "iq" && s.id.as_deref() == Some("carbons") {
+                carbons = s.kind.as_deref() == Some("result");
+                break;
+            }
+        }
+    }
     if presence {
         w.send(b"<presence/>").await?;
+        if let Some(sm) = &mut sm {
+            sm.sent += 1;
+        }
     }
     w.flush().await?;
     Ok(Session {
         reader,
         writer: w,
         jid,
+        sm,
+        carbons,
     })
+}
+
+/// The server's answer to `<resume/>`.
+pub enum Resumed {
+    /// `<resumed h/>`: how many of our stanzas it had handled.
+    Yes { h: u32 },
+    /// `<failed/>`, with the condition.
+    No(String),
+}
+
+/// XEP-0198 resumption on a new connection: authenticate, then `<resume previd h/>`
+/// instead of binding. The stanzas the server sends again follow on the reader.
+pub async fn resume(
+    target: &Target,
+    source: Option<IpAddr>,
+    user: &str,
+    password: &str,
+    previd: &str,
+    h: u32,
+) -> io::Result<(Reader<ReadHalf<Stream>>, WriteHalf<Stream>, Resumed)> {
+    let (mut reader, mut w) = authenticate(target, source, user, password).await?;
+    w.send(format!("<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>").as_bytes())
+        .await?;
+    let s = reader.stanza().await?;
+    let outcome = match s.name.as_str() {
+        "resumed" => Resumed::Yes {
+            h: s.h.unwrap_or(0),
+        },
+        "failed" => Resumed::No(if s.inner.is_empty() {
+            "failed".into()
+        } else {
+            s.inner
+        }),
+        other => Resumed::No(format!("<{other}/>")),
+    };
+    Ok((reader, w, outcome))
 }
 
 async fn expect_features(reader: &mut Reader<ReadHalf<Stream>>) -> io::Result<()> {

@@ -1,7 +1,9 @@
 //! connect: open N sessions at a ramp, hold them idle, optionally ping every one of them;
 //! report logins, failures, server memory per session and server CPU per login. With
 //! --checkpoints, the ramp pauses at those session counts to record the server's RSS (the
-//! memory slope of the scale run).
+//! memory slope of the scale run). With --sm each session enables XEP-0198 stream
+//! management with resumption after bind (as Conversations does) and answers the server's
+//! ack requests.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 
 use crate::client::{self, SendExt, Stream};
+use crate::sm::{self, Counters};
 use crate::{Ctx, own_cpu_s, round};
 
 #[derive(clap::Args, Clone)]
@@ -49,6 +52,12 @@ pub struct Args {
     /// Per-session read buffer (bytes).
     #[arg(long, default_value_t = 4096)]
     pub read_buffer: usize,
+    /// XEP-0198: `<enable resume='true'/>` after bind; the server's `<r/>` are answered.
+    #[arg(long)]
+    pub sm: bool,
+    /// XEP-0280: enable carbons after bind.
+    #[arg(long)]
+    pub carbons: bool,
 }
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<Stream>>>;
@@ -61,6 +70,8 @@ struct Shared {
     /// Microseconds after the ping phase started when the last answer came.
     last_answer_us: AtomicU64,
     ping_start: Mutex<Option<Instant>>,
+    /// XEP-0198 ack requests of the server, answered.
+    sm_requests: AtomicU64,
 }
 
 /// Reads everything the server sends for the life of the session: answers the server's
@@ -69,6 +80,7 @@ fn spawn_reader(
     mut reader: client::Reader<tokio::io::ReadHalf<Stream>>,
     writer: Writer,
     shared: Arc<Shared>,
+    sm: Option<Arc<Counters>>,
 ) {
     tokio::spawn(async move {
         loop {
@@ -76,6 +88,26 @@ fn spawn_reader(
                 Ok(s) => s,
                 Err(_) => break,
             };
+            if let Some(sm) = &sm {
+                match s.name.as_str() {
+                    "r" => {
+                        let h = sm.received.load(Ordering::Relaxed);
+                        shared.sm_requests.fetch_add(1, Ordering::Relaxed);
+                        let _ = writer.lock().await.send(sm::answer(h).as_bytes()).await;
+                        continue;
+                    }
+                    "a" => {
+                        if let Some(h) = s.h {
+                            sm.acknowledged(h);
+                        }
+                        continue;
+                    }
+                    name if sm::counted(name) => {
+                        sm.received_one();
+                    }
+                    _ => {}
+                }
+            }
             if s.name != "iq" {
                 continue;
             }
@@ -88,6 +120,9 @@ fn spawn_reader(
                         .unwrap_or_default();
                     let reply = format!("<iq type='result' id='{id}'{to}/>");
                     let _ = writer.lock().await.send(reply.as_bytes()).await;
+                    if let Some(sm) = &sm {
+                        sm.sent(1, false);
+                    }
                 }
                 (Some(kind), Some("bp")) => {
                     if kind == "result" {
@@ -118,6 +153,14 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let shared = Arc::new(Shared::default());
     let mut writers: Vec<Writer> = Vec::with_capacity(a.count);
+    let mut counters: Vec<Option<Arc<Counters>>> = Vec::with_capacity(a.count);
+    let sm_enabled = Arc::new(AtomicU64::new(0));
+    let sm_resumable = Arc::new(AtomicU64::new(0));
+    let carbons_enabled = Arc::new(AtomicU64::new(0));
+    let extras = client::Extras {
+        sm: a.sm.then_some(true),
+        carbons: a.carbons,
+    };
     let mut bounds: Vec<usize> = a
         .checkpoints
         .iter()
@@ -148,16 +191,31 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 errors.clone(),
                 shared.clone(),
             );
+            let (sm_enabled, sm_resumable, carbons_enabled) = (
+                sm_enabled.clone(),
+                sm_resumable.clone(),
+                carbons_enabled.clone(),
+            );
             let n = a.first + i;
             let presence = !a.no_presence;
             tasks.push(tokio::spawn(async move {
-                let result = ctx.login(n, "bench", presence).await;
+                let result = ctx.login_with(n, "bench", presence, extras).await;
                 drop(permit);
                 match result {
                     Ok(s) => {
                         let writer = Arc::new(tokio::sync::Mutex::new(s.writer));
-                        spawn_reader(s.reader, writer.clone(), shared);
-                        Some(writer)
+                        let counters = s.sm.as_ref().map(|e| {
+                            sm_enabled.fetch_add(1, Ordering::Relaxed);
+                            if e.id.is_some() {
+                                sm_resumable.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Arc::new(Counters::starting_at(e.received, e.sent, 0))
+                        });
+                        if s.carbons {
+                            carbons_enabled.fetch_add(1, Ordering::Relaxed);
+                        }
+                        spawn_reader(s.reader, writer.clone(), shared, counters.clone());
+                        Some((writer, counters))
                     }
                     Err(e) => {
                         if failures.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -172,8 +230,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             }));
         }
         for t in tasks {
-            if let Some(w) = t.await.unwrap() {
+            if let Some((w, c)) = t.await.unwrap() {
                 writers.push(w);
+                counters.push(c);
             }
         }
         started_at = bound;
@@ -214,7 +273,16 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         "loadgen_login_cpu_pct": round(100.0 * loadgen_login_cpu / login_time.max(1e-9), 1),
         "ramp_per_s": a.ramp,
         "parallel": a.parallel,
+        "sm": a.sm,
+        "carbons": a.carbons,
     });
+    if a.sm {
+        fields["sm_enabled"] = json!(sm_enabled.load(Ordering::Relaxed));
+        fields["sm_resumable"] = json!(sm_resumable.load(Ordering::Relaxed));
+    }
+    if a.carbons {
+        fields["carbons_enabled"] = json!(carbons_enabled.load(Ordering::Relaxed));
+    }
     if let (Some(b), Some(af)) = (before, after) {
         fields["server_rss_before_kib"] = json!(b.rss_kib);
         fields["server_rss_after_kib"] = json!(af.rss_kib);
@@ -234,9 +302,12 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             ctx.cli.domain
         );
         let mut sent = 0u64;
-        for w in &writers {
+        for (w, c) in writers.iter().zip(&counters) {
             if w.lock().await.send(ping.as_bytes()).await.is_ok() {
                 sent += 1;
+                if let Some(c) = c {
+                    c.sent(1, false);
+                }
             }
         }
         let deadline = start + Duration::from_secs_f64(a.ping_timeout);
@@ -262,7 +333,12 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             fields["server_rss_after_ping_kib"] = json!(af.rss_kib);
         }
     }
-    let all_ok = ok == a.count && (!a.ping || fields["pings_answered"] == json!(ok as u64));
+    if a.sm {
+        fields["sm_requests_answered"] = json!(shared.sm_requests.load(Ordering::Relaxed));
+    }
+    let all_ok = ok == a.count
+        && (!a.ping || fields["pings_answered"] == json!(ok as u64))
+        && (!a.sm || fields["sm_resumable"] == json!(ok as u64));
     ctx.emit("connect", fields, cpu0, wall0);
     // Leave politely, and give the server a moment to answer.
     for w in &writers {

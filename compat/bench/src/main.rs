@@ -9,15 +9,23 @@
 //!   starling-bench --server 127.0.0.1:5222 --prefix r roster-login --count 200
 //!   starling-bench --server 127.0.0.1:5222 --prefix o offline --messages 1000
 //!   starling-bench --server 127.0.0.1:5222 register --count 20000
+//!   starling-bench --server 127.0.0.1:5222 chat --sm --carbons --rate 500
+//!   starling-bench --server 127.0.0.1:5222 connect --count 1000 --sm
+//!   starling-bench --server 127.0.0.1:5222 resume --count 1000 --messages 10
+//!   starling-bench --prefix a archive-gen --format prosody-sql --manifest m.json | sqlite3 db
+//!   starling-bench --server 127.0.0.1:5222 --prefix a archive-query --manifest m.json
 //!   starling-bench report results.jsonl > RESULTS.md
 
+mod archive;
 mod chat;
 mod client;
 mod connect;
 mod offline;
 mod register;
 mod report;
+mod resume;
 mod roster;
+mod sm;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -83,6 +91,14 @@ enum Scenario {
     Offline(offline::Args),
     /// Create accounts by in-band registration (XEP-0077), in parallel.
     Register(register::Args),
+    /// Sessions with XEP-0198 resumption dropped at once, sent messages meanwhile, then
+    /// all resumed: time until resumed, and nothing lost or duplicated.
+    Resume(resume::Args),
+    /// Write the message archive of PREFIX0 for a server's bulk import (stdout).
+    ArchiveGen(archive::GenArgs),
+    /// Page through PREFIX0's archive (XEP-0313): newest page, before/after an id, with a
+    /// peer; latency and server CPU per query.
+    ArchiveQuery(archive::QueryArgs),
     /// Turn a JSON-lines results file into the Markdown report.
     Report(report::Args),
 }
@@ -188,6 +204,26 @@ impl Ctx {
         .await
     }
 
+    /// [`Ctx::login`] with stream management and carbons as `extras` asks.
+    pub async fn login_with(
+        &self,
+        i: usize,
+        resource: &str,
+        presence: bool,
+        extras: client::Extras,
+    ) -> std::io::Result<client::Session> {
+        client::login_with(
+            &self.target,
+            self.source(i),
+            &self.user(i),
+            &self.cli.password,
+            resource,
+            presence,
+            extras,
+        )
+        .await
+    }
+
     /// Print one measurement: the scenario's fields, plus server, security, tags and the
     /// load generator's CPU over the measured span (`cpu0`, `wall0`).
     pub fn emit(&self, scenario: &str, mut fields: Value, cpu0: f64, wall0: Instant) {
@@ -257,6 +293,9 @@ fn main() {
     if let Scenario::Report(args) = &cli.scenario {
         std::process::exit(report::run(args));
     }
+    if let Scenario::ArchiveGen(args) = &cli.scenario {
+        std::process::exit(archive::generate(&cli, args));
+    }
     raise_nofile();
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One worker per CPU we may run on: pinned to one core (taskset), a single thread,
@@ -310,7 +349,9 @@ async fn run(cli: Cli) {
         Scenario::RosterLogin(a) => roster::login(ctx.clone(), a.clone()).await,
         Scenario::Offline(a) => offline::run(ctx.clone(), a.clone()).await,
         Scenario::Register(a) => register::run(ctx.clone(), a.clone()).await,
-        Scenario::Report(_) => unreachable!(),
+        Scenario::Resume(a) => resume::run(ctx.clone(), a.clone()).await,
+        Scenario::ArchiveQuery(a) => archive::run(ctx.clone(), a.clone()).await,
+        Scenario::Report(_) | Scenario::ArchiveGen(_) => unreachable!(),
     };
     if let Some(path) = cache && let Err(e) = client::save_scram_cache(&path) {
         eprintln!("saving {}: {e}", path.display());

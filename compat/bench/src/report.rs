@@ -25,12 +25,15 @@ enum Better {
     Higher(Option<f64>),
 }
 
+/// Which lines a figure takes, and its value in each.
+type Select = Box<dyn Fn(&Value) -> Option<f64>>;
+
 struct Figure {
     title: &'static str,
     unit: &'static str,
     better: Better,
     /// Which lines, and the value in each.
-    select: Box<dyn Fn(&Value) -> Option<f64>>,
+    select: Select,
 }
 
 fn get(v: &Value, path: &str) -> Option<f64> {
@@ -41,8 +44,101 @@ fn get(v: &Value, path: &str) -> Option<f64> {
     cur.as_f64()
 }
 
+/// A line of the base profile (no `profile` tag) of this scenario.
 fn is(v: &Value, scenario: &str, security: &str) -> bool {
-    v["scenario"] == scenario && v["security"] == security && v.get("kind").is_none() && v.get("phase").is_none()
+    v["scenario"] == scenario
+        && v["security"] == security
+        && v.get("kind").is_none()
+        && v.get("phase").is_none()
+        && v.get("profile").is_none()
+}
+
+/// A line of the modern profile (archive, carbons, stream management) of this scenario.
+fn modern(v: &Value, scenario: &str, security: &str) -> bool {
+    v["scenario"] == scenario
+        && v["security"] == security
+        && v.get("kind").is_none()
+        && v.get("phase").is_none()
+        && v["profile"] == "modern"
+}
+
+/// The figures of the modern profile. Targets are not set for them (yet).
+fn modern_figures() -> Vec<Figure> {
+    let f = |title, unit, select: Select| Figure { title, unit, better: Better::Lower(None), select };
+    let higher = |title, unit, select: Select| Figure { title, unit, better: Better::Higher(None), select };
+    let fixed = |v: &Value| modern(v, "chat", "plain") && v["sweep"] == false && v["sm"] == true;
+    let sweep = |v: &Value| modern(v, "chat-max", "plain") && v["sm"] == true;
+    let connect_sm = |v: &Value, security| modern(v, "connect", security) && v["sm"] == true;
+    let mut figs = vec![
+        f(
+            "Memory per idle session with stream management (resumable), plaintext",
+            "KiB",
+            Box::new(move |v| connect_sm(v, "plain").then(|| get(v, "server_kib_per_session")).flatten()),
+        ),
+        f(
+            "Memory per idle session with stream management (resumable), TLS",
+            "KiB",
+            Box::new(move |v| connect_sm(v, "starttls").then(|| get(v, "server_kib_per_session")).flatten()),
+        ),
+        f(
+            "Server CPU per login with stream management enabled, plaintext",
+            "ms",
+            Box::new(move |v| connect_sm(v, "plain").then(|| get(v, "server_cpu_ms_per_login")).flatten()),
+        ),
+        f(
+            "1:1 chat with archive, carbons and stream management: server CPU per delivered message (fixed rate)",
+            "µs",
+            Box::new(move |v| fixed(v).then(|| get(v, "server_cpu_us_per_message")).flatten()),
+        ),
+        f("  p99 latency at the fixed rate", "ms", Box::new(move |v| fixed(v).then(|| get(v, "latency_ms.p99")).flatten())),
+        f(
+            "  p99 time until a burst of messages is acknowledged (XEP-0198) at the fixed rate",
+            "ms",
+            Box::new(move |v| fixed(v).then(|| get(v, "ack_latency_ms.p99")).flatten()),
+        ),
+        higher(
+            "1:1 chat with archive, carbons and stream management: highest sustained rate at p99 < 50 ms",
+            "msg/s",
+            Box::new(move |v| sweep(v).then(|| get(v, "max_sustained_rate_per_s")).flatten()),
+        ),
+        f(
+            "  server CPU per message at that rate",
+            "µs",
+            Box::new(move |v| sweep(v).then(|| get(v, "at_max_server_cpu_us_per_message")).flatten()),
+        ),
+        f(
+            "  p99 time until acknowledged at that rate",
+            "ms",
+            Box::new(move |v| sweep(v).then(|| get(v, "at_max_ack_latency_ms.p99")).flatten()),
+        ),
+    ];
+    for (kind, title) in [
+        ("newest", "Archive query: the newest page (RSM `<before/>`), p50"),
+        ("before", "Archive query: the page before a random message's id, p50"),
+        ("after", "Archive query: the page after a random message's id, p50"),
+        ("with", "Archive query: the newest page with a random contact (`with`), p50"),
+    ] {
+        let (p50, p99, cpu) = (format!("{kind}.latency_ms.p50"), format!("{kind}.latency_ms.p99"), format!("{kind}.server_cpu_us_per_query"));
+        figs.push(f(title, "ms", Box::new(move |v| modern(v, "archive-query", "plain").then(|| get(v, &p50)).flatten())));
+        figs.push(f("  p99", "ms", Box::new(move |v| modern(v, "archive-query", "plain").then(|| get(v, &p99)).flatten())));
+        figs.push(f("  server CPU per query", "µs", Box::new(move |v| modern(v, "archive-query", "plain").then(|| get(v, &cpu)).flatten())));
+    }
+    let resume = |v: &Value| modern(v, "resume", "plain");
+    figs.extend([
+        f(
+            "Resumption: sessions dropped at once, sent messages meanwhile, then all resumed: until all are resumed",
+            "s",
+            Box::new(move |v| resume(v).then(|| get(v, "all_resumed_seconds")).flatten()),
+        ),
+        f(
+            "  until every message sent meanwhile has arrived",
+            "s",
+            Box::new(move |v| resume(v).then(|| get(v, "all_delivered_seconds")).flatten()),
+        ),
+        f("  p99 time of one resumption (connect, SASL, `<resume/>`)", "ms", Box::new(move |v| resume(v).then(|| get(v, "resume_ms.p99")).flatten())),
+        f("  server CPU per resumption", "ms", Box::new(move |v| resume(v).then(|| get(v, "server_cpu_ms_per_resume")).flatten())),
+    ]);
+    figs
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -80,7 +176,7 @@ fn cell(values: &[f64]) -> String {
 }
 
 fn figures() -> Vec<Figure> {
-    let f = |title, unit, better, select: Box<dyn Fn(&Value) -> Option<f64>>| Figure { title, unit, better, select };
+    let f = |title, unit, better, select: Select| Figure { title, unit, better, select };
     vec![
         f(
             "Memory per idle authenticated session, plaintext",
@@ -212,7 +308,7 @@ fn figures() -> Vec<Figure> {
 }
 
 fn loadgen_figures() -> Vec<Figure> {
-    let f = |title, unit, select: Box<dyn Fn(&Value) -> Option<f64>>| Figure { title, unit, better: Better::Lower(None), select };
+    let f = |title, unit, select: Select| Figure { title, unit, better: Better::Lower(None), select };
     vec![
         f("Load generator CPU per login, plaintext", "ms", Box::new(|v| is(v, "connect", "plain").then(|| get(v, "loadgen_cpu_ms_per_login")).flatten())),
         f("Load generator CPU per login, TLS", "ms", Box::new(|v| is(v, "connect", "starttls").then(|| get(v, "loadgen_cpu_ms_per_login")).flatten())),
@@ -228,6 +324,21 @@ fn loadgen_figures() -> Vec<Figure> {
             Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_loadgen_cpu_us_per_message")).flatten()),
         ),
         f("Server busy at that rate", "% of its core", Box::new(|v| is(v, "chat-max", "plain").then(|| get(v, "at_max_server_cpu_pct")).flatten())),
+        f(
+            "With archive, carbons and stream management: load generator busy at the highest sustained chat rate",
+            "% of its core",
+            Box::new(|v| modern(v, "chat-max", "plain").then(|| get(v, "at_max_loadgen_cpu_pct")).flatten()),
+        ),
+        f(
+            "  server busy at that rate",
+            "% of its core",
+            Box::new(|v| modern(v, "chat-max", "plain").then(|| get(v, "at_max_server_cpu_pct")).flatten()),
+        ),
+        f(
+            "Load generator busy during the archive queries",
+            "% of its core",
+            Box::new(|v| modern(v, "archive-query", "plain").then(|| get(v, "loadgen_cpu_pct")).flatten()),
+        ),
     ]
 }
 
@@ -351,6 +462,74 @@ pub fn run(a: &Args) -> i32 {
         let _ = writeln!(out, "- {}: {what}", if *met { "met" } else { "**not met**" });
     }
 
+    // The modern profile.
+    let modern_lines: Vec<&Value> = lines.iter().filter(|v| v["profile"] == "modern").collect();
+    if !modern_lines.is_empty() {
+        let _ = writeln!(out, "\n## With message archive, carbons and stream management\n");
+        let _ = writeln!(
+            out,
+            "The servers' \"modern\" profile: message archive (XEP-0313), carbons (XEP-0280) and stream \
+             management (XEP-0198) on, as a server for Conversations; the clients enable stream management \
+             with resumption (and, in the chat, carbons), answer every `<r/>` and ask for an ack after each \
+             burst they send.\n"
+        );
+        for s in SERVERS {
+            let archives: std::collections::BTreeSet<&str> = modern_lines
+                .iter()
+                .filter(|v| v["server"] == s)
+                .filter_map(|v| v["archive"].as_str())
+                .collect();
+            if archives.contains("off") {
+                let _ = writeln!(
+                    out,
+                    "- **{s} ran these scenarios without a message archive** (the build measured has none): \
+                     its chat figures here include no archiving, and it has no archive-query figures.",
+                );
+            } else if !archives.is_empty() {
+                let list: Vec<&str> = archives
+                    .into_iter()
+                    .map(|a| match a {
+                        "sql" => "SQLite (one commit per archived message)",
+                        "native" => "its native store (Prosody: files, not fsync'd; ejabberd: Mnesia)",
+                        "on" => "its own database",
+                        other => other,
+                    })
+                    .collect();
+                let _ = writeln!(out, "- {s}: archive in {}.", list.join(", "));
+            }
+        }
+        let _ = writeln!(out);
+        table(&mut out, &lines, &modern_figures(), true, &mut Vec::new());
+        let _ = writeln!(out, "\nCorrectness (all repetitions):\n");
+        let _ = writeln!(out, "| Server | Chat messages sent | lost | duplicated | unacknowledged at the end | Sessions resumed / dropped | Resumption: messages lost | twice | bounced | Archive pages wrong | errors |");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for s in SERVERS {
+            let mine: Vec<&&Value> = modern_lines.iter().filter(|v| v["server"] == s).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let sum = |scenario: &str, key: &str| -> u64 { mine.iter().filter(|v| v["scenario"] == scenario).filter_map(|v| get(v, key)).map(|x| x as u64).sum() };
+            let pages = |key: &str| -> u64 {
+                ["newest", "before", "after", "with"].iter().map(|k| sum("archive-query", &format!("{k}.{key}"))).sum()
+            };
+            let _ = writeln!(
+                out,
+                "| {s} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+                sum("chat", "sent"),
+                sum("chat", "lost"),
+                sum("chat", "duplicates"),
+                sum("chat", "unacked_at_end"),
+                sum("resume", "resumed"),
+                sum("resume", "sessions"),
+                sum("resume", "lost"),
+                sum("resume", "duplicates"),
+                sum("resume", "errors_to_senders"),
+                pages("wrong"),
+                pages("errors"),
+            );
+        }
+    }
+
     // Correctness over all runs.
     let _ = writeln!(out, "\n## Correctness (all repetitions)\n");
     let _ = writeln!(
@@ -361,12 +540,15 @@ pub fn run(a: &Args) -> i32 {
     let _ = writeln!(out, "| Server | Sessions opened / asked | Pings answered / sent | Chat messages sent | lost | duplicated | reordered | arrived late (overloaded steps) | Offline lost | Roster-login errors |");
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for s in SERVERS {
-        let mine: Vec<&Value> = lines.iter().filter(|v| v["server"] == s).collect();
+        let mine: Vec<&Value> = lines.iter().filter(|v| v["server"] == s && v.get("profile").is_none()).collect();
         if mine.is_empty() {
             continue;
         }
         let sum = |scenario: &str, key: &str| -> u64 {
-            mine.iter().filter(|v| v["scenario"] == scenario && v.get("kind").is_none()).filter_map(|v| v[key].as_u64()).sum()
+            mine.iter()
+                .filter(|v| v["scenario"] == scenario && v.get("kind").is_none() && v.get("profile").is_none())
+                .filter_map(|v| v[key].as_u64())
+                .sum()
         };
         let roster_errors: usize = mine.iter().filter(|v| v["scenario"] == "roster-login").map(|v| v["errors"].as_array().map(|a| a.len()).unwrap_or(0)).sum();
         let _ = writeln!(
@@ -395,6 +577,7 @@ pub fn run(a: &Args) -> i32 {
 
     // Sweeps step by step.
     let sweeps: Vec<&Value> = lines.iter().filter(|v| v["scenario"] == "chat-max").collect();
+    let sweep_label = |v: &Value| if v["profile"] == "modern" { " (archive, carbons, stream management)" } else { "" };
     if !sweeps.is_empty() {
         let _ = writeln!(out, "\n## Chat rate sweeps\n");
         let _ = writeln!(out, "Each step sends for a fixed time at a target rate; a step is sustained if every message arrived within the step's drain window, p99 < 50 ms and the senders offered ≥ 95% of the rate; after an overloaded step the next waits until its backlog has arrived. Steps: rate (msg/s), sustained, p99 (ms), load generator busy (%).\n");
@@ -407,7 +590,7 @@ pub fn run(a: &Args) -> i32 {
                         .collect()
                 })
                 .unwrap_or_default();
-            let _ = writeln!(out, "- {} rep {}: {}", v["server"].as_str().unwrap_or(""), v["rep"], steps.join(" · "));
+            let _ = writeln!(out, "- {}{} rep {}: {}", v["server"].as_str().unwrap_or(""), sweep_label(v), v["rep"], steps.join(" · "));
         }
     }
 

@@ -73,7 +73,7 @@ pub struct Client {
     reader: minidom::rxml::AsyncRawReader<BufReader<ReadHalf<Stream>>>,
     tree: TreeBuilder,
     writer: WriteHalf<Stream>,
-    pending: VecDeque<Element>,
+    pub pending: VecDeque<Element>,
     /// The features of the current stream.
     pub features: Option<Element>,
     pub header: Option<Element>,
