@@ -757,6 +757,74 @@ async fn ack_waits_for_the_archive(b: Backend) {
     s.stop().await;
 }
 
+/// Run the `starling` binary with a config pointing at the test server's database.
+async fn starling_cli(s: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let config = s.dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domains = [\"localhost\", \"example.test\"]\ndata_dir = \".\"\n[storage]\nurl = \"{}\"\n[admin]\nsocket = \"cli.sock\"\n",
+            s.config.storage.url
+        ),
+    )
+    .unwrap();
+    let mut all = vec!["--config".to_string(), config.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let dir = s.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+            .current_dir(dir)
+            .env_remove("STARLING_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(&all)
+            .output()
+            .expect("run the starling binary");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+/// `starling archive import` (the benchmark's provisioning path) reads JSON lines into an
+/// account's archive, while the server runs; the messages are then queried like any other,
+/// at their given times. A bad line fails the import and names the line.
+async fn archive_import_cli(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["bob"]).await;
+    let base = now_micros() - 86_400_000_000;
+    let line = |i: i64, direction: &str, with: &str, text: &str| {
+        let (from, to) = if direction == "in" { (with.to_string(), "bob@localhost".to_string()) } else { ("bob@localhost/b".to_string(), with.to_string()) };
+        format!(
+            "{{\"ts_us\":{},\"direction\":\"{direction}\",\"with\":\"{with}\",\"id\":\"m{i}\",\"stanza\":\"<message xmlns='jabber:client' from='{from}' to='{to}' type='chat' id='m{i}'><body>{text}</body></message>\"}}\n",
+            base + i
+        )
+    };
+    let good = [line(0, "in", "peer1@localhost/phone", "caf\\u00e9"), line(1, "out", "peer1@localhost", "reply \\\"q\\\""), line(2, "in", "peer2@localhost/x", "other")].concat();
+    let file = s.dir.path().join("archive.jsonl");
+    std::fs::write(&file, &good).unwrap();
+    let (ok, out, err) = starling_cli(&s, &["archive", "import", "--account", "bob@localhost", file.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("imported 3 messages"), "{out}");
+    let mut bob = s.login("bob", "b").await;
+    let page = query(&mut bob, &mam_iq("q", "", "")).await;
+    assert_eq!(page.bodies(), ["café", "reply \"q\"", "other"]);
+    assert_eq!(page.count(), Some(3));
+    let with = query(&mut bob, &mam_iq("w", &field("with", "peer1@localhost"), "")).await;
+    assert_eq!(with.bodies(), ["café", "reply \"q\""]);
+    let first = time::OffsetDateTime::parse(&page.hits[0].stamp, &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!(first.unix_timestamp_nanos() / 1000, i128::from(base));
+
+    let bad = [line(10, "in", "peer1@localhost", "fine"), "{\"ts_us\":11,\"direction\":\"in\"}\n".to_string()].concat();
+    std::fs::write(&file, bad).unwrap();
+    let (ok, _, err) = starling_cli(&s, &["archive", "import", "--account", "bob@localhost", file.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(err.contains("line 2"), "{err}");
+    let (ok, _, err) = starling_cli(&s, &["archive", "import", "--account", "nobody@localhost", file.to_str().unwrap()]).await;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    assert_eq!(query(&mut bob, &mam_iq("q2", "", "<max>0</max>")).await.count(), Some(3), "nothing of the failed imports");
+    s.stop().await;
+}
+
 // ---- The store, on both databases ----
 
 async fn open(b: Backend) -> (Db, tempfile::TempDir) {
@@ -963,6 +1031,7 @@ db_tests!(
     survives_restart,
     retention_at_start,
     ack_waits_for_the_archive,
+    archive_import_cli,
     archive_store,
     archive_retention,
     archive_pages_use_indexes,
