@@ -1,6 +1,8 @@
 //! An acknowledgement is a promise: the real binary is killed with SIGKILL while a client
 //! sends messages with stream management on; after a restart on the same database, every
-//! message the server acknowledged reaches its recipient exactly once.
+//! message the server acknowledged reaches its recipient exactly once: from offline storage
+//! (recipient offline), or live and in the archive with the same stanza-id (recipient
+//! online).
 //!
 //! Each test runs `STARLING_CRASH_RUNS` rounds (default 3), killing at a different moment
 //! each time; the longer run the issue asks for is `STARLING_CRASH_RUNS=50`.
@@ -170,4 +172,101 @@ async fn acked_messages_survive_kill_9(b: Backend) {
     eprintln!("kill -9 rounds ({b:?}): {}", report.join("; "));
 }
 
-db_tests!(acked_messages_survive_kill_9);
+const MAM: &str = "urn:xmpp:mam:2";
+const SID: &str = "urn:xmpp:sid:0";
+
+/// Everything in bob's archive: (body, archive id), oldest first, paging with RSM.
+async fn whole_archive(bob: &mut Client) -> Vec<(u32, String)> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    for page in 0.. {
+        assert!(page < 10_000, "the archive does not end");
+        let set = if after.is_empty() { "<max>250</max>".to_string() } else { format!("<max>250</max><after>{after}</after>") };
+        bob.send(&format!(
+            "<iq type='set' id='page{page}'><query xmlns='{MAM}' queryid='all'><set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query></iq>"
+        ))
+        .await;
+        let fin = loop {
+            match bob.read().await {
+                Got::Element(el) if el.name() == "message" => {
+                    let result = el.get_child("result", MAM).expect("a MAM result");
+                    let forwarded = result.get_child("forwarded", "urn:xmpp:forward:0").unwrap();
+                    let message = forwarded.get_child("message", CLIENT).unwrap();
+                    let n = message.get_child("body", CLIENT).unwrap().text().parse().unwrap();
+                    all.push((n, result.attr("id").unwrap().to_string()));
+                }
+                Got::Element(el) if el.name() == "iq" => break el,
+                Got::Element(_) | Got::Header(_) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
+        let fin = fin.get_child("fin", MAM).unwrap();
+        if fin.attr("complete") == Some("true") {
+            return all;
+        }
+        after = fin.get_child("set", "http://jabber.org/protocol/rsm").unwrap().get_child("last", "http://jabber.org/protocol/rsm").unwrap().text();
+    }
+    unreachable!()
+}
+
+/// Online recipient: each acknowledged message is in bob's archive once, and what bob
+/// received live carries the same stanza-id as its archived copy (a client syncing from
+/// the archive by stanza-id sees each message once).
+async fn acked_messages_are_archived_across_kill_9(b: Backend) {
+    let mut report = Vec::new();
+    for round in 0..rounds() {
+        let mut server = Process::new(b).await;
+        server.start().await;
+        let mut alice = server.login("alice", "phone").await;
+        let mut bob = server.login("bob", "desk").await;
+        bob.send("<presence/>").await;
+        let kill_after = Duration::from_millis(50 + (round as u64 * 137) % 400);
+        let sending = async { send_until_killed(&mut alice).await };
+        let receiving = async {
+            let mut live = BTreeMap::new();
+            loop {
+                match bob.read().await {
+                    Got::Element(el) if el.name() == "message" => {
+                        let Some(body) = el.get_child("body", CLIENT) else { continue };
+                        let id = el
+                            .children()
+                            .find(|c| c.is("stanza-id", SID) && c.attr("by") == Some("bob@localhost"))
+                            .and_then(|c| c.attr("id"))
+                            .expect("a stanza-id by bob's archive")
+                            .to_string();
+                        live.insert(body.text().parse::<u32>().unwrap(), id);
+                    }
+                    Got::Element(_) | Got::Header(_) => {}
+                    Got::Closed | Got::Eof => return live,
+                }
+            }
+        };
+        let killing = async {
+            tokio::time::sleep(kill_after).await;
+            server.kill9().await;
+        };
+        let (acked, live, ()) = tokio::join!(sending, receiving, killing);
+        server.start().await;
+        let mut bob = server.login("bob", "desk").await;
+        let archive = whole_archive(&mut bob).await;
+        let mut archived: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for (n, id) in archive {
+            archived.entry(n).or_default().push(id);
+        }
+        let missing: Vec<u32> = (1..=acked).filter(|n| !archived.contains_key(n)).collect();
+        assert!(missing.is_empty(), "round {round}: acknowledged but not archived: {missing:?} (acked {acked})");
+        let doubled: Vec<u32> = archived.iter().filter(|(_, ids)| ids.len() > 1).map(|(n, _)| *n).collect();
+        assert!(doubled.is_empty(), "round {round}: archived twice: {doubled:?}");
+        for (n, id) in &live {
+            if let Some(ids) = archived.get(n) {
+                assert_eq!(&ids[0], id, "round {round}: message {n} has another id in the archive than live");
+            }
+        }
+        report.push(format!("acked {acked}, received live {}, archived {}", live.len(), archived.len()));
+        server.kill9().await;
+    }
+    eprintln!("kill -9 rounds, online recipient ({b:?}): {}", report.join("; "));
+}
+
+db_tests!(acked_messages_survive_kill_9, acked_messages_are_archived_across_kill_9);
