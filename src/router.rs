@@ -288,7 +288,7 @@ async fn iq_to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
 async fn dispatch_iq(ctx: &Ctx, stanza: Stanza, scope: Scope, to: Jid) {
     let Some(kind) = stanza.iq_type() else { return };
     let Some(payload) = stanza.payload() else { return };
-    let handler = ctx.core.modules.iq_handler(scope, kind, payload.name(), &payload.ns());
+    let handler = ctx.core.modules.iq_handler(scope, kind, payload.name(), payload.ns());
     let Some(handler) = handler else {
         return bounce(ctx, &stanza, StanzaError::service_unavailable()).await;
     };

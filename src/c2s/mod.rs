@@ -658,7 +658,7 @@ impl Session {
                 self.writer.queue(&sm::failed(Condition::UnexpectedRequest, None, Some("a session is already bound on this stream")));
             }
             Nonza::Request => {
-                let Some(sm) = self.sm.as_deref_mut() else { return None };
+                let sm = self.sm.as_deref_mut()?;
                 // Answered at once with what is safe; if that is not everything handled,
                 // another `<a/>` follows as soon as it is (§4: an answer is never withheld).
                 sm.ack_wanted = !sm.pending.is_empty();
@@ -666,7 +666,7 @@ impl Session {
                 self.writer.queue(&ack);
             }
             Nonza::Ack(h) => {
-                let Some(sm) = self.sm.as_deref_mut() else { return None };
+                let sm = self.sm.as_deref_mut()?;
                 if let Err(e) = sm.proto.acknowledged(h) {
                     return Some(End::Error(e));
                 }

@@ -459,7 +459,7 @@ impl Negotiation {
                 }
             }
             (None, _) => {
-                let handler = self.core.modules.preauth_handler(&payload.ns());
+                let handler = self.core.modules.preauth_handler(payload.ns());
                 let allowed = self.secure || !self.core.config.c2s.require_encryption;
                 match handler {
                     Some(handler) if allowed => {

@@ -80,7 +80,7 @@ pub fn enabled(id: Option<&str>, max: Option<u64>) -> Element {
         xml::set_attr(&mut el, "id", id);
         xml::set_attr(&mut el, "resume", "true");
         if let Some(max) = max {
-            xml::set_attr(&mut el, "max", &max.to_string());
+            xml::set_attr(&mut el, "max", max.to_string());
         }
     }
     el
@@ -90,7 +90,7 @@ pub fn enabled(id: Option<&str>, max: Option<u64>) -> Element {
 pub fn failed(condition: Condition, h: Option<u32>, text: Option<&str>) -> Element {
     let mut el = Element::bare("failed", ns::SM);
     if let Some(h) = h {
-        xml::set_attr(&mut el, "h", &h.to_string());
+        xml::set_attr(&mut el, "h", h.to_string());
     }
     el.append_child(Element::bare(condition.name(), ns::XMPP_STANZAS));
     if let Some(text) = text {

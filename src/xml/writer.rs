@@ -62,8 +62,11 @@ struct Hoisted<'a> {
     index: HashMap<&'a str, usize>,
     /// The last namespace looked up, by address and length: the elements of one namespace
     /// share one string, so a long name is hashed once, not once per element.
-    last: std::cell::Cell<Option<((usize, usize), Option<usize>)>>,
+    last: std::cell::Cell<Option<(NameAddress, Option<usize>)>>,
 }
+
+/// A namespace string's address and length.
+type NameAddress = (usize, usize);
 
 fn key(s: &str) -> (usize, usize) {
     (s.as_ptr() as usize, s.len())

@@ -82,7 +82,7 @@ async fn offline_byte_quota(b: Backend) {
     }
     alice.request("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await;
     let (stored, bytes) = s.server().core().db.offline().usage(&bare("bob@localhost")).await.unwrap();
-    assert!(stored >= 1 && stored < 5, "{stored} stored");
+    assert!((1..5).contains(&stored), "{stored} stored");
     assert!(bytes <= 4096 && bytes + bytes / stored > 4096, "{stored} messages of {bytes} bytes: the next one would still have fitted");
     for i in stored..5 {
         let e = alice.expect("refusal", |e| e.attr("id") == Some(format!("q{i}").as_str())).await;

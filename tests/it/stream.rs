@@ -237,7 +237,7 @@ async fn timeout_on_a_restarted_stream_comes_after_a_header() {
         match c.read().await {
             crate::common::client::Got::Closed | crate::common::client::Got::Eof => break,
             crate::common::client::Got::Header(_) => seen.push("header".to_string()),
-            crate::common::client::Got::Element(el) => seen.push(format!("{}", show(&el))),
+            crate::common::client::Got::Element(el) => seen.push(show(&el).to_string()),
         }
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
