@@ -76,6 +76,7 @@ pub(crate) enum Mode {
     Document,
 }
 
+#[allow(clippy::box_collection)] // `namespaces`: a boxed set is one pointer while empty, a set four
 pub(crate) struct TreeBuilder {
     mode: Mode,
     limits: Limits,
