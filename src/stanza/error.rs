@@ -51,6 +51,27 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The legacy error code of XEP-0086 §3, still read by some clients (Profanity decides
+    /// from `code='404'` that an OMEMO bundle or device list does not exist).
+    pub fn legacy_code(self) -> Option<&'static str> {
+        use Condition::*;
+        Some(match self {
+            BadRequest | JidMalformed | UnexpectedRequest => "400",
+            NotAuthorized => "401",
+            Forbidden => "403",
+            ItemNotFound | RecipientUnavailable | RemoteServerNotFound => "404",
+            NotAllowed => "405",
+            NotAcceptable => "406",
+            RegistrationRequired | SubscriptionRequired => "407",
+            Conflict => "409",
+            InternalServerError | ResourceConstraint | UndefinedCondition => "500",
+            FeatureNotImplemented => "501",
+            ServiceUnavailable => "503",
+            // Not in XEP-0086's table.
+            PolicyViolation => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Condition::BadRequest => "bad-request",
@@ -147,6 +168,9 @@ impl StanzaError {
     /// The `<error/>` child of an error stanza.
     pub fn to_element(&self, by: Option<&str>) -> Element {
         let mut error = xml::element("error", ns::CLIENT, &[("type", self.error_type.as_str())]);
+        if let Some(code) = self.condition.legacy_code() {
+            xml::set_attr(&mut error, "code", code);
+        }
         if let Some(by) = by {
             xml::set_attr(&mut error, "by", by);
         }
@@ -284,5 +308,19 @@ impl From<xml::XmlError> for StreamError {
             X::BadFormat => StreamError::new(StreamCondition::BadFormat),
         }
         .with_text(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XEP-0086: the legacy code next to the condition (Profanity reads `code='404'`).
+    #[test]
+    fn errors_carry_the_legacy_code() {
+        let el = StanzaError::item_not_found().to_element(None);
+        assert_eq!((el.attr("type"), el.attr("code")), (Some("cancel"), Some("404")));
+        assert_eq!(StanzaError::service_unavailable().to_element(None).attr("code"), Some("503"));
+        assert_eq!(StanzaError::new(Condition::PolicyViolation).to_element(None).attr("code"), None);
     }
 }

@@ -274,6 +274,13 @@ async fn paging(b: Backend) {
     assert_eq!(p3.ids(), ids[6..7]);
     assert!(p3.complete());
     assert_eq!((p3.first(), p3.last()), (Some(ids[6].clone()), Some(ids[6].clone())));
+    // COMPAT(profanity 0.13): the RSM <after/> straight in the query, without <set/>.
+    let bare_after = query(
+        &mut bob,
+        &format!("<iq type='set' id='pa'><query xmlns='{MAM}' queryid='pa'><after xmlns='http://jabber.org/protocol/rsm'>{}</after></query></iq>", ids[4]),
+    )
+    .await;
+    assert_eq!(bare_after.ids(), ids[5..7]);
     // After the last: an empty, complete page without first/last.
     let p4 = query(&mut bob, &mam_iq("p4", "", &format!("<max>3</max><after>{}</after>", ids[6]))).await;
     assert!(p4.hits.is_empty() && p4.complete());

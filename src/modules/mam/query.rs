@@ -71,8 +71,13 @@ pub fn parse(query: &Element, max_page: usize) -> Result<Query, StanzaError> {
     if forms.next().is_some() {
         return Err(bad("one data form at most"));
     }
-    if let Some(set) = query.get_child("set", RSM) {
-        q.rsm = parse_rsm(set, max_page)?;
+    match query.get_child("set", RSM) {
+        Some(set) => q.rsm = parse_rsm(set, max_page)?,
+        // COMPAT(profanity 0.13): its next-page query puts the RSM <after/> straight in the
+        // query, without its <set/>; read as the RSM it is meant as rather than answering
+        // the first page again (which Profanity shows twice).
+        None if query.children().any(|c| c.has_ns(RSM)) => q.rsm = parse_rsm(query, max_page)?,
+        None => {}
     }
     q.flip = query.has_child("flip-page", MAM);
     if q.rsm.after.is_some() && q.rsm.before.is_some() {
