@@ -371,6 +371,11 @@ class Client:
             recent = "\n  ".join(text_of(s) for s in self.received[-12:])
             raise AssertionError(f"{self.account.jid}: no {what} within {timeout}s; last stanzas received:\n  {recent}")
 
+    def take(self, stanzas: Iterable) -> None:
+        """Mark these received stanzas as seen: later waits and checks skip them."""
+        for s in stanzas:
+            self._taken.add(next(i for i, r in enumerate(self.received) if r is s))
+
     def untaken(self, pred: Callable) -> list:
         return [s for i, s in enumerate(self.received) if i not in self._taken and pred(s)]
 
