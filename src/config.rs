@@ -29,6 +29,7 @@ pub struct Config {
     pub vcard: VcardConfig,
     pub roster: RosterConfig,
     pub pep: PepConfig,
+    pub mam: MamConfig,
     pub modules: ModulesConfig,
     pub admin: AdminConfig,
 }
@@ -180,6 +181,18 @@ pub struct PepConfig {
     pub caps_timeout: u64,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct MamConfig {
+    /// default: "always". XEP-0313 archiving for accounts that set no preference (XEP-0441):
+    /// "always", "roster" (only with contacts in the roster) or "never".
+    pub default: crate::storage::ArchiveDefault,
+    /// default: 0. Archived messages older than this many days are deleted; 0 keeps them.
+    pub retention_days: u32,
+    /// default: 250. The most messages one query returns; a client asking for more gets
+    /// this many and pages on (XEP-0313 §4.3.1).
+    pub max_page: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModulesConfig {
     /// default: []. Names of modules not to load (see `starling check`).
@@ -241,6 +254,7 @@ impl Default for Config {
                 caps_cache_size: 1000,
                 caps_timeout: 30,
             },
+            mam: MamConfig { default: crate::storage::ArchiveDefault::Always, retention_days: 0, max_page: 250 },
             modules: ModulesConfig::default(),
             admin: AdminConfig { socket: PathBuf::from("starling.sock") },
         }
@@ -503,6 +517,17 @@ fn read_config(
     };
     s.finish();
 
+    let mut s = root.section("mam");
+    let mam = MamConfig {
+        default: s.take("default", d.mam.default, |v| {
+            let text = string(v)?;
+            crate::storage::ArchiveDefault::parse(&text).ok_or_else(|| format!("{text:?} is not one of \"always\", \"roster\", \"never\""))
+        }),
+        retention_days: s.take("retention_days", d.mam.retention_days, |v| int_in(v, 0, 36_500).map(|n| n as u32)),
+        max_page: s.take("max_page", d.mam.max_page, |v| int_in(v, 1, 10_000).map(|n| n as usize)),
+    };
+    s.finish();
+
     let mut s = root.section("modules");
     let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), |v| string_list(v).and_then(module_names)) };
     s.finish();
@@ -548,7 +573,7 @@ fn read_config(
     }
 
     root.finish();
-    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, pep, modules, admin }
+    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, pep, mam, modules, admin }
 }
 
 /// The longest path a Unix domain socket can be bound to on Linux.
@@ -828,6 +853,16 @@ mod tests {
         .unwrap_err();
         let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["offline.max_bytes_per_user", "private.max_bytes_per_user", "vcard.max_bytes", "roster.max_items"]);
+    }
+
+    #[test]
+    fn mam_keys() {
+        let c = Config::parse("[mam]\ndefault = \"roster\"\nretention_days = 30\nmax_page = 50", "m.toml", Path::new("")).unwrap();
+        assert_eq!(c.mam, MamConfig { default: crate::storage::ArchiveDefault::Roster, retention_days: 30, max_page: 50 });
+        let err = Config::parse("[mam]\ndefault = \"sometimes\"\nretention_days = -1\nmax_page = 0", "m.toml", Path::new("")).unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["mam.default", "mam.retention_days", "mam.max_page"], "{err}");
+        assert!(err.to_string().contains("\"sometimes\" is not one of"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod archive_import;
 pub mod auth;
 pub mod c2s;
 pub mod config;

@@ -40,6 +40,25 @@ enum Command {
     /// See and end client sessions of the running server.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// The message archive (XEP-0313).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Add messages to an account's archive from JSON lines, oldest first, one object a
+    /// line: {"ts_us":…,"direction":"in"|"out","with":"JID","id":"…","stanza":"<message…/>"}.
+    /// `ts_us` (microseconds since the epoch) is each message's place in the archive: it
+    /// must differ from every other and should be in the past. For provisioning and moving
+    /// archives in; see src/archive_import.rs.
+    Import {
+        /// The account whose archive it is.
+        #[arg(long)]
+        account: String,
+        /// The JSON lines; `-` reads standard input.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +130,7 @@ fn main() -> ExitCode {
             Command::Check => check(config).await,
             Command::User(cmd) => user(config, cmd, cli.create_db).await,
             Command::Session(cmd) => session(config, cmd).await,
+            Command::Archive(cmd) => archive(config, cmd, cli.create_db).await,
         }
     });
     match result {
@@ -305,6 +325,28 @@ async fn open_for_cli(config: &Config, create: bool) -> anyhow::Result<Db> {
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("storage {shown}"))),
     }
+}
+
+async fn archive(config: Config, cmd: ArchiveCommand, create_db: bool) -> anyhow::Result<()> {
+    let ArchiveCommand::Import { account: jid, file } = cmd;
+    let jid = account(&config, &jid)?;
+    let db = open_for_cli(&config, create_db).await?;
+    let result = async {
+        if !db.accounts().exists(&jid).await? {
+            bail!("{jid} does not exist");
+        }
+        let imported = if file.as_os_str() == "-" {
+            starling::archive_import::import(&db.archive(), &jid, std::io::stdin().lock()).await?
+        } else {
+            let input = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            starling::archive_import::import(&db.archive(), &jid, std::io::BufReader::new(input)).await?
+        };
+        println!("imported {imported} messages into the archive of {jid}");
+        Ok(())
+    }
+    .await;
+    db.close().await;
+    result
 }
 
 async fn user(config: Config, cmd: UserCommand, create_db: bool) -> anyhow::Result<()> {

@@ -150,6 +150,10 @@ impl Server {
             _admin_socket: admin_socket,
         };
         server.acceptors.spawn(crate::admin::serve(server.core.clone(), admin, server.connections.clone()));
+        // Modules' background tasks end when shutdown is cancelled; shutdown waits for them.
+        for task in server.core.modules.background_tasks() {
+            server.acceptors.spawn(task(server.core.clone()));
+        }
         for (listener, direct_tls) in plain.into_iter().map(|l| (l, false)).chain(tls.into_iter().map(|l| (l, true))) {
             let core = server.core.clone();
             let connections = server.connections.clone();

@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -54,6 +55,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<roster::Roster>(deps);
     reg.load::<presence::Presence>(deps);
     reg.load::<offline::Offline>(deps);
+    reg.load::<mam::Mam>(deps);
     reg.load::<blocking::Blocking>(deps);
     reg.load::<carbons::Carbons>(deps);
     reg.load::<ping::Ping>(deps);
@@ -79,6 +81,7 @@ pub const NAMES: &[&str] = &[
     roster::Roster::NAME,
     presence::Presence::NAME,
     offline::Offline::NAME,
+    mam::Mam::NAME,
     blocking::Blocking::NAME,
     carbons::Carbons::NAME,
     ping::Ping::NAME,
@@ -191,6 +194,8 @@ type IqHandler = Arc<dyn Fn(Ctx, IqRequest) -> BoxFuture<IqResult> + Send + Sync
 type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send + Sync>;
 type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+/// A module's background task: runs from start until `core.shutdown` is cancelled.
+pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
 type DeliveryInterestFn = Arc<dyn Fn(&BareJid) -> bool + Send + Sync>;
 type DataHookFn = Arc<dyn Fn(Ctx, DataChange) -> BoxFuture<()> + Send + Sync>;
@@ -262,6 +267,7 @@ pub struct ModuleTable {
     account_disco: Vec<AccountDiscoFn>,
     data_hooks: Vec<DataHookFn>,
     preauth: HashMap<&'static str, PreAuthHandler>,
+    background: Vec<BackgroundTask>,
     loaded: Vec<&'static str>,
 }
 
@@ -296,6 +302,11 @@ impl ModuleTable {
 
     pub fn loaded(&self) -> &[&'static str] {
         &self.loaded
+    }
+
+    /// The background tasks the modules registered; the server starts each once.
+    pub fn background_tasks(&self) -> &[BackgroundTask] {
+        &self.background
     }
 
     pub async fn run_hook(&self, hook: Hook, ctx: &Ctx, mut stanza: Stanza) -> Flow {
@@ -384,6 +395,7 @@ impl Registrar {
                 account_disco: Vec::new(),
                 data_hooks: Vec::new(),
                 preauth: HashMap::new(),
+                background: Vec::new(),
                 loaded: Vec::new(),
             },
             disabled: disabled.to_vec(),
@@ -459,6 +471,18 @@ impl Registrar {
         let module = module.clone();
         let handler: SessionHookFn = Arc::new(move |ctx, ev| Box::pin(f(module.clone(), ctx, ev)));
         self.session_order.entry(hook).or_default().push((priority, handler));
+    }
+
+    /// A task the server runs from start to shutdown (it must end once
+    /// `core.shutdown` is cancelled): periodic clean-ups and the like.
+    pub fn background<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Core) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        self.table.background.push(Arc::new(move |core| Box::pin(f(module.clone(), core))));
     }
 
     /// Watch messages delivered to local accounts (see [`Delivered`]), for the accounts

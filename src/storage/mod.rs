@@ -5,6 +5,7 @@
 //! PostgreSQL accept, so most statements are written once and run on either pool.
 
 mod accounts;
+mod archive;
 mod blocklist;
 mod hint;
 mod last_activity;
@@ -16,6 +17,7 @@ mod roster;
 mod vcard;
 
 pub use accounts::{AccountStore, NewAccount};
+pub use archive::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, BulkMessage, NewArchived, PendingArchive, Slot, now_micros};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
 pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};
@@ -125,6 +127,7 @@ pub struct Db {
     readers: Option<Arc<readers::SqliteReaders>>,
     hints: Arc<Hints>,
     offline_queue: Arc<offline::Queue>,
+    archive: Arc<archive::Shared>,
 }
 
 /// The accounts that may have rows in the tables that every login reads and that are empty
@@ -240,7 +243,7 @@ impl Db {
         } else {
             return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
         };
-        Ok(Db { pool, readers, hints: Arc::new(Hints::new()), offline_queue: Arc::default() })
+        Ok(Db { pool, readers, hints: Arc::new(Hints::new()), offline_queue: Arc::default(), archive: Arc::default() })
     }
 
     /// Look at a database without creating or changing anything (`starling check`): a SQLite
@@ -309,6 +312,7 @@ impl Db {
     pub async fn close(&self) {
         // Offline messages still queued were accepted: commit them before the pool goes.
         self.offline().committed().await;
+        self.archive().committed().await;
         on_pool!(self, |pool| pool.close().await)
     }
 
@@ -320,6 +324,9 @@ impl Db {
     }
     pub fn offline(&self) -> OfflineStore {
         OfflineStore { db: self.clone() }
+    }
+    pub fn archive(&self) -> ArchiveStore {
+        ArchiveStore { db: self.clone() }
     }
     pub fn vcard(&self) -> VcardStore {
         VcardStore { db: self.clone() }
@@ -350,7 +357,7 @@ async fn pg_has_schema(pool: &PgPool) -> Result<bool> {
 
 /// Accounts and pending migrations, reading only. `table_exists` counts tables named `$1`.
 async fn inspect_schema(pool: &Pool, table_exists: &'static str, known: usize) -> Result<Inspection> {
-    let db = Db { pool: pool.clone(), readers: None, hints: Arc::new(Hints::new()), offline_queue: Arc::default() };
+    let db = Db { pool: pool.clone(), readers: None, hints: Arc::new(Hints::new()), offline_queue: Arc::default(), archive: Arc::default() };
     let has = |table: &'static str| {
         let db = db.clone();
         async move {

@@ -15,6 +15,7 @@ mod csi;
 mod bookmarks;
 mod services;
 mod storage;
+mod mam;
 mod message;
 mod offline;
 mod pep;

@@ -1,0 +1,651 @@
+//! Message Archive Management (XEP-0313) with Unique and Stable Stanza IDs (XEP-0359),
+//! Result Set Management paging (XEP-0059) and archiving preferences (XEP-0441).
+//!
+//! **Archiving.** A message between two local accounts is archived when the recipient's
+//! side accepts it: in the `StanzaIn` hook, after the block lists (priority 100) had their
+//! say, one row goes to the sender's archive (outgoing) and one to the recipient's
+//! (incoming); a message to oneself is one row. A message to another server is archived for
+//! the sender in `StanzaOut`. Every message to an account first loses any `<stanza-id/>`
+//! claiming to be by that account (XEP-0359 §4 rule 2); an archived one gets the server's,
+//! whose id is its archive id, before delivery or offline storage.
+//!
+//! **The promise.** The archive id is made up front, so delivery never waits for the
+//! database: the rows go to the store's group-commit writer, and the client's
+//! acknowledgement (XEP-0198) waits for their commit through [`Ctx::durable`].
+//!
+//! **Queries** are ranges of an index, so a page costs the same in an archive of ten
+//! messages or of millions (see `storage/archive.rs`).
+
+mod query;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use jid::{BareJid, Jid};
+use tracing::Instrument;
+
+use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
+use crate::core::Core;
+use crate::router;
+use crate::stanza::{Condition, IqType, Kind, MessageType, Stanza, StanzaError};
+use crate::storage::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, NewArchived, now_micros};
+use crate::xml::{self, Element, ns};
+
+use query::{Before, Query};
+
+pub const MAM: &str = "urn:xmpp:mam:2";
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+pub const MAM_METADATA: &str = "urn:xmpp:mam:2#metadata";
+pub const SID: &str = "urn:xmpp:sid:0";
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+const FORWARD: &str = "urn:xmpp:forward:0";
+const HINTS: &str = "urn:xmpp:hints";
+
+/// Rows read from the store at a time while a page is assembled.
+const CHUNK: usize = 50;
+/// Stanza bytes one page holds at most (at least one message): a page of the largest
+/// messages stays a few megabytes, not `max_page` times the stanza size limit.
+const PAGE_BYTES: usize = 1 << 20;
+/// RSM `<index/>` is served by skipping that many entries of the index: up to this many.
+const MAX_INDEX: usize = 10_000;
+/// JIDs in the always and never lists together.
+const MAX_PREFS_JIDS: usize = 1000;
+/// How often retention looks for old messages, and how many go per transaction.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+const RETENTION_BATCH: usize = 1000;
+
+pub struct Mam {
+    store: ArchiveStore,
+    default: ArchiveDefault,
+    max_page: usize,
+    retention_days: u32,
+    /// Preferences of accounts with sessions that set some (the message path reads them
+    /// for every message; for the accounts that never set any, most of them, the store
+    /// answers from memory).
+    prefs: DashMap<BareJid, Arc<Prefs>>,
+}
+
+/// Preferences as the message path checks them.
+struct Prefs {
+    default: ArchiveDefault,
+    always: HashSet<String>,
+    never: HashSet<String>,
+}
+
+impl Module for Mam {
+    const NAME: &'static str = "mam";
+
+    fn build(deps: &Deps) -> Self {
+        let config = &deps.config.mam;
+        Mam {
+            store: deps.db.archive(),
+            default: config.default,
+            max_page: config.max_page,
+            retention_days: config.retention_days,
+            prefs: DashMap::new(),
+        }
+    }
+
+    fn register(self: Arc<Self>, reg: &mut Registrar) {
+        // Each registration advertises urn:xmpp:mam:2 on the account's bare JID.
+        reg.iq(Scope::Account, IqType::Set, "query", MAM, &self, Self::query);
+        reg.iq(Scope::Account, IqType::Get, "query", MAM, &self, Self::form);
+        reg.iq(Scope::Account, IqType::Get, "metadata", MAM, &self, Self::metadata);
+        reg.iq(Scope::Account, IqType::Get, "prefs", MAM, &self, Self::get_prefs);
+        reg.iq(Scope::Account, IqType::Set, "prefs", MAM, &self, Self::set_prefs);
+        reg.feature(Scope::Account, MAM_EXTENDED);
+        reg.feature(Scope::Account, MAM_METADATA);
+        reg.feature(Scope::Account, SID);
+        // After the block lists (100): what they refuse is not archived (XEP-0313 §6.1).
+        reg.hook(Hook::StanzaOut, 90, &self, Self::outgoing);
+        reg.hook(Hook::StanzaIn, 90, &self, Self::incoming);
+        reg.session_hook(SessionHook::Closed, 0, &self, Self::closed);
+        reg.background(&self, Self::retention);
+    }
+}
+
+/// XEP-0313 §6.1.1 and XEP-0334: normal and chat messages with a body, or with a payload
+/// a conversation needs later (OMEMO without a fallback body, reactions, retractions), or
+/// with the `<store/>` hint; never with `<no-store/>` or `<no-permanent-store/>`, never
+/// chat states, receipts or markers alone, errors, headlines or groupchat.
+fn worth_archiving(stanza: &Stanza) -> bool {
+    if !matches!(stanza.message_type(), MessageType::Normal | MessageType::Chat) {
+        return false;
+    }
+    let el = &stanza.el;
+    if el.has_child("no-store", HINTS) || el.has_child("no-permanent-store", HINTS) {
+        return false;
+    }
+    el.has_child("store", HINTS)
+        || el.has_child("body", ns::CLIENT)
+        || el.get_child("encrypted", "urn:xmpp:omemo:2").is_some_and(|e| e.children().any(|c| c.name() == "payload"))
+        || el.get_child("encrypted", "eu.siacs.conversations.axolotl").is_some_and(|e| e.children().any(|c| c.name() == "payload"))
+        || el.has_child("reactions", "urn:xmpp:reactions:0")
+        || el.has_child("retract", "urn:xmpp:message-retract:1")
+}
+
+/// XEP-0359 §4 rule 2: drop every `<stanza-id/>` whose `by` is `owner`, whoever put it there.
+fn strip_stanza_ids(el: &mut Element, owner: &BareJid) {
+    el.retain_children(|c| !(c.is("stanza-id", SID) && c.attr("by").and_then(|by| BareJid::new(by).ok()).is_some_and(|by| &by == owner)));
+}
+
+impl Prefs {
+    fn from_stored(p: &ArchivePrefs) -> Prefs {
+        Prefs { default: p.default, always: p.always.iter().cloned().collect(), never: p.never.iter().cloned().collect() }
+    }
+
+    /// XEP-0441 §2.3: a listed full JID matches that JID, a listed bare JID any of its
+    /// resources. `never` wins over `always`.
+    fn listed(&self, other: &Jid) -> Option<bool> {
+        let bare = other.to_bare();
+        let hit = |set: &HashSet<String>| set.contains(other.as_str()) || set.contains(bare.as_str());
+        if hit(&self.never) {
+            Some(false)
+        } else if hit(&self.always) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+impl Mam {
+    /// The account's preferences: from memory for an account with sessions, otherwise
+    /// from the store (which answers from a hint for accounts that never set any).
+    async fn prefs_of(&self, ctx: &Ctx, owner: &BareJid) -> Option<Arc<Prefs>> {
+        if let Some(p) = self.prefs.get(owner) {
+            return Some(p.clone());
+        }
+        let prefs = match self.store.prefs(owner).await {
+            Ok(p) => Arc::new(Prefs::from_stored(&p?)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read archiving preferences; the server default applies");
+                return None;
+            }
+        };
+        if ctx.core.sessions.has_sessions(owner) {
+            self.prefs.insert(owner.clone(), prefs.clone());
+        }
+        Some(prefs)
+    }
+
+    /// Whether `owner` archives a message with `other` (XEP-0441 §2).
+    async fn archives(&self, ctx: &Ctx, owner: &BareJid, other: &Jid) -> bool {
+        let prefs = self.prefs_of(ctx, owner).await;
+        let default = match prefs.as_deref() {
+            Some(p) => match p.listed(other) {
+                Some(decided) => return decided,
+                None => p.default,
+            },
+            None => self.default,
+        };
+        match default {
+            ArchiveDefault::Always => true,
+            ArchiveDefault::Never => false,
+            ArchiveDefault::Roster => match ctx.core.rosters.item(owner, &other.to_bare()).await {
+                Ok(item) => item.is_some(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the roster to decide on archiving");
+                    false
+                }
+            },
+        }
+    }
+
+    /// A message from a local account: archived here only when it leaves the server;
+    /// for a local recipient both rows are written on the recipient's side (`incoming`).
+    async fn outgoing(self: Arc<Self>, ctx: Ctx, mut stanza: Stanza) -> Flow {
+        if stanza.kind != Kind::Message {
+            return Flow::Continue(stanza);
+        }
+        let sender = stanza.from.to_bare();
+        // A client does not speak for its archive either.
+        strip_stanza_ids(&mut stanza.el, &sender);
+        let Some(to) = stanza.to.clone() else { return Flow::Continue(stanza) };
+        if ctx.core.is_local_domain(to.domain().as_str()) || !worth_archiving(&stanza) || !self.archives(&ctx, &sender, &to).await {
+            return Flow::Continue(stanza);
+        }
+        let slot = match self.store.allocate().await {
+            Ok(slot) => slot,
+            Err(e) => return self.not_archived(&ctx, stanza, e).await,
+        };
+        let row = NewArchived { owner: sender, ts: slot.ts, with: to, stanza: xml::to_string(&stanza.el) };
+        self.commit(&ctx, &stanza, vec![row]).await;
+        Flow::Continue(stanza)
+    }
+
+    /// A message for a local account that the block lists let through.
+    async fn incoming(self: Arc<Self>, ctx: Ctx, mut stanza: Stanza) -> Flow {
+        if stanza.kind != Kind::Message {
+            return Flow::Continue(stanza);
+        }
+        let to = stanza.to_or_self();
+        let owner = to.to_bare();
+        strip_stanza_ids(&mut stanza.el, &owner);
+        if !worth_archiving(&stanza) {
+            return Flow::Continue(stanza);
+        }
+        let from = stanza.from.clone();
+        let sender = from.to_bare();
+        let for_sender = sender != owner && ctx.core.is_local_account(&from) && self.archives(&ctx, &sender, &to).await;
+        let for_owner = self.archives(&ctx, &owner, &from).await;
+        if !for_sender && !for_owner {
+            return Flow::Continue(stanza);
+        }
+        let serialised = xml::to_string(&stanza.el);
+        let mut rows = Vec::with_capacity(2);
+        if for_sender {
+            match self.store.allocate().await {
+                Ok(slot) => rows.push(NewArchived { owner: sender, ts: slot.ts, with: to.clone(), stanza: serialised.clone() }),
+                Err(e) => return self.not_archived(&ctx, stanza, e).await,
+            }
+        }
+        if for_owner {
+            match self.store.allocate().await {
+                Ok(slot) => {
+                    stanza.el.append_child(xml::element("stanza-id", SID, &[("by", owner.as_str()), ("id", &slot.id)]));
+                    rows.push(NewArchived { owner, ts: slot.ts, with: from, stanza: serialised });
+                }
+                Err(e) => return self.not_archived(&ctx, stanza, e).await,
+            }
+        }
+        self.commit(&ctx, &stanza, rows).await;
+        Flow::Continue(stanza)
+    }
+
+    /// The archive cannot take the message (its key and clock could not be read): the
+    /// message is refused rather than delivered unarchived behind an acknowledgement.
+    async fn not_archived(&self, ctx: &Ctx, stanza: Stanza, e: crate::storage::StorageError) -> Flow {
+        tracing::error!(error = %e, "cannot archive a message");
+        router::bounce(ctx, &stanza, StanzaError::internal().with_text("the message archive is unavailable")).await;
+        Flow::Handled
+    }
+
+    /// Queue the rows; the sender's acknowledgement waits for their commit, delivery does
+    /// not. If the commit fails, the sender is told (its message was delivered, not kept).
+    async fn commit(&self, ctx: &Ctx, stanza: &Stanza, rows: Vec<NewArchived>) {
+        let pending = self.store.enqueue(rows).await;
+        let durable = ctx.durable();
+        // What an error answer needs of the message, not the message.
+        let mut probe = Element::bare("message", ns::CLIENT);
+        for attr in ["id", "type"] {
+            if let Some(v) = stanza.el.attr(attr) {
+                xml::set_attr(&mut probe, attr, v);
+            }
+        }
+        let probe = Stanza { kind: Kind::Message, from: stanza.from.clone(), to: stanza.to.clone(), el: probe };
+        let core = ctx.core.clone();
+        tokio::spawn(
+            async move {
+                let outcome = pending.outcome().await;
+                if outcome.is_err() {
+                    // Logged by the writer. Routed: this session may have ended.
+                    let error = StanzaError::internal().with_text("the message could not be stored in the archive");
+                    router::bounce(&Ctx::new(core), &probe, error).await;
+                }
+                drop(durable);
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    async fn closed(self: Arc<Self>, _ctx: Ctx, event: SessionEvent) {
+        if event.last_session {
+            self.prefs.remove(&event.jid.to_bare());
+        }
+    }
+
+    /// Delete what is older than `retention_days`, at start and then hourly, oldest first,
+    /// in bounded batches so that writers get in between. (First, get the store ready.)
+    async fn retention(self: Arc<Self>, core: Core) {
+        // Read the id key and the clock now, not with the first message.
+        if let Err(e) = self.store.prepare().await {
+            tracing::error!(error = %e, "cannot prepare the message archive");
+        }
+        if self.retention_days == 0 {
+            return;
+        }
+        loop {
+            let cutoff = now_micros().saturating_sub(i64::from(self.retention_days) * 86_400 * 1_000_000);
+            let mut deleted = 0;
+            while !core.shutdown.is_cancelled() {
+                match self.store.delete_older_than(cutoff, RETENTION_BATCH).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "archive retention failed");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(deleted, days = self.retention_days, "archived messages past retention deleted");
+            }
+            tokio::select! {
+                _ = core.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// §4: run a query, write its results to the querying session, answer with `<fin/>`.
+    async fn query(self: Arc<Self>, ctx: Ctx, req: IqRequest) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::forbidden());
+        }
+        let owner = req.to.to_bare();
+        let q = query::parse(req.payload(), self.max_page)?;
+        if q.rsm.index.is_some_and(|i| i > MAX_INDEX) {
+            // XEP-0059 §2.6: an index that is costly to find may be refused.
+            return Err(StanzaError::new(Condition::FeatureNotImplemented)
+                .with_text(format!("RSM <index/> is served up to {MAX_INDEX}; page with <after/> or <before/>")));
+        }
+        // Read what was accepted before the query, e.g. the message whose stanza-id the
+        // client is asking after.
+        self.store.committed().await;
+        let mut range = ArchiveRange { with: q.with.clone(), from_ts: q.start.unwrap_or(i64::MIN), to_ts: q.end.unwrap_or(i64::MAX), only: Vec::new() };
+        // §4.1.3, §4.3.2: every id named must be in the archive.
+        let position = |id: String| {
+            let store = self.store.clone();
+            let owner = owner.clone();
+            async move { store.position(&owner, &id).await?.ok_or_else(StanzaError::item_not_found) }
+        };
+        if let Some(id) = q.after_id.clone() {
+            range.from_ts = range.from_ts.max(position(id).await?.saturating_add(1));
+        }
+        if let Some(id) = q.before_id.clone() {
+            range.to_ts = range.to_ts.min(position(id).await?.saturating_sub(1));
+        }
+        if let Some(id) = q.rsm.after.clone() {
+            range.from_ts = range.from_ts.max(position(id).await?.saturating_add(1));
+        }
+        if let Some(Before::Id(id)) = q.rsm.before.clone() {
+            range.to_ts = range.to_ts.min(position(id).await?.saturating_sub(1));
+        }
+        if !q.ids.is_empty() {
+            range.only = self.store.positions(&owner, &q.ids).await?.ok_or_else(StanzaError::item_not_found)?;
+        }
+        let backward = q.rsm.before.is_some();
+        let limit = q.rsm.max.unwrap_or(self.max_page);
+        let offset = q.rsm.index.unwrap_or(0);
+        let total = if q.is_whole_archive() { Some(self.store.count(&owner).await?) } else { None };
+        let (page, complete) = self.page(&owner, &range, backward, limit, offset).await?;
+        let first_index = if let Some(index) = q.rsm.index {
+            Some(index as i64)
+        } else if !backward && q.rsm.after.is_none() {
+            Some(0)
+        } else if q.rsm.before == Some(Before::Last) {
+            // The last page of the whole archive starts this far from its beginning.
+            total.map(|t| t - page.len() as i64)
+        } else {
+            None
+        };
+        let mut order: Vec<&ArchivedMessage> = page.iter().collect();
+        if q.flip {
+            order.reverse();
+        }
+        for message in order {
+            let Some(result) = result_message(&owner, &q, message) else { continue };
+            ctx.reply(Stanza::new(result, Jid::from(owner.clone()), req.from.clone())).await;
+        }
+        Ok(Some(fin(&page, complete, total, first_index)))
+    }
+
+    /// Up to `limit` messages of `range` after skipping `offset`, oldest first, from the
+    /// oldest end or (`backward`) the newest, within [`PAGE_BYTES`]; and whether the range
+    /// has no more in that direction.
+    async fn page(&self, owner: &BareJid, range: &ArchiveRange, backward: bool, limit: usize, offset: usize) -> Result<(Vec<ArchivedMessage>, bool), StanzaError> {
+        if limit == 0 {
+            // XEP-0059 §2.7: a count, no items; complete only if there is nothing at all.
+            let any = self.store.page(owner, range, backward, 1, offset).await?;
+            return Ok((Vec::new(), any.is_empty()));
+        }
+        let mut page: Vec<ArchivedMessage> = Vec::new();
+        let mut bytes = 0;
+        let mut rest = range.clone();
+        let mut skip = offset;
+        let complete = loop {
+            let want = (limit - page.len()).min(CHUNK);
+            // One more than wanted tells whether the range goes on.
+            let rows = self.store.page(owner, &rest, backward, want + 1, skip).await?;
+            skip = 0;
+            let more = rows.len() > want;
+            let mut full = false;
+            for row in rows.into_iter().take(want) {
+                if !page.is_empty() && bytes + row.stanza.len() > PAGE_BYTES {
+                    full = true;
+                    break;
+                }
+                bytes += row.stanza.len();
+                if backward {
+                    rest.to_ts = row.ts - 1;
+                } else {
+                    rest.from_ts = row.ts + 1;
+                }
+                page.push(row);
+            }
+            if full {
+                break false;
+            }
+            if !more {
+                break true;
+            }
+            if page.len() >= limit {
+                break false;
+            }
+        };
+        if backward {
+            page.reverse();
+        }
+        Ok((page, complete))
+    }
+
+    /// §4.1.5: the fields a query form may have.
+    async fn form(self: Arc<Self>, _ctx: Ctx, req: IqRequest) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::forbidden());
+        }
+        Ok(Some(query::form()))
+    }
+
+    /// §5: the first and last message of the archive, or nothing for an empty one.
+    async fn metadata(self: Arc<Self>, _ctx: Ctx, req: IqRequest) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::forbidden());
+        }
+        let mut el = Element::bare("metadata", MAM);
+        if let Some((first, last)) = self.store.bounds(&req.to.to_bare()).await? {
+            el.append_child(xml::element("start", MAM, &[("id", &first.id), ("timestamp", &query::stamp(first.ts))]));
+            el.append_child(xml::element("end", MAM, &[("id", &last.id), ("timestamp", &query::stamp(last.ts))]));
+        }
+        Ok(Some(el))
+    }
+
+    /// XEP-0441 §2.1: the preferences, or the server's default with empty lists.
+    async fn get_prefs(self: Arc<Self>, _ctx: Ctx, req: IqRequest) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::forbidden());
+        }
+        let prefs = self.store.prefs(&req.to.to_bare()).await?;
+        let prefs = prefs.unwrap_or(ArchivePrefs { default: self.default, always: Vec::new(), never: Vec::new() });
+        Ok(Some(prefs_element(&prefs)))
+    }
+
+    /// XEP-0441 §2.1: replace the preferences; the answer shows them as applied.
+    async fn set_prefs(self: Arc<Self>, ctx: Ctx, req: IqRequest) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::forbidden());
+        }
+        let owner = req.to.to_bare();
+        let prefs = parse_prefs(req.payload())?;
+        self.store.set_prefs(&owner, &prefs).await?;
+        if ctx.core.sessions.has_sessions(&owner) {
+            self.prefs.insert(owner, Arc::new(Prefs::from_stored(&prefs)));
+        }
+        Ok(Some(prefs_element(&prefs)))
+    }
+}
+
+/// `<message><result><forwarded><delay/>original</forwarded></result></message>` (§4.2).
+fn result_message(owner: &BareJid, q: &Query, message: &ArchivedMessage) -> Option<Element> {
+    let original = match xml::parse_element(&message.stanza) {
+        Ok(el) => el,
+        Err(e) => {
+            tracing::error!(error = %e, %owner, id = %message.id, "unreadable archived message skipped");
+            return None;
+        }
+    };
+    let mut forwarded = Element::bare("forwarded", FORWARD);
+    forwarded.append_child(xml::element("delay", ns::DELAY, &[("stamp", &query::stamp(message.ts))]));
+    forwarded.append_child(original);
+    let mut result = xml::element("result", MAM, &[("id", &message.id)]);
+    if let Some(queryid) = &q.queryid {
+        xml::set_attr(&mut result, "queryid", queryid.as_str());
+    }
+    result.append_child(forwarded);
+    let mut el = xml::element("message", ns::CLIENT, &[("id", &crate::stanza::new_id())]);
+    el.append_child(result);
+    Some(el)
+}
+
+/// `<fin/>` with the RSM `<set/>` of the page (§4.3.2, XEP-0059 §2.2).
+fn fin(page: &[ArchivedMessage], complete: bool, total: Option<i64>, first_index: Option<i64>) -> Element {
+    let mut fin = xml::element("fin", MAM, &[("complete", if complete { "true" } else { "false" })]);
+    let mut set = Element::bare("set", RSM);
+    if let (Some(first), Some(last)) = (page.first(), page.last()) {
+        let mut el = xml::text_element("first", RSM, &first.id);
+        if let Some(index) = first_index {
+            xml::set_attr(&mut el, "index", index.to_string());
+        }
+        set.append_child(el);
+        set.append_child(xml::text_element("last", RSM, &last.id));
+    }
+    if let Some(total) = total {
+        set.append_child(xml::text_element("count", RSM, &total.to_string()));
+    }
+    fin.append_child(set);
+    fin
+}
+
+fn prefs_element(prefs: &ArchivePrefs) -> Element {
+    let mut el = xml::element("prefs", MAM, &[("default", prefs.default.as_str())]);
+    for (name, jids) in [("always", &prefs.always), ("never", &prefs.never)] {
+        let mut list = Element::bare(name, MAM);
+        for jid in jids {
+            list.append_child(xml::text_element("jid", MAM, jid));
+        }
+        el.append_child(list);
+    }
+    el
+}
+
+fn parse_prefs(el: &Element) -> Result<ArchivePrefs, StanzaError> {
+    let default = el.attr("default").ok_or_else(|| StanzaError::bad_request("'default' is required"))?;
+    let default = ArchiveDefault::parse(default).ok_or_else(|| StanzaError::bad_request("'default' is one of always, roster, never"))?;
+    let list = |name: &str| -> Result<Vec<String>, StanzaError> {
+        let mut jids: Vec<String> = Vec::new();
+        for list in el.children().filter(|c| c.is(name, MAM)) {
+            for jid in list.children().filter(|c| c.is("jid", MAM)) {
+                let jid = Jid::new(jid.text().trim()).map_err(|_| StanzaError::new(Condition::JidMalformed))?;
+                jids.push(jid.to_string());
+            }
+        }
+        jids.sort();
+        jids.dedup();
+        Ok(jids)
+    };
+    let prefs = ArchivePrefs { default, always: list("always")?, never: list("never")? };
+    if prefs.always.len() + prefs.never.len() > MAX_PREFS_JIDS {
+        return Err(StanzaError::new(Condition::NotAcceptable).with_text(format!("at most {MAX_PREFS_JIDS} JIDs in the always and never lists")));
+    }
+    Ok(prefs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jid::FullJid;
+
+    fn stanza(x: &str) -> Stanza {
+        let el = xml::parse_element(x).unwrap();
+        Stanza::new(el, Jid::from(FullJid::new("a@b/c").unwrap()), Jid::new("d@b").unwrap())
+    }
+
+    #[test]
+    fn what_is_archived() {
+        let yes = [
+            "<message xmlns='jabber:client' type='chat'><body>x</body></message>",
+            "<message xmlns='jabber:client'><body>x</body></message>",
+            "<message xmlns='jabber:client' type='chat'><store xmlns='urn:xmpp:hints'/><x xmlns='urn:example'/></message>",
+            "<message xmlns='jabber:client' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'><header/><payload>p</payload></encrypted><body>fallback</body></message>",
+            "<message xmlns='jabber:client' type='chat'><encrypted xmlns='urn:xmpp:omemo:2'><header/><payload>p</payload></encrypted></message>",
+            "<message xmlns='jabber:client' type='chat'><reactions xmlns='urn:xmpp:reactions:0' id='1'><reaction>x</reaction></reactions></message>",
+        ];
+        for x in yes {
+            assert!(worth_archiving(&stanza(x)), "{x}");
+        }
+        let no = [
+            "<message xmlns='jabber:client' type='groupchat'><body>x</body></message>",
+            "<message xmlns='jabber:client' type='headline'><body>x</body></message>",
+            "<message xmlns='jabber:client' type='error'><body>x</body><store xmlns='urn:xmpp:hints'/></message>",
+            "<message xmlns='jabber:client' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message xmlns='jabber:client' type='chat'><received xmlns='urn:xmpp:receipts' id='1'/></message>",
+            "<message xmlns='jabber:client' type='chat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>",
+            "<message xmlns='jabber:client' type='chat'><body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>",
+            "<message xmlns='jabber:client' type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'><header/></encrypted></message>",
+        ];
+        for x in no {
+            assert!(!worth_archiving(&stanza(x)), "{x}");
+        }
+    }
+
+    #[test]
+    fn only_our_stanza_ids_are_stripped() {
+        let mut el = xml::parse_element(
+            "<message xmlns='jabber:client'><stanza-id xmlns='urn:xmpp:sid:0' by='Juliet@Capulet.lit' id='forged'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.example' id='kept'/><stanza-id xmlns='urn:xmpp:sid:0' id='no-by'/>\
+             <origin-id xmlns='urn:xmpp:sid:0' id='origin'/><body>b</body></message>",
+        )
+        .unwrap();
+        strip_stanza_ids(&mut el, &BareJid::new("juliet@capulet.lit").unwrap());
+        let ids: Vec<&str> = el.children().filter_map(|c| c.attr("id")).collect();
+        assert_eq!(ids, ["kept", "no-by", "origin"]);
+    }
+
+    #[test]
+    fn prefs_matching() {
+        let prefs = Prefs {
+            default: ArchiveDefault::Never,
+            always: ["romeo@montague.lit", "nurse@capulet.lit/kitchen"].map(String::from).into(),
+            never: ["montague@montague.lit", "romeo@montague.lit"].map(String::from).into(),
+        };
+        let j = |s: &str| Jid::new(s).unwrap();
+        assert_eq!(prefs.listed(&j("romeo@montague.lit/garden")), Some(false), "never wins");
+        assert_eq!(prefs.listed(&j("nurse@capulet.lit/kitchen")), Some(true));
+        assert_eq!(prefs.listed(&j("nurse@capulet.lit/hall")), None, "a full JID matches only itself");
+        assert_eq!(prefs.listed(&j("nurse@capulet.lit")), None);
+        assert_eq!(prefs.listed(&j("montague@montague.lit/x")), Some(false));
+    }
+
+    #[test]
+    fn prefs_parse() {
+        let el = xml::parse_element(
+            "<prefs xmlns='urn:xmpp:mam:2' default='roster'><always><jid>Romeo@Montague.lit</jid></always><never><jid>montague@montague.lit</jid></never></prefs>",
+        )
+        .unwrap();
+        let p = parse_prefs(&el).unwrap();
+        assert_eq!(p, ArchivePrefs { default: ArchiveDefault::Roster, always: vec!["romeo@montague.lit".into()], never: vec!["montague@montague.lit".into()] });
+        for bad in ["<prefs xmlns='urn:xmpp:mam:2'/>", "<prefs xmlns='urn:xmpp:mam:2' default='sometimes'/>"] {
+            assert_eq!(parse_prefs(&xml::parse_element(bad).unwrap()).unwrap_err().condition, Condition::BadRequest);
+        }
+        let malformed = xml::parse_element("<prefs xmlns='urn:xmpp:mam:2' default='always'><never><jid>a@b@c</jid></never></prefs>").unwrap();
+        assert_eq!(parse_prefs(&malformed).unwrap_err().condition, Condition::JidMalformed);
+    }
+}
