@@ -450,6 +450,21 @@ class Net:
     async def online(self, account: Account, resource: str | None = None, *, presence: bool = True, **kw) -> Client:
         return await self.client(account, resource, **kw).connect(presence=presence)
 
+    async def online_notified(self, account: Account, resource: str, nodes: Iterable[str], **kw) -> Client:
+        """Online with `NODE+notify` for each of `nodes` in its XEP-0115 caps from its first
+        presence on (XEP-0163 §4.3.2: the server asks for the caps once it sees them), through
+        slixmpp's xep_0163 `add_interest`. `plugins` must include xep_0163."""
+        c = await self.client(account, resource, **kw).connect(presence=False)
+        for node in nodes:
+            c.xmpp.plugin["xep_0163"].add_interest(node)
+        # add_interest updates the caps in the background; this waits for that.
+        await c.xmpp.plugin["xep_0115"].update_caps(broadcast=False)
+        info = await c.xmpp.plugin["xep_0030"].get_info(jid=c.jid, local=True)  # a DiscoInfo, not an Iq
+        missing = [n for n in nodes if f"{n}+notify" not in info["features"]]
+        assert not missing, f"slixmpp's caps lack {missing}"
+        c.xmpp.send_presence()
+        return c
+
     async def close_all(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
 

@@ -63,15 +63,6 @@ def bookmark_event(kind: str, room: str):
     return pred
 
 
-async def with_bookmarks_interest(net, account, resource):
-    """A modern client: `urn:xmpp:bookmarks:1+notify` in its caps from its first presence."""
-    c = await net.client(account, resource, plugins=PLUGINS).connect(presence=False)
-    c.xmpp.plugin["xep_0163"].add_interest(BOOKMARKS2)
-    await c.xmpp.plugin["xep_0115"].update_caps(broadcast=False)
-    c.xmpp.send_presence()
-    return c
-
-
 @xmpp_test()
 async def test_xep0402_bookmark_read_back_as_xep0048(net):
     acc = net.account("alice")
@@ -106,7 +97,7 @@ async def test_xep0402_bookmark_read_back_as_xep0048(net):
 async def test_xep0048_bookmarks_seen_as_xep0402(net):
     acc = net.account("alice")
     legacy = await net.online(acc, "legacy", plugins=PLUGINS)
-    modern = await with_bookmarks_interest(net, acc, "modern")
+    modern = await net.online_notified(acc, "modern", [BOOKMARKS2], plugins=PLUGINS)
 
     # A legacy client writes two rooms to private XML storage.
     storage = Bookmarks()

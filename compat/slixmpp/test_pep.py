@@ -60,15 +60,10 @@ def bundle(device: int):
 
 
 async def with_devicelist_interest(net, account, resource):
-    """Online with `…devicelist+notify` in its XEP-0115 caps (from the first presence on),
-    and slixmpp raising `omemo_devicelist_publish` for the notifications."""
-    c = await net.client(account, resource, plugins=PLUGINS).connect(presence=False)
+    """Online with `…devicelist+notify` in its caps, slixmpp raising `omemo_devicelist_publish`
+    for the notifications."""
+    c = await net.online_notified(account, resource, [DEVICELIST], plugins=PLUGINS)
     c.xmpp.plugin["xep_0060"].map_node_event(DEVICELIST, "omemo_devicelist")
-    c.xmpp.plugin["xep_0163"].add_interest(DEVICELIST)
-    await c.xmpp.plugin["xep_0115"].update_caps(broadcast=False)
-    info = await c.xmpp.plugin["xep_0030"].get_info(jid=c.jid, local=True)  # a DiscoInfo, not an Iq
-    assert f"{DEVICELIST}+notify" in info["features"]
-    c.xmpp.send_presence()
     return c
 
 
