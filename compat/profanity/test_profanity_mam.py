@@ -34,7 +34,7 @@ def body_of(s) -> str | None:
 def own_server(server, tmp_path_factory):
     """A server process of this test's own, stopped (and checked) afterwards."""
     root = Path(os.environ.get("COMPAT_WORK") or tmp_path_factory.mktemp("own"))
-    inst = Instance("profanity-mam", root, server.bin, {})
+    inst = Instance("mam-restart", root, server.bin, {})
     inst.start()
     yield inst
     rc = inst.stop()
