@@ -206,6 +206,10 @@ def roster_push(jid: str | None = None) -> Callable:
 
 DEFAULT_PLUGINS = ("xep_0030", "xep_0054", "xep_0049", "xep_0092", "xep_0115", "xep_0191", "xep_0199", "xep_0202",
                    "xep_0203", "xep_0012", "xep_0077")
+# What a modern client loads on top (slixmpp's own implementations of the XEPs): stream
+# management, carbons, archive with RSM, PEP, bookmarks (both generations), avatars, CSI.
+MODERN_PLUGINS = ("xep_0198", "xep_0280", "xep_0297", "xep_0059", "xep_0313", "xep_0060", "xep_0163", "xep_0223",
+                  "xep_0048", "xep_0402", "xep_0084", "xep_0352", "xep_0359", "xep_0334")
 
 
 class Client:
@@ -349,6 +353,29 @@ class Client:
         bad = [s for i, s in enumerate(self.received) if i not in self._taken and pred(s)]
         assert not bad, f"{self.account.jid}: unexpected {what or pred.__doc__}:\n  " + "\n  ".join(text_of(s) for s in bad)
 
+    def event(self, name: str) -> asyncio.Future:
+        """A future for the next slixmpp event `name` (its argument). Ask for it before the
+        action that raises the event; await it with `asyncio.wait_for`."""
+        fut = asyncio.get_running_loop().create_future()
+
+        def handler(arg=None):
+            if not fut.done():
+                fut.set_result(arg)
+        self.xmpp.add_event_handler(name, handler, disposable=True)
+        return fut
+
+    async def wait_event(self, fut: asyncio.Future, what: str, timeout: float = WAIT):
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            recent = "\n  ".join(text_of(s) for s in self.received[-12:])
+            raise AssertionError(f"{self.account.jid}: no {what} within {timeout}s; last stanzas received:\n  {recent}")
+
+    def take(self, stanzas: Iterable) -> None:
+        """Mark these received stanzas as seen: later waits and checks skip them."""
+        for s in stanzas:
+            self._taken.add(next(i for i, r in enumerate(self.received) if r is s))
+
     def untaken(self, pred: Callable) -> list:
         return [s for i, s in enumerate(self.received) if i not in self._taken and pred(s)]
 
@@ -376,6 +403,35 @@ class Client:
         return await self.wait_for(reply, timeout)
 
 
+async def befriend(a: Client, b: Client) -> None:
+    """A mutual presence subscription between two online clients (initial presence sent),
+    through the plain RFC 6121 handshake; returns once each has the other's presence."""
+    for sub, contact in ((a, b), (b, a)):
+        sub.xmpp.send_presence_subscription(pto=contact.bare)
+        await contact.wait_for(is_stanza("presence", type="subscribe", frm=sub.bare))
+        contact.xmpp.send_presence(pto=sub.bare, ptype="subscribed")
+        await sub.wait_for(is_stanza("presence", type="subscribed", frm=contact.bare))
+        await sub.wait_for(is_stanza("presence", type=None, frm=contact.jid),
+                           what=f"presence of {contact.jid} after approval")
+
+
+def data_form(form_type: str, fields: dict[str, str | list[str]]):
+    """A submitted XEP-0004 form with a hidden FORM_TYPE (publish-options, configuration)."""
+    from slixmpp.plugins.xep_0004.stanza import Form
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=form_type)
+    for var, value in fields.items():
+        form.add_field(var=var, value=value)
+    return form
+
+
+def publish_options(**fields: str):
+    """XEP-0060 §7.1.5 publish-options, e.g. publish_options(access_model="open")."""
+    return data_form("http://jabber.org/protocol/pubsub#publish-options",
+                     {f"pubsub#{k}": v for k, v in fields.items()})
+
+
 class Net:
     """Per-test access to the server: accounts and clients, all closed at the end."""
 
@@ -393,6 +449,21 @@ class Net:
 
     async def online(self, account: Account, resource: str | None = None, *, presence: bool = True, **kw) -> Client:
         return await self.client(account, resource, **kw).connect(presence=presence)
+
+    async def online_notified(self, account: Account, resource: str, nodes: Iterable[str], **kw) -> Client:
+        """Online with `NODE+notify` for each of `nodes` in its XEP-0115 caps from its first
+        presence on (XEP-0163 §4.3.2: the server asks for the caps once it sees them), through
+        slixmpp's xep_0163 `add_interest`. `plugins` must include xep_0163."""
+        c = await self.client(account, resource, **kw).connect(presence=False)
+        for node in nodes:
+            c.xmpp.plugin["xep_0163"].add_interest(node)
+        # add_interest updates the caps in the background; this waits for that.
+        await c.xmpp.plugin["xep_0115"].update_caps(broadcast=False)
+        info = await c.xmpp.plugin["xep_0030"].get_info(jid=c.jid, local=True)  # a DiscoInfo, not an Iq
+        missing = [n for n in nodes if f"{n}+notify" not in info["features"]]
+        assert not missing, f"slixmpp's caps lack {missing}"
+        c.xmpp.send_presence()
+        return c
 
     async def close_all(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)

@@ -26,7 +26,7 @@ STARLING_BIN="${STARLING_BIN:-target/debug/starling}"
 case "$STARLING_BIN" in /*) ;; *) STARLING_BIN="$REPO_ROOT/$STARLING_BIN" ;; esac
 VENV="$COMPAT_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
-# The whole pytest run (all suites) must finish within this many seconds: about 30 s for
+# The whole pytest run (all suites) must finish within this many seconds: about 1 minute for
 # slixmpp and Profanity, about 2 minutes for hostile on the debug build.
 SUITE_TIMEOUT="${COMPAT_SUITE_TIMEOUT:-420}"
 SUITES="${COMPAT_SUITES:-slixmpp profanity hostile}"
