@@ -231,11 +231,10 @@ impl Default for Shared {
 /// because every chat message between two accounts is a request: bursts must not make
 /// senders wait on the disk.
 const QUEUE_CAPACITY: usize = 8192;
+/// How long the writer gathers rows before it commits them (see `write_batches`).
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// Requests per transaction at most.
 const MAX_BATCH: usize = 2048;
-/// Rows per multi-row statement: 5 parameters each, well within SQLite's and PostgreSQL's
-/// limits on parameters.
-const ROWS_PER_STATEMENT: usize = 500;
 /// Rows per transaction of a bulk insert.
 const BULK_ROWS_PER_TRANSACTION: usize = 10_000;
 
@@ -254,44 +253,105 @@ impl PendingArchive {
     }
 }
 
-/// Insert `n` rows given as 5 parameters each, only for accounts that exist (a row for an
-/// account deleted while its message was queued would fail the foreign key, and with it
-/// the whole group's transaction); returns the owner of each row inserted.
-fn insert_sql(n: usize) -> String {
-    let mut sql = String::from("WITH v (ts, owner, with_bare, with_resource, stanza) AS (VALUES ");
+/// Statement sizes, in rows: a group of any size is written with statements of these sizes
+/// only (greedily, largest first), so that every statement text is one the connection has
+/// already prepared. Preparing a statement of hundreds of rows costs more than running it.
+const STATEMENT_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Split `n` into [`STATEMENT_ROWS`] sizes, largest first.
+fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = *STATEMENT_ROWS.iter().find(|&&s| s <= n)?;
+        n -= size;
+        Some(size)
+    })
+}
+
+/// `n` groups of `width` placeholders: `(?, ?), (?, ?)` on SQLite, `($1, $2), ($3, $4)` on
+/// PostgreSQL. Plain `?` because SQLite finds a numbered parameter's index by a linear
+/// search of the statement's names, for every parameter bound.
+fn value_groups(n: usize, width: usize, sqlite: bool) -> String {
+    let mut sql = String::new();
     for i in 0..n {
-        let b = i * 5;
-        if i > 0 {
-            sql.push_str(", ");
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for j in 0..width {
+            if j > 0 {
+                sql.push_str(", ");
+            }
+            if sqlite {
+                sql.push('?');
+            } else {
+                sql.push_str(&format!("${}", i * width + j + 1));
+            }
         }
-        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+        sql.push(')');
     }
-    sql.push_str(
-        ") INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) \
-         SELECT ts, owner, with_bare, with_resource, stanza FROM v WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.jid = v.owner) \
-         RETURNING owner",
-    );
     sql
 }
 
-/// Add to the running counts: one statement for the owners of a transaction.
+/// Insert `n` rows given as 5 parameters each, only for accounts that exist (a row for an
+/// account deleted while its message was queued would fail the foreign key, and with it
+/// the whole group's transaction); returns the owner of each row inserted.
+fn insert_sql(n: usize, sqlite: bool) -> &'static str {
+    static TEXTS: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]> = OnceLock::new();
+    sized_statement(&TEXTS, n, sqlite, |n, sqlite| {
+        format!(
+            "WITH v (ts, owner, with_bare, with_resource, stanza) AS (VALUES {}) \
+             INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) \
+             SELECT ts, owner, with_bare, with_resource, stanza FROM v WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.jid = v.owner) \
+             RETURNING owner",
+            value_groups(n, 5, sqlite)
+        )
+    })
+}
+
+/// Insert `n` rows (5 parameters each) whose owners exist: the bulk path.
+fn bulk_insert_sql(n: usize, sqlite: bool) -> &'static str {
+    static TEXTS: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]> = OnceLock::new();
+    sized_statement(&TEXTS, n, sqlite, |n, sqlite| {
+        format!("INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) VALUES {}", value_groups(n, 5, sqlite))
+    })
+}
+
+/// Add to the running counts of `n` owners (2 parameters each: owner, added).
+fn usage_sql(n: usize, sqlite: bool) -> &'static str {
+    static TEXTS: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]> = OnceLock::new();
+    sized_statement(&TEXTS, n, sqlite, |n, sqlite| {
+        format!(
+            "INSERT INTO archive_usage (owner, messages) VALUES {} \
+             ON CONFLICT (owner) DO UPDATE SET messages = archive_usage.messages + excluded.messages",
+            value_groups(n, 2, sqlite)
+        )
+    })
+}
+
+/// The text of a statement for `n` rows (one of [`STATEMENT_ROWS`]), made once per size and
+/// backend: the writer runs them for every group.
+fn sized_statement(
+    texts: &'static OnceLock<[[String; STATEMENT_ROWS.len()]; 2]>,
+    n: usize,
+    sqlite: bool,
+    make: fn(usize, bool) -> String,
+) -> &'static str {
+    let texts = texts.get_or_init(|| [false, true].map(|sqlite| STATEMENT_ROWS.map(|n| make(n, sqlite))));
+    let i = STATEMENT_ROWS.iter().position(|&s| s == n).expect("a statement size");
+    &texts[usize::from(sqlite)][i]
+}
+
+/// Add to the running counts: statements of [`STATEMENT_ROWS`] sizes for the owners of a
+/// transaction.
 macro_rules! add_usage {
-    ($tx:ident, $added:expr) => {{
-        let added: Vec<(String, i64)> = $added.into_iter().map(|(o, n)| (o.to_string(), n)).collect();
-        for part in added.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from("INSERT INTO archive_usage (owner, messages) VALUES ");
-            for i in 0..part.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
-            sql.push_str(" ON CONFLICT (owner) DO UPDATE SET messages = archive_usage.messages + excluded.messages");
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+    ($conn:expr, $added:expr, $sqlite:expr) => {{
+        let added: Vec<(&str, i64)> = $added;
+        let mut rest = &added[..];
+        for size in statement_sizes(added.len()) {
+            let (part, tail) = rest.split_at(size);
+            rest = tail;
+            let mut query = sqlx::query(AssertSqlSafe(usage_sql(size, $sqlite)));
             for (owner, n) in part {
-                query = query.bind(owner.as_str()).bind(*n);
+                query = query.bind(*owner).bind(*n);
             }
-            query.execute(&mut *$tx).await?;
+            query.execute(&mut *$conn).await?;
         }
     }};
 }
@@ -395,37 +455,12 @@ impl ArchiveStore {
         PendingArchive(outcome)
     }
 
-    /// One transaction for the batch, with multi-row statements: one round trip for
-    /// hundreds of rows, not one each.
-    async fn insert_batch(&self, batch: &[Request]) -> Result<()> {
-        let rows: Vec<&NewArchived> = batch.iter().flat_map(|r| r.rows.iter()).collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        on_pool!(self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            let mut added: HashMap<String, i64> = HashMap::new();
-            for part in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(insert_sql(part.len())));
-                for row in part {
-                    let (with_bare, with_resource) = with_parts(&row.with);
-                    query = query.bind(row.ts).bind(row.owner.as_str()).bind(with_bare).bind(with_resource).bind(row.stanza.as_str());
-                }
-                for owner in query.fetch_all(&mut *tx).await? {
-                    *added.entry(owner).or_default() += 1;
-                }
-            }
-            add_usage!(tx, added);
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
     /// Archive many messages at once, for provisioning (benchmarks, imports): multi-row
     /// statements, a transaction per 10,000 rows, the running counts kept. Returns the new
     /// archive ids in order. The owners must exist.
     pub async fn insert_bulk(&self, messages: &[BulkMessage]) -> Result<Vec<String>> {
         let cipher = self.cipher().await?.clone();
+        let sqlite = self.is_sqlite();
         let mut ids = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(BULK_ROWS_PER_TRANSACTION) {
             let unstamped = chunk.iter().filter(|m| m.at_micros.is_none()).count();
@@ -449,23 +484,18 @@ impl ArchiveStore {
             }
             on_pool!(self.db, |pool| {
                 let mut tx = pool.begin().await?;
-                for part in rows.chunks(ROWS_PER_STATEMENT) {
-                    let mut sql = String::from("INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) VALUES ");
-                    for i in 0..part.len() {
-                        let b = i * 5;
-                        if i > 0 {
-                            sql.push(',');
-                        }
-                        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
-                    }
-                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                let mut rest = &rows[..];
+                for size in statement_sizes(rows.len()) {
+                    let (part, tail) = rest.split_at(size);
+                    rest = tail;
+                    let mut query = sqlx::query(AssertSqlSafe(bulk_insert_sql(size, sqlite)));
                     for (ts, m) in part {
                         let (with_bare, with_resource) = with_parts(&m.with);
                         query = query.bind(*ts).bind(m.owner.as_str()).bind(with_bare).bind(with_resource).bind(m.stanza.as_str());
                     }
                     query.execute(&mut *tx).await?;
                 }
-                add_usage!(tx, added.iter().map(|(o, n)| (*o, *n)));
+                add_usage!(tx, added.iter().map(|(o, n)| (*o, *n)).collect(), sqlite);
                 tx.commit().await?;
             });
             ids.extend(rows.iter().map(|(ts, _)| cipher.id(*ts)));
@@ -749,24 +779,99 @@ fn push_placeholders(sql: &mut String, first: usize, n: usize) {
 }
 
 /// The writer: takes what is queued, commits it in one transaction, answers each caller.
+///
+/// It keeps a connection of its own rather than taking one from the pool for each group: a
+/// SQLite connection drops its whole page cache when another connection has written since
+/// its last transaction, and the archive's writes touch a leaf of each index per owner, so a
+/// writer moving between connections read back most of those leaves for every group. Its
+/// cache is larger than the other connections' for the same reason.
 async fn write_batches(db: Db, mut rx: mpsc::Receiver<Request>) {
-    let store = db.archive();
+    let sqlite = matches!(db.pool, super::Pool::Sqlite(_));
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = store.insert_batch(&batch).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, rows = batch.iter().map(|r| r.rows.len()).sum::<usize>(), "archive write failed");
-        }
-        for request in batch.drain(..) {
-            let outcome = match &result {
-                Ok(()) => Ok(()),
-                Err(_) if request.rows.is_empty() => Ok(()),
-                Err(e) => Err(StorageError::Batch(e.to_string())),
+    on_pool!(db, |pool| {
+        // Not with a pool of one or two (an in-memory database has one): the others need them.
+        let keep = pool.options().get_max_connections() > 2;
+        let mut conn = None;
+        loop {
+            let received = tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+                // Closing the pool waits for every connection to come back, this one too.
+                _ = pool.close_event() => 0,
             };
-            finish(&db.archive, request, outcome);
+            if received == 0 {
+                break;
+            }
+            // Group commit: what arrives within the window joins the group. Each group
+            // rewrites a leaf of both indexes for every account it touches, whole pages into
+            // the WAL on SQLite, so rows that share a group share those writes. Only
+            // acknowledgements wait for it; delivery does not.
+            if batch.iter().any(|r| !r.rows.is_empty()) {
+                let deadline = tokio::time::Instant::now() + COMMIT_WINDOW;
+                while batch.len() < MAX_BATCH {
+                    let room = MAX_BATCH - batch.len();
+                    match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+            }
+            let rows: Vec<&NewArchived> = batch.iter().flat_map(|r| r.rows.iter()).collect();
+            let result: Result<()> = async {
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let conn = match &mut conn {
+                    Some(conn) => conn,
+                    None => {
+                        let mut fresh = pool.acquire().await?;
+                        if sqlite {
+                            sqlx::query(WRITER_CACHE_PRAGMA).execute(&mut *fresh).await?;
+                        }
+                        conn.insert(fresh)
+                    }
+                };
+                let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+                let mut added: HashMap<String, i64> = HashMap::new();
+                let mut rest = &rows[..];
+                for size in statement_sizes(rows.len()) {
+                    let (part, tail) = rest.split_at(size);
+                    rest = tail;
+                    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(insert_sql(size, sqlite)));
+                    for row in part {
+                        let (with_bare, with_resource) = with_parts(&row.with);
+                        query = query.bind(row.ts).bind(row.owner.as_str()).bind(with_bare).bind(with_resource).bind(row.stanza.as_str());
+                    }
+                    for owner in query.fetch_all(&mut *tx).await? {
+                        *added.entry(owner).or_default() += 1;
+                    }
+                }
+                add_usage!(tx, added.iter().map(|(o, n)| (o.as_str(), *n)).collect(), sqlite);
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, rows = rows.len(), "archive write failed");
+            }
+            if result.is_err() || !keep {
+                // The connection may be what failed: the next group takes a new one.
+                conn = None;
+            }
+            drop(rows);
+            for request in batch.drain(..) {
+                let outcome = match &result {
+                    Ok(()) => Ok(()),
+                    Err(_) if request.rows.is_empty() => Ok(()),
+                    Err(e) => Err(StorageError::Batch(e.to_string())),
+                };
+                finish(&db.archive, request, outcome);
+            }
         }
-    }
+    })
 }
+
+/// The writer's page cache: 8 MiB, for the index leaves of the accounts being written to.
+const WRITER_CACHE_PRAGMA: &str = "PRAGMA cache_size = -8192";
 
 fn finish(shared: &Shared, request: Request, outcome: Result<()>) {
     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -800,6 +905,25 @@ mod tests {
             assert_eq!(cipher.position(bad), None, "{bad}");
         }
         assert_eq!(cipher.position(&cipher.id(i64::MIN)), Some(i64::MIN));
+    }
+
+    /// A group of any size is written with statements of the fixed sizes only, every row
+    /// once; SQLite gets plain `?` placeholders, PostgreSQL numbered ones.
+    #[test]
+    fn write_statements() {
+        for n in [0, 1, 3, 4, 17, 255, 256, 257, 1000, 2048] {
+            let sizes: Vec<usize> = statement_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| STATEMENT_ROWS.contains(s)), "{sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        }
+        assert_eq!(statement_sizes(37).collect::<Vec<_>>(), vec![16, 16, 4, 1]);
+        assert_eq!(value_groups(2, 2, true), "(?, ?), (?, ?)");
+        assert_eq!(value_groups(2, 2, false), "($1, $2), ($3, $4)");
+        assert_eq!(usage_sql(1, false), "INSERT INTO archive_usage (owner, messages) VALUES ($1, $2) \
+             ON CONFLICT (owner) DO UPDATE SET messages = archive_usage.messages + excluded.messages");
+        assert_eq!(insert_sql(4, true).matches('?').count(), 20);
+        assert_eq!(bulk_insert_sql(256, false).matches('$').count(), 1280);
     }
 
     #[test]
