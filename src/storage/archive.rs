@@ -267,6 +267,16 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// `items` in consecutive parts of [`STATEMENT_ROWS`] sizes, one statement each.
+fn statement_parts<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    statement_sizes(items.len()).map(move |size| {
+        let (part, tail) = rest.split_at(size);
+        rest = tail;
+        part
+    })
+}
+
 /// `n` groups of `width` placeholders: `(?, ?), (?, ?)` on SQLite, `($1, $2), ($3, $4)` on
 /// PostgreSQL. Plain `?` because SQLite finds a numbered parameter's index by a linear
 /// search of the statement's names, for every parameter bound.
@@ -343,11 +353,8 @@ fn sized_statement(
 macro_rules! add_usage {
     ($conn:expr, $added:expr, $sqlite:expr) => {{
         let added: Vec<(&str, i64)> = $added;
-        let mut rest = &added[..];
-        for size in statement_sizes(added.len()) {
-            let (part, tail) = rest.split_at(size);
-            rest = tail;
-            let mut query = sqlx::query(AssertSqlSafe(usage_sql(size, $sqlite)));
+        for part in statement_parts(&added) {
+            let mut query = sqlx::query(AssertSqlSafe(usage_sql(part.len(), $sqlite)));
             for (owner, n) in part {
                 query = query.bind(*owner).bind(*n);
             }
@@ -484,11 +491,8 @@ impl ArchiveStore {
             }
             on_pool!(self.db, |pool| {
                 let mut tx = pool.begin().await?;
-                let mut rest = &rows[..];
-                for size in statement_sizes(rows.len()) {
-                    let (part, tail) = rest.split_at(size);
-                    rest = tail;
-                    let mut query = sqlx::query(AssertSqlSafe(bulk_insert_sql(size, sqlite)));
+                for part in statement_parts(&rows) {
+                    let mut query = sqlx::query(AssertSqlSafe(bulk_insert_sql(part.len(), sqlite)));
                     for (ts, m) in part {
                         let (with_bare, with_resource) = with_parts(&m.with);
                         query = query.bind(*ts).bind(m.owner.as_str()).bind(with_bare).bind(with_resource).bind(m.stanza.as_str());
@@ -824,7 +828,7 @@ async fn write_batches(db: Db, mut rx: mpsc::Receiver<Request>) {
                     Some(conn) => conn,
                     None => {
                         let mut fresh = pool.acquire().await?;
-                        if sqlite {
+                        if sqlite && keep {
                             sqlx::query(WRITER_CACHE_PRAGMA).execute(&mut *fresh).await?;
                         }
                         conn.insert(fresh)
@@ -832,11 +836,8 @@ async fn write_batches(db: Db, mut rx: mpsc::Receiver<Request>) {
                 };
                 let mut tx = sqlx::Connection::begin(&mut **conn).await?;
                 let mut added: HashMap<String, i64> = HashMap::new();
-                let mut rest = &rows[..];
-                for size in statement_sizes(rows.len()) {
-                    let (part, tail) = rest.split_at(size);
-                    rest = tail;
-                    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(insert_sql(size, sqlite)));
+                for part in statement_parts(&rows) {
+                    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(insert_sql(part.len(), sqlite)));
                     for row in part {
                         let (with_bare, with_resource) = with_parts(&row.with);
                         query = query.bind(row.ts).bind(row.owner.as_str()).bind(with_bare).bind(with_resource).bind(row.stanza.as_str());
@@ -918,6 +919,10 @@ mod tests {
             assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
         }
         assert_eq!(statement_sizes(37).collect::<Vec<_>>(), vec![16, 16, 4, 1]);
+        let items: Vec<usize> = (0..37).collect();
+        let parts: Vec<&[usize]> = statement_parts(&items).collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![16, 16, 4, 1]);
+        assert_eq!(parts.concat(), items);
         assert_eq!(value_groups(2, 2, true), "(?, ?), (?, ?)");
         assert_eq!(value_groups(2, 2, false), "($1, $2), ($3, $4)");
         assert_eq!(usage_sql(1, false), "INSERT INTO archive_usage (owner, messages) VALUES ($1, $2) \
