@@ -20,6 +20,7 @@
 //! | `user-delete JID`           |                                                 | `ok deleted JID`      |
 //! | `session-list [JID]`        | full JID, address, since (RFC 3339), priority, presence | `ok N sessions` |
 //! | `session-kick JID [TEXT…]`  |                                                 | `ok N sessions closed`|
+//! | `room-destroy ROOM [TEXT…]` |                                                 | `ok destroyed ROOM`   |
 //!
 //! `session-list` takes a bare JID (all its resources) or a full one. Presence is
 //! `available`, `away`, `chat`, `dnd`, `xa`, or `unavailable` (bound, no presence sent yet).
@@ -321,7 +322,46 @@ async fn handle(core: &Core, line: &str) -> Reply {
             tracing::info!(%jid, sessions = closed, "sessions kicked by the administrator");
             Reply::ok(format!("{closed} session{} closed", if closed == 1 { "" } else { "s" }))
         }
+        ("room-destroy", args) => {
+            let (room, text) = args.split_once(' ').unwrap_or((args, ""));
+            match destroy_room(core, room, text.trim()).await {
+                Ok(jid) => {
+                    tracing::info!(room = %jid, "room destroyed by the administrator");
+                    Reply::ok(format!("destroyed {jid}"))
+                }
+                Err(e) => Reply::error(e),
+            }
+        }
         _ => Reply::error(format!("unknown request {command:?} (see src/admin.rs for the protocol)")),
+    }
+}
+
+/// Destroy a room as its owner would (XEP-0045 §10.9): an owner request sent to the room
+/// from the served domain, which every room of that domain's service obeys as an owner's.
+async fn destroy_room(core: &Core, room: &str, reason: &str) -> Result<BareJid, String> {
+    let jid = BareJid::new(room).map_err(|_| format!("{room:?} is not a valid room JID"))?;
+    let Some(domain) = jid.domain().as_str().split_once('.').map(|(_, parent)| parent.to_string()).filter(|_| jid.node().is_some()) else {
+        return Err(format!("{jid} is not a room"));
+    };
+    if core.modules.service(jid.domain().as_str()).is_none() || !core.is_local_domain(&domain) {
+        return Err(format!("{jid} is not a room of this server"));
+    }
+    let mut destroy = crate::xml::Element::bare("destroy", "http://jabber.org/protocol/muc#owner");
+    let reason = if reason.is_empty() { "destroyed by the administrator" } else { reason };
+    destroy.append_child(crate::xml::text_element("reason", "http://jabber.org/protocol/muc#owner", reason));
+    let mut query = crate::xml::Element::bare("query", "http://jabber.org/protocol/muc#owner");
+    query.append_child(destroy);
+    let mut iq = crate::xml::element("iq", crate::xml::ns::CLIENT, &[("type", "set")]);
+    iq.append_child(query);
+    let domain = Jid::new(&domain).map_err(|e| e.to_string())?;
+    let ctx = crate::modules::Ctx::new(core.clone());
+    match ctx.request(crate::stanza::Stanza::new(iq, domain, Jid::from(jid.clone())), DELETE_WAIT).await {
+        Ok(_) => Ok(jid),
+        Err(crate::requests::RequestError::Error(el)) => {
+            let condition = el.get_child("error", crate::xml::ns::CLIENT).and_then(|e| e.children().next()).map(|c| c.name().to_string()).unwrap_or_default();
+            Err(if condition == "item-not-found" { format!("{jid} does not exist") } else { format!("{jid}: {condition}") })
+        }
+        Err(e) => Err(format!("{jid}: {e:?}")),
     }
 }
 

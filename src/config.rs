@@ -18,6 +18,9 @@ pub struct Config {
     pub domains: Vec<String>,
     /// default: "data". SQLite database, generated certificates.
     pub data_dir: PathBuf,
+    /// default: []. Server administrators (bare JIDs): owners of every room, may do anything
+    /// in any room.
+    pub admins: Vec<jid::BareJid>,
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub c2s: C2sConfig,
@@ -30,6 +33,7 @@ pub struct Config {
     pub roster: RosterConfig,
     pub pep: PepConfig,
     pub mam: MamConfig,
+    pub muc: MucConfig,
     pub modules: ModulesConfig,
     pub admin: AdminConfig,
 }
@@ -193,6 +197,33 @@ pub struct MamConfig {
     pub max_page: usize,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct MucConfig {
+    /// default: "conference". The XEP-0045 service is `<subdomain>.<domain>` for each served
+    /// domain; "" disables it.
+    pub subdomain: String,
+    /// default: "local". Who may create rooms.
+    pub create: RoomCreation,
+    /// default: 20. Messages sent on entry to a new room (a room setting, at most 1000).
+    pub history: u32,
+    /// default: 1000. Occupants a new room takes; no room takes more.
+    pub max_occupants: u32,
+    /// default: 10000. Rooms kept in memory; idle ones beyond this are unloaded (persistent
+    /// rooms are loaded again from the database on their next stanza).
+    pub max_rooms_in_memory: usize,
+}
+
+/// `[muc] create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomCreation {
+    /// Accounts of the served domains.
+    Local,
+    /// Only the server's `admins`.
+    Admins,
+    /// Anyone who can reach the service.
+    Anyone,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModulesConfig {
     /// default: []. Names of modules not to load (see `starling check`).
@@ -212,6 +243,7 @@ impl Default for Config {
             source: None,
             domains: vec!["localhost".into()],
             data_dir: PathBuf::from("data"),
+            admins: Vec::new(),
             log: LogConfig { level: "info".into() },
             storage: StorageConfig { url: "sqlite://starling.db".into(), max_connections: 8 },
             c2s: C2sConfig {
@@ -255,6 +287,7 @@ impl Default for Config {
                 caps_timeout: 30,
             },
             mam: MamConfig { default: crate::storage::ArchiveDefault::Always, retention_days: 0, max_page: 250 },
+            muc: MucConfig { subdomain: "conference".into(), create: RoomCreation::Local, history: 20, max_occupants: 1000, max_rooms_in_memory: 10_000 },
             modules: ModulesConfig::default(),
             admin: AdminConfig { socket: PathBuf::from("starling.sock") },
         }
@@ -340,6 +373,19 @@ impl Config {
         self.domains.iter().any(|d| d == domain)
     }
 
+    /// The domains of the XEP-0045 service, one per served domain (none when disabled).
+    pub fn muc_domains(&self) -> Vec<String> {
+        if self.muc.subdomain.is_empty() {
+            return Vec::new();
+        }
+        self.domains.iter().map(|d| format!("{}.{d}", self.muc.subdomain)).collect()
+    }
+
+    /// Whether `jid` is one of the server's `admins`.
+    pub fn is_admin(&self, jid: &jid::BareJid) -> bool {
+        self.admins.contains(jid)
+    }
+
     /// The admin control socket, relative paths resolved against `data_dir`.
     pub fn admin_socket(&self) -> PathBuf {
         self.data_dir.join(&self.admin.socket)
@@ -394,6 +440,15 @@ fn read_config(
     });
     let data_dir = root.take("data_dir", d.data_dir.clone(), |v| string(v).map(PathBuf::from));
     let data_dir = if data_dir.is_absolute() { data_dir } else { base.join(data_dir) };
+    let admins = root.take("admins", d.admins.clone(), |v| {
+        string_list(v)?
+            .iter()
+            .map(|s| match jid::BareJid::new(s) {
+                Ok(j) if j.node().is_some() => Ok(j),
+                _ => Err(format!("{s:?} is not a bare JID (user@domain)")),
+            })
+            .collect()
+    });
 
     let mut s = root.section("log");
     let log = LogConfig { level: s.take("level", d.log.level.clone(), |v| string(v).and_then(log_filter)) };
@@ -528,6 +583,25 @@ fn read_config(
     };
     s.finish();
 
+    let mut s = root.section("muc");
+    let muc = MucConfig {
+        subdomain: s.take("subdomain", d.muc.subdomain.clone(), |v| {
+            let label = string(v)?;
+            let valid = label.is_empty() || normalize_domain(&format!("{label}.example")).is_ok_and(|d| d == format!("{label}.example") && !label.contains('.'));
+            if valid { Ok(label) } else { Err(format!("{label:?} is not one DNS label (e.g. \"conference\"; \"\" disables the service)")) }
+        }),
+        create: s.take("create", d.muc.create, |v| match string(v)?.as_str() {
+            "local" => Ok(RoomCreation::Local),
+            "admins" => Ok(RoomCreation::Admins),
+            "anyone" => Ok(RoomCreation::Anyone),
+            other => Err(format!("{other:?} is not one of \"local\", \"admins\", \"anyone\"")),
+        }),
+        history: s.take("history", d.muc.history, |v| int_in(v, 0, 1000).map(|n| n as u32)),
+        max_occupants: s.take("max_occupants", d.muc.max_occupants, |v| int_in(v, 1, 1_000_000).map(|n| n as u32)),
+        max_rooms_in_memory: s.take("max_rooms_in_memory", d.muc.max_rooms_in_memory, |v| int_in(v, 1, 10_000_000).map(|n| n as usize)),
+    };
+    s.finish();
+
     let mut s = root.section("modules");
     let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), |v| string_list(v).and_then(module_names)) };
     s.finish();
@@ -573,7 +647,7 @@ fn read_config(
     }
 
     root.finish();
-    Config { source: None, domains, data_dir, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, pep, mam, modules, admin }
+    Config { source: None, domains, data_dir, admins, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, modules, admin }
 }
 
 /// The longest path a Unix domain socket can be bound to on Linux.

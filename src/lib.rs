@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod archive_import;
+pub mod archive_query;
 pub mod auth;
 pub mod c2s;
 pub mod config;

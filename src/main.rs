@@ -43,6 +43,24 @@ enum Command {
     /// The message archive (XEP-0313).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Group chat rooms (XEP-0045).
+    #[command(subcommand)]
+    Room(RoomCommand),
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// List the persistent rooms, of one service (e.g. conference.localhost) or of all.
+    /// Temporary rooms live only in the running server and its disco#items.
+    List { service: Option<String> },
+    /// Destroy a room: its occupants are told (with the reason), it is deleted with its
+    /// affiliations and archive. Through the running server if there is one.
+    Destroy {
+        room: String,
+        /// The reason the occupants are shown.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -131,6 +149,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => user(config, cmd, cli.create_db).await,
             Command::Session(cmd) => session(config, cmd).await,
             Command::Archive(cmd) => archive(config, cmd, cli.create_db).await,
+            Command::Room(cmd) => room(config, cmd, cli.create_db).await,
         }
     });
     match result {
@@ -347,6 +366,64 @@ async fn archive(config: Config, cmd: ArchiveCommand, create_db: bool) -> anyhow
     .await;
     db.close().await;
     result
+}
+
+async fn room(config: Config, cmd: RoomCommand, create_db: bool) -> anyhow::Result<()> {
+    let services = config.muc_domains();
+    if services.is_empty() {
+        bail!("the group chat service is disabled ([muc] subdomain = \"\")");
+    }
+    match cmd {
+        RoomCommand::List { service } => {
+            let chosen: Vec<String> = match service {
+                Some(s) if services.contains(&s) => vec![s],
+                Some(s) => bail!("{s} is not a group chat service of this server (services: {})", services.join(", ")),
+                None => services,
+            };
+            let db = open_for_cli(&config, create_db).await?;
+            let result = async {
+                let mut n = 0;
+                for service in &chosen {
+                    for room in db.muc().list(service, false, None, usize::MAX).await? {
+                        println!("{}\t{}\t{}", room.jid, if room.public { "public" } else { "hidden" }, room.name);
+                        n += 1;
+                    }
+                }
+                println!("{n} room{}", if n == 1 { "" } else { "s" });
+                Ok(())
+            }
+            .await;
+            db.close().await;
+            result
+        }
+        RoomCommand::Destroy { room, reason } => {
+            let jid = jid::BareJid::new(&room).with_context(|| format!("{room:?} is not a valid room JID"))?;
+            if jid.node().is_none() || !services.iter().any(|s| s == jid.domain().as_str()) {
+                bail!("{jid} is not a room of this server (services: {})", services.join(", "));
+            }
+            let reason = reason.unwrap_or_default().replace(['\n', '\r'], " ");
+            let socket = config.admin_socket();
+            match admin::request(&socket, format!("room-destroy {jid} {reason}").trim_end()).await {
+                Ok(reply) if reply.ok => {
+                    println!("destroyed {jid}");
+                    return Ok(());
+                }
+                Ok(reply) => bail!("{}", reply.text),
+                Err(admin::ClientError::NotRunning(_)) => {
+                    eprintln!("no server is running (admin socket {}): deleting in the database", socket.display());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let db = open_for_cli(&config, create_db).await?;
+            let deleted = db.muc().delete(&jid).await;
+            db.close().await;
+            if !deleted? {
+                bail!("{jid} does not exist");
+            }
+            println!("destroyed {jid}");
+            Ok(())
+        }
+    }
 }
 
 async fn user(config: Config, cmd: UserCommand, create_db: bool) -> anyhow::Result<()> {

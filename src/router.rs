@@ -49,6 +49,11 @@ async fn route_inner(ctx: &Ctx, mut stanza: Stanza) {
         // RFC 6120 §10.3: no `to` means the sender's own account.
         None => Jid::from(stanza.from.to_bare()),
     };
+    // The four kinds of destination (xeps/routing.md): a service on a domain of its own,
+    // a remote domain, a served domain, an account of one.
+    if let Some(service) = core.modules.service(to.domain().as_str()) {
+        return (service.handler)(ctx.clone(), stanza).await;
+    }
     if !core.is_local_domain(to.domain().as_str()) {
         // Federation (s2s) is not implemented: RFC 6120 §10.4.3 remote-server-not-found.
         return bounce(ctx, &stanza, StanzaError::new(Condition::RemoteServerNotFound)).await;

@@ -116,8 +116,12 @@ impl Disco {
             if node.is_some() {
                 return Err(StanzaError::item_not_found());
             }
-            // No components or services are hosted yet.
-            return Ok(Some(Element::bare("query", ns::DISCO_ITEMS)));
+            // The services on subdomains of this domain (the group chat service).
+            let mut query = Element::bare("query", ns::DISCO_ITEMS);
+            for (jid, name) in ctx.core.modules.services_under(req.to.domain().as_str()) {
+                query.append_child(xml::element("item", ns::DISCO_ITEMS, &[("jid", jid), ("name", name)]));
+            }
+            return Ok(Some(query));
         }
         check_account_access(&ctx, &req).await?;
         // The account's items (its PEP nodes), or the items of one of its nodes.

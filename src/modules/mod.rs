@@ -7,6 +7,7 @@ pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -66,6 +67,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<private::PrivateXml>(deps);
     reg.load::<register::Register>(deps);
     reg.load::<pep::Pep>(deps);
+    reg.load::<muc::Muc>(deps);
     let mut table = reg.finish();
     // XEP-0115 §6.3: the server's own capabilities, hashed over everything registered.
     if table.loaded.contains(&disco::Disco::NAME) {
@@ -92,6 +94,7 @@ pub const NAMES: &[&str] = &[
     private::PrivateXml::NAME,
     register::Register::NAME,
     pep::Pep::NAME,
+    muc::Muc::NAME,
 ];
 
 /// Who an IQ is addressed to.
@@ -198,6 +201,8 @@ type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Syn
 pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
 type DeliveryInterestFn = Arc<dyn Fn(&BareJid) -> bool + Send + Sync>;
+/// Takes every stanza addressed to a service's domain or to a JID under it.
+pub type ServiceFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<()> + Send + Sync>;
 type DataHookFn = Arc<dyn Fn(Ctx, DataChange) -> BoxFuture<()> + Send + Sync>;
 type AccountDiscoFn = Arc<dyn Fn(Ctx, DiscoRequest) -> BoxFuture<Result<Option<Vec<Element>>, StanzaError>> + Send + Sync>;
 
@@ -268,10 +273,38 @@ pub struct ModuleTable {
     data_hooks: Vec<DataHookFn>,
     preauth: HashMap<&'static str, PreAuthHandler>,
     background: Vec<BackgroundTask>,
+    /// Services on their own domains (the XEP-0045 service on conference.<domain>), by domain.
+    services: HashMap<String, Service>,
     loaded: Vec<&'static str>,
 }
 
+/// A service registered on a domain of its own (see [`Registrar::service`]).
+#[derive(Clone)]
+pub struct Service {
+    /// The disco#items name of the service.
+    pub name: &'static str,
+    pub handler: ServiceFn,
+}
+
 impl ModuleTable {
+    /// The service on `domain`, if one is registered there.
+    pub fn service(&self, domain: &str) -> Option<&Service> {
+        self.services.get(domain)
+    }
+
+    /// The services hosted under a served domain (its subdomains), for its disco#items:
+    /// (domain, name), sorted.
+    pub fn services_under(&self, domain: &str) -> Vec<(&str, &'static str)> {
+        let mut found: Vec<(&str, &'static str)> = self
+            .services
+            .iter()
+            .filter(|(d, _)| d.strip_suffix(domain).is_some_and(|head| head.ends_with('.')))
+            .map(|(d, s)| (d.as_str(), s.name))
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     pub fn iq_handler(&self, scope: Scope, kind: IqType, name: &str, ns: &str) -> Option<IqHandler> {
         self.iq
             .get(ns)?
@@ -396,6 +429,7 @@ impl Registrar {
                 data_hooks: Vec::new(),
                 preauth: HashMap::new(),
                 background: Vec::new(),
+                services: HashMap::new(),
                 loaded: Vec::new(),
             },
             disabled: disabled.to_vec(),
@@ -524,6 +558,21 @@ impl Registrar {
         let module = module.clone();
         let handler: DataHookFn = Arc::new(move |ctx, change| Box::pin(f(module.clone(), ctx, change)));
         self.table.data_hooks.push(handler);
+    }
+
+    /// Route everything addressed to `domain` (the domain itself and every JID under it) to
+    /// `f`: a service on a subdomain, such as the XEP-0045 service (ejabberd's
+    /// `register_route`, Prosody's `Component`). `name` is shown in the served domain's
+    /// disco#items.
+    pub fn service<M, F, Fut>(&mut self, domain: String, name: &'static str, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, Stanza) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: ServiceFn = Arc::new(move |ctx, stanza| Box::pin(f(module.clone(), ctx, stanza)));
+        self.table.services.insert(domain, Service { name, handler });
     }
 
     pub fn stream_feature(&mut self, stage: Stage, feature: Element) {

@@ -17,6 +17,7 @@ mod services;
 mod storage;
 mod mam;
 mod message;
+mod muc;
 mod offline;
 mod pep;
 mod presence;

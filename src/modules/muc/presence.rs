@@ -1,0 +1,325 @@
+//! Occupants coming and going (XEP-0045 §7.2 entering with its errors, history and subject;
+//! §7.6 nick changes; §7.7 presence updates; §7.14 exit), and removals by the room.
+
+use jid::{BareJid, FullJid, Jid};
+
+use super::{MUC, MUC_USER};
+use super::occupant::{self, ItemExtras, Occupant, Role};
+use super::room::Live;
+use crate::stanza::{Condition, ErrorType, PresenceType, Stanza, StanzaError};
+use crate::storage::Affiliation;
+use crate::xml::{self, Element, ns};
+
+impl Live {
+
+    pub(super) async fn on_presence(&mut self, stanza: Stanza) {
+        let Ok(from) = stanza.from.clone().try_into_full() else { return };
+        let nick = stanza.to.as_ref().and_then(|t| t.resource()).map(|r| r.as_str().to_string());
+        match stanza.presence_type() {
+            Some(PresenceType::Available) => {
+                let Some(nick) = nick else {
+                    // §7.2.1: entering needs a nick.
+                    return self.refuse(&stanza, StanzaError::new(Condition::JidMalformed).with_text("a room is entered as room@service/nick")).await;
+                };
+                let joining = stanza.el.get_child("x", MUC).is_some();
+                match self.room.by_session.get(&from).cloned() {
+                    Some(current) if current == nick && joining => self.enter(stanza, from, nick).await,
+                    Some(current) if current == nick => self.update_presence(&stanza, &from).await,
+                    Some(current) => self.change_nick(&stanza, &from, &current, &nick).await,
+                    None if joining => self.enter(stanza, from, nick).await,
+                    // §7.2 (1.32): presence without <x/> from a non-occupant is a client that
+                    // lost its place in the room: told so explicitly.
+                    None => self.kick_desynced(&from, &nick).await,
+                }
+            }
+            Some(PresenceType::Unavailable) => {
+                if self.room.by_session.contains_key(&from) {
+                    self.leave(&from, occupant::kept_presence(&stanza.el)).await;
+                }
+            }
+            // An occupant's client answered with an error: it is gone (§9.? 333).
+            Some(PresenceType::Error) => self.remove_for_error(&from).await,
+            _ => {}
+        }
+    }
+
+    /// §7.2: entering (or a repeated join from a resource already in, answered in full).
+    pub(super) async fn enter(&mut self, stanza: Stanza, from: FullJid, nick: String) {
+        let config = self.service.config.clone();
+        let bare = from.to_bare();
+        let affiliation = self.room.affiliation_of(&bare, &config);
+        let x = stanza.el.get_child("x", MUC).cloned().unwrap_or_else(|| Element::bare("x", MUC));
+        let again = self.room.by_session.contains_key(&from);
+        if !again {
+            if let Err(e) = self.may_enter(&bare, affiliation, &nick, &x) {
+                return self.refuse(&stanza, e).await;
+            }
+        }
+        let created = self.room.locked && self.room.occupants.is_empty() && !self.room.persistent;
+        let existing = self.room.folded.get(&occupant::fold(&nick)).cloned();
+        let nick = match existing {
+            // Another resource of the same person: the same nick (§7.2 multi-session).
+            Some(existing) => {
+                let o = self.room.occupants.get_mut(&existing).expect("folded nicks are occupants");
+                if !o.sessions.contains(&from) {
+                    o.sessions.push(from.clone());
+                }
+                o.presence = occupant::kept_presence(&stanza.el);
+                self.room.bind(from.clone(), &existing);
+                existing
+            }
+            None => {
+                let o = Occupant {
+                    nick: nick.clone(),
+                    bare: bare.clone(),
+                    sessions: vec![from.clone()],
+                    role: Role::on_entry(affiliation, self.room.config.moderated),
+                    affiliation,
+                    presence: occupant::kept_presence(&stanza.el),
+                    occupant_id: occupant::occupant_id(&self.room.salt, &bare),
+                };
+                self.room.add_occupant(o);
+                nick
+            }
+        };
+        // 1. Everyone else's presence to the new resource.
+        let me = self.room.occupants[&nick].clone();
+        let sees = self.room.sees_jids(&me);
+        let others: Vec<Occupant> = self.room.occupants.values().filter(|o| o.nick != nick).cloned().collect();
+        for o in &others {
+            let el = occupant::presence(self.jid(), o, true, occupant::user_x(o, sees, &[], &ItemExtras::default()));
+            self.send_to(occupant::occupant_jid(self.jid(), &o.nick), &from, el).await;
+        }
+        // 2. The new presence to everyone else, and to the occupant's other resources.
+        if !again {
+            self.broadcast_presence(&me, true, &[], &ItemExtras::default(), Some(&from)).await;
+        }
+        // 3. Self-presence, last of the presences (§7.2.3), reflecting the join's id.
+        let mut codes = vec![110];
+        if self.room.config.whois == crate::storage::Whois::Anyone {
+            codes.push(100);
+        }
+        if self.room.config.archive {
+            codes.push(170);
+        }
+        if created {
+            codes.push(201);
+        }
+        let mut el = occupant::presence(self.jid(), &me, true, occupant::user_x(&me, true, &codes, &ItemExtras::default()));
+        if let Some(id) = stanza.id() {
+            xml::set_attr(&mut el, "id", id);
+        }
+        self.send_to(occupant::occupant_jid(self.jid(), &nick), &from, el).await;
+        if self.room.locked {
+            // §10.1.2: a new room says nothing more until it is configured.
+            return;
+        }
+        // 4. History (§7.2.15), then 5. the subject (§7.2.16), even when empty.
+        for el in self.history_for(x.get_child("history", MUC)) {
+            let sender = el.attr("from").and_then(|f| Jid::new(f).ok()).unwrap_or_else(|| Jid::from(self.jid().clone()));
+            self.send_to(sender, &from, el).await;
+        }
+        let subject = self.subject_message();
+        self.send_to(subject.0, &from, subject.1).await;
+    }
+
+    /// The checks of §7.2 on a new occupant, in the order the spec lists its errors.
+    pub(super) fn may_enter(&self, bare: &BareJid, affiliation: Option<Affiliation>, nick: &str, x: &Element) -> Result<(), StanzaError> {
+        let room = &self.room;
+        if nick.trim().is_empty() {
+            return Err(StanzaError::new(Condition::JidMalformed).with_text("a nick cannot be empty"));
+        }
+        if room.locked && affiliation != Some(Affiliation::Owner) {
+            // §10.1.1: nobody but the owner until the room is configured.
+            return Err(StanzaError::item_not_found().with_text("this room is being set up by its owner"));
+        }
+        if affiliation == Some(Affiliation::Outcast) {
+            return Err(StanzaError::forbidden().with_text("you are banned from this room"));
+        }
+        if room.config.members_only && affiliation.is_none() {
+            return Err(StanzaError::new(Condition::RegistrationRequired).with_text("this room is for members only"));
+        }
+        if let Some(existing) = room.folded.get(&occupant::fold(nick)) {
+            if &room.occupants[existing].bare != bare {
+                return Err(StanzaError::new(Condition::Conflict).with_text("this nick is taken in this room"));
+            }
+        } else {
+            let reserved = room.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && occupant::fold(&a.nick) == occupant::fold(nick) && jid != bare.as_str());
+            if reserved {
+                return Err(StanzaError::new(Condition::Conflict).with_text("this nick is reserved in this room"));
+            }
+            let privileged = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin));
+            if room.occupants.len() >= room.config.max_users as usize && !privileged {
+                return Err(StanzaError::service_unavailable().with_type(ErrorType::Wait).with_text("this room is full"));
+            }
+        }
+        if !room.config.password.is_empty() {
+            use subtle::ConstantTimeEq;
+            let given = x.get_child("password", MUC).map(|p| p.text()).unwrap_or_default();
+            let ok: bool = given.as_bytes().ct_eq(room.config.password.as_bytes()).into();
+            if !ok {
+                return Err(StanzaError::new(Condition::NotAuthorized).with_text("a password is needed to enter this room"));
+            }
+        }
+        Ok(())
+    }
+
+    /// §7.2.15: the messages of the history that the request asks for, oldest first, each
+    /// with a delay from the room.
+    pub(super) fn history_for(&self, request: Option<&Element>) -> Vec<Element> {
+        let limit = |name: &str| request.and_then(|h| h.attr(name)).and_then(|v| v.parse::<u64>().ok());
+        let mut max_stanzas = self.room.config.history_length as u64;
+        if let Some(n) = limit("maxstanzas") {
+            max_stanzas = max_stanzas.min(n);
+        }
+        let mut since = i64::MIN;
+        if let Some(seconds) = limit("seconds") {
+            since = crate::storage::now_micros().saturating_sub(seconds.saturating_mul(1_000_000) as i64);
+        }
+        if let Some(stamp) = request.and_then(|h| h.attr("since")) {
+            if let Ok(t) = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339) {
+                since = since.max((t.unix_timestamp_nanos() / 1000) as i64);
+            }
+        }
+        let max_chars = limit("maxchars");
+        let mut picked = Vec::new();
+        let mut chars = 0u64;
+        for item in self.history.iter().rev() {
+            if picked.len() as u64 >= max_stanzas || item.ts < since {
+                break;
+            }
+            let mut el = item.el.clone();
+            el.append_child(xml::element("delay", ns::DELAY, &[("from", self.room.jid.as_str()), ("stamp", &crate::archive_query::stamp(item.ts))]));
+            if let Some(max) = max_chars {
+                chars += xml::to_string(&el).chars().count() as u64;
+                if chars > max {
+                    break;
+                }
+            }
+            picked.push(el);
+        }
+        picked.reverse();
+        picked
+    }
+
+    /// The subject as sent on entry: from the nick that set it (or the room), `<subject/>`
+    /// when there is none.
+    pub(super) fn subject_message(&self) -> (Jid, Element) {
+        let from = if self.room.subject_from.is_empty() {
+            Jid::from(self.jid().clone())
+        } else {
+            occupant::occupant_jid(self.jid(), &self.room.subject_from)
+        };
+        let mut el = xml::element("message", ns::CLIENT, &[("type", "groupchat"), ("from", from.as_str()), ("id", &crate::stanza::new_id())]);
+        el.append_child(xml::text_element("subject", ns::CLIENT, &self.room.subject));
+        (from, el)
+    }
+
+    /// A presence about `o` to every resource of every occupant (but `skip`), each with the
+    /// real JID if it may see it, and 110 for the occupant's own resources.
+    pub async fn broadcast_presence(&self, o: &Occupant, available: bool, codes: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
+        let from = occupant::occupant_jid(self.jid(), &o.nick);
+        let mut variants: [Option<Element>; 2] = [None, None];
+        let mut own_codes = vec![110];
+        own_codes.extend_from_slice(codes);
+        let own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
+        for viewer in self.room.occupants.values() {
+            let el = if viewer.nick == o.nick {
+                own.clone()
+            } else {
+                let sees = self.room.sees_jids(viewer);
+                variants[sees as usize].get_or_insert_with(|| occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras))).clone()
+            };
+            for session in &viewer.sessions {
+                if Some(session) != skip {
+                    self.send_to(from.clone(), session, el.clone()).await;
+                }
+            }
+        }
+    }
+
+    /// §7.7: an occupant's presence changed.
+    pub(super) async fn update_presence(&mut self, stanza: &Stanza, from: &FullJid) {
+        let Some(nick) = self.room.by_session.get(from).cloned() else { return };
+        let o = self.room.occupants.get_mut(&nick).expect("sessions are occupants");
+        o.presence = occupant::kept_presence(&stanza.el);
+        let o = o.clone();
+        self.broadcast_presence(&o, true, &[], &ItemExtras::default(), None).await;
+    }
+
+    /// §7.6: a new nick for every resource of the occupant.
+    pub(super) async fn change_nick(&mut self, stanza: &Stanza, from: &FullJid, old: &str, new: &str) {
+        let bare = from.to_bare();
+        if self.room.folded.get(&occupant::fold(new)).is_some_and(|taken| taken != old) {
+            return self.refuse(stanza, StanzaError::new(Condition::Conflict).with_text("this nick is taken in this room")).await;
+        }
+        let reserved = self.room.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && occupant::fold(&a.nick) == occupant::fold(new) && jid != bare.as_str());
+        if reserved || new.trim().is_empty() {
+            return self.refuse(stanza, StanzaError::new(Condition::NotAcceptable).with_text("this nick cannot be used in this room")).await;
+        }
+        // Unavailable from the old nick, naming the new one (303), then available under it.
+        let o = self.room.occupants[old].clone();
+        let extras = ItemExtras { nick: Some(new.to_string()), ..Default::default() };
+        self.broadcast_presence(&o, false, &[303], &extras, None).await;
+        let mut o = self.room.remove_occupant(old).expect("sessions are occupants");
+        o.nick = new.to_string();
+        o.presence = occupant::kept_presence(&stanza.el);
+        self.room.add_occupant(o.clone());
+        self.broadcast_presence(&o, true, &[], &ItemExtras::default(), None).await;
+    }
+
+    /// §7.14: one resource leaves; the occupant leaves with its last resource.
+    pub(super) async fn leave(&mut self, from: &FullJid, presence: Vec<Element>) {
+        let Some(nick) = self.room.by_session.get(from).cloned() else { return };
+        let o = self.room.occupants.get_mut(&nick).expect("sessions are occupants");
+        o.presence = presence;
+        if o.sessions.len() > 1 {
+            o.sessions.retain(|s| s != from);
+            let mut gone = o.clone();
+            gone.role = Role::None;
+            self.room.unbind(from);
+            let el = occupant::presence(self.jid(), &gone, false, occupant::user_x(&gone, true, &[110], &ItemExtras::default()));
+            return self.send_to(occupant::occupant_jid(self.jid(), &nick), from, el).await;
+        }
+        // §7.14: gone, with role none.
+        let mut gone = o.clone();
+        gone.role = Role::None;
+        self.broadcast_presence(&gone, false, &[], &ItemExtras::default(), None).await;
+        self.room.remove_occupant(&nick);
+    }
+
+    /// Remove an occupant with unavailable presence to everyone (kicks, bans, errors), with
+    /// `codes`.
+    pub async fn remove(&mut self, nick: &str, codes: &[u16], extras: &ItemExtras) {
+        let Some(mut o) = self.room.occupants.get(nick).cloned() else { return };
+        o.role = Role::None;
+        self.broadcast_presence(&o, false, codes, extras, None).await;
+        self.room.remove_occupant(nick);
+    }
+
+    /// An occupant's client answered a stanza of the room's with an error: it is no longer
+    /// there (kicked with 307 and 333, "because of a technical problem").
+    pub(super) async fn remove_for_error(&mut self, from: &FullJid) {
+        let Some(nick) = self.room.by_session.get(from).cloned() else { return };
+        let o = self.room.occupants.get_mut(&nick).expect("sessions are occupants");
+        if o.sessions.len() > 1 {
+            o.sessions.retain(|s| s != from);
+            self.room.unbind(from);
+            return;
+        }
+        self.remove(&nick, &[307, 333], &ItemExtras::default()).await;
+    }
+
+    /// §7.2 (1.32): presence without `<x/>` from a resource not in the room.
+    pub(super) async fn kick_desynced(&self, from: &FullJid, nick: &str) {
+        let mut x = Element::bare("x", MUC_USER);
+        x.append_child(xml::element("item", MUC_USER, &[("affiliation", "none"), ("role", "none")]));
+        for code in ["110", "307", "333"] {
+            x.append_child(xml::element("status", MUC_USER, &[("code", code)]));
+        }
+        let mut el = xml::element("presence", ns::CLIENT, &[("type", "unavailable")]);
+        el.append_child(x);
+        let Ok(from_jid) = self.room.jid.with_resource_str(nick) else { return };
+        self.send_to(Jid::from(from_jid), from, el).await;
+    }
+}

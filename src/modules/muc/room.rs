@@ -1,0 +1,509 @@
+//! One room: its state, and the task that owns it and takes its stanzas in order. Entering
+//! and leaving (§7.2, §7.14), nick changes and presence updates (§7.6, §7.7), messages to
+//! all occupants (§7.4) and private ones (§7.5), invitations (§7.8.2), the subject (§8.1),
+//! history on entry from the room's archive (§7.2.15).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jid::{BareJid, FullJid, Jid};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::occupant::{self, Occupant, Role};
+use super::{Event, MAM, MUC, MUC_ADMIN, MUC_OWNER, Muc, RoomHandle};
+use crate::config::Config;
+use crate::core::Core;
+use crate::modules::{Ctx, Durable};
+use crate::requests::RequestError;
+
+use crate::stanza::{Condition, IqType, Kind, Stanza, StanzaError};
+use crate::storage::{Affiliation, RoomConfig, RoomSummary, StoredAffiliation, StoredRoom};
+use crate::xml::{self, Element, ns};
+
+/// An empty persistent room stays in memory this long after its last occupant left (a
+/// room people come back to is not loaded again each time), unless rooms in memory are
+/// over `[muc] max_rooms_in_memory`.
+const IDLE_UNLOAD: Duration = Duration::from_secs(300);
+
+/// How long a request passed on to an occupant (§7.? IQ to an occupant JID) waits.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An affiliation held in a room, with the nick reserved with it (§7.10) and why.
+#[derive(Debug, Clone)]
+pub struct Affiliated {
+    pub affiliation: Affiliation,
+    pub nick: String,
+    pub reason: String,
+}
+
+/// A message of the room's history: as broadcast, without `to`, with its archive position.
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    pub ts: i64,
+    pub el: Element,
+}
+
+impl HistoryItem {
+    pub fn from_archive(ts: i64, stanza: &str) -> Option<HistoryItem> {
+        xml::parse_element(stanza).ok().map(|el| HistoryItem { ts, el })
+    }
+}
+
+/// Which rooms each resource is in, service-wide: when a session ends, its rooms are told
+/// even if it never sent the presence whose end would tell them (RFC 6121 §4.6 tracks
+/// directed presence only from available resources).
+pub type Joined = Arc<dashmap::DashMap<FullJid, Vec<BareJid>>>;
+
+pub struct Room {
+    pub jid: BareJid,
+    pub config: RoomConfig,
+    /// In the database (§10.1.3 `muc#roomconfig_persistentroom`); a temporary room vanishes
+    /// when its last occupant leaves.
+    pub persistent: bool,
+    /// §10.1.1: new, and not yet configured by its owner: only owners may enter.
+    pub locked: bool,
+    pub subject: String,
+    pub subject_from: String,
+    /// By bare JID (or domain), as given in the admin lists.
+    pub affiliations: HashMap<String, Affiliated>,
+    /// By nick.
+    pub occupants: HashMap<String, Occupant>,
+    /// Folded nick → nick, for conflicts (§7.2.9).
+    pub(super) folded: HashMap<String, String>,
+    /// Each resource in the room → its nick.
+    pub(super) by_session: HashMap<FullJid, String>,
+    /// The service's index of which rooms each resource is in (see [`Joined`]).
+    pub(super) joined: Joined,
+    pub(super) salt: Vec<u8>,
+    pub(super) created: i64,
+    /// Destroyed by its owner: the task ends.
+    pub destroyed: bool,
+}
+
+impl Room {
+    /// A room being created by its first occupant (§10.1.1): locked, with `creator` as owner.
+    pub fn new(jid: BareJid, creator: BareJid, config: &Config, joined: Joined) -> Room {
+        let mut salt = vec![0u8; 16];
+        getrandom::fill(&mut salt).expect("the OS random source works");
+        let mut affiliations = HashMap::new();
+        affiliations.insert(creator.to_string(), Affiliated { affiliation: Affiliation::Owner, nick: String::new(), reason: String::new() });
+        Room {
+            config: default_config(&jid, config),
+            jid,
+            persistent: false,
+            locked: true,
+            subject: String::new(),
+            subject_from: String::new(),
+            affiliations,
+            occupants: HashMap::new(),
+            folded: HashMap::new(),
+            by_session: HashMap::new(),
+            joined: joined.clone(),
+            salt,
+            created: crate::storage::now_micros() / 1_000_000,
+            destroyed: false,
+        }
+    }
+
+    pub fn from_stored(stored: StoredRoom, config: &Config, joined: Joined) -> Room {
+        let mut room_config = stored.config;
+        room_config.max_users = room_config.max_users.min(config.muc.max_occupants);
+        Room {
+            jid: stored.jid,
+            config: room_config,
+            persistent: true,
+            locked: false,
+            subject: stored.subject,
+            subject_from: stored.subject_from,
+            affiliations: stored
+                .affiliations
+                .into_iter()
+                .map(|a| (a.jid, Affiliated { affiliation: a.affiliation, nick: a.nick, reason: a.reason }))
+                .collect(),
+            occupants: HashMap::new(),
+            folded: HashMap::new(),
+            by_session: HashMap::new(),
+            joined: joined.clone(),
+            salt: stored.occupant_salt,
+            created: stored.created,
+            destroyed: false,
+        }
+    }
+
+    pub fn to_stored(&self) -> StoredRoom {
+        StoredRoom {
+            jid: self.jid.clone(),
+            config: self.config.clone(),
+            subject: self.subject.clone(),
+            subject_from: self.subject_from.clone(),
+            occupant_salt: self.salt.clone(),
+            created: self.created,
+            affiliations: self.stored_affiliations(),
+        }
+    }
+
+    pub fn stored_affiliations(&self) -> Vec<StoredAffiliation> {
+        let mut list: Vec<StoredAffiliation> = self
+            .affiliations
+            .iter()
+            .map(|(jid, a)| StoredAffiliation { jid: jid.clone(), affiliation: a.affiliation, nick: a.nick.clone(), reason: a.reason.clone() })
+            .collect();
+        list.sort_by(|a, b| a.jid.cmp(&b.jid));
+        list
+    }
+
+    /// §5.2: the affiliation of a real bare JID (its own entry, else its domain's); the
+    /// server's admins own every room.
+    pub fn affiliation_of(&self, bare: &BareJid, config: &Config) -> Option<Affiliation> {
+        // The server's admins, and the server itself (its admin CLI sends from the served
+        // domain; nobody else can send from it: clients' `from` is stamped).
+        if config.is_admin(bare) || (bare.node().is_none() && config.serves(bare.domain().as_str())) {
+            return Some(Affiliation::Owner);
+        }
+        self.affiliations
+            .get(bare.as_str())
+            .or_else(|| self.affiliations.get(bare.domain().as_str()))
+            .map(|a| a.affiliation)
+    }
+
+    pub fn occupant_of(&self, session: &FullJid) -> Option<&Occupant> {
+        self.by_session.get(session).and_then(|nick| self.occupants.get(nick))
+    }
+
+    /// Whether `viewer` may see occupants' real JIDs (§7.2.3, §7.2.4).
+    pub(super) fn sees_jids(&self, viewer: &Occupant) -> bool {
+        self.config.whois == crate::storage::Whois::Anyone || viewer.role == Role::Moderator
+    }
+
+    /// The room's entry in the service's disco#items, if public and open.
+    pub fn summary(&self) -> Option<RoomSummary> {
+        (self.config.public && !self.locked).then(|| RoomSummary { jid: self.jid.to_string(), name: self.config.name.clone(), public: true })
+    }
+
+    pub(super) fn add_occupant(&mut self, o: Occupant) {
+        for s in &o.sessions {
+            self.bind(s.clone(), &o.nick);
+        }
+        self.folded.insert(occupant::fold(&o.nick), o.nick.clone());
+        self.occupants.insert(o.nick.clone(), o);
+    }
+
+    pub fn remove_occupant(&mut self, nick: &str) -> Option<Occupant> {
+        let o = self.occupants.remove(nick)?;
+        for s in &o.sessions {
+            self.unbind(s);
+        }
+        self.folded.remove(&occupant::fold(nick));
+        Some(o)
+    }
+
+    /// A resource is in the room under `nick`.
+    pub(super) fn bind(&mut self, session: FullJid, nick: &str) {
+        let mut rooms = self.joined.entry(session.clone()).or_default();
+        if !rooms.contains(&self.jid) {
+            rooms.push(self.jid.clone());
+        }
+        drop(rooms);
+        self.by_session.insert(session, nick.to_string());
+    }
+
+    /// A resource is no longer in the room.
+    pub(super) fn unbind(&mut self, session: &FullJid) {
+        self.by_session.remove(session);
+        self.joined.remove_if_mut(session, |_, rooms| {
+            rooms.retain(|r| r != &self.jid);
+            rooms.is_empty()
+        });
+    }
+
+    /// Every resource leaves the room's index (the room's task ends).
+    pub fn unbind_all(&mut self) {
+        let sessions: Vec<FullJid> = self.by_session.keys().cloned().collect();
+        for s in &sessions {
+            self.unbind(s);
+        }
+    }
+}
+
+/// A new room's configuration: the service's defaults (see the example config).
+fn default_config(jid: &BareJid, config: &Config) -> RoomConfig {
+    RoomConfig {
+        name: jid.node().map(|n| n.as_str().to_string()).unwrap_or_default(),
+        description: String::new(),
+        language: String::new(),
+        public: true,
+        members_only: false,
+        moderated: false,
+        password: String::new(),
+        max_users: config.muc.max_occupants,
+        whois: crate::storage::Whois::Moderators,
+        allow_invites: true,
+        change_subject: false,
+        allow_pm: crate::storage::AllowPm::Anyone,
+        archive: true,
+        history_length: config.muc.history,
+    }
+}
+
+/// Ask a room's task for its disco#items entry.
+pub async fn summary(handle: &RoomHandle) -> Option<RoomSummary> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.send(Event::Summary(tx)).ok()?;
+    rx.await.ok().flatten()
+}
+
+/// The room and everything its task needs.
+pub struct RoomTask {
+    pub room: Room,
+    pub history: Vec<HistoryItem>,
+    pub service: Arc<Muc>,
+    pub handle: RoomHandle,
+}
+
+/// The state a task works on, with the history as a queue.
+pub struct Live {
+    pub room: Room,
+    pub history: VecDeque<HistoryItem>,
+    pub service: Arc<Muc>,
+    pub ctx: Ctx,
+}
+
+impl RoomTask {
+    pub async fn run(self, core: Core, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let RoomTask { room, history, service, handle } = self;
+        let mut live = Live { room, history: history.into(), service, ctx: Ctx::new(core.clone()) };
+        loop {
+            let idle = live.room.occupants.is_empty();
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = core.shutdown.cancelled() => None,
+                _ = tokio::time::sleep(IDLE_UNLOAD), if idle => None,
+            };
+            let Some(event) = event else { break };
+            handle.queued.fetch_sub(1, Ordering::Relaxed);
+            match event {
+                Event::Stanza(stanza, durable) => live.on_stanza(stanza, durable).await,
+                Event::Summary(reply) => {
+                    let _ = reply.send(live.room.summary());
+                }
+            }
+            let empty = live.room.occupants.is_empty();
+            if live.room.destroyed || (empty && (!live.room.persistent || live.service.crowded())) {
+                break;
+            }
+        }
+        // Stop taking events; what came in meanwhile goes to whichever task is next.
+        live.room.unbind_all();
+        live.service.forget(&live.room.jid, &handle);
+        rx.close();
+        let mut rest = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            rest.push(event);
+        }
+        let jid = live.room.jid.clone();
+        if !live.room.persistent && !core.shutdown.is_cancelled() {
+            // A temporary room vanishes with its archive.
+            let service = live.service.clone();
+            let jid = jid.clone();
+            tokio::spawn(async move {
+                service.archive.committed().await;
+                if let Err(e) = service.store.delete(&jid).await {
+                    tracing::error!(error = %e, room = %jid, "cannot delete a vanished room's archive");
+                }
+            });
+        }
+        for event in rest {
+            tokio::spawn(redispatch(live.service.clone(), live.ctx.clone(), event, jid.clone()));
+        }
+    }
+}
+
+/// Queue an event again, to the room's next task. Boxed with its `Send` stated: a room's
+/// task spawns this, and this may spawn a room's task.
+fn redispatch(service: Arc<Muc>, ctx: Ctx, event: Event, jid: BareJid) -> crate::modules::BoxFuture<()> {
+    Box::pin(async move { service.dispatch(&ctx, event, jid).await }.in_current_span())
+}
+
+impl Live {
+    pub fn jid(&self) -> &BareJid {
+        &self.room.jid
+    }
+
+    pub(super) async fn on_stanza(&mut self, stanza: Stanza, durable: Option<Durable>) {
+        match stanza.kind {
+            Kind::Presence => self.on_presence(stanza).await,
+            Kind::Message => self.on_message(stanza, durable).await,
+            Kind::Iq => self.on_iq(stanza).await,
+        }
+    }
+
+    /// Send an element to one resource, from `from`.
+    pub async fn send_to(&self, from: Jid, to: &FullJid, mut el: Element) {
+        xml::set_attr(&mut el, "from", from.as_str());
+        xml::set_attr(&mut el, "to", to.as_str());
+        let kind = match el.name() {
+            "presence" => Kind::Presence,
+            "iq" => Kind::Iq,
+            _ => Kind::Message,
+        };
+        self.ctx.send(Stanza { kind, from, to: Some(Jid::from(to.clone())), el }).await;
+    }
+
+    /// An error answer to a stanza sent to the room, from where it was sent to; a presence
+    /// error carries the `<x/>` of MUC, as in §7.2's examples.
+    pub async fn refuse(&self, stanza: &Stanza, error: StanzaError) {
+        let Some(mut reply) = stanza.error_reply(&error) else { return };
+        // The room generated the error (RFC 6120 §8.3.2: `by`).
+        reply.el.retain_children(|c| !c.is("error", ns::CLIENT));
+        reply.el.append_child(error.to_element(Some(self.room.jid.as_str())));
+        if stanza.kind == Kind::Presence {
+            let mut el = xml::element("presence", ns::CLIENT, &[("type", "error")]);
+            for attr in ["id", "from", "to"] {
+                if let Some(v) = reply.el.attr(attr) {
+                    xml::set_attr(&mut el, attr, v);
+                }
+            }
+            el.append_child(Element::bare("x", MUC));
+            el.append_child(error.to_element(Some(self.room.jid.as_str())));
+            reply.el = el;
+        }
+        self.ctx.send(reply).await;
+    }
+
+
+    pub(super) async fn on_iq(&mut self, stanza: Stanza) {
+        let Some(kind) = stanza.iq_type() else { return };
+        if !kind.is_request() {
+            return;
+        }
+        let Some(payload) = stanza.payload().cloned() else { return };
+        if let Some(nick) = stanza.to.as_ref().and_then(|t| t.resource()).map(|r| r.as_str().to_string()) {
+            return self.iq_to_occupant(stanza, &nick, &payload).await;
+        }
+        let result = match (kind, payload.name(), payload.ns()) {
+            (IqType::Get, "query", ns::DISCO_INFO) => self.disco_info(&stanza, &payload),
+            (IqType::Get, "query", ns::DISCO_ITEMS) => self.disco_items(&stanza, &payload),
+            (_, "query", MUC_ADMIN) => self.admin(&stanza, kind, &payload).await,
+            (_, "query", MUC_OWNER) => self.owner(&stanza, kind, &payload).await,
+            (IqType::Get, "ping", ns::PING) => Ok(None),
+            (IqType::Set, "query", MAM) => return self.archive_query(stanza, payload),
+            (IqType::Get, "query", MAM) if self.room.config.archive => Ok(Some(crate::archive_query::form())),
+            _ => Err(StanzaError::service_unavailable()),
+        };
+        let reply = match result {
+            Ok(payload) => Some(stanza.iq_result(payload)),
+            Err(e) => stanza.error_reply(&e),
+        };
+        if let Some(reply) = reply {
+            self.ctx.send(reply).await;
+        }
+    }
+
+    /// An IQ to an occupant JID: XEP-0410 self-ping answered by the room; other requests
+    /// from occupants passed on to the occupant (vCards to its bare JID), the answer
+    /// coming back from the target's occupant JID (§6.7, §18.1).
+    pub(super) async fn iq_to_occupant(&mut self, stanza: Stanza, nick: &str, payload: &Element) {
+        let from = stanza.from.clone();
+        let sender = from.clone().try_into_full().ok().and_then(|f| self.room.occupant_of(&f).cloned());
+        let Some(sender) = sender else {
+            // §6.7: disco from outside the room is a bad request; anything else (XEP-0410's
+            // self-ping first) says the sender is not in the room, so that it can rejoin.
+            let error = if payload.has_ns(ns::DISCO_INFO) || payload.has_ns(ns::DISCO_ITEMS) {
+                StanzaError::bad_request("you are not in this room")
+            } else {
+                StanzaError::new(Condition::NotAcceptable).with_type(crate::stanza::ErrorType::Cancel).with_text("you are not in this room")
+            };
+            return self.refuse(&stanza, error).await;
+        };
+        let Some(target) = self.room.occupants.get(nick).cloned() else {
+            return self.refuse(&stanza, StanzaError::item_not_found().with_text("no such occupant")).await;
+        };
+        if payload.is("ping", ns::PING) && target.nick == sender.nick {
+            return self.ctx.send(stanza.iq_result(None)).await;
+        }
+        let to = if payload.is("vCard", ns::VCARD) { Jid::from(target.bare.clone()) } else { Jid::from(target.shown_jid().clone()) };
+        let mut iq = Element::bare("iq", ns::CLIENT);
+        xml::set_attr(&mut iq, "type", stanza.type_attr().unwrap_or("get"));
+        iq.append_child(payload.clone());
+        let request = Stanza::new(iq, occupant::occupant_jid(self.jid(), &sender.nick), to);
+        let (ctx, target_jid) = (self.ctx.clone(), occupant::occupant_jid(self.jid(), &target.nick));
+        tokio::spawn(
+            async move {
+                let reply = match ctx.request(request, FORWARD_TIMEOUT).await {
+                    Ok(answer) => {
+                        let mut reply = stanza.iq_result(answer.children().next().cloned());
+                        reply.set_from(target_jid);
+                        Some(reply)
+                    }
+                    Err(RequestError::Error(mut el)) => {
+                        xml::set_attr(&mut el, "id", stanza.id().unwrap_or_default());
+                        Some(Stanza::new(el, target_jid, from))
+                    }
+                    Err(_) => stanza.error_reply(&StanzaError::new(Condition::RecipientUnavailable)),
+                };
+                if let Some(reply) = reply {
+                    ctx.send(reply).await;
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// §6.4: the room's identity, features and the muc#roominfo form.
+    pub(super) fn disco_info(&self, stanza: &Stanza, payload: &Element) -> Result<Option<Element>, StanzaError> {
+        if self.room.locked && !self.is_owner(&stanza.from) {
+            return Err(StanzaError::item_not_found());
+        }
+        if payload.attr("node").is_some() {
+            return Err(StanzaError::item_not_found());
+        }
+        Ok(Some(super::form::room_info(&self.room)))
+    }
+
+    /// §6.5: occupants are not listed (their nicks are in their presence, for occupants).
+    pub(super) fn disco_items(&self, stanza: &Stanza, _payload: &Element) -> Result<Option<Element>, StanzaError> {
+        if self.room.locked && !self.is_owner(&stanza.from) {
+            return Err(StanzaError::item_not_found());
+        }
+        Ok(Some(Element::bare("query", ns::DISCO_ITEMS)))
+    }
+
+    /// XEP-0313 on the room's JID: for whoever could enter (members of a members-only
+    /// room, occupants of a password-protected one), never outcasts. The query runs in a
+    /// task of its own: the room goes on meanwhile.
+    pub(super) fn archive_query(&self, stanza: Stanza, payload: Element) {
+        let bare = stanza.from.to_bare();
+        let affiliation = self.room.affiliation_of(&bare, &self.service.config);
+        let in_room = stanza.from.clone().try_into_full().ok().is_some_and(|f| self.room.by_session.contains_key(&f));
+        let allowed = self.room.config.archive
+            && affiliation != Some(Affiliation::Outcast)
+            && (!self.room.config.members_only || affiliation.is_some())
+            && (self.room.config.password.is_empty() || in_room || affiliation.is_some())
+            && !self.room.locked;
+        let (ctx, archive, room, max_page) = (self.ctx.clone(), self.service.archive.clone(), self.jid().clone(), self.service.config.mam.max_page);
+        tokio::spawn(
+            async move {
+                let result = if allowed {
+                    crate::archive_query::run(&ctx, &archive, &room, &payload, max_page, &stanza.from).await
+                } else {
+                    Err(StanzaError::forbidden().with_text("you may not read this room's archive"))
+                };
+                let reply = match result {
+                    Ok(payload) => Some(stanza.iq_result(payload)),
+                    Err(e) => stanza.error_reply(&e),
+                };
+                if let Some(reply) = reply {
+                    ctx.send(reply).await;
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    pub fn is_owner(&self, who: &Jid) -> bool {
+        self.room.affiliation_of(&who.to_bare(), &self.service.config) == Some(Affiliation::Owner)
+    }
+}
