@@ -17,7 +17,8 @@ use crate::xml::{self, Element, ns};
 /// Delete `jid` and everything that refers to it; `false` if there is no such account.
 ///
 /// In order:
-/// 1. the account's rows go (stored data cascades with it);
+/// 1. the account's rows go, in one transaction: stored data cascades with it, and its
+///    message archive and its affiliations in rooms are deleted with it;
 /// 2. its sessions are told to end with `<not-authorized/>` (as a removal in-band does).
 ///    They end in their own tasks, after this returns: a session that runs this for its
 ///    own account (in-band removal) writes its IQ result first. Their end still uses the

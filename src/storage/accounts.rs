@@ -24,6 +24,23 @@ macro_rules! insert_credential {
     };
 }
 
+/// Inside a transaction: delete the account's row (what references it goes by the
+/// cascade), then what does not reference it: its message archive and its affiliations in
+/// every room. Evaluates to whether there was such an account. The account's row goes first:
+/// on PostgreSQL that waits for an archive write to the account in progress, so the archive
+/// delete sees its rows (see `archive::insert_sql`).
+macro_rules! delete_account {
+    ($tx:expr, $jid:expr) => {{
+        let jid: &str = $jid;
+        let n = sqlx::query("DELETE FROM accounts WHERE jid = $1").bind(jid).execute(&mut *$tx).await?.rows_affected();
+        if n > 0 {
+            super::archive::delete_archive!($tx, jid);
+            let _affiliations = super::muc::forget_jid!($tx, jid);
+        }
+        n > 0
+    }};
+}
+
 #[derive(Clone, Debug)]
 pub struct AccountStore {
     pub(super) db: Db,
@@ -119,23 +136,30 @@ impl AccountStore {
         })
     }
 
-    /// Delete an account and, through foreign keys, everything stored for it.
+    /// Delete an account and everything stored for it, in one transaction: most of it
+    /// through foreign keys; its archive and its affiliations in rooms explicitly (an
+    /// archive's owner may be a room, so the archive has no foreign key to accounts, and
+    /// an affiliation may name any JID).
     pub async fn delete(&self, jid: &BareJid) -> Result<bool> {
         on_pool!(self.db, |pool| {
-            let n = sqlx::query("DELETE FROM accounts WHERE jid = $1").bind(jid.as_str()).execute(pool).await?.rows_affected();
-            Ok(n > 0)
+            let mut tx = pool.begin().await?;
+            if !delete_account!(tx, jid.as_str()) {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
-    /// Delete an account, everything stored for it, and every row of other accounts that
-    /// refers to it (roster items, stored subscription requests; their roster versions are
-    /// bumped), in one transaction. For when no server runs: a running server does the same
-    /// through `accounts::delete_account`, which also tells the contacts.
+    /// Delete an account, everything stored for it (as [`AccountStore::delete`]), and every
+    /// row of other accounts that refers to it (roster items, stored subscription requests;
+    /// their roster versions are bumped), in one transaction. For when no server runs: a
+    /// running server does the same through `accounts::delete_account`, which also tells the
+    /// contacts.
     pub async fn delete_everywhere(&self, jid: &BareJid) -> Result<bool> {
         on_pool!(self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query("DELETE FROM accounts WHERE jid = $1").bind(jid.as_str()).execute(&mut *tx).await?.rows_affected();
-            if n == 0 {
+            if !delete_account!(tx, jid.as_str()) {
                 return Ok(false);
             }
             let _owners = super::roster::forget_contact!(tx, jid.as_str());

@@ -299,16 +299,25 @@ fn value_groups(n: usize, width: usize, sqlite: bool) -> String {
     sql
 }
 
-/// Insert `n` rows given as 5 parameters each, only for accounts that exist (a row for an
-/// account deleted while its message was queued would fail the foreign key, and with it
-/// the whole group's transaction); returns the owner of each row inserted.
+/// Insert `n` rows given as 5 parameters each, only for owners that exist, accounts or
+/// rooms (a row for an owner deleted while its message was queued would outlive the
+/// deletion, which removes the archive with the owner); returns the owner of each row
+/// inserted.
+///
+/// On PostgreSQL the owner's row is locked as a foreign key check would lock it (`FOR KEY
+/// SHARE`), until the commit: a deletion running at the same time either waits for this
+/// write and then removes its rows, or has removed the owner and this write skips them.
+/// SQLite runs one writing transaction at a time, so there is no such interleaving.
 fn insert_sql(n: usize, sqlite: bool) -> &'static str {
     static TEXTS: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]> = OnceLock::new();
     sized_statement(&TEXTS, n, sqlite, |n, sqlite| {
+        let lock = if sqlite { "" } else { " FOR KEY SHARE" };
         format!(
             "WITH v (ts, owner, with_bare, with_resource, stanza) AS (VALUES {}) \
              INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) \
-             SELECT ts, owner, with_bare, with_resource, stanza FROM v WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.jid = v.owner) \
+             SELECT ts, owner, with_bare, with_resource, stanza FROM v \
+             WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.jid = v.owner{lock}) \
+             OR EXISTS (SELECT 1 FROM muc_rooms WHERE muc_rooms.jid = v.owner{lock}) \
              RETURNING owner",
             value_groups(n, 5, sqlite)
         )
@@ -362,6 +371,19 @@ macro_rules! add_usage {
         }
     }};
 }
+
+/// Inside a transaction: delete an owner's whole archive, its messages and its running
+/// count. The owner's deletion runs it in the same transaction, after deleting the owner's
+/// own row (see `insert_sql`: on PostgreSQL that waits for an archive write in progress).
+/// Preferences go with an account by their foreign key.
+macro_rules! delete_archive {
+    ($tx:expr, $owner:expr) => {{
+        let owner: &str = $owner;
+        sqlx::query("DELETE FROM archive_messages WHERE owner = $1").bind(owner).execute(&mut *$tx).await?;
+        sqlx::query("DELETE FROM archive_usage WHERE owner = $1").bind(owner).execute(&mut *$tx).await?;
+    }};
+}
+pub(super) use delete_archive;
 
 /// The bare and resource parts of the other party, as stored.
 fn with_parts(with: &Jid) -> (String, String) {
@@ -464,7 +486,8 @@ impl ArchiveStore {
 
     /// Archive many messages at once, for provisioning (benchmarks, imports): multi-row
     /// statements, a transaction per 10,000 rows, the running counts kept. Returns the new
-    /// archive ids in order. The owners must exist.
+    /// archive ids in order. The owners must exist (accounts or rooms): nothing checks it
+    /// here, and rows of an owner that does not exist would stay until retention.
     pub async fn insert_bulk(&self, messages: &[BulkMessage]) -> Result<Vec<String>> {
         let cipher = self.cipher().await?.clone();
         let sqlite = self.is_sqlite();

@@ -9,6 +9,7 @@ mod archive;
 mod blocklist;
 mod hint;
 mod last_activity;
+mod muc;
 mod offline;
 mod pep;
 mod private;
@@ -20,6 +21,7 @@ pub use accounts::{AccountStore, NewAccount};
 pub use archive::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, BulkMessage, NewArchived, PendingArchive, Slot, now_micros};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
+pub use muc::{Affiliation, AffiliationChange, AllowPm, MucStore, RoomConfig, RoomSummary, StoredAffiliation, StoredRoom, Whois};
 pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};
 pub use pep::{AccessModel, Created, LastItem, NodeConfig, NotificationType, PepItem, PepLimits, PepNode, PepStore, SendLast};
 pub use private::PrivateStore;
@@ -330,6 +332,9 @@ impl Db {
     }
     pub fn vcard(&self) -> VcardStore {
         VcardStore { db: self.clone() }
+    }
+    pub fn muc(&self) -> MucStore {
+        MucStore { db: self.clone() }
     }
     pub fn pep(&self) -> PepStore {
         PepStore { db: self.clone(), limits: PepLimits { max_nodes: usize::MAX, max_items: usize::MAX, max_bytes: u64::MAX } }

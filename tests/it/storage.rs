@@ -1,9 +1,11 @@
 //! The storage contract, the same tests on SQLite and PostgreSQL.
 
-use jid::BareJid;
+use jid::{BareJid, Jid};
 use starling::auth::{ScramCredential, ScramHash};
 use starling::storage::{
-    BatchLimit, Db, LastActivity, LimitReached, NewAccount, OfflineQuota, RosterItem, RosterLimits, StorageError, Stored, Subscription,
+    Affiliation, AffiliationChange, AllowPm, ArchiveRange, BatchLimit, BulkMessage, Db, LastActivity, LimitReached, NewAccount,
+    NewArchived, OfflineQuota, RoomConfig, RoomSummary, RosterItem, RosterLimits, StorageError, Stored, StoredAffiliation,
+    StoredRoom, Subscription, Whois,
 };
 
 use crate::common::{Backend, pg};
@@ -367,20 +369,7 @@ async fn offline_batches(b: Backend) {
 async fn offline_quota_migration(b: Backend) {
     let (url, dir) = fresh_url(b).await;
     // The schema as it was before: every migration up to 0007.
-    let older = dir.path().join("older");
-    std::fs::create_dir(&older).unwrap();
-    let folder = match b {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
-    for entry in std::fs::read_dir(format!("{}/migrations/{folder}", env!("CARGO_MANIFEST_DIR"))).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.as_str() < "0008" {
-            std::fs::copy(entry.path(), older.join(&name)).unwrap();
-        }
-    }
-    let migrator = sqlx::migrate::Migrator::new(older.as_path()).await.unwrap();
+    let migrator = older_schema(b, &dir, "0008").await;
     let stanzas = ["<m>é</m>".to_string(), sized(1, 100), sized(2, 200)];
     let insert = "INSERT INTO offline_messages (owner, stanza, stored_at) VALUES ($1, $2, 0)";
     match b {
@@ -415,6 +404,25 @@ async fn offline_quota_migration(b: Backend) {
     assert_eq!(store.store(&a, &sized(4, 91), quota).await.unwrap(), Stored::Yes);
     store.delete_up_to(&a, ids[2]).await.unwrap();
     assert_eq!(store.usage(&a).await.unwrap(), (1, 91));
+}
+
+/// A migrator for the schema as it was before migration `before`: every migration whose
+/// name sorts before it, copied into a folder under `dir`.
+async fn older_schema(b: Backend, dir: &tempfile::TempDir, before: &str) -> sqlx::migrate::Migrator {
+    let older = dir.path().join(format!("before-{before}"));
+    std::fs::create_dir(&older).unwrap();
+    let folder = match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    for entry in std::fs::read_dir(format!("{}/migrations/{folder}", env!("CARGO_MANIFEST_DIR"))).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.as_str() < before {
+            std::fs::copy(entry.path(), older.join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(older.as_path()).await.unwrap()
 }
 
 /// Roster limits: a new item past `max_items`, or a new pending request past
@@ -507,6 +515,421 @@ async fn private_quota(b: Backend) {
     assert_eq!(store.get(&a, "n3").await.unwrap(), Some(element("n3", 500)));
 }
 
+/// A room with every field set to something other than a default.
+fn room(jid: &str) -> StoredRoom {
+    StoredRoom {
+        jid: j(jid),
+        config: RoomConfig {
+            name: "Salle à manger ✓".into(),
+            description: "Where the 'quotes' and \"doubles\" go".into(),
+            language: "fr".into(),
+            public: true,
+            members_only: true,
+            moderated: true,
+            password: "s3cret".into(),
+            max_users: u32::MAX,
+            whois: Whois::Anyone,
+            allow_invites: true,
+            change_subject: true,
+            allow_pm: AllowPm::Moderators,
+            archive: true,
+            history_length: 0,
+        },
+        subject: "Today: soup".into(),
+        subject_from: "chef".into(),
+        occupant_salt: (0u8..16).map(|i| i * 17).collect(),
+        created: 1_700_000_123,
+        affiliations: vec![
+            StoredAffiliation { jid: "owner@x".into(), affiliation: Affiliation::Owner, nick: "boss".into(), reason: "".into() },
+            StoredAffiliation { jid: "evil.example".into(), affiliation: Affiliation::Outcast, nick: "".into(), reason: "spam".into() },
+            StoredAffiliation { jid: "m@y".into(), affiliation: Affiliation::Member, nick: "em".into(), reason: "invited".into() },
+        ],
+    }
+}
+
+/// The same room as `load` gives it: affiliations sorted by JID.
+fn loaded(mut room: StoredRoom) -> StoredRoom {
+    room.affiliations.sort_by(|a, b| a.jid.cmp(&b.jid));
+    room
+}
+
+fn change(jid: &str, affiliation: Option<Affiliation>, nick: &str, reason: &str) -> AffiliationChange {
+    AffiliationChange { jid: jid.into(), affiliation, nick: nick.into(), reason: reason.into() }
+}
+
+/// Rooms: every field round-trips, a room is created once, the configuration and subject
+/// are replaced.
+async fn muc_rooms(b: Backend) {
+    let (db, _dir) = open(b).await;
+    let store = db.muc();
+    let r = room("kitchen@conference.x");
+    assert_eq!(store.load(&r.jid).await.unwrap(), None);
+    assert!(store.create(&r).await.unwrap());
+    assert_eq!(store.load(&r.jid).await.unwrap(), Some(loaded(r.clone())));
+
+    // A second create changes nothing, even with other values.
+    let mut other = room("kitchen@conference.x");
+    other.config.name = "Other".into();
+    other.affiliations = vec![StoredAffiliation { jid: "z@x".into(), affiliation: Affiliation::Admin, nick: "".into(), reason: "".into() }];
+    assert!(!store.create(&other).await.unwrap());
+    assert_eq!(store.load(&r.jid).await.unwrap(), Some(loaded(r.clone())));
+
+    // The other value of every field, and the smallest values.
+    let config = RoomConfig {
+        name: "".into(),
+        description: "".into(),
+        language: "".into(),
+        public: false,
+        members_only: false,
+        moderated: false,
+        password: "".into(),
+        max_users: 0,
+        whois: Whois::Moderators,
+        allow_invites: false,
+        change_subject: false,
+        allow_pm: AllowPm::NoOne,
+        archive: false,
+        history_length: u32::MAX,
+    };
+    store.save_config(&r.jid, &config).await.unwrap();
+    store.save_subject(&r.jid, "Tomorrow: bread", "baker").await.unwrap();
+    let after = store.load(&r.jid).await.unwrap().unwrap();
+    let mut expected = loaded(r.clone());
+    expected.config = config.clone();
+    expected.subject = "Tomorrow: bread".into();
+    expected.subject_from = "baker".into();
+    assert_eq!(after, expected);
+    store.save_subject(&r.jid, "", "").await.unwrap();
+    assert_eq!(store.load(&r.jid).await.unwrap().unwrap().subject, "");
+    for allow_pm in [AllowPm::Anyone, AllowPm::Participants] {
+        let config = RoomConfig { allow_pm, ..config.clone() };
+        store.save_config(&r.jid, &config).await.unwrap();
+        assert_eq!(store.load(&r.jid).await.unwrap().unwrap().config.allow_pm, allow_pm);
+    }
+
+    // A room without affiliations; writes to a room that does not exist change nothing.
+    let mut bare = room("empty@conference.x");
+    bare.affiliations.clear();
+    assert!(store.create(&bare).await.unwrap());
+    assert_eq!(store.load(&bare.jid).await.unwrap(), Some(bare));
+    let missing = j("missing@conference.x");
+    store.save_config(&missing, &config).await.unwrap();
+    store.save_subject(&missing, "s", "n").await.unwrap();
+    assert_eq!(store.load(&missing).await.unwrap(), None);
+}
+
+/// Affiliation lists: rows are added, changed and removed, changes apply in order, and a
+/// set is seen whole or not at all.
+async fn muc_affiliations(b: Backend) {
+    let (db, _dir) = open(b).await;
+    let store = db.muc();
+    let mut r = room("hall@conference.x");
+    r.affiliations.clear();
+    assert!(store.create(&r).await.unwrap());
+    let list = |room: Option<StoredRoom>| -> Vec<(String, Affiliation, String, String)> {
+        room.unwrap().affiliations.into_iter().map(|a| (a.jid, a.affiliation, a.nick, a.reason)).collect()
+    };
+    let row = |jid: &str, a: Affiliation, nick: &str, reason: &str| (jid.to_string(), a, nick.to_string(), reason.to_string());
+
+    store
+        .set_affiliations(
+            &r.jid,
+            &[change("b@x", Some(Affiliation::Member), "bee", ""), change("a@x", Some(Affiliation::Owner), "", "founder")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        list(store.load(&r.jid).await.unwrap()),
+        [row("a@x", Affiliation::Owner, "", "founder"), row("b@x", Affiliation::Member, "bee", "")]
+    );
+    // Change (nick and reason too), remove, add; removing a JID without a row is fine.
+    store
+        .set_affiliations(
+            &r.jid,
+            &[
+                change("b@x", Some(Affiliation::Admin), "B", "promoted"),
+                change("a@x", None, "", ""),
+                change("nobody@x", None, "", ""),
+                change("spam.example", Some(Affiliation::Outcast), "", "spam"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        list(store.load(&r.jid).await.unwrap()),
+        [row("b@x", Affiliation::Admin, "B", "promoted"), row("spam.example", Affiliation::Outcast, "", "spam")]
+    );
+    // In order: the later change of a JID wins.
+    store
+        .set_affiliations(
+            &r.jid,
+            &[
+                change("c@x", Some(Affiliation::Member), "", ""),
+                change("c@x", None, "", ""),
+                change("b@x", None, "", ""),
+                change("b@x", Some(Affiliation::Member), "", ""),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        list(store.load(&r.jid).await.unwrap()),
+        [row("b@x", Affiliation::Member, "", ""), row("spam.example", Affiliation::Outcast, "", "spam")]
+    );
+    store.set_affiliations(&r.jid, &[]).await.unwrap();
+
+    // A room that does not exist gets no rows.
+    let missing = j("missing@conference.x");
+    assert!(store.set_affiliations(&missing, &[change("a@x", Some(Affiliation::Member), "", "")]).await.is_err());
+    assert_eq!(store.load(&missing).await.unwrap(), None);
+
+    // Atomic: a reader sees a set whole or not at all, while it is set and unset.
+    let jids: Vec<String> = (0..8).map(|i| format!("m{i}@x")).collect();
+    let writer = {
+        let (store, room, jids) = (store.clone(), r.jid.clone(), jids.clone());
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let add: Vec<AffiliationChange> = jids.iter().map(|jid| change(jid, Some(Affiliation::Member), "", "")).collect();
+                store.set_affiliations(&room, &add).await.unwrap();
+                let remove: Vec<AffiliationChange> = jids.iter().map(|jid| change(jid, None, "", "")).collect();
+                store.set_affiliations(&room, &remove).await.unwrap();
+            }
+        })
+    };
+    let mut seen = [false, false];
+    while !writer.is_finished() {
+        let room = store.load(&r.jid).await.unwrap().unwrap();
+        let members = room.affiliations.iter().filter(|a| a.jid.starts_with('m')).count();
+        assert!(members == 0 || members == jids.len(), "a partial set: {members} of {}", jids.len());
+        seen[usize::from(members > 0)] = true;
+    }
+    writer.await.unwrap();
+    assert_eq!(list(store.load(&r.jid).await.unwrap()).len(), 2, "{seen:?}");
+}
+
+/// A service's rooms: in byte order of their JIDs, public ones only if asked, paged after
+/// a JID; counts agree; other services' rooms are not listed.
+async fn muc_listing(b: Backend) {
+    let (db, _dir) = open(b).await;
+    let store = db.muc();
+    // '-' sorts before letters byte by byte, whatever a locale would say.
+    let names = ["ab", "a-c", "zed", "b", "c1", "c2", "0day"];
+    for (i, name) in names.iter().enumerate() {
+        let mut r = room(&format!("{name}@conference.x"));
+        r.config.public = i % 2 == 0;
+        r.config.name = format!("Room {name}");
+        assert!(store.create(&r).await.unwrap());
+    }
+    let mut elsewhere = room("ab@chat.y");
+    elsewhere.config.public = true;
+    assert!(store.create(&elsewhere).await.unwrap());
+
+    let jids = |rooms: Vec<RoomSummary>| rooms.into_iter().map(|r| r.jid).collect::<Vec<_>>();
+    let all = store.list("conference.x", false, None, 100).await.unwrap();
+    let expected = ["0day", "a-c", "ab", "b", "c1", "c2", "zed"].map(|n| format!("{n}@conference.x"));
+    assert_eq!(jids(all.clone()), expected);
+    assert_eq!(all[2], RoomSummary { jid: "ab@conference.x".into(), name: "Room ab".into(), public: true });
+    assert!(!all[1].public);
+    let public = store.list("conference.x", true, None, 100).await.unwrap();
+    assert_eq!(jids(public.clone()), ["0day@conference.x", "ab@conference.x", "c1@conference.x", "zed@conference.x"]);
+    assert!(public.iter().all(|r| r.public));
+    assert_eq!(store.count("conference.x", false).await.unwrap(), 7);
+    assert_eq!(store.count("conference.x", true).await.unwrap(), 4);
+    assert_eq!(store.count("chat.y", false).await.unwrap(), 1);
+    assert_eq!(store.count("nothing.z", false).await.unwrap(), 0);
+    assert!(store.list("nothing.z", false, None, 10).await.unwrap().is_empty());
+
+    // Pages of three, each after the last JID of the one before.
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = jids(store.list("conference.x", false, after.as_deref(), 3).await.unwrap());
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        pages.push(page);
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    assert_eq!(pages.concat(), jids(all));
+    assert_eq!(jids(store.list("conference.x", true, Some("ab@conference.x"), 2).await.unwrap()), ["c1@conference.x", "zed@conference.x"]);
+    // `after` need not be a room's JID.
+    assert_eq!(jids(store.list("conference.x", false, Some("c"), 10).await.unwrap()), expected[4..]);
+    assert!(store.list("conference.x", false, None, 0).await.unwrap().is_empty());
+}
+
+/// Deleting a room deletes its affiliations and its archive, and nothing of anyone else's;
+/// the archive writer archives for a room that exists and skips one that is gone.
+async fn muc_delete(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let (store, archive) = (db.muc(), db.archive());
+    let r = room("gone@conference.x");
+    let kept = room("kept@conference.x");
+    assert!(store.create(&r).await.unwrap());
+    assert!(store.create(&kept).await.unwrap());
+    let message = |owner: &str, with: &str, i: i64| BulkMessage {
+        owner: j(owner),
+        with: Jid::new(with).unwrap(),
+        stanza: format!("<message xmlns='jabber:client' type='groupchat'><body>m{i}</body></message>"),
+        at_micros: None,
+    };
+    let bulk: Vec<BulkMessage> = (0..5)
+        .map(|i| message("gone@conference.x", "gone@conference.x/nick", i))
+        .chain((0..3).map(|i| message("kept@conference.x", "kept@conference.x/nick", i)))
+        .chain((0..4).map(|i| message("a@x", "b@y/r", i)))
+        .collect();
+    archive.insert_bulk(&bulk).await.unwrap();
+    // Through the writer too: a room is an owner it archives for.
+    let slot = archive.allocate().await.unwrap();
+    let with = Jid::new("gone@conference.x/chef").unwrap();
+    let live = |ts| NewArchived { owner: j("gone@conference.x"), ts, with: with.clone(), stanza: "<message/>".into() };
+    archive.store(vec![live(slot.ts)]).await.unwrap();
+    assert_eq!(archive.count(&r.jid).await.unwrap(), 6);
+    assert_eq!(archive.position(&r.jid, &slot.id).await.unwrap(), Some(slot.ts));
+
+    assert!(store.delete(&r.jid).await.unwrap());
+    assert!(!store.delete(&r.jid).await.unwrap(), "deleted once");
+    assert_eq!(store.load(&r.jid).await.unwrap(), None);
+    assert_eq!(archive.count(&r.jid).await.unwrap(), 0);
+    assert_eq!(archive.bounds(&r.jid).await.unwrap(), None);
+    assert!(archive.page(&r.jid, &ArchiveRange::all(), false, 100, 0).await.unwrap().is_empty());
+    assert_eq!(archive.count(&j("a@x")).await.unwrap(), 4, "an account's archive stays");
+    assert_eq!(archive.page(&j("a@x"), &ArchiveRange::all(), false, 100, 0).await.unwrap().len(), 4);
+    assert_eq!(archive.count(&kept.jid).await.unwrap(), 3, "another room's archive stays");
+    assert_eq!(store.load(&kept.jid).await.unwrap(), Some(loaded(kept.clone())));
+
+    // The writer skips rows for a room deleted while they were queued.
+    let slot = archive.allocate().await.unwrap();
+    archive.store(vec![live(slot.ts)]).await.unwrap();
+    assert_eq!(archive.count(&r.jid).await.unwrap(), 0);
+
+    // Its affiliations went with it: the room made again starts without them.
+    let mut again = room("gone@conference.x");
+    again.affiliations.clear();
+    assert!(store.create(&again).await.unwrap());
+    assert_eq!(store.load(&again.jid).await.unwrap().unwrap().affiliations, []);
+    assert_eq!(archive.count(&again.jid).await.unwrap(), 0);
+}
+
+/// A deleted account loses its archive and its affiliations in every room, by either
+/// deletion path; other accounts and rooms keep theirs.
+async fn muc_account_deletion(b: Backend) {
+    let (db, _dir) = open(b).await;
+    for a in ["a@x", "b@x", "c@x"] {
+        account(&db, a).await;
+    }
+    let (store, archive) = (db.muc(), db.archive());
+    let mut bulk = Vec::new();
+    for owner in ["a@x", "b@x", "c@x", "room1@conference.x"] {
+        for i in 0..3 {
+            let stanza = format!("<message><body>{i}</body></message>");
+            bulk.push(BulkMessage { owner: j(owner), with: Jid::new("d@y").unwrap(), stanza, at_micros: None });
+        }
+    }
+    for name in ["room1", "room2"] {
+        let mut r = room(&format!("{name}@conference.x"));
+        r.affiliations = ["a@x", "b@x", "c@x"]
+            .iter()
+            .map(|jid| StoredAffiliation { jid: jid.to_string(), affiliation: Affiliation::Member, nick: "".into(), reason: "".into() })
+            .collect();
+        assert!(store.create(&r).await.unwrap());
+    }
+    archive.insert_bulk(&bulk).await.unwrap();
+    let members = |room: Option<StoredRoom>| room.unwrap().affiliations.into_iter().map(|a| a.jid).collect::<Vec<_>>();
+    let room1 = j("room1@conference.x");
+    let room2 = j("room2@conference.x");
+
+    assert!(db.accounts().delete(&j("a@x")).await.unwrap());
+    assert_eq!(archive.count(&j("a@x")).await.unwrap(), 0);
+    assert!(archive.page(&j("a@x"), &ArchiveRange::all(), false, 10, 0).await.unwrap().is_empty());
+    assert_eq!(members(store.load(&room1).await.unwrap()), ["b@x", "c@x"]);
+    assert_eq!(members(store.load(&room2).await.unwrap()), ["b@x", "c@x"]);
+
+    assert!(db.accounts().delete_everywhere(&j("b@x")).await.unwrap());
+    assert!(!db.accounts().delete_everywhere(&j("b@x")).await.unwrap());
+    assert_eq!(archive.count(&j("b@x")).await.unwrap(), 0);
+    assert_eq!(members(store.load(&room1).await.unwrap()), ["c@x"]);
+    assert_eq!(members(store.load(&room2).await.unwrap()), ["c@x"]);
+
+    assert_eq!(archive.count(&j("c@x")).await.unwrap(), 3);
+    assert_eq!(archive.count(&room1).await.unwrap(), 3, "the room's archive stays");
+
+    // forget_jid on its own: every room, and a count.
+    assert_eq!(store.forget_jid("c@x").await.unwrap(), 2);
+    assert_eq!(store.forget_jid("c@x").await.unwrap(), 0);
+    assert!(members(store.load(&room1).await.unwrap()).is_empty());
+}
+
+/// Archives made before the owner became "an account or a room" survive the migration
+/// that rebuilds (SQLite) or alters (PostgreSQL) their tables, with their counts, order and
+/// ids; afterwards a room can own an archive, and an account's deletion still empties its
+/// own.
+async fn archive_owners_migration(b: Backend) {
+    let (url, dir) = fresh_url(b).await;
+    let migrator = older_schema(b, &dir, "0011").await;
+    let setup = [
+        "INSERT INTO accounts (jid, domain, created_at) VALUES ('a@x', 'x', 0), ('b@x', 'x', 0)",
+        "INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) VALUES \
+         (1000, 'a@x', 'c@y', 'r', '<message><body>one</body></message>'), \
+         (2000, 'b@x', 'c@y', '', '<message><body>other</body></message>'), \
+         (3000, 'a@x', 'd@y', '', '<message><body>two</body></message>'), \
+         (4000, 'a@x', 'c@y', '', '<message><body>three</body></message>')",
+        "INSERT INTO archive_usage (owner, messages) VALUES ('a@x', 3), ('b@x', 1)",
+        "INSERT INTO archive_prefs (owner, default_mode) VALUES ('a@x', 'roster')",
+    ];
+    match b {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            for sql in setup {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            for sql in setup {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let db = Db::open(&url, 2).await.unwrap();
+    let (a, archive) = (j("a@x"), db.archive());
+    assert_eq!(archive.count(&a).await.unwrap(), 3);
+    assert_eq!(archive.count(&j("b@x")).await.unwrap(), 1);
+    let page = archive.page(&a, &ArchiveRange::all(), false, 10, 0).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.ts).collect::<Vec<_>>(), [1000, 3000, 4000]);
+    assert_eq!(archive.position(&a, &page[1].id).await.unwrap(), Some(3000));
+    // The indexes are there again: a query by `with` names its index on SQLite.
+    let mut range = ArchiveRange::all();
+    range.with = Some(Jid::new("c@y").unwrap());
+    let with_c = archive.page(&a, &range, true, 10, 0).await.unwrap();
+    assert_eq!(with_c.iter().map(|m| m.ts).collect::<Vec<_>>(), [4000, 1000]);
+    assert!(archive.prefs(&a).await.unwrap().is_some());
+    // New rows follow the old ones.
+    let slot = archive.allocate().await.unwrap();
+    assert!(slot.ts > 4000);
+
+    // A room's archive, which the foreign key refused before.
+    let r = room("r@conference.x");
+    assert!(db.muc().create(&r).await.unwrap());
+    let row = NewArchived { owner: r.jid.clone(), ts: slot.ts, with: Jid::new("r@conference.x/n").unwrap(), stanza: "<message/>".into() };
+    archive.store(vec![row]).await.unwrap();
+    assert_eq!(archive.count(&r.jid).await.unwrap(), 1);
+
+    // The account's deletion takes its archive and its preferences, not others'.
+    assert!(db.accounts().delete(&a).await.unwrap());
+    assert_eq!(archive.count(&a).await.unwrap(), 0);
+    assert!(archive.page(&a, &ArchiveRange::all(), false, 10, 0).await.unwrap().is_empty());
+    assert_eq!(archive.prefs(&a).await.unwrap(), None);
+    assert_eq!(archive.count(&j("b@x")).await.unwrap(), 1);
+    assert_eq!(archive.count(&r.jid).await.unwrap(), 1);
+    db.close().await;
+}
+
 db_tests!(
     accounts,
     rosters,
@@ -521,4 +944,10 @@ db_tests!(
     roster_limits,
     roster_limit_concurrent,
     private_quota,
+    muc_rooms,
+    muc_affiliations,
+    muc_listing,
+    muc_delete,
+    muc_account_deletion,
+    archive_owners_migration,
 );
