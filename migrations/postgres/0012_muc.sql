@@ -1,5 +1,7 @@
--- Multi-user chat rooms (XEP-0045) that outlive their occupants: each room's configuration
--- and subject, and its affiliation lists. Occupants (who is in the room now) are not
+-- Multi-user chat rooms (XEP-0045): each room's configuration and subject, and its
+-- affiliation lists. Persistent rooms outlive their occupants; a temporary room has a row
+-- while it exists, so that its archive has an owner (rows left by a crash are deleted at
+-- start). Occupants (who is in the room now) are not
 -- stored: they are a running room's state. A room's message archive lives in
 -- archive_messages under the room's JID (see 0011).
 --
@@ -26,7 +28,9 @@ CREATE TABLE muc_rooms (
     subject        TEXT NOT NULL DEFAULT '',
     subject_from   TEXT NOT NULL DEFAULT '',   -- the nick that set it
     occupant_salt  BYTEA NOT NULL,             -- 16 random bytes, made at creation
-    created        BIGINT NOT NULL             -- unix seconds
+    created        BIGINT NOT NULL,            -- unix seconds
+    persistent     BOOLEAN NOT NULL            -- kept when empty; a temporary room's row (and
+                                               -- archive) goes with its last occupant
 );
 -- A service's rooms in JID order, for disco#items pages.
 CREATE INDEX muc_rooms_service ON muc_rooms (service, jid);

@@ -144,6 +144,9 @@ pub struct StoredRoom {
     pub occupant_salt: Vec<u8>,
     /// Unix seconds.
     pub created: i64,
+    /// Kept when empty (`muc#roomconfig_persistentroom`); a temporary room is deleted with
+    /// its last occupant.
+    pub persistent: bool,
     pub affiliations: Vec<StoredAffiliation>,
 }
 
@@ -284,6 +287,7 @@ where
         subject_from: row.try_get("subject_from")?,
         occupant_salt: row.try_get("occupant_salt")?,
         created: row.try_get("created")?,
+        persistent: row.try_get("persistent")?,
         affiliations: Vec::new(),
     })
 }
@@ -295,7 +299,7 @@ impl MucStore {
         let insert = concat!(
             "INSERT INTO muc_rooms (jid, service, ",
             room_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+            ", persistent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
              ON CONFLICT (jid) DO NOTHING"
         );
         let jid = room.jid.as_str();
@@ -308,6 +312,7 @@ impl MucStore {
                 .bind(room.subject_from.as_str())
                 .bind(&room.occupant_salt[..])
                 .bind(room.created)
+                .bind(room.persistent)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -324,7 +329,7 @@ impl MucStore {
 
     /// The room with its affiliations (sorted by JID), `None` if there is no such room.
     pub async fn load(&self, jid: &BareJid) -> Result<Option<StoredRoom>> {
-        let select = concat!("SELECT ", room_columns!(), " FROM muc_rooms WHERE jid = $1");
+        let select = concat!("SELECT ", room_columns!(), ", persistent FROM muc_rooms WHERE jid = $1");
         let affiliations = "SELECT jid, affiliation, nick, reason FROM muc_affiliations WHERE room = $1 ORDER BY jid";
         on_pool!(self.db, |pool| {
             let Some(row) = sqlx::query(select).bind(jid.as_str()).fetch_optional(pool).await? else {
@@ -344,14 +349,15 @@ impl MucStore {
         })
     }
 
-    /// Replace the room's configuration (nothing happens if there is no such room).
-    pub async fn save_config(&self, jid: &BareJid, config: &RoomConfig) -> Result<()> {
+    /// Replace the room's configuration and whether it is persistent (nothing happens if
+    /// there is no such room).
+    pub async fn save_config(&self, jid: &BareJid, config: &RoomConfig, persistent: bool) -> Result<()> {
         let update = "UPDATE muc_rooms SET name = $2, description = $3, language = $4, public = $5, members_only = $6, \
                       moderated = $7, allow_invites = $8, change_subject = $9, archive = $10, password = $11, \
-                      max_users = $12, whois = $13, allow_pm = $14, history_length = $15 WHERE jid = $1";
+                      max_users = $12, whois = $13, allow_pm = $14, history_length = $15, persistent = $16 WHERE jid = $1";
         on_pool!(self.db, |pool| {
             let query = sqlx::query(update).bind(jid.as_str());
-            bind_config!(query, config).execute(pool).await?;
+            bind_config!(query, config).bind(persistent).execute(pool).await?;
             Ok(())
         })
     }
@@ -405,12 +411,12 @@ impl MucStore {
         })
     }
 
-    /// Rooms of one service (domain) sorted by jid, only public ones if asked, those with
+    /// Persistent rooms of one service (domain) sorted by jid, only public ones if asked, those with
     /// jid > `after` if given, at most `limit`. JIDs compare byte by byte on both databases
     /// (see migration 0012), so pages are the same on either.
     pub async fn list(&self, service: &str, public_only: bool, after: Option<&str>, limit: usize) -> Result<Vec<RoomSummary>> {
         // Every JID is greater than "": no `after` is after "".
-        let sql = "SELECT jid, name, public FROM muc_rooms WHERE service = $1 AND (public OR NOT $2) AND jid > $3 \
+        let sql = "SELECT jid, name, public FROM muc_rooms WHERE service = $1 AND persistent AND (public OR NOT $2) AND jid > $3 \
                    ORDER BY jid LIMIT $4";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         on_pool!(self.db, |pool| {
@@ -425,15 +431,26 @@ impl MucStore {
         })
     }
 
-    /// How many rooms one service has, or how many public ones.
+    /// How many persistent rooms one service has, or how many public ones.
     pub async fn count(&self, service: &str, public_only: bool) -> Result<i64> {
         on_pool!(self.db, |pool| {
-            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM muc_rooms WHERE service = $1 AND (public OR NOT $2)")
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM muc_rooms WHERE service = $1 AND persistent AND (public OR NOT $2)")
                 .bind(service)
                 .bind(public_only)
                 .fetch_one(pool)
                 .await?)
         })
+    }
+
+    /// Delete the temporary rooms (with their archives): at start, those a crash left.
+    pub async fn delete_temporary(&self) -> Result<u64> {
+        let rooms: Vec<String> = on_pool!(self.db, |pool| sqlx::query_scalar("SELECT jid FROM muc_rooms WHERE NOT persistent").fetch_all(pool).await?);
+        let mut n = 0;
+        for room in rooms {
+            let Ok(jid) = BareJid::new(&room) else { continue };
+            n += u64::from(self.delete(&jid).await?);
+        }
+        Ok(n)
     }
 
     /// Remove every affiliation of `jid` in every room (a deleted account); how many.

@@ -539,6 +539,7 @@ fn room(jid: &str) -> StoredRoom {
         subject_from: "chef".into(),
         occupant_salt: (0u8..16).map(|i| i * 17).collect(),
         created: 1_700_000_123,
+        persistent: true,
         affiliations: vec![
             StoredAffiliation { jid: "owner@x".into(), affiliation: Affiliation::Owner, nick: "boss".into(), reason: "".into() },
             StoredAffiliation { jid: "evil.example".into(), affiliation: Affiliation::Outcast, nick: "".into(), reason: "spam".into() },
@@ -591,7 +592,7 @@ async fn muc_rooms(b: Backend) {
         archive: false,
         history_length: u32::MAX,
     };
-    store.save_config(&r.jid, &config).await.unwrap();
+    store.save_config(&r.jid, &config, true).await.unwrap();
     store.save_subject(&r.jid, "Tomorrow: bread", "baker").await.unwrap();
     let after = store.load(&r.jid).await.unwrap().unwrap();
     let mut expected = loaded(r.clone());
@@ -603,7 +604,7 @@ async fn muc_rooms(b: Backend) {
     assert_eq!(store.load(&r.jid).await.unwrap().unwrap().subject, "");
     for allow_pm in [AllowPm::Anyone, AllowPm::Participants] {
         let config = RoomConfig { allow_pm, ..config.clone() };
-        store.save_config(&r.jid, &config).await.unwrap();
+        store.save_config(&r.jid, &config, true).await.unwrap();
         assert_eq!(store.load(&r.jid).await.unwrap().unwrap().config.allow_pm, allow_pm);
     }
 
@@ -613,7 +614,7 @@ async fn muc_rooms(b: Backend) {
     assert!(store.create(&bare).await.unwrap());
     assert_eq!(store.load(&bare.jid).await.unwrap(), Some(bare));
     let missing = j("missing@conference.x");
-    store.save_config(&missing, &config).await.unwrap();
+    store.save_config(&missing, &config, true).await.unwrap();
     store.save_subject(&missing, "s", "n").await.unwrap();
     assert_eq!(store.load(&missing).await.unwrap(), None);
 }

@@ -209,11 +209,11 @@ impl Live {
 
     /// Store affiliation changes (for a persistent room) and then make them.
     pub async fn save_affiliations(&mut self, changes: &[AffiliationChange]) -> Result<(), StanzaError> {
-        if self.room.persistent {
-            if let Err(e) = self.service.store.set_affiliations(self.jid(), changes).await {
-                tracing::error!(error = %e, "cannot store a room's affiliations");
-                return Err(StanzaError::internal());
-            }
+        if self.room.persistent
+            && let Err(e) = self.service.store.set_affiliations(self.jid(), changes).await
+        {
+            tracing::error!(error = %e, "cannot store a room's affiliations");
+            return Err(StanzaError::internal());
         }
         for c in changes {
             match c.affiliation {
@@ -314,18 +314,7 @@ impl Live {
     /// Apply a configuration (§10.2): stored first, then told to the occupants (104 and
     /// the privacy codes, §10.2.1); non-members leave a room made members-only (322).
     pub(super) async fn configure(&mut self, config: crate::storage::RoomConfig, persistent: bool) -> Result<(), StanzaError> {
-        let store = &self.service.store;
-        let stored = match (self.room.persistent, persistent) {
-            (false, true) => {
-                let mut room = self.room.to_stored();
-                room.config = config.clone();
-                store.create(&room).await.map(|_| ())
-            }
-            (true, true) => store.save_config(self.jid(), &config).await,
-            (true, false) => store.delete(self.jid()).await.map(|_| ()),
-            (false, false) => Ok(()),
-        };
-        if let Err(e) = stored {
+        if let Err(e) = self.service.store.save_config(self.jid(), &config, persistent).await {
             tracing::error!(error = %e, "cannot store a room's configuration");
             return Err(StanzaError::internal());
         }
@@ -378,12 +367,9 @@ impl Live {
     /// §10.9: every occupant leaves with the `<destroy/>` (alternate venue, reason); the
     /// room is deleted with its affiliations and archive.
     pub async fn destroy(&mut self, destroy: &Element) -> Result<(), StanzaError> {
-        if self.room.persistent {
-            if let Err(e) = self.service.store.delete(self.jid()).await {
-                tracing::error!(error = %e, "cannot delete a room");
-                return Err(StanzaError::internal());
-            }
-            // Deleted already: the task must not delete it again as a temporary room.
+        if let Err(e) = self.service.store.delete(self.jid()).await {
+            tracing::error!(error = %e, "cannot delete a room");
+            return Err(StanzaError::internal());
         }
         let mut told = Element::bare("destroy", MUC_USER);
         if let Some(jid) = destroy.attr("jid") {
@@ -396,6 +382,7 @@ impl Live {
         for mut o in occupants {
             o.role = Role::None;
             o.affiliation = None;
+            o.presence.clear();
             let mut x = occupant::user_x(&o, false, &[], &ItemExtras::default());
             x.append_child(told.clone());
             let el = occupant::presence(self.jid(), &o, false, x);

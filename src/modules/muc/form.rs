@@ -120,11 +120,8 @@ pub fn parse_config(x: &Element, room: &Room, max_users: u32) -> Result<(RoomCon
         let values: Vec<String> = f.children().filter(|c| c.is("value", ns::DATA_FORMS)).map(|v| v.text()).collect();
         let value = values.first().map(String::as_str).unwrap_or("");
         match var {
-            "FORM_TYPE" => {
-                if value != ROOMCONFIG {
-                    return Err(StanzaError::bad_request(format!("the FORM_TYPE must be {ROOMCONFIG}")));
-                }
-            }
+            "FORM_TYPE" if value != ROOMCONFIG => return Err(StanzaError::bad_request(format!("the FORM_TYPE must be {ROOMCONFIG}"))),
+            "FORM_TYPE" => {}
             "muc#roomconfig_roomname" => config.name = bounded(var, value)?,
             "muc#roomconfig_roomdesc" => config.description = bounded(var, value)?,
             "muc#roomconfig_lang" => config.language = bounded(var, value)?,

@@ -27,7 +27,7 @@ impl Live {
             MessageType::Groupchat => self.groupchat(stanza, &from, durable).await,
             MessageType::Chat | MessageType::Normal => match to_nick {
                 Some(nick) => self.private_message(stanza, &from, &nick).await,
-                None => self.to_room(stanza, &from).await,
+                None => self.addressed_to_room(stanza, &from).await,
             },
         }
     }
@@ -49,11 +49,11 @@ impl Live {
             }
             self.room.subject = subject.text();
             self.room.subject_from = sender.nick.clone();
-            if self.room.persistent {
-                if let Err(e) = self.service.store.save_subject(self.jid(), &self.room.subject, &sender.nick).await {
-                    tracing::error!(error = %e, "cannot store a room's subject");
-                    return self.refuse(&stanza, StanzaError::internal()).await;
-                }
+            if self.room.persistent
+                && let Err(e) = self.service.store.save_subject(self.jid(), &self.room.subject, &sender.nick).await
+            {
+                tracing::error!(error = %e, "cannot store a room's subject");
+                return self.refuse(&stanza, StanzaError::internal()).await;
             }
         }
         let mut el = reflected(stanza.el, self.jid());
@@ -138,7 +138,7 @@ impl Live {
 
     /// A message to the room's bare JID that is not groupchat: invitations (§7.8.2) and
     /// their declines.
-    pub(super) async fn to_room(&mut self, stanza: Stanza, from: &FullJid) {
+    pub(super) async fn addressed_to_room(&mut self, stanza: Stanza, from: &FullJid) {
         let x = stanza.el.get_child("x", MUC_USER);
         if let Some(decline) = x.and_then(|x| x.get_child("decline", MUC_USER)) {
             return self.decline(&stanza, from, decline.clone()).await;
@@ -209,7 +209,8 @@ impl Live {
 fn reflected(mut el: Element, room: &BareJid) -> Element {
     xml::remove_attr(&mut el, "to");
     el.retain_children(|c| {
-        !(c.is("stanza-id", SID) && c.attr("by") == Some(room.as_str())) && !c.is("occupant-id", OCCUPANT_ID) && !c.is("x", MUC_USER)
+        let forged_id = c.is("stanza-id", SID) && c.attr("by") == Some(room.as_str());
+        !(forged_id || c.is("occupant-id", OCCUPANT_ID) || c.is("x", MUC_USER))
     });
     el
 }

@@ -63,16 +63,17 @@ pub(super) struct RoomHandle {
 }
 
 impl RoomHandle {
-    /// Queue an event; `Err` gives it back when the room's task has ended (it was unloaded
-    /// or vanished meanwhile), or refuses it when the queue is full.
-    fn send(&self, event: Event) -> Result<(), (Event, bool)> {
+    /// Queue an event; `Err` gives it back (boxed: it is large and rare) when the room's
+    /// task has ended (it was unloaded or vanished meanwhile), or refuses it (`true`) when
+    /// the queue is full.
+    fn send(&self, event: Event) -> Result<(), Box<(Event, bool)>> {
         if self.queued.load(Ordering::Relaxed) >= ROOM_QUEUE {
-            return Err((event, true));
+            return Err(Box::new((event, true)));
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.tx.send(event).map_err(|e| {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            (e.0, false)
+            Box::new((e.0, false))
         })
     }
 
@@ -112,6 +113,7 @@ impl Module for Muc {
             reg.service(domain, "Chatrooms", &self, Self::route);
         }
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
+        reg.background(&self, Self::forget_temporary_rooms);
     }
 }
 
@@ -143,7 +145,7 @@ impl Muc {
                     None => return,
                 },
             };
-            match handle.send(event) {
+            match handle.send(event).map_err(|e| *e) {
                 Ok(()) => return,
                 Err((back, true)) => {
                     if let Event::Stanza(stanza, _) = &back {
@@ -203,7 +205,14 @@ impl Muc {
                     router::bounce(ctx, stanza, error).await;
                     return None;
                 }
-                room::Room::new(jid.clone(), stanza.from.to_bare(), &self.config, self.joined.clone())
+                let room = room::Room::new(jid.clone(), stanza.from.to_bare(), &self.config, self.joined.clone());
+                // A row while it exists, temporary or not: the archive's rows need an owner.
+                if let Err(e) = self.store.create(&room.to_stored()).await {
+                    tracing::error!(error = %e, room = %jid, "cannot create a room");
+                    router::bounce(ctx, stanza, StanzaError::internal()).await;
+                    return None;
+                }
+                room
             }
         };
         let history = if room.config.archive { self.recent(jid, room.config.history_length).await } else { Vec::new() };
@@ -243,6 +252,15 @@ impl Muc {
             xml::set_attr(&mut el, "from", event.jid.as_str());
             let stanza = Stanza { kind: Kind::Presence, from: Jid::from(event.jid.clone()), to: Some(Jid::from(room.clone())), el };
             self.dispatch(&ctx, Event::Stanza(stanza, None), room).await;
+        }
+    }
+
+    /// At start: temporary rooms a crash left in the database go, with their archives.
+    async fn forget_temporary_rooms(self: Arc<Self>, _core: crate::core::Core) {
+        match self.store.delete_temporary().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rooms = n, "temporary rooms left by the last run deleted"),
+            Err(e) => tracing::error!(error = %e, "cannot delete the temporary rooms left by the last run"),
         }
     }
 

@@ -107,17 +107,17 @@ pub fn user_x(o: &Occupant, show_jid: bool, codes: &[u16], extras: &ItemExtras) 
     x
 }
 
-/// A presence from the occupant's room JID, without `to`: available with its last
-/// presence, or unavailable.
+/// A presence from the occupant's room JID, without `to`, with the occupant's last
+/// presence (for an unavailable one: what the occupant's own unavailable presence said, a
+/// status text, when it left by itself).
 pub fn presence(room: &BareJid, o: &Occupant, available: bool, x: Element) -> Element {
     let from = occupant_jid(room, &o.nick);
     let mut el = xml::element("presence", ns::CLIENT, &[("from", from.as_str())]);
-    if available {
-        for child in &o.presence {
-            el.append_child(child.clone());
-        }
-    } else {
+    if !available {
         xml::set_attr(&mut el, "type", "unavailable");
+    }
+    for child in &o.presence {
+        el.append_child(child.clone());
     }
     el.append_child(x);
     el.append_child(xml::element("occupant-id", OCCUPANT_ID, &[("id", &o.occupant_id)]));

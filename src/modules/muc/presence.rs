@@ -32,10 +32,8 @@ impl Live {
                     None => self.kick_desynced(&from, &nick).await,
                 }
             }
-            Some(PresenceType::Unavailable) => {
-                if self.room.by_session.contains_key(&from) {
-                    self.leave(&from, occupant::kept_presence(&stanza.el)).await;
-                }
+            Some(PresenceType::Unavailable) if self.room.by_session.contains_key(&from) => {
+                self.leave(&from, occupant::kept_presence(&stanza.el)).await;
             }
             // An occupant's client answered with an error: it is gone (§9.? 333).
             Some(PresenceType::Error) => self.remove_for_error(&from).await,
@@ -50,10 +48,10 @@ impl Live {
         let affiliation = self.room.affiliation_of(&bare, &config);
         let x = stanza.el.get_child("x", MUC).cloned().unwrap_or_else(|| Element::bare("x", MUC));
         let again = self.room.by_session.contains_key(&from);
-        if !again {
-            if let Err(e) = self.may_enter(&bare, affiliation, &nick, &x) {
-                return self.refuse(&stanza, e).await;
-            }
+        if !again
+            && let Err(e) = self.may_enter(&bare, affiliation, &nick, &x)
+        {
+            return self.refuse(&stanza, e).await;
         }
         let created = self.room.locked && self.room.occupants.is_empty() && !self.room.persistent;
         let existing = self.room.folded.get(&occupant::fold(&nick)).cloned();
@@ -176,10 +174,10 @@ impl Live {
         if let Some(seconds) = limit("seconds") {
             since = crate::storage::now_micros().saturating_sub(seconds.saturating_mul(1_000_000) as i64);
         }
-        if let Some(stamp) = request.and_then(|h| h.attr("since")) {
-            if let Ok(t) = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339) {
-                since = since.max((t.unix_timestamp_nanos() / 1000) as i64);
-            }
+        if let Some(stamp) = request.and_then(|h| h.attr("since"))
+            && let Ok(t) = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+        {
+            since = since.max((t.unix_timestamp_nanos() / 1000) as i64);
         }
         let max_chars = limit("maxchars");
         let mut picked = Vec::new();
@@ -293,6 +291,7 @@ impl Live {
     pub async fn remove(&mut self, nick: &str, codes: &[u16], extras: &ItemExtras) {
         let Some(mut o) = self.room.occupants.get(nick).cloned() else { return };
         o.role = Role::None;
+        o.presence.clear();
         self.broadcast_presence(&o, false, codes, extras, None).await;
         self.room.remove_occupant(nick);
     }

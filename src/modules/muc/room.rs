@@ -114,7 +114,7 @@ impl Room {
         Room {
             jid: stored.jid,
             config: room_config,
-            persistent: true,
+            persistent: stored.persistent,
             locked: false,
             subject: stored.subject,
             subject_from: stored.subject_from,
@@ -141,6 +141,7 @@ impl Room {
             subject_from: self.subject_from.clone(),
             occupant_salt: self.salt.clone(),
             created: self.created,
+            persistent: self.persistent,
             affiliations: self.stored_affiliations(),
         }
     }
@@ -295,25 +296,22 @@ impl RoomTask {
                 break;
             }
         }
+        let jid = live.room.jid.clone();
+        if !live.room.persistent && !live.room.destroyed && !core.shutdown.is_cancelled() {
+            // A temporary room vanishes with its archive, before anyone can load it again
+            // (stanzas meanwhile wait in the queue, then go to a new room).
+            live.service.archive.committed().await;
+            if let Err(e) = live.service.store.delete(&jid).await {
+                tracing::error!(error = %e, room = %jid, "cannot delete a vanished room");
+            }
+        }
         // Stop taking events; what came in meanwhile goes to whichever task is next.
         live.room.unbind_all();
-        live.service.forget(&live.room.jid, &handle);
+        live.service.forget(&jid, &handle);
         rx.close();
         let mut rest = Vec::new();
         while let Ok(event) = rx.try_recv() {
             rest.push(event);
-        }
-        let jid = live.room.jid.clone();
-        if !live.room.persistent && !core.shutdown.is_cancelled() {
-            // A temporary room vanishes with its archive.
-            let service = live.service.clone();
-            let jid = jid.clone();
-            tokio::spawn(async move {
-                service.archive.committed().await;
-                if let Err(e) = service.store.delete(&jid).await {
-                    tracing::error!(error = %e, room = %jid, "cannot delete a vanished room's archive");
-                }
-            });
         }
         for event in rest {
             tokio::spawn(redispatch(live.service.clone(), live.ctx.clone(), event, jid.clone()));
