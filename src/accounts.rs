@@ -40,6 +40,8 @@ pub async fn delete_account(core: &Core, jid: &BareJid) -> Result<bool, StorageE
     core.sessions.close_all(jid, StreamError::new(StreamCondition::NotAuthorized).with_text("account deleted"));
 
     let ctx = Ctx::new(core.clone());
+    let change = crate::modules::DataChange { owner: jid.clone(), data: crate::modules::ChangedData::AccountDeleted };
+    core.modules.data_changed(&ctx, change).await;
     let from = Jid::from(jid.clone());
     // Owners are local accounts (rows of ours); remote contacts have no rows to visit.
     for owner in &contacts {

@@ -222,6 +222,9 @@ pub enum ChangedData {
     PrivateXml(Element),
     /// XEP-0054: this vCard was stored.
     Vcard(Element),
+    /// The account was deleted, with everything stored for it (modules drop what they keep
+    /// of it in memory: a room's affiliations).
+    AccountDeleted,
 }
 
 /// A disco#info or disco#items query (XEP-0030) to an account's bare JID that the disco

@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use jid::{BareJid, Jid};
 use tokio::sync::mpsc;
 
-use super::{Ctx, Deps, Durable, Module, Registrar, SessionEvent, SessionHook};
+use super::{ChangedData, Ctx, DataChange, Deps, Durable, Module, Registrar, SessionEvent, SessionHook};
 use crate::config::{Config, RoomCreation};
 use crate::router;
 use crate::stanza::{Condition, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
@@ -53,6 +53,8 @@ pub(super) enum Event {
     Stanza(Stanza, Option<Durable>),
     /// The room's disco#items entry, if it is public (for the service's disco#items).
     Summary(tokio::sync::oneshot::Sender<Option<crate::storage::RoomSummary>>),
+    /// This account was deleted: it loses its affiliation (the database's rows are gone).
+    AccountDeleted(BareJid),
 }
 
 /// How to reach a room's task.
@@ -114,6 +116,7 @@ impl Module for Muc {
         }
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         reg.background(&self, Self::forget_temporary_rooms);
+        reg.data_hook(&self, Self::account_deleted);
     }
 }
 
@@ -138,12 +141,14 @@ impl Muc {
     async fn dispatch(self: &Arc<Self>, ctx: &Ctx, mut event: Event, room: BareJid) {
         // Twice at most: a room's task may end between the lookup and the send.
         for _ in 0..2 {
-            let handle = match self.rooms.get(&room).map(|h| h.clone()) {
-                Some(handle) => handle,
-                None => match self.open(ctx, &event, &room).await {
+            let handle = match (self.rooms.get(&room).map(|h| h.clone()), &event) {
+                (Some(handle), _) => handle,
+                (None, Event::Stanza(stanza, _)) => match self.open(ctx, stanza, &room).await {
                     Some(handle) => handle,
                     None => return,
                 },
+                // The rest concerns loaded rooms only.
+                (None, _) => return,
             };
             match handle.send(event).map_err(|e| *e) {
                 Ok(()) => return,
@@ -166,29 +171,22 @@ impl Muc {
 
     /// The room's task: from the database, or a new room for a first entry; `None` (the
     /// sender answered) when neither.
-    async fn open(self: &Arc<Self>, ctx: &Ctx, event: &Event, jid: &BareJid) -> Option<RoomHandle> {
+    async fn open(self: &Arc<Self>, ctx: &Ctx, stanza: &Stanza, jid: &BareJid) -> Option<RoomHandle> {
         let _guard = self.loading.lock().await;
         if let Some(handle) = self.rooms.get(jid) {
             return Some(handle.clone());
         }
-        let stanza = match event {
-            Event::Stanza(stanza, _) => Some(stanza),
-            Event::Summary(_) => None,
-        };
         let stored = match self.store.load(jid).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(error = %e, room = %jid, "cannot load a room");
-                if let Some(stanza) = stanza {
-                    router::bounce(ctx, stanza, StanzaError::internal()).await;
-                }
+                router::bounce(ctx, stanza, StanzaError::internal()).await;
                 return None;
             }
         };
         let room = match stored {
             Some(stored) => room::Room::from_stored(stored, &self.config, self.joined.clone()),
             None => {
-                let stanza = stanza?;
                 // §10.1.1: entering a room that does not exist creates it.
                 let entering = stanza.kind == Kind::Presence
                     && stanza.presence_type() == Some(PresenceType::Available)
@@ -261,6 +259,18 @@ impl Muc {
             Ok(0) => {}
             Ok(n) => tracing::info!(rooms = n, "temporary rooms left by the last run deleted"),
             Err(e) => tracing::error!(error = %e, "cannot delete the temporary rooms left by the last run"),
+        }
+    }
+
+    /// A deleted account loses its affiliations in the rooms in memory too (the stored ones
+    /// went with the account); its sessions' end takes it out of the rooms.
+    async fn account_deleted(self: Arc<Self>, ctx: Ctx, change: DataChange) {
+        if !matches!(change.data, ChangedData::AccountDeleted) {
+            return;
+        }
+        let loaded: Vec<BareJid> = self.rooms.iter().map(|r| r.key().clone()).collect();
+        for room in loaded {
+            self.dispatch(&ctx, Event::AccountDeleted(change.owner.clone()), room).await;
         }
     }
 

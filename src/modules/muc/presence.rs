@@ -108,10 +108,8 @@ impl Live {
             xml::set_attr(&mut el, "id", id);
         }
         self.send_to(occupant::occupant_jid(self.jid(), &nick), &from, el).await;
-        if self.room.locked {
-            // §10.1.2: a new room says nothing more until it is configured.
-            return;
-        }
+        // A new, locked room sends its (empty) subject too: §7.2.15 knows no exception, and
+        // clients (slixmpp's join_muc_wait) wait for the subject to finish a join.
         // 4. History (§7.2.15), then 5. the subject (§7.2.16), even when empty.
         for el in self.history_for(x.get_child("history", MUC)) {
             let sender = el.attr("from").and_then(|f| Jid::new(f).ok()).unwrap_or_else(|| Jid::from(self.jid().clone()));

@@ -290,6 +290,9 @@ impl RoomTask {
                 Event::Summary(reply) => {
                     let _ = reply.send(live.room.summary());
                 }
+                Event::AccountDeleted(account) => {
+                    live.room.affiliations.remove(account.as_str());
+                }
             }
             let empty = live.room.occupants.is_empty();
             if live.room.destroyed || (empty && (!live.room.persistent || live.service.crowded())) {
