@@ -312,8 +312,8 @@ async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
     let room_jid = room(name);
     let me_jid = occupant(name, nick);
     let mut unrelated: Vec<Element> = c.pending.drain(..).collect();
-    let (mut others, mut me, mut history, mut subject) = (Vec::new(), None::<Element>, Vec::new(), None);
-    loop {
+    let (mut others, mut me, mut history) = (Vec::new(), None::<Element>, Vec::new());
+    let subject = loop {
         let el = c.next().await;
         // Private messages and invitations (§9.5 Example 134) are no part of the entry.
         let aside = el.name() == "message" && !matches!(el.attr("type"), Some("groupchat" | "error"));
@@ -343,15 +343,14 @@ async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
             ("message", true) => {
                 assert_eq!(el.attr("type"), Some("groupchat"), "{}", show(&el));
                 if is_subject(&el) {
-                    subject = Some(el);
-                    break;
+                    break Some(el);
                 }
                 check_history(&el, &room_jid);
                 history.push(el);
             }
             _ => panic!("unexpected while entering {name}: {}", show(&el)),
         }
-    }
+    };
     for el in unrelated.into_iter().rev() {
         c.pending.push_front(el);
     }
