@@ -84,24 +84,26 @@ if [ "$QUICK" = 1 ]; then
     : "${REPS:=1}" "${SESSIONS:=1000}" "${SCALE:=5000}" "${ARCHIVE_MESSAGES:=100000}"
     CHAT_USERS=100; CHAT_SECONDS=4; BISECT=2; ROSTER_USERS=102; SCALE_CHECKPOINTS=1000,2500
     ARCHIVE_QUERIES=200; RESUME_SESSIONS=500
-    MUC_ROOMS=10; MUC_ROOM_SIZE=30; MUC_BIG_ROOM=300; MUC_SECONDS=4; MUC_JOIN=500
+    MUC_ROOMS=10; MUC_ROOM_SIZE=30; MUC_BIG_ROOM=300; MUC_SECONDS=5; MUC_JOIN=500
+    MUC_BIG_RATE=3; MUC_SMALL_RATE=3
 else
     : "${REPS:=3}" "${SESSIONS:=5000}" "${SCALE:=19000}" "${ARCHIVE_MESSAGES:=1000000}"
     CHAT_USERS=100; CHAT_SECONDS=10; BISECT=3; ROSTER_USERS=200; SCALE_CHECKPOINTS=1000,5000,10000
     ARCHIVE_QUERIES=1000; RESUME_SESSIONS=1000
     MUC_ROOMS=10; MUC_ROOM_SIZE=100; MUC_BIG_ROOM=1000; MUC_SECONDS=10; MUC_JOIN=1000
+    MUC_BIG_RATE=1; MUC_SMALL_RATE=1
 fi
 CHAT_FIXED_RATE=2000       # messages/s for the CPU-per-message figure, the same for all
 CHAT_SM_FIXED_RATE=500     # the same with archive, carbons and stream management
 CHAT_SM_SWEEP_FROM=250     # first rate of that sweep (it halves down to 25 msg/s)
 OFFLINE_MESSAGES=1000
 RESUME_SENDERS=10; RESUME_MESSAGES=10
-# muc-fanout's fixed rates (messages/s): in the big room, and over the small rooms
-# together; the sweep doubles both from there. Low, so that no server is overloaded at
-# them: Prosody 0.12 spends about 0.5 ms of CPU per copy delivered, so 1 + 1 msg/s (1,100
-# copies/s with the full sizes) keeps it about half busy. muc-join: joins of the room with
-# history.
-MUC_BIG_RATE=1; MUC_SMALL_RATE=1; MUC_HISTORY_JOINS=100
+# muc-fanout's fixed rates (MUC_BIG_RATE, MUC_SMALL_RATE above, messages/s: in the big
+# room, and over the small rooms together; the sweep doubles both from there) are low, so
+# that no server is overloaded at them: Prosody 0.12 spends about 0.5 ms of CPU per copy
+# delivered, so 1 + 1 msg/s (1,100 copies/s with the full sizes; quick: 3 + 3 msg/s, 990
+# copies/s) keeps it about half busy. muc-join: joins of the room with history.
+MUC_HISTORY_JOINS=100
 has() { [[ ",$1," == *",$2,"* ]]; }
 has_any() {  # has_any LIST A,B,...: LIST names one of them
     local x

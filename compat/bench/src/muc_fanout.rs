@@ -238,41 +238,51 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         let cpu0 = own_cpu_s();
         let wall0 = Instant::now();
         let duration = a.duration;
-        let n_rooms = rooms.len();
+        // Two streams of messages: the big room's at big_rate, and the small rooms' at
+        // small_rate, each message of it to the next small room in turn (so that the
+        // aggregate is exact however low the rate per room).
+        let (big, small): (Vec<Room>, Vec<Room>) = rooms.into_iter().partition(|r| a.big_room > 0 && r.index == 0);
         let mut tasks = Vec::new();
-        for (k, mut room) in rooms.into_iter().enumerate() {
-            let rate = if a.big_room > 0 && room.index == 0 { big_rate } else { small_rate / a.rooms as f64 };
+        for (k, (rate, mut stream)) in [(big_rate, big), (small_rate, small)].into_iter().enumerate() {
+            if stream.is_empty() {
+                continue;
+            }
             let (writers, padding) = (writers.clone(), padding.clone());
             let step = step_no;
             tasks.push(tokio::spawn(async move {
                 // Every 10 ms tick, the messages due are sent, each by the occupant whose
-                // turn it is (round robin: each occupant sends at rate / occupants).
+                // turn it is in its room (round robin: each occupant sends at the room's
+                // rate ÷ its occupants).
                 let tick = Duration::from_millis(10);
                 let start = Instant::now();
-                tokio::time::sleep(tick.mul_f64(k as f64 / n_rooms as f64)).await;
-                let mut sent = 0u64;
-                let mut bursts: HashMap<usize, Vec<String>> = HashMap::new();
+                tokio::time::sleep(tick.mul_f64(k as f64 / 2.0)).await;
+                let (mut sent, mut copies) = (0u64, 0u64);
+                let mut bursts: HashMap<(usize, usize), Vec<String>> = HashMap::new();
                 let mut interval = tokio::time::interval(tick);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut failed = false;
+                let n = stream.len() as u64;
                 loop {
                     interval.tick().await;
                     let elapsed = start.elapsed().as_secs_f64();
                     let due = (elapsed.min(duration) * rate) as u64;
                     while sent < due {
+                        let pos = (sent % n) as usize;
+                        let room = &mut stream[pos];
                         let sender = room.members[(room.turn % room.members.len() as u64) as usize];
                         room.turn += 1;
                         room.seq[sender] += 1;
                         let t = clock.elapsed().as_micros();
                         let mut body = String::new();
                         let _ = write!(body, "{} {sender} {} {t} {step} {padding}", room.index, room.seq[sender]);
-                        bursts.entry(sender).or_default().push(body);
+                        bursts.entry((pos, sender)).or_default().push(body);
+                        copies += room.members.len() as u64;
                         sent += 1;
                     }
-                    for (sender, bodies) in bursts.drain() {
+                    for ((pos, sender), bodies) in bursts.drain() {
                         let mut buf = String::new();
                         for b in &bodies {
-                            let _ = write!(buf, "<message to='{}' type='groupchat'><body>{b}</body></message>", room.jid);
+                            let _ = write!(buf, "<message to='{}' type='groupchat'><body>{b}</body></message>", stream[pos].jid);
                         }
                         use crate::client::SendExt;
                         if writers[sender].lock().await.send(buf.as_bytes()).await.is_err() {
@@ -283,18 +293,18 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                         break;
                     }
                 }
-                let copies = sent * room.members.len() as u64;
-                (room, sent, copies, rate)
+                (stream, sent, copies)
             }));
         }
         let mut rooms = Vec::new();
         let (mut sent, mut expected) = (0u64, 0u64);
         for t in tasks {
-            let (room, s, c, _) = t.await.unwrap();
-            rooms.push(room);
+            let (stream, s, c) = t.await.unwrap();
+            rooms.extend(stream);
             sent += s;
             expected += c;
         }
+        rooms.sort_by_key(|r| r.index);
         let sending_time = wall0.elapsed().as_secs_f64();
         let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain);
         while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
@@ -423,7 +433,8 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             }
             factor = match (lo, hi) {
                 (Some(l), None) => l * 2.0,
-                (None, Some(h)) if h / 2.0 >= 1.0 / 16.0 => h / 2.0,
+                // Halving down while a step still has a few messages to measure.
+                (None, Some(h)) if (a.big_rate.max(a.small_rate) * h / 2.0 * a.duration) >= 4.0 => h / 2.0,
                 (None, Some(_)) => break,
                 (Some(l), Some(h)) => {
                     if bisections >= a.bisect || h / l < 1.05 {
