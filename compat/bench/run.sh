@@ -15,7 +15,8 @@
 # with message archive, carbons and stream management on, as a server for Conversations
 # (connect-sm ... resume), and "muc": modern plus multi-user chat (XEP-0045) rooms on
 # conference.localhost, archived (muc-fanout, muc-join, muc-memory: not in the default
-# list, as they take about 30 minutes more with 3 repetitions; --scenarios muc runs them).
+# list, as they take about an hour more with 3 repetitions, most of it Prosody's joins;
+# --scenarios muc runs them, --quick in about 7 minutes).
 #
 # Options:
 #   --quick               smaller sizes, one repetition
@@ -49,8 +50,8 @@ QUICK=0
 SERVERS=starling,prosody,ejabberd
 BASE_SCENARIOS=connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
 MODERN_SCENARIOS=connect-sm,connect-sm-tls,chat-sm,sweep-sm,archive,resume
-# Not in the default run (ALL_SCENARIOS): about 10 minutes a repetition for the three
-# servers; `--scenarios muc` runs them.
+# Not in the default run (ALL_SCENARIOS): about 20 minutes a repetition for the three
+# servers (Prosody 13 of them); `--scenarios muc` runs them.
 MUC_SCENARIOS=muc-fanout,muc-join,muc-memory
 ALL_SCENARIOS=$BASE_SCENARIOS,$MODERN_SCENARIOS
 SCENARIOS=$ALL_SCENARIOS

@@ -624,6 +624,47 @@ pub fn run(a: &Args) -> i32 {
         );
         let mut muc_verdicts = Vec::new();
         table(&mut out, &lines, &muc_figures(), true, &mut muc_verdicts);
+        // A sweep in which no step was sustained has no highest rate: its lowest step, not
+        // sustained, bounds it from above, and so bounds Starling's ratio from below.
+        let sweep_of = |s: &str| -> Vec<&Value> { lines.iter().filter(|v| v["server"] == s && muc(v, "muc-fanout-max")).collect() };
+        let starling_max: Vec<f64> = sweep_of("starling").iter().filter_map(|v| get(v, "at_max_delivered_copies_per_s")).collect();
+        let peers_none: Vec<(&str, f64)> = SERVERS[1..]
+            .iter()
+            .filter_map(|&s| {
+                let sweeps = sweep_of(s);
+                let none = !sweeps.is_empty() && sweeps.iter().all(|v| v["max_sustained_rate_per_s"].is_null());
+                let lowest = sweeps
+                    .iter()
+                    .flat_map(|v| v["steps"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|st| st[3].as_f64())
+                    .filter(|&c| c > 0.0)
+                    .fold(f64::MAX, f64::min);
+                (none && lowest < f64::MAX).then_some((s, lowest))
+            })
+            .collect();
+        let peers_with_sweep = SERVERS[1..].iter().filter(|s| !sweep_of(s).is_empty()).count();
+        if !peers_none.is_empty() {
+            let list: Vec<String> = peers_none.iter().map(|(s, c)| format!("{s} (its lowest step: {} copies/s)", fmt_num(*c))).collect();
+            let _ = writeln!(
+                out,
+                "\nNo step of the fan-out sweep was sustained by {}: p99 ≥ 100 ms (or a copy late) already at the \
+                 lowest rate tried, so their highest sustained rate is below that step's.",
+                list.join(" and ")
+            );
+            if peers_none.len() == peers_with_sweep && !starling_max.is_empty() {
+                let bound = peers_none.iter().map(|(_, c)| *c).fold(f64::MIN, f64::max);
+                let r = median(&starling_max) / bound;
+                let _ = writeln!(out, "Starling's highest sustained rate is then more than {} times theirs.", fmt_ratio(r));
+                muc_verdicts.push((
+                    format!(
+                        "MUC fan-out: highest sustained rate (≥ 4.00; no peer sustained any step: Starling's {} copies/s ÷ the peers' lowest unsustained step > {})",
+                        fmt_num(median(&starling_max)),
+                        fmt_ratio(r)
+                    ),
+                    r >= 4.0,
+                ));
+            }
+        }
         let _ = writeln!(out, "\nTargets:\n");
         if muc_verdicts.is_empty() {
             let _ = writeln!(out, "No target could be checked (a server's figures are missing).");
