@@ -11,16 +11,21 @@
 #   compat/bench/run.sh --quick         # smaller N, 1 repetition (~10 min)
 #   compat/bench/run.sh --servers starling,prosody --scenarios connect,chat --reps 2
 #
-# Two server profiles (peers/*.in): "base" (the scenarios connect ... scale) and "modern",
+# Three server profiles (peers/*.in): "base" (the scenarios connect ... scale), "modern",
 # with message archive, carbons and stream management on, as a server for Conversations
-# (connect-sm ... resume).
+# (connect-sm ... resume), and "muc": modern plus multi-user chat (XEP-0045) rooms on
+# conference.localhost, archived (muc-fanout, muc-join, muc-memory: not in the default
+# list, as they take about an hour more with 3 repetitions, most of it Prosody's joins;
+# --scenarios muc runs them, --quick in about 7 minutes).
 #
 # Options:
 #   --quick               smaller sizes, one repetition
 #   --servers LIST        starling,prosody,ejabberd (default all)
 #   --scenarios LIST      base profile: connect,connect-tls,chat,chat-tls,sweep,offline,
 #                         roster,scale (scale is Starling only); modern profile: connect-sm,
-#                         connect-sm-tls,chat-sm,sweep-sm,archive,resume (default all)
+#                         connect-sm-tls,chat-sm,sweep-sm,archive,resume (default all of
+#                         these); muc profile, not run by default: muc-fanout,muc-join,
+#                         muc-memory ("muc" names the three)
 #   --reps N              repetitions of each measurement (default 3, quick 1)
 #   --sessions N          idle sessions for memory and login figures (default 5000)
 #   --scale N             sessions of the Starling scale run (default 19000)
@@ -34,7 +39,8 @@
 #                         a full run of everything, else OUT/RESULTS.md only)
 #   --report-only FILE    regenerate the report from an existing results.jsonl
 # Environment: STARLING=path to a starling binary to use as it is (default: the tree's
-# target/release/starling, brought up to date with cargo build --release first).
+# target/release/starling, or $CARGO_TARGET_DIR/release/starling, brought up to date with
+# cargo build --release first; the load generator is built in compat/bench/target).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -44,6 +50,9 @@ QUICK=0
 SERVERS=starling,prosody,ejabberd
 BASE_SCENARIOS=connect,connect-tls,chat,chat-tls,sweep,offline,roster,scale
 MODERN_SCENARIOS=connect-sm,connect-sm-tls,chat-sm,sweep-sm,archive,resume
+# Not in the default run (ALL_SCENARIOS): about 20 minutes a repetition for the three
+# servers (Prosody 13 of them); `--scenarios muc` runs them.
+MUC_SCENARIOS=muc-fanout,muc-join,muc-memory
 ALL_SCENARIOS=$BASE_SCENARIOS,$MODERN_SCENARIOS
 SCENARIOS=$ALL_SCENARIOS
 ARCHIVE_MESSAGES=
@@ -71,20 +80,31 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+SCENARIOS=$(sed -e "s/\(^\|,\)muc\(,\|$\)/\1$MUC_SCENARIOS\2/" <<< "$SCENARIOS")
 if [ "$QUICK" = 1 ]; then
     : "${REPS:=1}" "${SESSIONS:=1000}" "${SCALE:=5000}" "${ARCHIVE_MESSAGES:=100000}"
     CHAT_USERS=100; CHAT_SECONDS=4; BISECT=2; ROSTER_USERS=102; SCALE_CHECKPOINTS=1000,2500
     ARCHIVE_QUERIES=200; RESUME_SESSIONS=500
+    MUC_ROOMS=10; MUC_ROOM_SIZE=30; MUC_BIG_ROOM=300; MUC_SECONDS=5; MUC_JOIN=500
+    MUC_BIG_RATE=3; MUC_SMALL_RATE=3
 else
     : "${REPS:=3}" "${SESSIONS:=5000}" "${SCALE:=19000}" "${ARCHIVE_MESSAGES:=1000000}"
     CHAT_USERS=100; CHAT_SECONDS=10; BISECT=3; ROSTER_USERS=200; SCALE_CHECKPOINTS=1000,5000,10000
     ARCHIVE_QUERIES=1000; RESUME_SESSIONS=1000
+    MUC_ROOMS=10; MUC_ROOM_SIZE=100; MUC_BIG_ROOM=1000; MUC_SECONDS=10; MUC_JOIN=1000
+    MUC_BIG_RATE=1; MUC_SMALL_RATE=1
 fi
 CHAT_FIXED_RATE=2000       # messages/s for the CPU-per-message figure, the same for all
 CHAT_SM_FIXED_RATE=500     # the same with archive, carbons and stream management
 CHAT_SM_SWEEP_FROM=250     # first rate of that sweep (it halves down to 25 msg/s)
 OFFLINE_MESSAGES=1000
 RESUME_SENDERS=10; RESUME_MESSAGES=10
+# muc-fanout's fixed rates (MUC_BIG_RATE, MUC_SMALL_RATE above, messages/s: in the big
+# room, and over the small rooms together; the sweep doubles both from there) are low, so
+# that no server is overloaded at them: Prosody 0.12 spends about 0.5 ms of CPU per copy
+# delivered, so 1 + 1 msg/s (1,100 copies/s with the full sizes; quick: 3 + 3 msg/s, 990
+# copies/s) keeps it about half busy. muc-join: joins of the room with history.
+MUC_HISTORY_JOINS=100
 has() { [[ ",$1," == *",$2,"* ]]; }
 has_any() {  # has_any LIST A,B,...: LIST names one of them
     local x
@@ -101,7 +121,7 @@ esac
 
 BENCH=$HERE/target/release/starling-bench
 STARLING_GIVEN=${STARLING:-}
-STARLING=${STARLING:-$ROOT/target/release/starling}
+STARLING=${STARLING:-${CARGO_TARGET_DIR:-$ROOT/target}/release/starling}
 log() { echo "[$(date +%T)] $*" >&2; }
 
 report() {  # report RESULTS_JSONL OUTPUT_MD
@@ -111,7 +131,7 @@ report() {  # report RESULTS_JSONL OUTPUT_MD
     log "report: $2"
 }
 
-cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
+cargo build --release --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"
 if [ -n "$REPORT_ONLY" ]; then
     report "$REPORT_ONLY" "${RESULTS:-$HERE/RESULTS.md}"
     exit 0
@@ -142,7 +162,7 @@ need_deb() {  # need_deb PACKAGE: a Debian package without a command of its own
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
 }
 MODERN=0
-has_any "$SCENARIOS" "$MODERN_SCENARIOS" && MODERN=1
+has_any "$SCENARIOS" "$MODERN_SCENARIOS,$MUC_SCENARIOS" && MODERN=1
 has "$SERVERS" prosody && { need_pkg prosody prosody || exit 1; }
 if has "$SERVERS" ejabberd; then
     PATH=$PATH:/usr/sbin need_pkg ejabberdctl ejabberd || exit 1
@@ -247,15 +267,17 @@ starling_import_archive() {  # starling_import_archive CONFIG ACCOUNT FILE
 }
 starling_can_import() { "$STARLING" archive import --help >/dev/null 2>&1; }
 
-fill() {  # fill TEMPLATE SERVER PROFILE > FILE: PROFILE is base or modern
+fill() {  # fill TEMPLATE SERVER PROFILE > FILE: PROFILE is base, modern or muc
     local keep drop
     if [ "$3" = base ]; then
-        keep='@base' drop='@modern\|@sql'
+        keep='@base' drop='@modern\|@sql\|@muc'
     elif [ "$PEER_ARCHIVE" = sql ]; then
-        keep='@modern\|@sql' drop='@base'
+        keep='@modern\|@sql' drop='@base\|@muc'
     else
-        keep='@modern' drop='@base\|@sql'
+        keep='@modern' drop='@base\|@sql\|@muc'
     fi
+    # muc: modern plus the lines marked @muc.
+    [ "$3" = muc ] && keep="$keep\\|@muc" drop=${drop%\\|@muc}
     local disabled=
     [ "$3" = base ] && disabled=$STARLING_MODERN_MODULES
     sed -e "s|@DIR@|${DIR[$2]}|g" -e "s|@PORT@|${PORT[$2]}|g" -e "s|@CERT@|$CERT|g" \
@@ -268,12 +290,15 @@ fill prosody.cfg.lua.in prosody base > "${DIR[prosody]}/prosody.cfg.lua"
 fill prosody.cfg.lua.in prosody modern > "${DIR[prosody]}/prosody-modern.cfg.lua"
 fill ejabberd.yml.in ejabberd base > "${DIR[ejabberd]}/ejabberd.yml"
 fill ejabberd.yml.in ejabberd modern > "${DIR[ejabberd]}/ejabberd-modern.yml"
+fill starling.toml.in starling muc > "${DIR[starling]}/starling-muc.toml"
+fill prosody.cfg.lua.in prosody muc > "${DIR[prosody]}/prosody-muc.cfg.lua"
+fill ejabberd.yml.in ejabberd muc > "${DIR[ejabberd]}/ejabberd-muc.yml"
 mkdir -p "${DIR[prosody]}/data" "${DIR[prosody]}/certs" "${DIR[ejabberd]}/spool" "${DIR[ejabberd]}/logs"
 
 start_server() {  # start_server NAME [PROFILE]; sets SERVER_PID (the process whose /proc we read)
     local s=$1 d=${DIR[$1]} profile=${2:-base}
     local m=
-    [ "$profile" = modern ] && m=-modern
+    [ "$profile" = base ] || m=-$profile
     stop_server
     # The server may hold as many files as the hard limit allows (the scale run).
     ulimit -n "$(ulimit -Hn)"
@@ -321,6 +346,9 @@ bench() {
 USERS=$SESSIONS
 [ "$CHAT_USERS" -gt "$USERS" ] && USERS=$CHAT_USERS
 has "$SCENARIOS" resume && [ $((RESUME_SESSIONS + RESUME_SENDERS)) -gt "$USERS" ] && USERS=$((RESUME_SESSIONS + RESUME_SENDERS))
+if has_any "$SCENARIOS" "$MUC_SCENARIOS"; then
+    for n in "$MUC_JOIN" "$MUC_BIG_ROOM" $((MUC_ROOMS * MUC_ROOM_SIZE)); do [ "$n" -gt "$USERS" ] && USERS=$n; done
+fi
 ARCHIVE_END=$(date +%s)  # the newest archived message: the same archive on every server
 accounts() {  # PREFIX COUNT
     for i in $(seq 0 $(($2 - 1))); do echo "$1$i@localhost password"; done
@@ -436,7 +464,7 @@ if [ "$MODERN" = 1 ]; then
     MODERN_ENV=",\"modern profile\":\"message archive, carbons and stream management on; Prosody and ejabberd archive in $peer_archive; Starling's archive: $STARLING_ARCHIVE\""
 fi
 cat >> "$JSONL" <<ENV
-{"scenario":"env","command":"$run_cmd","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r))","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s (with archive, carbons and SM: $CHAT_SM_FIXED_RATE msg/s); roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; archive: $ARCHIVE_MESSAGES messages, $ARCHIVE_QUERIES queries per type; resumption: $RESUME_SESSIONS sessions, $((RESUME_MESSAGES + 1)) messages each; $REPS repetition(s)"$MODERN_ENV}
+{"scenario":"env","command":"$run_cmd","date":"$(date -u '+%Y-%m-%d %H:%M UTC')","machine":"$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r))","pinning":"server on CPU 0, load generator on CPU 1 (taskset)","starling":"$starling_rev, binary built $(date -u -r "$STARLING" '+%Y-%m-%d %H:%M UTC')","prosody":"$(ver prosody) (Debian package; Lua $(ver lua5.4), network_backend epoll)","ejabberd":"$(ver ejabberd) (Debian package; Erlang/OTP erts $(ver erlang-base), +S 1:1, no scheduler busy-wait)","certificate":"one self-signed ECDSA P-256 certificate for all three","sizes":"$SESSIONS idle sessions per memory/login run; chat: $CHAT_USERS users, $CHAT_SECONDS s per step, CPU per message at $CHAT_FIXED_RATE msg/s (with archive, carbons and SM: $CHAT_SM_FIXED_RATE msg/s); roster: $ROSTER_USERS users with 100 contacts; offline: $OFFLINE_MESSAGES messages; scale: $SCALE TLS sessions; archive: $ARCHIVE_MESSAGES messages, $ARCHIVE_QUERIES queries per type; resumption: $RESUME_SESSIONS sessions, $((RESUME_MESSAGES + 1)) messages each; muc: $MUC_ROOMS rooms of $MUC_ROOM_SIZE and one of $MUC_BIG_ROOM occupants, $MUC_BIG_RATE + $MUC_SMALL_RATE msg/s for $MUC_SECONDS s per step, $MUC_JOIN joining one room, $MUC_HISTORY_JOINS joins of a room with 20 messages of history; $REPS repetition(s)"$MODERN_ENV}
 ENV
 for s in "${SERVER_LIST[@]}"; do provision "$s"; done
 
@@ -488,6 +516,25 @@ for rep in $(seq 1 "$REPS"); do
             has "$SCENARIOS" chat-sm && bench "$s" "$rep" plain "${modern[@]}" chat --count "$CHAT_USERS" --rate "$CHAT_SM_FIXED_RATE" --duration "$CHAT_SECONDS" --sm --carbons
             has "$SCENARIOS" sweep-sm && bench "$s" "$rep" plain "${modern[@]}" chat --count "$CHAT_USERS" --sweep --rate "$CHAT_SM_SWEEP_FROM" --min-rate 25 --duration "$CHAT_SECONDS" --bisect "$BISECT" --max-p99-ms 50 --sm --carbons
             has "$SCENARIOS" resume && bench "$s" "$rep" plain "${modern[@]}" resume --count "$RESUME_SESSIONS" --senders "$RESUME_SENDERS" --messages "$RESUME_MESSAGES"
+        fi
+        stop_server
+        # The muc profile: the modern one with multi-user chat rooms, archived. Each on a
+        # fresh server (memory first); every run makes rooms of its own.
+        muc=(--tag profile=muc --tag "archive=$archive")
+        if has "$SCENARIOS" muc-memory; then
+            start_server "$s" muc
+            bench "$s" "$rep" plain "${muc[@]}" muc-memory --count "$MUC_JOIN"
+        fi
+        if has "$SCENARIOS" muc-join; then
+            start_server "$s" muc
+            bench "$s" "$rep" plain "${muc[@]}" muc-join --count "$MUC_JOIN" --history-joins "$MUC_HISTORY_JOINS"
+        fi
+        if has "$SCENARIOS" muc-fanout; then
+            # The sweep's first step is the fixed rate: its figures are those at that rate.
+            start_server "$s" muc
+            bench "$s" "$rep" plain "${muc[@]}" muc-fanout --rooms "$MUC_ROOMS" --room-size "$MUC_ROOM_SIZE" \
+                --big-room "$MUC_BIG_ROOM" --big-rate "$MUC_BIG_RATE" --small-rate "$MUC_SMALL_RATE" \
+                --duration "$MUC_SECONDS" --sweep --bisect "$BISECT" --max-p99-ms 100
         fi
         stop_server
     done

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator against Starling alone: a few sessions (plaintext and
 # STARTTLS, each pinged, then with stream management), a short 1:1 chat (then with stream
-# management and carbons), a small offline delivery, a few sessions dropped and resumed, and
-# the archive generator, asserting on the JSON lines: every login succeeds, every ping is
-# answered, nothing is lost or duplicated, everything sent is acknowledged.
+# management and carbons), a small offline delivery, a few sessions dropped and resumed, small
+# multi-user chat rooms (fan-out, joins with history, memory), and the archive generator,
+# asserting on the JSON lines: every login succeeds, every ping is answered, nothing is lost
+# or duplicated, everything sent is acknowledged.
 # Runs in a few seconds once built (the first build of the load generator takes longer).
 #
 #   compat/bench/smoke.sh            release builds (STARLING=path overrides the server)
@@ -25,9 +26,9 @@ BENCH=$HERE/target/$profile/starling-bench
 # earlier build; a binary given in STARLING is used as it is.
 if [ -z "${STARLING:-}" ]; then
     (cd "$ROOT" && cargo build $flag --locked --quiet)
-    STARLING=$ROOT/target/$profile/starling
+    STARLING=${CARGO_TARGET_DIR:-$ROOT/target}/$profile/starling
 fi
-cargo build $flag --locked --quiet --manifest-path "$HERE/Cargo.toml"
+cargo build $flag --locked --quiet --manifest-path "$HERE/Cargo.toml" --target-dir "$HERE/target"
 
 dir=$(mktemp -d /tmp/starling-bench-smoke.XXXXXX)
 pid=
@@ -82,6 +83,12 @@ line=$(bench --security plain chat --count 4 --rate 200 --duration 2 --pause 0 -
 check "chat with stream management" "$line" '"lost":0,' '"duplicates":0,' '"delivered":400,' '"unacked_at_end":0,'
 line=$(bench --security plain resume --count 6 --senders 2 --messages 3 --down 0.5 | tail -1)
 check "resume" "$line" '"resumed":6,' '"lost":0,' '"duplicates":0,' '"errors_to_senders":0,'
+line=$(bench --security plain muc-fanout --rooms 2 --room-size 3 --big-room 5 --big-rate 20 --small-rate 20 --duration 1 --pause 0 | tail -1)
+check "muc fan-out" "$line" '"scenario":"muc-fanout"' '"expected_copies":160,' '"delivered":160,' '"lost":0,' '"duplicates":0,' '"errors":0,'
+line=$(bench --security plain muc-join --count 5 --history 3 --history-joins 3 | tail -1)
+check "muc join" "$line" '"scenario":"muc-join"' '"history_joins":3,' '"history_received_min":3,' '"history_received_max":3,' '"errors":0,'
+line=$(bench --security plain muc-memory --count 5 --settle 0.2 | tail -1)
+check "muc memory" "$line" '"scenario":"muc-memory"' '"occupants":5,'
 lines=$("$BENCH" --prefix a archive-gen --messages 1000 --format jsonl | grep -c '"stanza"' || true)
 check "archive-gen" "lines=$lines" 'lines=1000$'
 

@@ -75,6 +75,8 @@ pub struct Summary {
     pub h: Option<u32>,
     /// XEP-0313: the archive id of a `<result/>` (the body is then the archived message's).
     pub result_id: Option<String>,
+    /// XEP-0045: the codes of the `<status/>` elements among the descendants.
+    pub codes: Vec<u16>,
 }
 
 // A stanza's summary is moved out at once; boxing it would cost an allocation per stanza.
@@ -243,6 +245,15 @@ fn descendant(s: &mut Summary, e: &quick_xml::events::BytesStart<'_>) {
         s.inner.push(' ');
     }
     s.inner.push_str(name.as_ref());
+    if name.as_ref() == "status" {
+        for a in e.attributes().flatten() {
+            if a.key.as_ref() == "code"
+                && let Ok(code) = a.value.parse()
+            {
+                s.codes.push(code);
+            }
+        }
+    }
     if name.as_ref() == "item" {
         s.items += 1;
         let (mut jid, mut sub) = (String::new(), String::from("none"));

@@ -14,12 +14,20 @@
 //!   starling-bench --server 127.0.0.1:5222 resume --count 1000 --messages 10
 //!   starling-bench --prefix a archive-gen --format prosody-sql --manifest m.json | sqlite3 db
 //!   starling-bench --server 127.0.0.1:5222 --prefix a archive-query --manifest m.json
+//!   starling-bench --server 127.0.0.1:5222 muc-fanout --rooms 10 --room-size 100 --big-room 1000
+//!   starling-bench --server 127.0.0.1:5222 muc-fanout --sweep --max-p99-ms 100
+//!   starling-bench --server 127.0.0.1:5222 muc-join --count 1000 --history-joins 100
+//!   starling-bench --server 127.0.0.1:5222 muc-memory --count 1000
 //!   starling-bench report results.jsonl > RESULTS.md
 
 mod archive;
 mod chat;
 mod client;
 mod connect;
+mod muc;
+mod muc_fanout;
+mod muc_join;
+mod muc_memory;
 mod offline;
 mod register;
 mod report;
@@ -99,6 +107,14 @@ enum Scenario {
     /// Page through PREFIX0's archive (XEP-0313): newest page, before/after an id, with a
     /// peer; latency and server CPU per query.
     ArchiveQuery(archive::QueryArgs),
+    /// Multi-user chat rooms (XEP-0045) under a fixed rate of groupchat messages (or a sweep
+    /// of rates): server CPU per delivered copy, latency, loss per (room, sender).
+    MucFanout(muc_fanout::Args),
+    /// Occupants entering one room: time until all joined, CPU per join; then joins of a
+    /// room with history, timed to the subject.
+    MucJoin(muc_join::Args),
+    /// Server memory per occupant of a room.
+    MucMemory(muc_memory::Args),
     /// Turn a JSON-lines results file into the Markdown report.
     Report(report::Args),
 }
@@ -351,6 +367,9 @@ async fn run(cli: Cli) {
         Scenario::Register(a) => register::run(ctx.clone(), a.clone()).await,
         Scenario::Resume(a) => resume::run(ctx.clone(), a.clone()).await,
         Scenario::ArchiveQuery(a) => archive::run(ctx.clone(), a.clone()).await,
+        Scenario::MucFanout(a) => muc_fanout::run(ctx.clone(), a.clone()).await,
+        Scenario::MucJoin(a) => muc_join::run(ctx.clone(), a.clone()).await,
+        Scenario::MucMemory(a) => muc_memory::run(ctx.clone(), a.clone()).await,
         Scenario::Report(_) | Scenario::ArchiveGen(_) => unreachable!(),
     };
     if let Some(path) = cache && let Err(e) = client::save_scram_cache(&path) {

@@ -141,6 +141,69 @@ fn modern_figures() -> Vec<Figure> {
     figs
 }
 
+/// A line of the muc profile (modern plus multi-user chat rooms) of this scenario.
+fn muc(v: &Value, scenario: &str) -> bool {
+    v["scenario"] == scenario && v["security"] == "plain" && v.get("kind").is_none() && v.get("phase").is_none() && v["profile"] == "muc"
+}
+
+/// The figures of the multi-user chat scenarios, with their targets.
+fn muc_figures() -> Vec<Figure> {
+    let f = |title, unit, better, select: Select| Figure { title, unit, better, select };
+    // The fixed rate: the sweep's first step (or a run without --sweep).
+    let fixed = |v: &Value| muc(v, "muc-fanout") && (v["sweep"] == false || v["step"] == 1);
+    let max = |v: &Value| muc(v, "muc-fanout-max");
+    let join = |v: &Value| muc(v, "muc-join");
+    vec![
+        f(
+            "MUC fan-out (10 rooms of 100, one of 1,000; 1 + 1 msg/s): server CPU per delivered copy",
+            "µs",
+            Better::Lower(Some(0.2)),
+            Box::new(move |v| fixed(v).then(|| get(v, "server_cpu_us_per_copy")).flatten()),
+        ),
+        f("  copies delivered per second", "copies/s", Better::Higher(None), Box::new(move |v| fixed(v).then(|| get(v, "delivered_copies_per_s")).flatten())),
+        f("  p50 latency of the copies", "ms", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "latency_ms.p50")).flatten())),
+        f("  p99 latency of the copies", "ms", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "latency_ms.p99")).flatten())),
+        f("  server busy", "% of its core", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "server_cpu_pct")).flatten())),
+        f(
+            "MUC fan-out: highest sustained rate (p99 < 100 ms, nothing lost): copies delivered per second",
+            "copies/s",
+            Better::Higher(Some(4.0)),
+            Box::new(move |v| max(v).then(|| get(v, "at_max_delivered_copies_per_s")).flatten()),
+        ),
+        f("  messages sent per second at that rate", "msg/s", Better::Higher(None), Box::new(move |v| max(v).then(|| get(v, "max_sustained_rate_per_s")).flatten())),
+        f("  server CPU per copy at that rate", "µs", Better::Lower(None), Box::new(move |v| max(v).then(|| get(v, "at_max_server_cpu_us_per_copy")).flatten())),
+        f("  p99 latency at that rate", "ms", Better::Lower(None), Box::new(move |v| max(v).then(|| get(v, "at_max_latency_ms.p99")).flatten())),
+        f(
+            "MUC fan-out: all occupants entering their rooms (64 at a time): until all joined",
+            "s",
+            Better::Lower(None),
+            Box::new(move |v| fixed(v).then(|| get(v, "join_seconds")).flatten()),
+        ),
+        f(
+            "MUC join: occupants entering one room (64 at a time): until all joined",
+            "s",
+            Better::Lower(None),
+            Box::new(move |v| join(v).then(|| get(v, "all_joined_seconds")).flatten()),
+        ),
+        f("  server CPU per join", "ms", Better::Lower(Some(0.2)), Box::new(move |v| join(v).then(|| get(v, "server_cpu_ms_per_join")).flatten())),
+        f("  p99 time of one join (join presence → subject)", "ms", Better::Lower(None), Box::new(move |v| join(v).then(|| get(v, "join_ms.p99")).flatten())),
+        f(
+            "MUC join of a room with 20 messages of history: join presence → subject, p50",
+            "ms",
+            Better::Lower(None),
+            Box::new(move |v| join(v).then(|| get(v, "history_join_ms.p50")).flatten()),
+        ),
+        f("  p99", "ms", Better::Lower(None), Box::new(move |v| join(v).then(|| get(v, "history_join_ms.p99")).flatten())),
+        f("  server CPU per join (with its leave)", "ms", Better::Lower(None), Box::new(move |v| join(v).then(|| get(v, "history_server_cpu_ms_per_join")).flatten())),
+        f(
+            "MUC memory per occupant (RSS with all joined − before, ÷ occupants; one room)",
+            "KiB",
+            Better::Lower(None),
+            Box::new(|v| muc(v, "muc-memory").then(|| get(v, "server_kib_per_occupant")).flatten()),
+        ),
+    ]
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -335,6 +398,21 @@ fn loadgen_figures() -> Vec<Figure> {
             Box::new(|v| modern(v, "chat-max", "plain").then(|| get(v, "at_max_server_cpu_pct")).flatten()),
         ),
         f(
+            "Load generator busy at the highest sustained MUC fan-out rate",
+            "% of its core",
+            Box::new(|v| muc(v, "muc-fanout-max").then(|| get(v, "at_max_loadgen_cpu_pct")).flatten()),
+        ),
+        f(
+            "  load generator CPU per copy at that rate (send + receive)",
+            "µs",
+            Box::new(|v| muc(v, "muc-fanout-max").then(|| get(v, "at_max_loadgen_cpu_us_per_copy")).flatten()),
+        ),
+        f(
+            "  server busy at that rate",
+            "% of its core",
+            Box::new(|v| muc(v, "muc-fanout-max").then(|| get(v, "at_max_server_cpu_pct")).flatten()),
+        ),
+        f(
             "Load generator busy during the archive queries",
             "% of its core",
             Box::new(|v| modern(v, "archive-query", "plain").then(|| get(v, "loadgen_cpu_pct")).flatten()),
@@ -527,6 +605,112 @@ pub fn run(a: &Args) -> i32 {
                 pages("wrong"),
                 pages("errors"),
             );
+        }
+    }
+
+    // The multi-user chat scenarios.
+    let muc_lines: Vec<&Value> = lines.iter().filter(|v| v["profile"] == "muc").collect();
+    if !muc_lines.is_empty() {
+        let _ = writeln!(out, "\n## Multi-user chat (XEP-0045)\n");
+        let _ = writeln!(
+            out,
+            "The servers' \"muc\" profile: the modern one plus rooms on conference.localhost, every room \
+             archived (Prosody: `mod_muc_mam`; ejabberd: `mod_mam`; Starling: its archive), history of 20 \
+             messages, rooms made persistent by the load generator's setup. Every occupant receives every \
+             message of its rooms, its own included: a *copy* is one message delivered to one occupant. \
+             The sizes of the run are in the setup above (`--quick` uses smaller rooms than the titles say). \
+             A scenario whose occupants could not all join writes no line (its figures show as –; the run's \
+             `bench.log` says why).\n"
+        );
+        let mut muc_verdicts = Vec::new();
+        table(&mut out, &lines, &muc_figures(), true, &mut muc_verdicts);
+        // A sweep in which no step was sustained has no highest rate: its lowest step, not
+        // sustained, bounds it from above, and so bounds Starling's ratio from below.
+        let sweep_of = |s: &str| -> Vec<&Value> { lines.iter().filter(|v| v["server"] == s && muc(v, "muc-fanout-max")).collect() };
+        let starling_max: Vec<f64> = sweep_of("starling").iter().filter_map(|v| get(v, "at_max_delivered_copies_per_s")).collect();
+        let peers_none: Vec<(&str, f64)> = SERVERS[1..]
+            .iter()
+            .filter_map(|&s| {
+                let sweeps = sweep_of(s);
+                let none = !sweeps.is_empty() && sweeps.iter().all(|v| v["max_sustained_rate_per_s"].is_null());
+                let lowest = sweeps
+                    .iter()
+                    .flat_map(|v| v["steps"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|st| st[3].as_f64())
+                    .filter(|&c| c > 0.0)
+                    .fold(f64::MAX, f64::min);
+                (none && lowest < f64::MAX).then_some((s, lowest))
+            })
+            .collect();
+        let peers_with_sweep = SERVERS[1..].iter().filter(|s| !sweep_of(s).is_empty()).count();
+        if !peers_none.is_empty() {
+            let list: Vec<String> = peers_none.iter().map(|(s, c)| format!("{s} (its lowest step: {} copies/s)", fmt_num(*c))).collect();
+            let _ = writeln!(
+                out,
+                "\nNo step of the fan-out sweep was sustained by {}: p99 ≥ 100 ms (or a copy late) already at the \
+                 lowest rate tried, so their highest sustained rate is below that step's.",
+                list.join(" and ")
+            );
+            if peers_none.len() == peers_with_sweep && !starling_max.is_empty() {
+                let bound = peers_none.iter().map(|(_, c)| *c).fold(f64::MIN, f64::max);
+                let r = median(&starling_max) / bound;
+                let _ = writeln!(out, "Starling's highest sustained rate is then more than {} times theirs.", fmt_ratio(r));
+                muc_verdicts.push((
+                    format!(
+                        "MUC fan-out: highest sustained rate (≥ 4.00; no peer sustained any step: Starling's {} copies/s ÷ the peers' lowest unsustained step > {})",
+                        fmt_num(median(&starling_max)),
+                        fmt_ratio(r)
+                    ),
+                    r >= 4.0,
+                ));
+            }
+        }
+        let _ = writeln!(out, "\nTargets:\n");
+        if muc_verdicts.is_empty() {
+            let _ = writeln!(out, "No target could be checked (a server's figures are missing).");
+        }
+        for (what, met) in &muc_verdicts {
+            let _ = writeln!(out, "- {}: {what}", if *met { "met" } else { "**not met**" });
+        }
+        let _ = writeln!(out, "\nCorrectness (all repetitions; loss, duplicates and reordering per (room, sender) as each occupant saw them):\n");
+        let _ = writeln!(out, "| Server | Copies expected | delivered | lost | duplicated | reordered | arrived late (overloaded steps) | Errors from rooms | History received per join (min–max) |");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for s in SERVERS {
+            let mine: Vec<&&Value> = muc_lines.iter().filter(|v| v["server"] == s).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let sum = |scenario: &str, key: &str| -> u64 { mine.iter().filter(|v| v["scenario"] == scenario).filter_map(|v| get(v, key)).map(|x| x as u64).sum() };
+            let lo = mine.iter().filter_map(|v| get(v, "history_received_min")).fold(f64::MAX, f64::min);
+            let hi = mine.iter().filter_map(|v| get(v, "history_received_max")).fold(f64::MIN, f64::max);
+            let _ = writeln!(
+                out,
+                "| {s} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                sum("muc-fanout", "expected_copies"),
+                sum("muc-fanout", "delivered"),
+                sum("muc-fanout", "lost"),
+                sum("muc-fanout", "duplicates"),
+                sum("muc-fanout", "reordered"),
+                sum("muc-fanout", "arrived_after_drain"),
+                sum("muc-fanout", "errors") + sum("muc-join", "errors"),
+                if lo <= hi { format!("{lo:.0}–{hi:.0}") } else { "–".into() },
+            );
+        }
+        let sweeps: Vec<&&Value> = muc_lines.iter().filter(|v| v["scenario"] == "muc-fanout-max").collect();
+        if !sweeps.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nMUC fan-out sweeps: the rates of the big room and of the small rooms doubled together, then bisected; \
+                 a step is sustained if every copy arrived within the drain window, p99 < 100 ms and the senders offered \
+                 ≥ 95% of the rate. Steps: messages/s, sustained, p99 (ms), copies delivered/s, copies lost, load generator busy (%).\n"
+            );
+            for v in sweeps {
+                let steps: Vec<String> = v["steps"]
+                    .as_array()
+                    .map(|a| a.iter().map(|s| format!("{} {} {}ms {}/s lost {} {}%", s[0], if s[1] == true { "ok" } else { "no" }, s[2], s[3], s[4], s[5])).collect())
+                    .unwrap_or_default();
+                let _ = writeln!(out, "- {} rep {}: {}", v["server"].as_str().unwrap_or(""), v["rep"], steps.join(" · "));
+            }
         }
     }
 
