@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use hmac::{Hmac, KeyInit, Mac};
 use jid::{BareJid, Jid};
+use rusqlite::OptionalExtension;
 use sha2::Sha256;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{OnceCell, mpsc, oneshot};
@@ -235,6 +236,17 @@ const QUEUE_CAPACITY: usize = 8192;
 const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// Requests per transaction at most.
 const MAX_BATCH: usize = 2048;
+/// Steps of SQLite's virtual machine an archive read may take on the calling thread (see
+/// `readers.rs`); a read that needs more is done through the pool. A page of 51 rows read by
+/// an index range takes about 380 steps, a lookup by position about 12; what a client can
+/// make longer (a resource filter over many of one contact's messages, about 7 steps per
+/// message skipped, or an OFFSET) gives up after about 280 rows.
+const HERE_STEPS: u32 = 2_000;
+/// Stanza bytes one page read on the calling thread returns at most (see `readers.rs`): a page
+/// of larger messages is read again through the pool, which copies them on a thread of its
+/// own. The reader stops at the first row past this, so it copies at most this and one
+/// stanza.
+const HERE_BYTES: usize = 256 * 1024;
 /// Rows per transaction of a bulk insert.
 const BULK_ROWS_PER_TRANSACTION: usize = 10_000;
 
@@ -533,13 +545,11 @@ impl ArchiveStore {
     /// The position of an archived message, if the owner's archive has it.
     pub async fn position(&self, owner: &BareJid, id: &str) -> Result<Option<i64>> {
         let Some(ts) = self.cipher().await?.position(id) else { return Ok(None) };
-        on_pool!(self.db, |pool| {
-            Ok(sqlx::query_scalar("SELECT ts FROM archive_messages WHERE ts = $1 AND owner = $2")
-                .bind(ts)
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?)
-        })
+        let sql = "SELECT ts FROM archive_messages WHERE ts = $1 AND owner = $2";
+        if let Some(read) = self.db.read_here_within(HERE_STEPS, |c| c.prepare_cached(sql)?.query_row((ts, owner.as_str()), |r| r.get(0)).optional()) {
+            return read;
+        }
+        on_pool!(self.db, |pool| Ok(sqlx::query_scalar(sql).bind(ts).bind(owner.as_str()).fetch_optional(pool).await?))
     }
 
     /// The positions of `ids` (duplicates once), or `None` if the archive lacks any of them.
@@ -557,16 +567,26 @@ impl ArchiveStore {
         if wanted.is_empty() {
             return Ok(Some(wanted));
         }
+        let owner_str = owner.as_str();
         let mut sql = String::from("SELECT COUNT(*) FROM archive_messages WHERE owner = $1 AND ts IN (");
         push_placeholders(&mut sql, 2, wanted.len());
         sql.push(')');
-        let found: i64 = on_pool!(self.db, |pool| {
-            let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(owner.as_str());
-            for ts in &wanted {
-                query = query.bind(*ts);
-            }
-            query.fetch_one(pool).await?
+        let here = self.db.read_here_within(HERE_STEPS, |c| {
+            let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + wanted.len());
+            params.push(&owner_str);
+            params.extend(wanted.iter().map(|ts| ts as &dyn rusqlite::ToSql));
+            c.prepare_cached(&sql)?.query_row(params.as_slice(), |r| r.get(0))
         });
+        let found: i64 = match here {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| {
+                let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(owner.as_str());
+                for ts in &wanted {
+                    query = query.bind(*ts);
+                }
+                query.fetch_one(pool).await?
+            }),
+        };
         Ok((usize::try_from(found).ok() == Some(wanted.len())).then_some(wanted))
     }
 
@@ -613,9 +633,57 @@ impl ArchiveStore {
         let with = range.with.as_ref().map(with_parts);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, String)> = on_pool!(self.db, |pool| {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(owner.as_str()).bind(range.from_ts).bind(range.to_ts);
+        let here = self.db.read_here_within(HERE_STEPS, |c| {
+            let owner = owner.as_str();
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&owner, &range.from_ts, &range.to_ts];
             if let Some((bare, resource)) = &with {
+                params.push(bare);
+                if !resource.is_empty() {
+                    params.push(resource);
+                }
+            }
+            params.extend(range.only.iter().map(|ts| ts as &dyn rusqlite::ToSql));
+            params.push(&limit);
+            if offset > 0 {
+                params.push(&offset);
+            }
+            let mut statement = c.prepare_cached(&sql)?;
+            let mut rows = statement.query(params.as_slice())?;
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            while let Some(row) = rows.next()? {
+                let stanza = row.get_ref(1)?.as_str()?;
+                bytes += stanza.len();
+                if bytes > HERE_BYTES && !page.is_empty() {
+                    // Large messages: the pool copies them, on a thread of its own.
+                    return Ok(None);
+                }
+                page.push((row.get(0)?, stanza.to_owned()));
+            }
+            Ok(Some(page))
+        });
+        let rows: Vec<(i64, String)> = match here {
+            Some(Ok(Some(rows))) => rows,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(None)) | None => self.page_on_pool(owner, range, &sql, with.as_ref(), limit, offset).await?,
+        };
+        Ok(rows.into_iter().map(|(ts, stanza)| ArchivedMessage { ts, id: cipher.id(ts), stanza }).collect())
+    }
+
+    /// [`ArchiveStore::page`] through the pool.
+    async fn page_on_pool(
+        &self,
+        owner: &BareJid,
+        range: &ArchiveRange,
+        sql: &str,
+        with: Option<&(String, String)>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let sql = sql.to_owned();
+        Ok(on_pool!(self.db, |pool| {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(owner.as_str()).bind(range.from_ts).bind(range.to_ts);
+            if let Some((bare, resource)) = with {
                 query = query.bind(bare.as_str());
                 if !resource.is_empty() {
                     query = query.bind(resource.as_str());
@@ -629,8 +697,7 @@ impl ArchiveStore {
                 query = query.bind(offset);
             }
             query.fetch_all(pool).await?
-        });
-        Ok(rows.into_iter().map(|(ts, stanza)| ArchivedMessage { ts, id: cipher.id(ts), stanza }).collect())
+        }))
     }
 
     /// The query plan of [`ArchiveStore::page`] as the database reports it (SQLite's
@@ -673,13 +740,12 @@ impl ArchiveStore {
     /// a running count, not a COUNT(*).
     pub async fn count(&self, owner: &BareJid) -> Result<i64> {
         self.committed().await;
-        on_pool!(self.db, |pool| {
-            let n: Option<i64> = sqlx::query_scalar("SELECT messages FROM archive_usage WHERE owner = $1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?;
-            Ok(n.unwrap_or(0))
-        })
+        let sql = "SELECT messages FROM archive_usage WHERE owner = $1";
+        let n: Option<i64> = match self.db.read_here_within(HERE_STEPS, |c| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional()) {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| sqlx::query_scalar(sql).bind(owner.as_str()).fetch_optional(pool).await?),
+        };
+        Ok(n.unwrap_or(0))
     }
 
     /// The oldest and the newest message (position and id), `None` for an empty archive;
@@ -687,17 +753,20 @@ impl ArchiveStore {
     pub async fn bounds(&self, owner: &BareJid) -> Result<Option<(Slot, Slot)>> {
         self.committed().await;
         let cipher = self.cipher().await?;
-        let (oldest, newest): (Option<i64>, Option<i64>) = on_pool!(self.db, |pool| {
-            let oldest = sqlx::query_scalar("SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts ASC LIMIT 1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?;
-            let newest = sqlx::query_scalar("SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts DESC LIMIT 1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?;
-            (oldest, newest)
+        let oldest_sql = "SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts ASC LIMIT 1";
+        let newest_sql = "SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts DESC LIMIT 1";
+        let here = self.db.read_here_within(HERE_STEPS, |c| {
+            let one = |sql| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional();
+            Ok((one(oldest_sql)?, one(newest_sql)?))
         });
+        let (oldest, newest): (Option<i64>, Option<i64>) = match here {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| {
+                let oldest = sqlx::query_scalar(oldest_sql).bind(owner.as_str()).fetch_optional(pool).await?;
+                let newest = sqlx::query_scalar(newest_sql).bind(owner.as_str()).fetch_optional(pool).await?;
+                (oldest, newest)
+            }),
+        };
         let slot = |ts: i64| Slot { ts, id: cipher.id(ts) };
         Ok(oldest.zip(newest).map(|(o, n)| (slot(o), slot(n))))
     }
@@ -970,6 +1039,67 @@ mod tests {
         );
     }
 
+    /// The reader and the pool give the same pages; what a client can make long on the
+    /// reader (a resource filter skipping most of a contact's messages, a large OFFSET), and
+    /// pages of large messages, are read through the pool, with the same result.
+    #[tokio::test]
+    async fn pages_on_the_reader_and_on_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}/a.db", dir.path().display()), 2).await.unwrap();
+        let owner = BareJid::new("a@x").unwrap();
+        assert!(db.accounts().create(&super::super::NewAccount { jid: owner.clone(), credentials: Vec::new() }).await.unwrap());
+        let store = db.archive();
+        let base = now_micros() - 1_000_000_000;
+        let bulk: Vec<BulkMessage> = (0..3_000)
+            .map(|i| BulkMessage {
+                owner: owner.clone(),
+                with: Jid::new(if i == 0 { "c@y/other" } else if i % 2 == 0 { "c@y/r" } else { "d@y/r" }).unwrap(),
+                // The newest hundred are large: 10 KB each.
+                stanza: format!("<message xmlns='jabber:client'><body>{i}{}</body></message>", if i >= 2_900 { "x".repeat(10_000) } else { String::new() }),
+                at_micros: Some(base + i),
+            })
+            .collect();
+        store.insert_bulk(&bulk).await.unwrap();
+        let here = |range: &ArchiveRange, newest_first: bool, limit: i64| {
+            let sql = ArchiveStore::page_sql(range, newest_first, false, true);
+            let mut params: Vec<rusqlite::types::Value> = vec![owner.to_string().into(), range.from_ts.into(), range.to_ts.into()];
+            if let Some(with) = &range.with {
+                params.push(with.to_bare().to_string().into());
+                params.extend(with.resource().map(|r| r.to_string().into()));
+            }
+            params.push(limit.into());
+            db.read_here_within(HERE_STEPS, |c| {
+                c.prepare(&sql)?.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()
+            })
+        };
+        let ts = |page: &[ArchivedMessage]| page.iter().map(|m| m.ts - base).collect::<Vec<_>>();
+        let mut range = ArchiveRange { to_ts: base + 2_000, ..ArchiveRange::all() };
+        // The usual pages: on the reader, as on the pool.
+        for with in [None, Some("c@y")] {
+            range.with = with.map(|w| Jid::new(w).unwrap());
+            for newest_first in [true, false] {
+                assert_eq!(here(&range, newest_first, 51).expect("on the reader").unwrap().len(), 51);
+                let page = store.page(&owner, &range, newest_first, 51, 0).await.unwrap();
+                let sql = ArchiveStore::page_sql(&range, newest_first, false, true);
+                let pooled = store.page_on_pool(&owner, &range, &sql, range.with.as_ref().map(with_parts).as_ref(), 51, 0).await.unwrap();
+                assert_eq!(ts(&page), pooled.iter().map(|(t, _)| t - base).collect::<Vec<_>>());
+                assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s)| s).collect::<Vec<_>>());
+            }
+        }
+        // A resource only the oldest message has: the reader gives up, the pool finds it.
+        range.with = Some(Jid::new("c@y/other").unwrap());
+        assert!(here(&range, true, 51).is_none());
+        assert_eq!(ts(&store.page(&owner, &range, true, 50, 0).await.unwrap()), [0]);
+        // An OFFSET past what the budget skips.
+        range.with = None;
+        assert_eq!(ts(&store.page(&owner, &range, false, 2, 1_500).await.unwrap()), [1_500, 1_501]);
+        // Large messages: more than the reader copies.
+        range.to_ts = i64::MAX;
+        let page = store.page(&owner, &range, true, 51, 0).await.unwrap();
+        assert_eq!(ts(&page), (2_949..3_000).rev().collect::<Vec<_>>());
+        assert!(page.iter().all(|m| m.stanza.len() > 10_000));
+    }
+
     async fn db_with(owner: &str) -> Db {
         let db = Db::open("sqlite::memory:", 1).await.unwrap();
         let account = super::super::NewAccount { jid: BareJid::new(owner).unwrap(), credentials: Vec::new() };
@@ -1020,3 +1150,4 @@ mod tests {
         }
     }
 }
+

@@ -284,6 +284,13 @@ impl Db {
         self.readers.as_ref()?.read(read)
     }
 
+    /// [`Db::read_here`] within about `steps` steps of SQLite's virtual machine (see
+    /// `readers.rs`): `None` also when the read would take more, and the caller then reads
+    /// through the pool, on a thread of its own.
+    fn read_here_within<T>(&self, steps: u32, read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Option<Result<T>> {
+        self.readers.as_ref()?.read_within(steps, read)
+    }
+
     /// One optional TEXT column looked up by `keys` (bound in order): on a reader when there
     /// is one, else through the pool. For the small per-account documents clients fetch at
     /// login (vCard, private XML).

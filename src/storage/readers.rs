@@ -11,18 +11,43 @@
 //! A reader never waits for a lock: when SQLite reports the database busy (WAL recovery, or a
 //! writer holding it in exclusive locking mode) the caller gets `None` and takes the pool's
 //! path, which waits on its own thread.
+//!
+//! Nor need a read run long: a caller may give it a budget of steps of SQLite's virtual
+//! machine ([`SqliteReaders::read_within`]). A read that goes past it is interrupted, and the
+//! caller again gets `None` and takes the pool. This is for reads that are short by their
+//! usual shape (an index range with a small LIMIT: a page of the message archive) but can be
+//! made long by a client (a filter the index does not cover that skips many rows, a large
+//! OFFSET): such a read stops after a bounded amount of work instead of holding the runtime's
+//! thread for its whole length. Steps count rows visited, not the time to fetch their pages,
+//! so the budget is kept at a few times what the usual shape takes.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::Result;
 
+/// Steps of SQLite's virtual machine between two calls of a connection's progress handler:
+/// the granularity of a budget.
+const STEPS_PER_CALL: u32 = 100;
+
+/// Statements each connection keeps prepared: the login lookups and the shapes of archive
+/// queries (direction, filters, OFFSET), with room to spare.
+const STATEMENT_CACHE: usize = 64;
+
 #[derive(Debug)]
 pub(super) struct SqliteReaders {
-    connections: Box<[Mutex<Connection>]>,
+    connections: Box<[Mutex<Reader>]>,
+}
+
+#[derive(Debug)]
+struct Reader {
+    connection: Connection,
+    /// Calls of the progress handler left to the read in progress (see `read_within`).
+    calls_left: Arc<AtomicU32>,
 }
 
 impl SqliteReaders {
@@ -38,10 +63,18 @@ impl SqliteReaders {
                 // reads the schema, so it may wait for a lock like the pool does at start.
                 connection.busy_timeout(Duration::from_secs(10))?;
                 connection.pragma_update(None, "cache_size", -512)?;
+                connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 // From here on a reader must not block the runtime's thread: it gives up at
                 // once (see the module comment).
                 connection.busy_timeout(Duration::ZERO)?;
-                Ok(Mutex::new(connection))
+                // SQLite calls this every STEPS_PER_CALL steps of a statement (the count
+                // starts again at each run of the statement); `true` interrupts it.
+                let calls_left = Arc::new(AtomicU32::new(u32::MAX));
+                let left = calls_left.clone();
+                connection.progress_handler(STEPS_PER_CALL as i32, Some(move || {
+                    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
+                }))?;
+                Ok(Mutex::new(Reader { connection, calls_left }))
             })
             .collect::<Result<_>>()?;
         Ok(SqliteReaders { connections })
@@ -50,6 +83,13 @@ impl SqliteReaders {
     /// Run `read` on a free connection. `None` when the database is busy: the caller reads
     /// through the pool instead.
     pub(super) fn read<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<Result<T>> {
+        self.read_within(u32::MAX, read)
+    }
+
+    /// [`SqliteReaders::read`] within about `steps` steps of SQLite's virtual machine, summed
+    /// over the statements of `read` (counted per hundred: a statement of fewer than a hundred
+    /// steps counts nothing). `None` also when `read` went past them.
+    pub(super) fn read_within<T>(&self, steps: u32, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<Result<T>> {
         // A connection is held only for the length of one synchronous read, so a busy one is
         // free again within microseconds; with one per worker thread there is normally one free.
         let guard = self
@@ -57,9 +97,10 @@ impl SqliteReaders {
             .iter()
             .find_map(|c| c.try_lock().ok())
             .unwrap_or_else(|| self.connections[0].lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        match read(&guard) {
+        guard.calls_left.store(steps / STEPS_PER_CALL, Ordering::Relaxed);
+        match read(&guard.connection) {
             Err(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::OperationInterrupted) =>
             {
                 None
             }
@@ -115,5 +156,26 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         held.commit().unwrap();
         assert_eq!(readers.read(value).unwrap().unwrap(), "held");
+    }
+
+    /// A read past its budget is interrupted and is `None`, at once; the next read on the
+    /// same connection has its own budget, and reads without one are not bounded.
+    #[test]
+    fn long_reads_give_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database(dir.path(), "wal");
+        let readers = SqliteReaders::open(&path, 1).unwrap();
+        let count = |n: i64| {
+            move |c: &Connection| {
+                c.prepare_cached("WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) SELECT COUNT(*) FROM n")?
+                    .query_row([n], |r| r.get::<_, i64>(0))
+            }
+        };
+        let started = Instant::now();
+        assert!(readers.read_within(10_000, count(10_000_000)).is_none());
+        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+        assert_eq!(readers.read_within(10_000, count(100)).unwrap().unwrap(), 100);
+        assert_eq!(readers.read(count(100_000)).unwrap().unwrap(), 100_000);
+        assert_eq!(readers.read_within(10_000, value).unwrap().unwrap(), "one");
     }
 }
