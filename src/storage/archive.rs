@@ -32,6 +32,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::hint::OwnerHint;
 use super::{Db, Result, StorageError, on_pool};
+use crate::xml::{self, Serialised};
 
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -91,8 +92,8 @@ pub struct NewArchived {
     /// From [`ArchiveStore::allocate`].
     pub ts: i64,
     pub with: Jid,
-    /// The message, serialised.
-    pub stanza: String,
+    /// The message, serialised: stored as it is, and written into a query's results so.
+    pub stanza: Serialised,
 }
 
 /// A message for [`ArchiveStore::insert_bulk`].
@@ -100,6 +101,8 @@ pub struct NewArchived {
 pub struct BulkMessage {
     pub owner: BareJid,
     pub with: Jid,
+    /// The message: stored as the server serialises it after parsing it (as it is if it does
+    /// not parse, and then parsed by each query that reads it).
     pub stanza: String,
     /// When it was archived, in microseconds since the epoch; `None`: now. Given positions
     /// must be distinct across the whole archive (they are its order), such as a base plus
@@ -114,6 +117,22 @@ pub struct ArchivedMessage {
     pub ts: i64,
     pub id: String,
     pub stanza: String,
+    /// Whether `stanza` is known to be what [`Serialised::of`] made: set only here, from the
+    /// row's flag (rows archived before the flag are not known to be).
+    serialised: bool,
+}
+
+impl ArchivedMessage {
+    /// Whether the stanza is known to be the server's own serialisation of the message.
+    pub fn is_serialised(&self) -> bool {
+        self.serialised
+    }
+
+    /// The stanza: as the server serialised it, to be written out as it is, when it is known
+    /// to be that; else the stored text, to be parsed.
+    pub fn into_stanza(self) -> std::result::Result<Serialised, String> {
+        if self.serialised { Ok(Serialised::known(self.stanza)) } else { Err(self.stanza) }
+    }
 }
 
 /// Which messages of an archive a query covers.
@@ -242,6 +261,8 @@ const MAX_BATCH: usize = 2048;
 /// make longer (a resource filter over many of one contact's messages, about 7 steps per
 /// message skipped, or an OFFSET) gives up after about 280 rows.
 const HERE_STEPS: u32 = 2_000;
+/// A row of a page as read: position, stanza, whether the stanza is serialised.
+type PageRow = (i64, String, bool);
 /// Stanza bytes one page read on the calling thread returns at most (see `readers.rs`): a page
 /// of larger messages is read again through the pool, which copies them on a thread of its
 /// own. The reader stops at the first row past this, so it copies at most this and one
@@ -311,7 +332,7 @@ fn value_groups(n: usize, width: usize, sqlite: bool) -> String {
     sql
 }
 
-/// Insert `n` rows given as 5 parameters each, only for owners that exist, accounts or
+/// Insert `n` rows given as 5 parameters each (their stanzas serialised), only for owners that exist, accounts or
 /// rooms (a row for an owner deleted while its message was queued would outlive the
 /// deletion, which removes the archive with the owner); returns the owner of each row
 /// inserted.
@@ -326,8 +347,8 @@ fn insert_sql(n: usize, sqlite: bool) -> &'static str {
         let lock = if sqlite { "" } else { " FOR KEY SHARE" };
         format!(
             "WITH v (ts, owner, with_bare, with_resource, stanza) AS (VALUES {}) \
-             INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) \
-             SELECT ts, owner, with_bare, with_resource, stanza FROM v \
+             INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza, serialised) \
+             SELECT ts, owner, with_bare, with_resource, stanza, TRUE FROM v \
              WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.jid = v.owner{lock}) \
              OR EXISTS (SELECT 1 FROM muc_rooms WHERE muc_rooms.jid = v.owner{lock}) \
              RETURNING owner",
@@ -336,11 +357,14 @@ fn insert_sql(n: usize, sqlite: bool) -> &'static str {
     })
 }
 
-/// Insert `n` rows (5 parameters each) whose owners exist: the bulk path.
+/// Insert `n` rows (6 parameters each) whose owners exist: the bulk path.
 fn bulk_insert_sql(n: usize, sqlite: bool) -> &'static str {
     static TEXTS: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]> = OnceLock::new();
     sized_statement(&TEXTS, n, sqlite, |n, sqlite| {
-        format!("INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) VALUES {}", value_groups(n, 5, sqlite))
+        format!(
+            "INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza, serialised) VALUES {}",
+            value_groups(n, 6, sqlite)
+        )
     })
 }
 
@@ -507,37 +531,41 @@ impl ArchiveStore {
         for chunk in messages.chunks(BULK_ROWS_PER_TRANSACTION) {
             let unstamped = chunk.iter().filter(|m| m.at_micros.is_none()).count();
             let mut next = if unstamped > 0 { self.reserve(unstamped).await? } else { 0 };
-            let rows: Vec<(i64, &BulkMessage)> = chunk
+            let rows: Vec<(i64, &BulkMessage, Option<Serialised>)> = chunk
                 .iter()
                 .map(|m| {
                     let ts = m.at_micros.unwrap_or_else(|| {
                         next += 1;
                         next - 1
                     });
-                    (ts, m)
+                    (ts, m, xml::parse_element(&m.stanza).ok().map(|el| Serialised::of(&el)))
                 })
                 .collect();
             if let Some(max) = rows.iter().map(|r| r.0).max() {
                 self.shared().last_ts.fetch_max(max, Ordering::AcqRel);
             }
             let mut added: HashMap<&str, i64> = HashMap::new();
-            for (_, m) in &rows {
+            for (_, m, _) in &rows {
                 *added.entry(m.owner.as_str()).or_default() += 1;
             }
             on_pool!(self.db, |pool| {
                 let mut tx = pool.begin().await?;
                 for part in statement_parts(&rows) {
                     let mut query = sqlx::query(AssertSqlSafe(bulk_insert_sql(part.len(), sqlite)));
-                    for (ts, m) in part {
+                    for (ts, m, stanza) in part {
                         let (with_bare, with_resource) = with_parts(&m.with);
-                        query = query.bind(*ts).bind(m.owner.as_str()).bind(with_bare).bind(with_resource).bind(m.stanza.as_str());
+                        let (text, serialised) = match stanza {
+                            Some(s) => (s.as_str(), true),
+                            None => (m.stanza.as_str(), false),
+                        };
+                        query = query.bind(*ts).bind(m.owner.as_str()).bind(with_bare).bind(with_resource).bind(text).bind(serialised);
                     }
                     query.execute(&mut *tx).await?;
                 }
                 add_usage!(tx, added.iter().map(|(o, n)| (*o, *n)).collect(), sqlite);
                 tx.commit().await?;
             });
-            ids.extend(rows.iter().map(|(ts, _)| cipher.id(*ts)));
+            ids.extend(rows.iter().map(|(ts, _, _)| cipher.id(*ts)));
         }
         Ok(ids)
     }
@@ -599,7 +627,7 @@ impl ArchiveStore {
             (true, true, false) => " INDEXED BY archive_messages_owner",
             _ => "",
         };
-        let mut sql = format!("SELECT ts, stanza FROM archive_messages{index} WHERE owner = $1 AND ts >= $2 AND ts <= $3");
+        let mut sql = format!("SELECT ts, stanza, serialised FROM archive_messages{index} WHERE owner = $1 AND ts >= $2 AND ts <= $3");
         let mut next = 4;
         if let Some(with) = &range.with {
             sql.push_str(&format!(" AND with_bare = ${next}"));
@@ -658,16 +686,16 @@ impl ArchiveStore {
                     // Large messages: the pool copies them, on a thread of its own.
                     return Ok(None);
                 }
-                page.push((row.get(0)?, stanza.to_owned()));
+                page.push((row.get(0)?, stanza.to_owned(), row.get(2)?));
             }
             Ok(Some(page))
         });
-        let rows: Vec<(i64, String)> = match here {
+        let rows: Vec<PageRow> = match here {
             Some(Ok(Some(rows))) => rows,
             Some(Err(e)) => return Err(e),
             Some(Ok(None)) | None => self.page_on_pool(owner, range, &sql, with.as_ref(), limit, offset).await?,
         };
-        Ok(rows.into_iter().map(|(ts, stanza)| ArchivedMessage { ts, id: cipher.id(ts), stanza }).collect())
+        Ok(rows.into_iter().map(|(ts, stanza, serialised)| ArchivedMessage { ts, id: cipher.id(ts), stanza, serialised }).collect())
     }
 
     /// [`ArchiveStore::page`] through the pool.
@@ -679,7 +707,7 @@ impl ArchiveStore {
         with: Option<&(String, String)>,
         limit: i64,
         offset: i64,
-    ) -> Result<Vec<(i64, String)>> {
+    ) -> Result<Vec<PageRow>> {
         let sql = sql.to_owned();
         Ok(on_pool!(self.db, |pool| {
             let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(owner.as_str()).bind(range.from_ts).bind(range.to_ts);
@@ -1020,7 +1048,7 @@ mod tests {
         assert_eq!(usage_sql(1, false), "INSERT INTO archive_usage (owner, messages) VALUES ($1, $2) \
              ON CONFLICT (owner) DO UPDATE SET messages = archive_usage.messages + excluded.messages");
         assert_eq!(insert_sql(4, true).matches('?').count(), 20);
-        assert_eq!(bulk_insert_sql(256, false).matches('$').count(), 1280);
+        assert_eq!(bulk_insert_sql(256, false).matches('$').count(), 1536);
     }
 
     #[test]
@@ -1028,13 +1056,13 @@ mod tests {
         let mut range = ArchiveRange::all();
         assert_eq!(
             ArchiveStore::page_sql(&range, false, false, false),
-            "SELECT ts, stanza FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts ASC LIMIT $4"
+            "SELECT ts, stanza, serialised FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts ASC LIMIT $4"
         );
         range.with = Some(Jid::new("a@b/c").unwrap());
         range.only = vec![7, 9];
         assert_eq!(
             ArchiveStore::page_sql(&range, true, true, false),
-            "SELECT ts, stanza FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 AND with_bare = $4 \
+            "SELECT ts, stanza, serialised FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 AND with_bare = $4 \
              AND with_resource = $5 AND ts IN ($6, $7) ORDER BY ts DESC LIMIT $8 OFFSET $9"
         );
     }
@@ -1082,8 +1110,9 @@ mod tests {
                 let page = store.page(&owner, &range, newest_first, 51, 0).await.unwrap();
                 let sql = ArchiveStore::page_sql(&range, newest_first, false, true);
                 let pooled = store.page_on_pool(&owner, &range, &sql, range.with.as_ref().map(with_parts).as_ref(), 51, 0).await.unwrap();
-                assert_eq!(ts(&page), pooled.iter().map(|(t, _)| t - base).collect::<Vec<_>>());
-                assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s)| s).collect::<Vec<_>>());
+                assert_eq!(ts(&page), pooled.iter().map(|(t, _, _)| t - base).collect::<Vec<_>>());
+                assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s, _)| s).collect::<Vec<_>>());
+                assert!(page.iter().all(|m| m.serialised) && pooled.iter().all(|(_, _, s)| *s));
             }
         }
         // A resource only the oldest message has: the reader gives up, the pool finds it.
@@ -1150,4 +1179,5 @@ mod tests {
         }
     }
 }
+
 
