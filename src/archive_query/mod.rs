@@ -81,8 +81,11 @@ pub async fn run(ctx: &Ctx, store: &ArchiveStore, owner: &BareJid, payload: &Ele
     if q.flip {
         page.reverse();
     }
-    for message in page {
-        let Some(result) = result_message(owner, &q, message) else { continue };
+    // The results' own ids: one random part per query and a counter, rather than a call
+    // of the OS's random source for each.
+    let ids = crate::stanza::new_id();
+    for (i, message) in page.into_iter().enumerate() {
+        let Some(result) = result_message(owner, &q, message, format!("{ids}-{i}")) else { continue };
         ctx.reply(Stanza::new(result, Jid::from(owner.clone()), querier.clone())).await;
     }
     Ok(Some(fin))
@@ -141,7 +144,7 @@ async fn page(store: &ArchiveStore, owner: &BareJid, range: &ArchiveRange, backw
 /// The original goes in as it was stored when the store knows it for the server's own
 /// serialisation of it; else (rows from before that was recorded) it is parsed, which a
 /// row that does not parse fails.
-fn result_message(owner: &BareJid, q: &Query, mut message: ArchivedMessage) -> Option<Element> {
+fn result_message(owner: &BareJid, q: &Query, mut message: ArchivedMessage, stanza_id: String) -> Option<Element> {
     let (ts, id) = (message.ts, std::mem::take(&mut message.id));
     let mut forwarded = Element::bare("forwarded", FORWARD);
     forwarded.append_child(xml::element("delay", ns::DELAY, &[("stamp", &stamp(ts))]));
@@ -162,7 +165,7 @@ fn result_message(owner: &BareJid, q: &Query, mut message: ArchivedMessage) -> O
         xml::set_attr(&mut result, "queryid", queryid.as_str());
     }
     result.append_child(forwarded);
-    let mut el = xml::element("message", ns::CLIENT, &[("id", &crate::stanza::new_id())]);
+    let mut el = xml::element("message", ns::CLIENT, &[("id", &stanza_id)]);
     el.append_child(result);
     Some(el)
 }

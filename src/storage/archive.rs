@@ -620,8 +620,12 @@ impl ArchiveStore {
 
     /// The statement of a page. On SQLite it names its index: without statistics, SQLite
     /// 3.51 reads (owner, ts) for a query by `with`, filtering an account's whole archive
-    /// for one contact's messages, when (owner, with_bare, ts) reads just them.
-    fn page_sql(range: &ArchiveRange, newest_first: bool, offset: bool, sqlite: bool) -> String {
+    /// for one contact's messages, when (owner, with_bare, ts) reads just them. And on SQLite
+    /// LIMIT and OFFSET are in the text, not parameters: the planner reads a bound LIMIT's
+    /// value, so that binding it again (each run of a prepared statement) expires the
+    /// statement and the next step prepares it again, as costly as the whole page read.
+    /// Pages have a few sizes (chunks of 50, and smaller), so a few texts cover them.
+    fn page_sql(range: &ArchiveRange, newest_first: bool, limit: i64, offset: i64, sqlite: bool) -> String {
         let index = match (sqlite, range.only.is_empty(), range.with.is_some()) {
             (true, true, true) => " INDEXED BY archive_messages_with",
             (true, true, false) => " INDEXED BY archive_messages_owner",
@@ -644,9 +648,16 @@ impl ArchiveStore {
             next += range.only.len();
         }
         sql.push_str(if newest_first { " ORDER BY ts DESC" } else { " ORDER BY ts ASC" });
-        sql.push_str(&format!(" LIMIT ${next}"));
-        if offset {
-            sql.push_str(&format!(" OFFSET ${}", next + 1));
+        if sqlite {
+            sql.push_str(&format!(" LIMIT {limit}"));
+            if offset > 0 {
+                sql.push_str(&format!(" OFFSET {offset}"));
+            }
+        } else {
+            sql.push_str(&format!(" LIMIT ${next}"));
+            if offset > 0 {
+                sql.push_str(&format!(" OFFSET ${}", next + 1));
+            }
         }
         sql
     }
@@ -657,10 +668,10 @@ impl ArchiveStore {
             return Ok(Vec::new());
         }
         let cipher = self.cipher().await?;
-        let sql = Self::page_sql(range, newest_first, offset > 0, self.is_sqlite());
-        let with = range.with.as_ref().map(with_parts);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let sql = Self::page_sql(range, newest_first, limit, offset, self.is_sqlite());
+        let with = range.with.as_ref().map(with_parts);
         let here = self.db.read_here_within(HERE_STEPS, |c| {
             let owner = owner.as_str();
             let mut params: Vec<&dyn rusqlite::ToSql> = vec![&owner, &range.from_ts, &range.to_ts];
@@ -671,10 +682,6 @@ impl ArchiveStore {
                 }
             }
             params.extend(range.only.iter().map(|ts| ts as &dyn rusqlite::ToSql));
-            params.push(&limit);
-            if offset > 0 {
-                params.push(&offset);
-            }
             let mut statement = c.prepare_cached(&sql)?;
             let mut rows = statement.query(params.as_slice())?;
             let mut page = Vec::new();
@@ -720,9 +727,11 @@ impl ArchiveStore {
             for ts in &range.only {
                 query = query.bind(*ts);
             }
-            query = query.bind(limit);
-            if offset > 0 {
-                query = query.bind(offset);
+            if !self.is_sqlite() {
+                query = query.bind(limit);
+                if offset > 0 {
+                    query = query.bind(offset);
+                }
             }
             query.fetch_all(pool).await?
         }))
@@ -733,9 +742,9 @@ impl ArchiveStore {
     /// check that pages are index range reads.
     #[doc(hidden)]
     pub async fn page_plan(&self, owner: &BareJid, range: &ArchiveRange, newest_first: bool, limit: usize) -> Result<String> {
-        let sql = Self::page_sql(range, newest_first, false, self.is_sqlite());
-        let with = range.with.as_ref().map(with_parts);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = Self::page_sql(range, newest_first, limit, 0, self.is_sqlite());
+        let with = range.with.as_ref().map(with_parts);
         macro_rules! bind_all {
             ($query:expr) => {{
                 let mut query = $query.bind(owner.as_str()).bind(range.from_ts).bind(range.to_ts);
@@ -748,7 +757,7 @@ impl ArchiveStore {
                 for ts in &range.only {
                     query = query.bind(*ts);
                 }
-                query.bind(limit)
+                query
             }};
         }
         let lines: Vec<String> = match &self.db.pool {
@@ -757,7 +766,7 @@ impl ArchiveStore {
                 rows.iter().map(|r| r.try_get::<String, _>("detail")).collect::<std::result::Result<_, _>>()?
             }
             super::Pool::Postgres(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}")))).fetch_all(pool).await?;
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}")))).bind(limit).fetch_all(pool).await?;
                 rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<std::result::Result<_, _>>()?
             }
         };
@@ -1055,13 +1064,18 @@ mod tests {
     fn page_statements() {
         let mut range = ArchiveRange::all();
         assert_eq!(
-            ArchiveStore::page_sql(&range, false, false, false),
+            ArchiveStore::page_sql(&range, false, 10, 0, false),
             "SELECT ts, stanza, serialised FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts ASC LIMIT $4"
+        );
+        assert_eq!(
+            ArchiveStore::page_sql(&range, true, 51, 0, true),
+            "SELECT ts, stanza, serialised FROM archive_messages INDEXED BY archive_messages_owner \
+             WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts DESC LIMIT 51"
         );
         range.with = Some(Jid::new("a@b/c").unwrap());
         range.only = vec![7, 9];
         assert_eq!(
-            ArchiveStore::page_sql(&range, true, true, false),
+            ArchiveStore::page_sql(&range, true, 10, 20, false),
             "SELECT ts, stanza, serialised FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 AND with_bare = $4 \
              AND with_resource = $5 AND ts IN ($6, $7) ORDER BY ts DESC LIMIT $8 OFFSET $9"
         );
@@ -1089,13 +1103,12 @@ mod tests {
             .collect();
         store.insert_bulk(&bulk).await.unwrap();
         let here = |range: &ArchiveRange, newest_first: bool, limit: i64| {
-            let sql = ArchiveStore::page_sql(range, newest_first, false, true);
+            let sql = ArchiveStore::page_sql(range, newest_first, limit, 0, true);
             let mut params: Vec<rusqlite::types::Value> = vec![owner.to_string().into(), range.from_ts.into(), range.to_ts.into()];
             if let Some(with) = &range.with {
                 params.push(with.to_bare().to_string().into());
                 params.extend(with.resource().map(|r| r.to_string().into()));
             }
-            params.push(limit.into());
             db.read_here_within(HERE_STEPS, |c| {
                 c.prepare(&sql)?.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()
             })
@@ -1108,13 +1121,25 @@ mod tests {
             for newest_first in [true, false] {
                 assert_eq!(here(&range, newest_first, 51).expect("on the reader").unwrap().len(), 51);
                 let page = store.page(&owner, &range, newest_first, 51, 0).await.unwrap();
-                let sql = ArchiveStore::page_sql(&range, newest_first, false, true);
+                let sql = ArchiveStore::page_sql(&range, newest_first, 51, 0, true);
                 let pooled = store.page_on_pool(&owner, &range, &sql, range.with.as_ref().map(with_parts).as_ref(), 51, 0).await.unwrap();
                 assert_eq!(ts(&page), pooled.iter().map(|(t, _, _)| t - base).collect::<Vec<_>>());
                 assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s, _)| s).collect::<Vec<_>>());
                 assert!(page.iter().all(|m| m.serialised) && pooled.iter().all(|(_, _, s)| *s));
             }
         }
+        // A page's statement is prepared once, whatever the range: nothing that is bound
+        // makes SQLite prepare it again (see `page_sql`).
+        range.with = None;
+        for to_ts in [base + 1_000, base + 1_500, base + 2_000] {
+            store.page(&owner, &ArchiveRange { to_ts, ..range.clone() }, true, 51, 0).await.unwrap();
+        }
+        let sql = ArchiveStore::page_sql(&range, true, 51, 0, true);
+        let status = db.read_here(|c| {
+            let statement = c.prepare_cached(&sql)?;
+            Ok((statement.get_status(rusqlite::StatementStatus::Run), statement.get_status(rusqlite::StatementStatus::RePrepare)))
+        });
+        assert_eq!(status.unwrap().unwrap(), (4, 0), "(runs, prepared again)");
         // A resource only the oldest message has: the reader gives up, the pool finds it.
         range.with = Some(Jid::new("c@y/other").unwrap());
         assert!(here(&range, true, 51).is_none());
