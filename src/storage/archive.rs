@@ -18,6 +18,10 @@
 //! the caller learns when its rows are durable. Positions and ids are given before, so
 //! that a message is delivered with its stanza-id while its row waits for the writer.
 //! One server process per database: two would give the same positions.
+//!
+//! Reads of a SQLite file go around the pool (see `readers.rs`): a lookup of one row (a
+//! position, the count, the bounds) on the calling thread, a page or a list of ids on a
+//! blocking thread. Writes, and PostgreSQL, go through the pool.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -292,19 +296,8 @@ const QUEUE_CAPACITY: usize = 8192;
 const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// Requests per transaction at most.
 const MAX_BATCH: usize = 2048;
-/// Steps of SQLite's virtual machine an archive read may take on the calling thread (see
-/// `readers.rs`); a read that needs more is done through the pool. A page of 51 rows read by
-/// an index range takes about 380 steps, a lookup by position about 12; what a client can
-/// make longer (a resource filter over many of one contact's messages, about 7 steps per
-/// message skipped, or an OFFSET) gives up after about 280 rows.
-const HERE_STEPS: u32 = 2_000;
 /// A row of a page as read: position, stanza, whether the stanza is serialised.
 type PageRow = (i64, String, bool);
-/// Stanza bytes one page read on the calling thread returns at most (see `readers.rs`): a page
-/// of larger messages is read again through the pool, which copies them on a thread of its
-/// own. The reader stops at the first row past this, so it copies at most this and one
-/// stanza.
-const HERE_BYTES: usize = 256 * 1024;
 /// Rows per transaction of a bulk insert.
 const BULK_ROWS_PER_TRANSACTION: usize = 10_000;
 
@@ -611,7 +604,7 @@ impl ArchiveStore {
     pub async fn position(&self, owner: &BareJid, id: &str) -> Result<Option<i64>> {
         let Some(ts) = self.cipher().await?.position(id) else { return Ok(None) };
         let sql = "SELECT ts FROM archive_messages WHERE ts = $1 AND owner = $2";
-        if let Some(read) = self.db.read_here_within(HERE_STEPS, |c| c.prepare_cached(sql)?.query_row((ts, owner.as_str()), |r| r.get(0)).optional()) {
+        if let Some(read) = self.db.read_here(|c| c.prepare_cached(sql)?.query_row((ts, owner.as_str()), |r| r.get(0)).optional()) {
             return read;
         }
         on_pool!(self.db, |pool| Ok(sqlx::query_scalar(sql).bind(ts).bind(owner.as_str()).fetch_optional(pool).await?))
@@ -632,17 +625,20 @@ impl ArchiveStore {
         if wanted.is_empty() {
             return Ok(Some(wanted));
         }
-        let owner_str = owner.as_str();
         let mut sql = String::from("SELECT COUNT(*) FROM archive_messages WHERE owner = $1 AND ts IN (");
         push_placeholders(&mut sql, 2, wanted.len());
         sql.push(')');
-        let here = self.db.read_here_within(HERE_STEPS, |c| {
-            let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + wanted.len());
-            params.push(&owner_str);
-            params.extend(wanted.iter().map(|ts| ts as &dyn rusqlite::ToSql));
-            c.prepare_cached(&sql)?.query_row(params.as_slice(), |r| r.get(0))
-        });
-        let found: i64 = match here {
+        // A row per id, up to a page of them: off the runtime's thread.
+        let read = {
+            let (sql, owner, wanted) = (sql.clone(), owner.to_string(), wanted.clone());
+            move |c: &rusqlite::Connection| {
+                let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + wanted.len());
+                params.push(&owner);
+                params.extend(wanted.iter().map(|ts| ts as &dyn rusqlite::ToSql));
+                c.prepare_cached(&sql)?.query_row(params.as_slice(), |r| r.get(0))
+            }
+        };
+        let found: i64 = match self.db.read_blocking(read).await {
             Some(read) => read?,
             None => on_pool!(self.db, |pool| {
                 let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(owner.as_str());
@@ -709,36 +705,31 @@ impl ArchiveStore {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let sql = Self::page_sql(range, newest_first, limit, offset, self.is_sqlite());
         let with = range.with.as_ref().map(with_parts);
-        let here = self.db.read_here_within(HERE_STEPS, |c| {
-            let owner = owner.as_str();
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&owner, &range.from_ts, &range.to_ts];
-            if let Some((bare, resource)) = &with {
-                params.push(bare);
-                if !resource.is_empty() {
-                    params.push(resource);
+        // Fifty rows and the file pages they are on, and their ids: off the runtime's thread.
+        let read = {
+            let (owner, range, with, cipher) = (owner.to_string(), range.clone(), with.clone(), cipher.clone());
+            move |c: &rusqlite::Connection| {
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&owner, &range.from_ts, &range.to_ts];
+                if let Some((bare, resource)) = &with {
+                    params.push(bare);
+                    if !resource.is_empty() {
+                        params.push(resource);
+                    }
                 }
+                params.extend(range.only.iter().map(|ts| ts as &dyn rusqlite::ToSql));
+                let mut statement = c.prepare_cached(&sql)?;
+                let rows = statement.query_map(params.as_slice(), |r| {
+                    let ts = r.get(0)?;
+                    Ok(ArchivedMessage { ts, id: cipher.id(ts), stanza: r.get(1)?, serialised: r.get(2)? })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
             }
-            params.extend(range.only.iter().map(|ts| ts as &dyn rusqlite::ToSql));
-            let mut statement = c.prepare_cached(&sql)?;
-            let mut rows = statement.query(params.as_slice())?;
-            let mut page = Vec::new();
-            let mut bytes = 0;
-            while let Some(row) = rows.next()? {
-                let stanza = row.get_ref(1)?.as_str()?;
-                bytes += stanza.len();
-                if bytes > HERE_BYTES && !page.is_empty() {
-                    // Large messages: the pool copies them, on a thread of its own.
-                    return Ok(None);
-                }
-                page.push((row.get(0)?, stanza.to_owned(), row.get(2)?));
-            }
-            Ok(Some(page))
-        });
-        let rows: Vec<PageRow> = match here {
-            Some(Ok(Some(rows))) => rows,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(None)) | None => self.page_on_pool(owner, range, &sql, with.as_ref(), limit, offset).await?,
         };
+        if let Some(page) = self.db.read_blocking(read).await {
+            return page;
+        }
+        let sql = Self::page_sql(range, newest_first, limit, offset, self.is_sqlite());
+        let rows = self.page_on_pool(owner, range, &sql, with.as_ref(), limit, offset).await?;
         Ok(rows.into_iter().map(|(ts, stanza, serialised)| ArchivedMessage { ts, id: cipher.id(ts), stanza, serialised }).collect())
     }
 
@@ -815,7 +806,7 @@ impl ArchiveStore {
     pub async fn count(&self, owner: &BareJid) -> Result<i64> {
         self.committed().await;
         let sql = "SELECT messages FROM archive_usage WHERE owner = $1";
-        let n: Option<i64> = match self.db.read_here_within(HERE_STEPS, |c| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional()) {
+        let n: Option<i64> = match self.db.read_here(|c| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional()) {
             Some(read) => read?,
             None => on_pool!(self.db, |pool| sqlx::query_scalar(sql).bind(owner.as_str()).fetch_optional(pool).await?),
         };
@@ -829,7 +820,7 @@ impl ArchiveStore {
         let cipher = self.cipher().await?;
         let oldest_sql = "SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts ASC LIMIT 1";
         let newest_sql = "SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts DESC LIMIT 1";
-        let here = self.db.read_here_within(HERE_STEPS, |c| {
+        let here = self.db.read_here(|c| {
             let one = |sql| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional();
             Ok((one(oldest_sql)?, one(newest_sql)?))
         });
@@ -1146,11 +1137,10 @@ mod tests {
         );
     }
 
-    /// The reader and the pool give the same pages; what a client can make long on the
-    /// reader (a resource filter skipping most of a contact's messages, a large OFFSET), and
-    /// pages of large messages, are read through the pool, with the same result.
+    /// Pages read on a blocking reader are the pool's pages, whatever their shape (filters,
+    /// either direction, OFFSET, ids, large messages); and a page's statement is prepared once.
     #[tokio::test]
-    async fn pages_on_the_reader_and_on_the_pool() {
+    async fn pages_on_the_readers_and_on_the_pool() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&format!("sqlite://{}/a.db", dir.path().display()), 2).await.unwrap();
         let owner = BareJid::new("a@x").unwrap();
@@ -1167,56 +1157,45 @@ mod tests {
             })
             .collect();
         store.insert_bulk(&bulk).await.unwrap();
-        let here = |range: &ArchiveRange, newest_first: bool, limit: i64| {
-            let sql = ArchiveStore::page_sql(range, newest_first, limit, 0, true);
-            let mut params: Vec<rusqlite::types::Value> = vec![owner.to_string().into(), range.from_ts.into(), range.to_ts.into()];
-            if let Some(with) = &range.with {
-                params.push(with.to_bare().to_string().into());
-                params.extend(with.resource().map(|r| r.to_string().into()));
-            }
-            db.read_here_within(HERE_STEPS, |c| {
-                c.prepare(&sql)?.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()
-            })
-        };
         let ts = |page: &[ArchivedMessage]| page.iter().map(|m| m.ts - base).collect::<Vec<_>>();
-        let mut range = ArchiveRange { to_ts: base + 2_000, ..ArchiveRange::all() };
-        // The usual pages: on the reader, as on the pool.
-        for with in [None, Some("c@y")] {
-            range.with = with.map(|w| Jid::new(w).unwrap());
-            for newest_first in [true, false] {
-                assert_eq!(here(&range, newest_first, 51).expect("on the reader").unwrap().len(), 51);
-                let page = store.page(&owner, &range, newest_first, 51, 0).await.unwrap();
-                let sql = ArchiveStore::page_sql(&range, newest_first, 51, 0, true);
-                let pooled = store.page_on_pool(&owner, &range, &sql, range.with.as_ref().map(with_parts).as_ref(), 51, 0).await.unwrap();
-                assert_eq!(ts(&page), pooled.iter().map(|(t, _, _)| t - base).collect::<Vec<_>>());
-                assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s, _)| s).collect::<Vec<_>>());
-                assert!(page.iter().all(|m| m.serialised) && pooled.iter().all(|(_, _, s)| *s));
+        let mut ranges = Vec::new();
+        for with in [None, Some("c@y"), Some("c@y/other"), Some("d@y/r")] {
+            for to_ts in [base + 2_000, i64::MAX] {
+                ranges.push(ArchiveRange { with: with.map(|w| Jid::new(w).unwrap()), to_ts, ..ArchiveRange::all() });
             }
         }
-        // A page's statement is prepared once, whatever the range: nothing that is bound
-        // makes SQLite prepare it again (see `page_sql`).
-        range.with = None;
-        for to_ts in [base + 1_000, base + 1_500, base + 2_000] {
-            store.page(&owner, &ArchiveRange { to_ts, ..range.clone() }, true, 51, 0).await.unwrap();
+        ranges.push(ArchiveRange { only: vec![base + 3, base + 5, base + 2_999], ..ArchiveRange::all() });
+        for range in &ranges {
+            for newest_first in [true, false] {
+                for (limit, offset) in [(51, 0), (2, 1_500)] {
+                    let page = store.page(&owner, range, newest_first, limit, offset).await.unwrap();
+                    let sql = ArchiveStore::page_sql(range, newest_first, limit as i64, offset as i64, true);
+                    let with = range.with.as_ref().map(with_parts);
+                    let pooled = store.page_on_pool(&owner, range, &sql, with.as_ref(), limit as i64, offset as i64).await.unwrap();
+                    assert_eq!(ts(&page), pooled.iter().map(|(t, _, _)| t - base).collect::<Vec<_>>(), "{range:?}");
+                    assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s, _)| s).collect::<Vec<_>>());
+                    assert!(page.iter().all(|m| m.serialised) && pooled.iter().all(|(_, _, s)| *s));
+                }
+            }
         }
-        let sql = ArchiveStore::page_sql(&range, true, 51, 0, true);
-        let status = db.read_here(|c| {
+        let newest = store.page(&owner, &ArchiveRange::all(), true, 51, 0).await.unwrap();
+        assert_eq!(ts(&newest), (2_949..3_000).rev().collect::<Vec<_>>());
+        assert!(newest.iter().all(|m| m.stanza.len() > 10_000));
+        let other = ArchiveRange { with: Some(Jid::new("c@y/other").unwrap()), ..ArchiveRange::all() };
+        assert_eq!(ts(&store.page(&owner, &other, true, 50, 0).await.unwrap()), [0]);
+
+        // Nothing that is bound makes SQLite prepare a page's statement again (see
+        // `page_sql`). Reads one after the other take the same connection.
+        let range = ArchiveRange::all();
+        for to_ts in [base + 1_000, base + 1_500, base + 2_000] {
+            store.page(&owner, &ArchiveRange { to_ts, ..range.clone() }, true, 40, 0).await.unwrap();
+        }
+        let sql = ArchiveStore::page_sql(&range, true, 40, 0, true);
+        let status = db.read_blocking(move |c| {
             let statement = c.prepare_cached(&sql)?;
             Ok((statement.get_status(rusqlite::StatementStatus::Run), statement.get_status(rusqlite::StatementStatus::RePrepare)))
         });
-        assert_eq!(status.unwrap().unwrap(), (4, 0), "(runs, prepared again)");
-        // A resource only the oldest message has: the reader gives up, the pool finds it.
-        range.with = Some(Jid::new("c@y/other").unwrap());
-        assert!(here(&range, true, 51).is_none());
-        assert_eq!(ts(&store.page(&owner, &range, true, 50, 0).await.unwrap()), [0]);
-        // An OFFSET past what the budget skips.
-        range.with = None;
-        assert_eq!(ts(&store.page(&owner, &range, false, 2, 1_500).await.unwrap()), [1_500, 1_501]);
-        // Large messages: more than the reader copies.
-        range.to_ts = i64::MAX;
-        let page = store.page(&owner, &range, true, 51, 0).await.unwrap();
-        assert_eq!(ts(&page), (2_949..3_000).rev().collect::<Vec<_>>());
-        assert!(page.iter().all(|m| m.stanza.len() > 10_000));
+        assert_eq!(status.await.unwrap().unwrap(), (3, 0), "(runs, prepared again)");
     }
 
     async fn db_with(owner: &str) -> Db {
