@@ -9,8 +9,9 @@
 //! `ts_us` is when the message was archived (microseconds since the epoch: its position, so
 //! distinct from every other in the database), `direction` `in` or `out`, `with` the other
 //! party as addressed, `id` the message's own id (not used: the archive gives its own ids),
-//! `stanza` the message as routed. Rows go through [`ArchiveStore::insert_bulk`], 10,000 per
-//! transaction.
+//! `stanza` the message as routed (kept as the server serialises it once parsed, so that
+//! queries write it out without parsing it again). Rows go through
+//! [`ArchiveStore::insert_bulk`], 10,000 per transaction.
 //!
 //! The objects are flat (strings and integers), so a small reader does, rather than a JSON
 //! library for one command.

@@ -293,6 +293,7 @@ fn to_minidom(el: &Ours) -> Element {
                 out.append_child(to_minidom(child));
             }
             starling::xml::Node::Text(text) => out.append_text(text.clone()),
+            starling::xml::Node::Serialised(_) => unreachable!("the parser makes none"),
         }
     }
     out

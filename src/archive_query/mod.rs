@@ -76,15 +76,19 @@ pub async fn run(ctx: &Ctx, store: &ArchiveStore, owner: &BareJid, payload: &Ele
     } else {
         None
     };
-    let mut order: Vec<&ArchivedMessage> = page.iter().collect();
+    let fin = fin(&page, complete, total, first_index);
+    let mut page = page;
     if q.flip {
-        order.reverse();
+        page.reverse();
     }
-    for message in order {
-        let Some(result) = result_message(owner, &q, message) else { continue };
+    // The results' own ids: one random part per query and a counter, rather than a call
+    // of the OS's random source for each.
+    let ids = crate::stanza::new_id();
+    for (i, message) in page.into_iter().enumerate() {
+        let Some(result) = result_message(owner, &q, message, format!("{ids}-{i}")) else { continue };
         ctx.reply(Stanza::new(result, Jid::from(owner.clone()), querier.clone())).await;
     }
-    Ok(Some(fin(&page, complete, total, first_index)))
+    Ok(Some(fin))
 }
 
 /// Up to `limit` messages of `range` after skipping `offset`, oldest first, from the
@@ -137,23 +141,31 @@ async fn page(store: &ArchiveStore, owner: &BareJid, range: &ArchiveRange, backw
 }
 
 /// `<message><result><forwarded><delay/>original</forwarded></result></message>` (§4.2).
-fn result_message(owner: &BareJid, q: &Query, message: &ArchivedMessage) -> Option<Element> {
-    let original = match xml::parse_element(&message.stanza) {
-        Ok(el) => el,
-        Err(e) => {
-            tracing::error!(error = %e, %owner, id = %message.id, "unreadable archived message skipped");
-            return None;
-        }
-    };
+/// The original goes in as it was stored when the store knows it for the server's own
+/// serialisation of it; else (rows from before that was recorded) it is parsed, which a
+/// row that does not parse fails.
+fn result_message(owner: &BareJid, q: &Query, mut message: ArchivedMessage, stanza_id: String) -> Option<Element> {
+    let (ts, id) = (message.ts, std::mem::take(&mut message.id));
     let mut forwarded = Element::bare("forwarded", FORWARD);
-    forwarded.append_child(xml::element("delay", ns::DELAY, &[("stamp", &stamp(message.ts))]));
-    forwarded.append_child(original);
-    let mut result = xml::element("result", MAM, &[("id", &message.id)]);
+    forwarded.append_child(xml::element("delay", ns::DELAY, &[("stamp", &stamp(ts))]));
+    match message.into_stanza() {
+        Ok(serialised) => forwarded.append_serialised(serialised),
+        Err(text) => match xml::parse_element(&text) {
+            Ok(original) => {
+                forwarded.append_child(original);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %owner, %id, "unreadable archived message skipped");
+                return None;
+            }
+        },
+    }
+    let mut result = xml::element("result", MAM, &[("id", &id)]);
     if let Some(queryid) = &q.queryid {
         xml::set_attr(&mut result, "queryid", queryid.as_str());
     }
     result.append_child(forwarded);
-    let mut el = xml::element("message", ns::CLIENT, &[("id", &crate::stanza::new_id())]);
+    let mut el = xml::element("message", ns::CLIENT, &[("id", &stanza_id)]);
     el.append_child(result);
     Some(el)
 }

@@ -18,19 +18,24 @@
 //! the caller learns when its rows are durable. Positions and ids are given before, so
 //! that a message is delivered with its stanza-id while its row waits for the writer.
 //! One server process per database: two would give the same positions.
+//!
+//! Reads of a SQLite file go around the pool (see `readers.rs`): a lookup of one row (a
+//! position, the count, the bounds) on the calling thread, a page or a list of ids on a
+//! blocking thread. Writes, and PostgreSQL, go through the pool.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-use hmac::{Hmac, KeyInit, Mac};
 use jid::{BareJid, Jid};
+use rusqlite::OptionalExtension;
 use sha2::Sha256;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::hint::OwnerHint;
 use super::{Db, Result, StorageError, on_pool};
+use crate::xml::{self, Serialised};
 
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
@@ -90,8 +95,8 @@ pub struct NewArchived {
     /// From [`ArchiveStore::allocate`].
     pub ts: i64,
     pub with: Jid,
-    /// The message, serialised.
-    pub stanza: String,
+    /// The message, serialised: stored as it is, and written into a query's results so.
+    pub stanza: Serialised,
 }
 
 /// A message for [`ArchiveStore::insert_bulk`].
@@ -99,6 +104,8 @@ pub struct NewArchived {
 pub struct BulkMessage {
     pub owner: BareJid,
     pub with: Jid,
+    /// The message: stored as the server serialises it after parsing it (as it is if it does
+    /// not parse, and then parsed by each query that reads it).
     pub stanza: String,
     /// When it was archived, in microseconds since the epoch; `None`: now. Given positions
     /// must be distinct across the whole archive (they are its order), such as a base plus
@@ -113,6 +120,22 @@ pub struct ArchivedMessage {
     pub ts: i64,
     pub id: String,
     pub stanza: String,
+    /// Whether `stanza` is known to be what [`Serialised::of`] made: set only here, from the
+    /// row's flag (rows archived before the flag are not known to be).
+    serialised: bool,
+}
+
+impl ArchivedMessage {
+    /// Whether the stanza is known to be the server's own serialisation of the message.
+    pub fn is_serialised(&self) -> bool {
+        self.serialised
+    }
+
+    /// The stanza: as the server serialised it, to be written out as it is, when it is known
+    /// to be that; else the stored text, to be parsed.
+    pub fn into_stanza(self) -> std::result::Result<Serialised, String> {
+        if self.serialised { Ok(Serialised::known(self.stanza)) } else { Err(self.stanza) }
+    }
 }
 
 /// Which messages of an archive a query covers.
@@ -139,10 +162,20 @@ impl ArchiveRange {
 /// pseudorandom permutation when the round function is a pseudorandom function). The block
 /// is a fixed tag and the position, so an id that was not made here is recognised as such
 /// without a lookup (but for a chance of 2^-64).
+///
+/// HMAC is computed on SHA-256's compression function directly (RFC 2104): the key's inner
+/// and outer states are computed once, and a round is then exactly two compressions, one
+/// block each, without the buffering and copying of a general HMAC. A page of results
+/// needs an id for each message, four rounds each.
 #[derive(Clone)]
 pub(super) struct IdCipher {
-    mac: Hmac<Sha256>,
+    /// SHA-256's state after the block of the key XOR ipad, and after the key XOR opad.
+    inner: [u32; 8],
+    outer: [u32; 8],
 }
+
+/// SHA-256's initial state (FIPS 180-4 §5.3.3).
+const SHA256_IV: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
 
 /// "STARLING": the upper half of every block.
 const ID_TAG: u64 = 0x5354_4152_4c49_4e47;
@@ -156,15 +189,43 @@ impl std::fmt::Debug for IdCipher {
 
 impl IdCipher {
     fn new(key: &[u8]) -> IdCipher {
-        IdCipher { mac: <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length") }
+        use sha2::Digest;
+        // A key longer than a block is replaced by its hash; a shorter one padded with zeros.
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let keyed = |pad: u8| {
+            let mut state = SHA256_IV;
+            sha2::block_api::compress256(&mut state, &[block.map(|b| b ^ pad)]);
+            state
+        };
+        IdCipher { inner: keyed(0x36), outer: keyed(0x5c) }
     }
 
+    /// HMAC-SHA-256(key, [i] ‖ half), its first 64 bits.
     fn round(&self, i: u8, half: u64) -> u64 {
-        let mut mac = self.mac.clone();
-        mac.update(&[i]);
-        mac.update(&half.to_be_bytes());
-        let out = mac.finalize().into_bytes();
-        u64::from_be_bytes(out[..8].try_into().expect("SHA-256 gives 32 bytes"))
+        // The message (9 bytes) after the key's block, padded: 0x80, zeros, and the length
+        // in bits of all that was hashed (64 + 9 bytes).
+        let mut block = [0u8; 64];
+        block[0] = i;
+        block[1..9].copy_from_slice(&half.to_be_bytes());
+        block[9] = 0x80;
+        block[56..].copy_from_slice(&((64u64 + 9) * 8).to_be_bytes());
+        let mut inner = self.inner;
+        sha2::block_api::compress256(&mut inner, &[block]);
+        // The inner hash (32 bytes) after the key's other block, padded alike.
+        let mut block = [0u8; 64];
+        for (chunk, word) in block[..32].chunks_exact_mut(4).zip(inner) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+        let mut outer = self.outer;
+        sha2::block_api::compress256(&mut outer, &[block]);
+        (u64::from(outer[0]) << 32) | u64::from(outer[1])
     }
 
     fn id(&self, ts: i64) -> String {
@@ -235,6 +296,8 @@ const QUEUE_CAPACITY: usize = 8192;
 const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// Requests per transaction at most.
 const MAX_BATCH: usize = 2048;
+/// A row of a page as read: position, stanza, whether the stanza is serialised.
+type PageRow = (i64, String, bool);
 /// Rows per transaction of a bulk insert.
 const BULK_ROWS_PER_TRANSACTION: usize = 10_000;
 
@@ -299,7 +362,7 @@ fn value_groups(n: usize, width: usize, sqlite: bool) -> String {
     sql
 }
 
-/// Insert `n` rows given as 5 parameters each, only for owners that exist, accounts or
+/// Insert `n` rows given as 5 parameters each (their stanzas serialised), only for owners that exist, accounts or
 /// rooms (a row for an owner deleted while its message was queued would outlive the
 /// deletion, which removes the archive with the owner); returns the owner of each row
 /// inserted.
@@ -314,8 +377,8 @@ fn insert_sql(n: usize, sqlite: bool) -> &'static str {
         let lock = if sqlite { "" } else { " FOR KEY SHARE" };
         format!(
             "WITH v (ts, owner, with_bare, with_resource, stanza) AS (VALUES {}) \
-             INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) \
-             SELECT ts, owner, with_bare, with_resource, stanza FROM v \
+             INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza, serialised) \
+             SELECT ts, owner, with_bare, with_resource, stanza, TRUE FROM v \
              WHERE EXISTS (SELECT 1 FROM accounts WHERE accounts.jid = v.owner{lock}) \
              OR EXISTS (SELECT 1 FROM muc_rooms WHERE muc_rooms.jid = v.owner{lock}) \
              RETURNING owner",
@@ -324,11 +387,14 @@ fn insert_sql(n: usize, sqlite: bool) -> &'static str {
     })
 }
 
-/// Insert `n` rows (5 parameters each) whose owners exist: the bulk path.
+/// Insert `n` rows (6 parameters each) whose owners exist: the bulk path.
 fn bulk_insert_sql(n: usize, sqlite: bool) -> &'static str {
     static TEXTS: OnceLock<[[String; STATEMENT_ROWS.len()]; 2]> = OnceLock::new();
     sized_statement(&TEXTS, n, sqlite, |n, sqlite| {
-        format!("INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) VALUES {}", value_groups(n, 5, sqlite))
+        format!(
+            "INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza, serialised) VALUES {}",
+            value_groups(n, 6, sqlite)
+        )
     })
 }
 
@@ -495,37 +561,41 @@ impl ArchiveStore {
         for chunk in messages.chunks(BULK_ROWS_PER_TRANSACTION) {
             let unstamped = chunk.iter().filter(|m| m.at_micros.is_none()).count();
             let mut next = if unstamped > 0 { self.reserve(unstamped).await? } else { 0 };
-            let rows: Vec<(i64, &BulkMessage)> = chunk
+            let rows: Vec<(i64, &BulkMessage, Option<Serialised>)> = chunk
                 .iter()
                 .map(|m| {
                     let ts = m.at_micros.unwrap_or_else(|| {
                         next += 1;
                         next - 1
                     });
-                    (ts, m)
+                    (ts, m, xml::parse_element(&m.stanza).ok().map(|el| Serialised::of(&el)))
                 })
                 .collect();
             if let Some(max) = rows.iter().map(|r| r.0).max() {
                 self.shared().last_ts.fetch_max(max, Ordering::AcqRel);
             }
             let mut added: HashMap<&str, i64> = HashMap::new();
-            for (_, m) in &rows {
+            for (_, m, _) in &rows {
                 *added.entry(m.owner.as_str()).or_default() += 1;
             }
             on_pool!(self.db, |pool| {
                 let mut tx = pool.begin().await?;
                 for part in statement_parts(&rows) {
                     let mut query = sqlx::query(AssertSqlSafe(bulk_insert_sql(part.len(), sqlite)));
-                    for (ts, m) in part {
+                    for (ts, m, stanza) in part {
                         let (with_bare, with_resource) = with_parts(&m.with);
-                        query = query.bind(*ts).bind(m.owner.as_str()).bind(with_bare).bind(with_resource).bind(m.stanza.as_str());
+                        let (text, serialised) = match stanza {
+                            Some(s) => (s.as_str(), true),
+                            None => (m.stanza.as_str(), false),
+                        };
+                        query = query.bind(*ts).bind(m.owner.as_str()).bind(with_bare).bind(with_resource).bind(text).bind(serialised);
                     }
                     query.execute(&mut *tx).await?;
                 }
                 add_usage!(tx, added.iter().map(|(o, n)| (*o, *n)).collect(), sqlite);
                 tx.commit().await?;
             });
-            ids.extend(rows.iter().map(|(ts, _)| cipher.id(*ts)));
+            ids.extend(rows.iter().map(|(ts, _, _)| cipher.id(*ts)));
         }
         Ok(ids)
     }
@@ -533,13 +603,11 @@ impl ArchiveStore {
     /// The position of an archived message, if the owner's archive has it.
     pub async fn position(&self, owner: &BareJid, id: &str) -> Result<Option<i64>> {
         let Some(ts) = self.cipher().await?.position(id) else { return Ok(None) };
-        on_pool!(self.db, |pool| {
-            Ok(sqlx::query_scalar("SELECT ts FROM archive_messages WHERE ts = $1 AND owner = $2")
-                .bind(ts)
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?)
-        })
+        let sql = "SELECT ts FROM archive_messages WHERE ts = $1 AND owner = $2";
+        if let Some(read) = self.db.read_here(|c| c.prepare_cached(sql)?.query_row((ts, owner.as_str()), |r| r.get(0)).optional()) {
+            return read;
+        }
+        on_pool!(self.db, |pool| Ok(sqlx::query_scalar(sql).bind(ts).bind(owner.as_str()).fetch_optional(pool).await?))
     }
 
     /// The positions of `ids` (duplicates once), or `None` if the archive lacks any of them.
@@ -560,26 +628,43 @@ impl ArchiveStore {
         let mut sql = String::from("SELECT COUNT(*) FROM archive_messages WHERE owner = $1 AND ts IN (");
         push_placeholders(&mut sql, 2, wanted.len());
         sql.push(')');
-        let found: i64 = on_pool!(self.db, |pool| {
-            let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(owner.as_str());
-            for ts in &wanted {
-                query = query.bind(*ts);
+        // A row per id, up to a page of them: off the runtime's thread.
+        let read = {
+            let (sql, owner, wanted) = (sql.clone(), owner.to_string(), wanted.clone());
+            move |c: &rusqlite::Connection| {
+                let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + wanted.len());
+                params.push(&owner);
+                params.extend(wanted.iter().map(|ts| ts as &dyn rusqlite::ToSql));
+                c.prepare_cached(&sql)?.query_row(params.as_slice(), |r| r.get(0))
             }
-            query.fetch_one(pool).await?
-        });
+        };
+        let found: i64 = match self.db.read_blocking(read).await {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| {
+                let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(owner.as_str());
+                for ts in &wanted {
+                    query = query.bind(*ts);
+                }
+                query.fetch_one(pool).await?
+            }),
+        };
         Ok((usize::try_from(found).ok() == Some(wanted.len())).then_some(wanted))
     }
 
     /// The statement of a page. On SQLite it names its index: without statistics, SQLite
     /// 3.51 reads (owner, ts) for a query by `with`, filtering an account's whole archive
-    /// for one contact's messages, when (owner, with_bare, ts) reads just them.
-    fn page_sql(range: &ArchiveRange, newest_first: bool, offset: bool, sqlite: bool) -> String {
+    /// for one contact's messages, when (owner, with_bare, ts) reads just them. And on SQLite
+    /// LIMIT and OFFSET are in the text, not parameters: the planner reads a bound LIMIT's
+    /// value, so that binding it again (each run of a prepared statement) expires the
+    /// statement and the next step prepares it again, as costly as the whole page read.
+    /// Pages have a few sizes (chunks of 50, and smaller), so a few texts cover them.
+    fn page_sql(range: &ArchiveRange, newest_first: bool, limit: i64, offset: i64, sqlite: bool) -> String {
         let index = match (sqlite, range.only.is_empty(), range.with.is_some()) {
             (true, true, true) => " INDEXED BY archive_messages_with",
             (true, true, false) => " INDEXED BY archive_messages_owner",
             _ => "",
         };
-        let mut sql = format!("SELECT ts, stanza FROM archive_messages{index} WHERE owner = $1 AND ts >= $2 AND ts <= $3");
+        let mut sql = format!("SELECT ts, stanza, serialised FROM archive_messages{index} WHERE owner = $1 AND ts >= $2 AND ts <= $3");
         let mut next = 4;
         if let Some(with) = &range.with {
             sql.push_str(&format!(" AND with_bare = ${next}"));
@@ -596,9 +681,16 @@ impl ArchiveStore {
             next += range.only.len();
         }
         sql.push_str(if newest_first { " ORDER BY ts DESC" } else { " ORDER BY ts ASC" });
-        sql.push_str(&format!(" LIMIT ${next}"));
-        if offset {
-            sql.push_str(&format!(" OFFSET ${}", next + 1));
+        if sqlite {
+            sql.push_str(&format!(" LIMIT {limit}"));
+            if offset > 0 {
+                sql.push_str(&format!(" OFFSET {offset}"));
+            }
+        } else {
+            sql.push_str(&format!(" LIMIT ${next}"));
+            if offset > 0 {
+                sql.push_str(&format!(" OFFSET ${}", next + 1));
+            }
         }
         sql
     }
@@ -609,13 +701,52 @@ impl ArchiveStore {
             return Ok(Vec::new());
         }
         let cipher = self.cipher().await?;
-        let sql = Self::page_sql(range, newest_first, offset > 0, self.is_sqlite());
-        let with = range.with.as_ref().map(with_parts);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, String)> = on_pool!(self.db, |pool| {
+        let sql = Self::page_sql(range, newest_first, limit, offset, self.is_sqlite());
+        let with = range.with.as_ref().map(with_parts);
+        // Fifty rows and the file pages they are on, and their ids: off the runtime's thread.
+        let read = {
+            let (owner, range, with, cipher) = (owner.to_string(), range.clone(), with.clone(), cipher.clone());
+            move |c: &rusqlite::Connection| {
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&owner, &range.from_ts, &range.to_ts];
+                if let Some((bare, resource)) = &with {
+                    params.push(bare);
+                    if !resource.is_empty() {
+                        params.push(resource);
+                    }
+                }
+                params.extend(range.only.iter().map(|ts| ts as &dyn rusqlite::ToSql));
+                let mut statement = c.prepare_cached(&sql)?;
+                let rows = statement.query_map(params.as_slice(), |r| {
+                    let ts = r.get(0)?;
+                    Ok(ArchivedMessage { ts, id: cipher.id(ts), stanza: r.get(1)?, serialised: r.get(2)? })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            }
+        };
+        if let Some(page) = self.db.read_blocking(read).await {
+            return page;
+        }
+        let sql = Self::page_sql(range, newest_first, limit, offset, self.is_sqlite());
+        let rows = self.page_on_pool(owner, range, &sql, with.as_ref(), limit, offset).await?;
+        Ok(rows.into_iter().map(|(ts, stanza, serialised)| ArchivedMessage { ts, id: cipher.id(ts), stanza, serialised }).collect())
+    }
+
+    /// [`ArchiveStore::page`] through the pool.
+    async fn page_on_pool(
+        &self,
+        owner: &BareJid,
+        range: &ArchiveRange,
+        sql: &str,
+        with: Option<&(String, String)>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<PageRow>> {
+        let sql = sql.to_owned();
+        Ok(on_pool!(self.db, |pool| {
             let mut query = sqlx::query_as(AssertSqlSafe(sql)).bind(owner.as_str()).bind(range.from_ts).bind(range.to_ts);
-            if let Some((bare, resource)) = &with {
+            if let Some((bare, resource)) = with {
                 query = query.bind(bare.as_str());
                 if !resource.is_empty() {
                     query = query.bind(resource.as_str());
@@ -624,13 +755,14 @@ impl ArchiveStore {
             for ts in &range.only {
                 query = query.bind(*ts);
             }
-            query = query.bind(limit);
-            if offset > 0 {
-                query = query.bind(offset);
+            if !self.is_sqlite() {
+                query = query.bind(limit);
+                if offset > 0 {
+                    query = query.bind(offset);
+                }
             }
             query.fetch_all(pool).await?
-        });
-        Ok(rows.into_iter().map(|(ts, stanza)| ArchivedMessage { ts, id: cipher.id(ts), stanza }).collect())
+        }))
     }
 
     /// The query plan of [`ArchiveStore::page`] as the database reports it (SQLite's
@@ -638,9 +770,9 @@ impl ArchiveStore {
     /// check that pages are index range reads.
     #[doc(hidden)]
     pub async fn page_plan(&self, owner: &BareJid, range: &ArchiveRange, newest_first: bool, limit: usize) -> Result<String> {
-        let sql = Self::page_sql(range, newest_first, false, self.is_sqlite());
-        let with = range.with.as_ref().map(with_parts);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = Self::page_sql(range, newest_first, limit, 0, self.is_sqlite());
+        let with = range.with.as_ref().map(with_parts);
         macro_rules! bind_all {
             ($query:expr) => {{
                 let mut query = $query.bind(owner.as_str()).bind(range.from_ts).bind(range.to_ts);
@@ -653,7 +785,7 @@ impl ArchiveStore {
                 for ts in &range.only {
                     query = query.bind(*ts);
                 }
-                query.bind(limit)
+                query
             }};
         }
         let lines: Vec<String> = match &self.db.pool {
@@ -662,7 +794,7 @@ impl ArchiveStore {
                 rows.iter().map(|r| r.try_get::<String, _>("detail")).collect::<std::result::Result<_, _>>()?
             }
             super::Pool::Postgres(pool) => {
-                let rows = bind_all!(sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}")))).fetch_all(pool).await?;
+                let rows = bind_all!(sqlx::query(AssertSqlSafe(format!("EXPLAIN {sql}")))).bind(limit).fetch_all(pool).await?;
                 rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<std::result::Result<_, _>>()?
             }
         };
@@ -673,13 +805,12 @@ impl ArchiveStore {
     /// a running count, not a COUNT(*).
     pub async fn count(&self, owner: &BareJid) -> Result<i64> {
         self.committed().await;
-        on_pool!(self.db, |pool| {
-            let n: Option<i64> = sqlx::query_scalar("SELECT messages FROM archive_usage WHERE owner = $1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?;
-            Ok(n.unwrap_or(0))
-        })
+        let sql = "SELECT messages FROM archive_usage WHERE owner = $1";
+        let n: Option<i64> = match self.db.read_here(|c| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional()) {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| sqlx::query_scalar(sql).bind(owner.as_str()).fetch_optional(pool).await?),
+        };
+        Ok(n.unwrap_or(0))
     }
 
     /// The oldest and the newest message (position and id), `None` for an empty archive;
@@ -687,17 +818,20 @@ impl ArchiveStore {
     pub async fn bounds(&self, owner: &BareJid) -> Result<Option<(Slot, Slot)>> {
         self.committed().await;
         let cipher = self.cipher().await?;
-        let (oldest, newest): (Option<i64>, Option<i64>) = on_pool!(self.db, |pool| {
-            let oldest = sqlx::query_scalar("SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts ASC LIMIT 1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?;
-            let newest = sqlx::query_scalar("SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts DESC LIMIT 1")
-                .bind(owner.as_str())
-                .fetch_optional(pool)
-                .await?;
-            (oldest, newest)
+        let oldest_sql = "SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts ASC LIMIT 1";
+        let newest_sql = "SELECT ts FROM archive_messages WHERE owner = $1 ORDER BY ts DESC LIMIT 1";
+        let here = self.db.read_here(|c| {
+            let one = |sql| c.prepare_cached(sql)?.query_row([owner.as_str()], |r| r.get(0)).optional();
+            Ok((one(oldest_sql)?, one(newest_sql)?))
         });
+        let (oldest, newest): (Option<i64>, Option<i64>) = match here {
+            Some(read) => read?,
+            None => on_pool!(self.db, |pool| {
+                let oldest = sqlx::query_scalar(oldest_sql).bind(owner.as_str()).fetch_optional(pool).await?;
+                let newest = sqlx::query_scalar(newest_sql).bind(owner.as_str()).fetch_optional(pool).await?;
+                (oldest, newest)
+            }),
+        };
         let slot = |ts: i64| Slot { ts, id: cipher.id(ts) };
         Ok(oldest.zip(newest).map(|(o, n)| (slot(o), slot(n))))
     }
@@ -906,6 +1040,34 @@ fn finish(shared: &Shared, request: Request, outcome: Result<()>) {
 mod tests {
     use super::*;
 
+    /// The round function is HMAC-SHA-256 (as the `hmac` crate computes it), for keys of
+    /// any length: ids stay what they were.
+    #[test]
+    fn rounds_are_hmac_sha256() {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for len in [0, 1, 31, 32, 33, 63, 64, 65, 100, 200] {
+            let key: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let cipher = IdCipher::new(&key);
+            for i in 0..ROUNDS {
+                let half = next();
+                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+                mac.update(&[i]);
+                mac.update(&half.to_be_bytes());
+                let want = u64::from_be_bytes(mac.finalize().into_bytes()[..8].try_into().unwrap());
+                assert_eq!(cipher.round(i, half), want, "key of {len} bytes");
+            }
+        }
+        // An id as it was before, from a fixed key.
+        assert_eq!(IdCipher::new(b"0123456789abcdef0123456789abcdef").id(1_700_000_000_000_000), "Z1irnqNONGPcY2Yc5LxqPQ");
+    }
+
     /// Ids round-trip to their positions, look random, and nothing else decodes.
     #[test]
     fn ids_are_a_keyed_permutation() {
@@ -951,23 +1113,89 @@ mod tests {
         assert_eq!(usage_sql(1, false), "INSERT INTO archive_usage (owner, messages) VALUES ($1, $2) \
              ON CONFLICT (owner) DO UPDATE SET messages = archive_usage.messages + excluded.messages");
         assert_eq!(insert_sql(4, true).matches('?').count(), 20);
-        assert_eq!(bulk_insert_sql(256, false).matches('$').count(), 1280);
+        assert_eq!(bulk_insert_sql(256, false).matches('$').count(), 1536);
     }
 
     #[test]
     fn page_statements() {
         let mut range = ArchiveRange::all();
         assert_eq!(
-            ArchiveStore::page_sql(&range, false, false, false),
-            "SELECT ts, stanza FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts ASC LIMIT $4"
+            ArchiveStore::page_sql(&range, false, 10, 0, false),
+            "SELECT ts, stanza, serialised FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts ASC LIMIT $4"
+        );
+        assert_eq!(
+            ArchiveStore::page_sql(&range, true, 51, 0, true),
+            "SELECT ts, stanza, serialised FROM archive_messages INDEXED BY archive_messages_owner \
+             WHERE owner = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts DESC LIMIT 51"
         );
         range.with = Some(Jid::new("a@b/c").unwrap());
         range.only = vec![7, 9];
         assert_eq!(
-            ArchiveStore::page_sql(&range, true, true, false),
-            "SELECT ts, stanza FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 AND with_bare = $4 \
+            ArchiveStore::page_sql(&range, true, 10, 20, false),
+            "SELECT ts, stanza, serialised FROM archive_messages WHERE owner = $1 AND ts >= $2 AND ts <= $3 AND with_bare = $4 \
              AND with_resource = $5 AND ts IN ($6, $7) ORDER BY ts DESC LIMIT $8 OFFSET $9"
         );
+    }
+
+    /// Pages read on a blocking reader are the pool's pages, whatever their shape (filters,
+    /// either direction, OFFSET, ids, large messages); and a page's statement is prepared once.
+    #[tokio::test]
+    async fn pages_on_the_readers_and_on_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&format!("sqlite://{}/a.db", dir.path().display()), 2).await.unwrap();
+        let owner = BareJid::new("a@x").unwrap();
+        assert!(db.accounts().create(&super::super::NewAccount { jid: owner.clone(), credentials: Vec::new() }).await.unwrap());
+        let store = db.archive();
+        let base = now_micros() - 1_000_000_000;
+        let bulk: Vec<BulkMessage> = (0..3_000)
+            .map(|i| BulkMessage {
+                owner: owner.clone(),
+                with: Jid::new(if i == 0 { "c@y/other" } else if i % 2 == 0 { "c@y/r" } else { "d@y/r" }).unwrap(),
+                // The newest hundred are large: 10 KB each.
+                stanza: format!("<message xmlns='jabber:client'><body>{i}{}</body></message>", if i >= 2_900 { "x".repeat(10_000) } else { String::new() }),
+                at_micros: Some(base + i),
+            })
+            .collect();
+        store.insert_bulk(&bulk).await.unwrap();
+        let ts = |page: &[ArchivedMessage]| page.iter().map(|m| m.ts - base).collect::<Vec<_>>();
+        let mut ranges = Vec::new();
+        for with in [None, Some("c@y"), Some("c@y/other"), Some("d@y/r")] {
+            for to_ts in [base + 2_000, i64::MAX] {
+                ranges.push(ArchiveRange { with: with.map(|w| Jid::new(w).unwrap()), to_ts, ..ArchiveRange::all() });
+            }
+        }
+        ranges.push(ArchiveRange { only: vec![base + 3, base + 5, base + 2_999], ..ArchiveRange::all() });
+        for range in &ranges {
+            for newest_first in [true, false] {
+                for (limit, offset) in [(51, 0), (2, 1_500)] {
+                    let page = store.page(&owner, range, newest_first, limit, offset).await.unwrap();
+                    let sql = ArchiveStore::page_sql(range, newest_first, limit as i64, offset as i64, true);
+                    let with = range.with.as_ref().map(with_parts);
+                    let pooled = store.page_on_pool(&owner, range, &sql, with.as_ref(), limit as i64, offset as i64).await.unwrap();
+                    assert_eq!(ts(&page), pooled.iter().map(|(t, _, _)| t - base).collect::<Vec<_>>(), "{range:?}");
+                    assert_eq!(page.iter().map(|m| &m.stanza).collect::<Vec<_>>(), pooled.iter().map(|(_, s, _)| s).collect::<Vec<_>>());
+                    assert!(page.iter().all(|m| m.serialised) && pooled.iter().all(|(_, _, s)| *s));
+                }
+            }
+        }
+        let newest = store.page(&owner, &ArchiveRange::all(), true, 51, 0).await.unwrap();
+        assert_eq!(ts(&newest), (2_949..3_000).rev().collect::<Vec<_>>());
+        assert!(newest.iter().all(|m| m.stanza.len() > 10_000));
+        let other = ArchiveRange { with: Some(Jid::new("c@y/other").unwrap()), ..ArchiveRange::all() };
+        assert_eq!(ts(&store.page(&owner, &other, true, 50, 0).await.unwrap()), [0]);
+
+        // Nothing that is bound makes SQLite prepare a page's statement again (see
+        // `page_sql`). Reads one after the other take the same connection.
+        let range = ArchiveRange::all();
+        for to_ts in [base + 1_000, base + 1_500, base + 2_000] {
+            store.page(&owner, &ArchiveRange { to_ts, ..range.clone() }, true, 40, 0).await.unwrap();
+        }
+        let sql = ArchiveStore::page_sql(&range, true, 40, 0, true);
+        let status = db.read_blocking(move |c| {
+            let statement = c.prepare_cached(&sql)?;
+            Ok((statement.get_status(rusqlite::StatementStatus::Run), statement.get_status(rusqlite::StatementStatus::RePrepare)))
+        });
+        assert_eq!(status.await.unwrap().unwrap(), (3, 0), "(runs, prepared again)");
     }
 
     async fn db_with(owner: &str) -> Db {
@@ -1020,3 +1248,5 @@ mod tests {
         }
     }
 }
+
+

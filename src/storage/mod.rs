@@ -127,6 +127,8 @@ pub struct Db {
     pool: Pool,
     /// Lookups on the login path for a SQLite file (see `readers.rs`); `None` otherwise.
     readers: Option<Arc<readers::SqliteReaders>>,
+    /// Longer reads of a SQLite file, on tokio's blocking threads (see `readers.rs`).
+    blocking_readers: Option<Arc<readers::BlockingReaders>>,
     hints: Arc<Hints>,
     offline_queue: Arc<offline::Queue>,
     archive: Arc<archive::Shared>,
@@ -179,7 +181,7 @@ impl Db {
     }
 
     async fn open_with(url: &str, max_connections: u32, create: bool) -> Result<Db> {
-        let mut readers = None;
+        let (mut readers, mut blocking_readers) = (None, None);
         let pool = if url.starts_with("sqlite:") {
             let mut options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -222,9 +224,11 @@ impl Db {
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
             if !memory {
-                // One reader per runtime worker thread (tokio's default count).
+                // One reader per runtime worker thread (tokio's default count), and as many
+                // (two at least) for reads on the blocking threads.
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-                readers = Some(Arc::new(readers::SqliteReaders::open(&path, threads)?));
+                readers = Some(Arc::new(readers::SqliteReaders::open(&path, threads, Duration::ZERO)?));
+                blocking_readers = Some(Arc::new(readers::BlockingReaders::open(&path, threads.max(2))?));
             }
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -245,7 +249,7 @@ impl Db {
         } else {
             return Err(StorageError::Config(format!("unsupported database URL {url:?}")));
         };
-        Ok(Db { pool, readers, hints: Arc::new(Hints::new()), offline_queue: Arc::default(), archive: Arc::default() })
+        Ok(Db { pool, readers, blocking_readers, hints: Arc::new(Hints::new()), offline_queue: Arc::default(), archive: Arc::default() })
     }
 
     /// Look at a database without creating or changing anything (`starling check`): a SQLite
@@ -282,6 +286,16 @@ impl Db {
     /// SQLite file) or the database is busy: the caller then reads through the pool.
     fn read_here<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Option<Result<T>> {
         self.readers.as_ref()?.read(read)
+    }
+
+    /// Run a read that takes longer than a lookup (it reads many rows) on a SQLite reader, on
+    /// a blocking thread (see `readers.rs`). `None` when there is no reader (not a SQLite
+    /// file) or the database stayed busy: the caller then reads through the pool.
+    async fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Option<Result<T>> {
+        self.blocking_readers.as_ref()?.read(read).await
     }
 
     /// One optional TEXT column looked up by `keys` (bound in order): on a reader when there
@@ -362,7 +376,7 @@ async fn pg_has_schema(pool: &PgPool) -> Result<bool> {
 
 /// Accounts and pending migrations, reading only. `table_exists` counts tables named `$1`.
 async fn inspect_schema(pool: &Pool, table_exists: &'static str, known: usize) -> Result<Inspection> {
-    let db = Db { pool: pool.clone(), readers: None, hints: Arc::new(Hints::new()), offline_queue: Arc::default(), archive: Arc::default() };
+    let db = Db { pool: pool.clone(), readers: None, blocking_readers: None, hints: Arc::new(Hints::new()), offline_queue: Arc::default(), archive: Arc::default() };
     let has = |table: &'static str| {
         let db = db.clone();
         async move {

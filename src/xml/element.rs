@@ -139,25 +139,28 @@ impl fmt::Debug for Attr {
     }
 }
 
-/// A child of an element: an element or a run of text.
+/// A child of an element: an element, a run of text, or an element already serialised.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Node {
     Element(Element),
     Text(String),
+    /// Written out as it is; never made by the parser, and not an element to the methods
+    /// that look at children (see [`Element::append_serialised`]).
+    Serialised(Serialised),
 }
 
 impl Node {
     pub fn as_element(&self) -> Option<&Element> {
         match self {
             Node::Element(e) => Some(e),
-            Node::Text(_) => None,
+            Node::Text(_) | Node::Serialised(_) => None,
         }
     }
 
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Node::Text(t) => Some(t),
-            Node::Element(_) => None,
+            Node::Element(_) | Node::Serialised(_) => None,
         }
     }
 }
@@ -167,7 +170,50 @@ impl fmt::Debug for Node {
         match self {
             Node::Element(e) => fmt::Debug::fmt(e, f),
             Node::Text(t) => fmt::Debug::fmt(t, f),
+            Node::Serialised(s) => fmt::Debug::fmt(s, f),
         }
+    }
+}
+
+/// An element as this server's writer serialises it on its own ([`Serialised::of`]):
+/// well-formed, and self-contained: every namespace it uses is declared in it, its own
+/// included (`xmlns=''` if it has none), and it uses no prefix bound outside it (no
+/// `stream:`). Such text means the same written into any element, so it can be kept (the
+/// message archive keeps messages so) and later written out as it is, without parsing it
+/// into a tree and serialising that again ([`Element::append_serialised`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Serialised(String);
+
+impl Serialised {
+    pub fn of(el: &Element) -> Serialised {
+        let mut out = Vec::new();
+        super::writer::write_element(&mut out, el, "");
+        if el.ns().is_empty() {
+            // Written where a default namespace is in scope, it must not take it.
+            let after_name = 1 + el.name().len();
+            out.splice(after_name..after_name, *b" xmlns=''");
+        }
+        Serialised(String::from_utf8(out).expect("the writer only emits UTF-8"))
+    }
+
+    /// Text that [`Serialised::of`] made, kept and read back. Nothing here checks it (that
+    /// would be the parse this type spares): the caller answers for where it comes from.
+    pub(crate) fn known(text: String) -> Serialised {
+        Serialised(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for Serialised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serialised({:?})", self.0)
     }
 }
 
@@ -271,7 +317,7 @@ impl Element {
     pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
         self.nodes.iter_mut().filter_map(|n| match n {
             Node::Element(e) => Some(e),
-            Node::Text(_) => None,
+            Node::Text(_) | Node::Serialised(_) => None,
         })
     }
 
@@ -292,7 +338,7 @@ impl Element {
         let i = self.nodes.iter().position(|n| n.as_element().is_some_and(|e| e.is(name, ns)))?;
         match self.nodes.remove(i) {
             Node::Element(e) => Some(e),
-            Node::Text(_) => unreachable!("the position found an element"),
+            Node::Text(_) | Node::Serialised(_) => unreachable!("the position found an element"),
         }
     }
 
@@ -326,12 +372,21 @@ impl Element {
         }
     }
 
+    /// Append an element already serialised: written out as it is. It is not a child element
+    /// to [`Element::children`], [`Element::get_child`] and the like, nor text to
+    /// [`Element::text`]: for what the server only passes on, never looks into (an archived
+    /// message in a query's result).
+    pub fn append_serialised(&mut self, serialised: Serialised) {
+        self.nodes.push(Node::Serialised(serialised));
+    }
+
     pub fn append_node(&mut self, node: Node) {
         match node {
             Node::Element(e) => {
                 self.append_child(e);
             }
             Node::Text(t) => self.append_text(t),
+            Node::Serialised(s) => self.append_serialised(s),
         }
     }
 
@@ -366,6 +421,7 @@ impl Element {
             n += match node {
                 Node::Element(e) => e.heap_bytes_inner(seen),
                 Node::Text(t) => t.capacity(),
+                Node::Serialised(s) => s.0.capacity(),
             };
         }
         n

@@ -11,7 +11,7 @@ pub use reader::{Input, ReadStats, StreamReader, parse_element};
 pub use tree::{Limits, XmlError};
 pub use writer::{stream_footer, stream_header, write_element, StreamHeader};
 
-pub use element::{Attr, Element, ElementBuilder, Namespace, Node};
+pub use element::{Attr, Element, ElementBuilder, Namespace, Node, Serialised};
 
 /// The longest namespace name written the usual way, as a default declaration on each
 /// element that starts it (see `writer.rs`), and the longest a client may bind on its stream

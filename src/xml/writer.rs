@@ -197,6 +197,8 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoi
         match node {
             Node::Element(child) => write_inner(out, child, child_default, false, hoisted),
             Node::Text(text) => escape_text(out, text),
+            // Self-contained (see `Serialised`): the same in any context.
+            Node::Serialised(s) => out.extend_from_slice(s.as_str().as_bytes()),
         }
     }
     out.extend_from_slice(b"</");
@@ -356,6 +358,56 @@ mod tests {
         assert_eq!(crate::xml::xml_lang(&el), Some("en"));
         assert!(text.contains("xml:lang='en'"), "{text}");
         assert!(text.contains(":a='1'"), "{text}");
+    }
+
+    /// A serialised element written into another means what the element itself would there:
+    /// whatever the namespaces around it and in it (a foreign one with a prefix, long ones
+    /// declared once on top, in the outer tree as well as the inner one). One in no namespace
+    /// (which the parser never makes) says so, so as not to take its new parent's.
+    #[test]
+    fn serialised_elements_mean_the_same_anywhere() {
+        use crate::xml::Serialised;
+        let long = format!("urn:{}", "l".repeat(100));
+        let inner = [
+            "<message xmlns='jabber:client' to='a@b' type='chat'><body>a &amp; b &lt; c</body></message>".to_string(),
+            "<message xmlns='jabber:client'><e:y xmlns:e='urn:e' e:a='1' xml:lang='en'/><z xmlns='urn:z'><z/></z></message>".to_string(),
+            format!("<message xmlns='jabber:client' xmlns:l='{long}'><l:a/><l:b l:c='2'/></message>"),
+        ];
+        for text in &inner {
+            let el = parse_element(text).unwrap();
+            let serialised = Serialised::of(&el);
+            if !el.ns().is_empty() {
+                assert_eq!(serialised.as_str(), crate::xml::to_string(&el));
+            }
+            for outer_ns in ["urn:xmpp:forward:0", "jabber:client"] {
+                // The outer tree uses the long namespace too, so it hoists it on its own top.
+                let outer = |child: Option<Element>| {
+                    let mut root = Element::bare("r", ns::CLIENT);
+                    root.append_child(Element::bare("u", long.clone()));
+                    root.append_child(Element::bare("v", long.clone()));
+                    let mut wrapper = Element::bare("w", outer_ns);
+                    match child {
+                        Some(c) => {
+                            wrapper.append_child(c);
+                        }
+                        None => wrapper.append_serialised(serialised.clone()),
+                    }
+                    root.append_child(wrapper);
+                    root
+                };
+                for context in ["", ns::CLIENT] {
+                    let mut out = Vec::new();
+                    write_element(&mut out, &outer(None), context);
+                    let written = String::from_utf8(out).unwrap();
+                    // As a client would read it in its stream.
+                    let document = if context.is_empty() { written.clone() } else { written.replacen("<r", "<r xmlns='jabber:client'", 1) };
+                    assert_eq!(parse_element(&document).unwrap(), outer(Some(el.clone())), "{written}");
+                }
+            }
+        }
+        let mut none = Element::bare("m", "");
+        none.append_child(Element::bare("c", ""));
+        assert_eq!(Serialised::of(&none).as_str(), "<m xmlns=''><c/></m>");
     }
 
     #[test]

@@ -734,6 +734,60 @@ async fn retention_at_start(b: Backend) {
     s.stop().await;
 }
 
+/// A message comes back as it was archived whichever way its row keeps it: as the server
+/// serialised it (written into the result as it is: the messages it archives, imports) or as
+/// it came (rows from before the store recorded which, parsed and written again); both in
+/// one page. The odd forms are a foreign namespace with a prefix, double quotes, references.
+async fn stored_forms(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["alice", "bob"]).await;
+    let store = s.server().core().db.archive();
+    let alice_jid = j("alice@localhost");
+    let odd = r#"<message xmlns="jabber:client" from="bob@localhost/b" to="alice@localhost" type="chat" id="o&amp;1"><body>x &amp; y &lt; z&#x9;</body><e:x xmlns:e="urn:example" e:a="1">it&apos;s</e:x></message>"#;
+    let first = now_micros() - 1_000_000;
+    // A row as the server kept it before it recorded whether a stanza is its own.
+    let insert = format!(
+        "INSERT INTO archive_messages (ts, owner, with_bare, with_resource, stanza) VALUES ({first}, 'alice@localhost', 'bob@localhost', 'b', '{}')",
+        odd.replace('\'', "''")
+    );
+    let url = s.config.storage_url();
+    match b {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(insert)).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(insert)).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    // The same message imported now, and one through the server.
+    let bulk = BulkMessage { owner: alice_jid.clone(), with: Jid::new("bob@localhost/b").unwrap(), stanza: odd.into(), at_micros: Some(first + 1) };
+    store.insert_bulk(&[bulk]).await.unwrap();
+    let mut alice = s.login("alice", "a").await;
+    let mut bob = s.login("bob", "b").await;
+    chat(&mut bob, "alice@localhost", "x &amp; y").await;
+    sync(&mut bob).await;
+    store.committed().await;
+    let rows = store.page(&alice_jid, &ArchiveRange::all(), false, 10, 0).await.unwrap();
+    assert_eq!(rows.iter().map(|m| m.is_serialised()).collect::<Vec<_>>(), [false, true, true]);
+
+    let page = query(&mut alice, &mam_iq("q", "", "")).await;
+    assert_eq!(page.hits.len(), 3);
+    for hit in &page.hits[..2] {
+        let m = &hit.message;
+        assert_eq!((m.attr("from"), m.attr("to"), m.attr("id")), (Some("bob@localhost/b"), Some("alice@localhost"), Some("o&1")), "{}", show(m));
+        assert_eq!(body(m), "x & y < z\t");
+        let x = m.get_child("x", "urn:example").unwrap_or_else(|| panic!("{}", show(m)));
+        assert_eq!((x.text(), x.attr_ns("urn:example", "a")), ("it's".to_string(), Some("1")), "{}", show(m));
+    }
+    assert_eq!(body(&page.hits[2].message), "x & y");
+    assert_eq!(page.ids(), rows.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+    s.stop().await;
+}
+
 /// An acknowledgement is a promise (XEP-0198): once alice has `<a h/>` for a message, its
 /// rows are committed in both archives (read here without waiting for the writer).
 async fn ack_waits_for_the_archive(b: Backend) {
@@ -858,7 +912,9 @@ async fn row(store: &ArchiveStore, owner: &str, with: &str, text: &str) -> (NewA
         owner: j(owner),
         ts: slot.ts,
         with: Jid::new(with).unwrap(),
-        stanza: format!("<message xmlns='jabber:client' type='chat'><body>{text}</body></message>"),
+        stanza: starling::xml::Serialised::of(
+            &starling::xml::parse_element(&format!("<message xmlns='jabber:client' type='chat'><body>{text}</body></message>")).unwrap(),
+        ),
     };
     (row, slot.id)
 }
@@ -1039,6 +1095,7 @@ db_tests!(
     retention_at_start,
     ack_waits_for_the_archive,
     archive_import_cli,
+    stored_forms,
     archive_store,
     archive_retention,
     archive_pages_use_indexes,

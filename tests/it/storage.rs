@@ -2,6 +2,7 @@
 
 use jid::{BareJid, Jid};
 use starling::auth::{ScramCredential, ScramHash};
+use starling::xml::Serialised;
 use starling::storage::{
     Affiliation, AffiliationChange, AllowPm, ArchiveRange, BatchLimit, BulkMessage, Db, LastActivity, LimitReached, NewAccount,
     NewArchived, OfflineQuota, RoomConfig, RoomSummary, RosterItem, RosterLimits, StorageError, Stored, StoredAffiliation,
@@ -22,6 +23,11 @@ async fn open(b: Backend) -> (Db, tempfile::TempDir) {
 
 fn j(s: &str) -> BareJid {
     BareJid::new(s).unwrap()
+}
+
+/// A message to archive, serialised.
+fn serialised_message() -> Serialised {
+    Serialised::of(&starling::xml::parse_element("<message xmlns='jabber:client'/>").unwrap())
 }
 
 async fn account(db: &Db, jid: &str) {
@@ -786,7 +792,7 @@ async fn muc_delete(b: Backend) {
     // Through the writer too: a room is an owner it archives for.
     let slot = archive.allocate().await.unwrap();
     let with = Jid::new("gone@conference.x/chef").unwrap();
-    let live = |ts| NewArchived { owner: j("gone@conference.x"), ts, with: with.clone(), stanza: "<message/>".into() };
+    let live = |ts| NewArchived { owner: j("gone@conference.x"), ts, with: with.clone(), stanza: serialised_message() };
     archive.store(vec![live(slot.ts)]).await.unwrap();
     assert_eq!(archive.count(&r.jid).await.unwrap(), 6);
     assert_eq!(archive.position(&r.jid, &slot.id).await.unwrap(), Some(slot.ts));
@@ -905,6 +911,8 @@ async fn archive_owners_migration(b: Backend) {
     assert_eq!(archive.count(&j("b@x")).await.unwrap(), 1);
     let page = archive.page(&a, &ArchiveRange::all(), false, 10, 0).await.unwrap();
     assert_eq!(page.iter().map(|m| m.ts).collect::<Vec<_>>(), [1000, 3000, 4000]);
+    // Not known to be the server's own serialisation (0013): queries parse them.
+    assert!(page.iter().all(|m| !m.is_serialised()));
     assert_eq!(archive.position(&a, &page[1].id).await.unwrap(), Some(3000));
     // The indexes are there again: a query by `with` names its index on SQLite.
     let mut range = ArchiveRange::all();
@@ -919,9 +927,10 @@ async fn archive_owners_migration(b: Backend) {
     // A room's archive, which the foreign key refused before.
     let r = room("r@conference.x");
     assert!(db.muc().create(&r).await.unwrap());
-    let row = NewArchived { owner: r.jid.clone(), ts: slot.ts, with: Jid::new("r@conference.x/n").unwrap(), stanza: "<message/>".into() };
+    let row = NewArchived { owner: r.jid.clone(), ts: slot.ts, with: Jid::new("r@conference.x/n").unwrap(), stanza: serialised_message() };
     archive.store(vec![row]).await.unwrap();
     assert_eq!(archive.count(&r.jid).await.unwrap(), 1);
+    assert!(archive.page(&r.jid, &ArchiveRange::all(), false, 10, 0).await.unwrap()[0].is_serialised());
 
     // The account's deletion takes its archive and its preferences, not others'.
     assert!(db.accounts().delete(&a).await.unwrap());

@@ -199,7 +199,7 @@ impl Mam {
             Ok(slot) => slot,
             Err(e) => return self.not_archived(&ctx, stanza, e).await,
         };
-        let row = NewArchived { owner: sender, ts: slot.ts, with: to, stanza: xml::to_string(&stanza.el) };
+        let row = NewArchived { owner: sender, ts: slot.ts, with: to, stanza: xml::Serialised::of(&stanza.el) };
         self.commit(&ctx, &stanza, vec![row]).await;
         Flow::Continue(stanza)
     }
@@ -222,7 +222,7 @@ impl Mam {
         if !for_sender && !for_owner {
             return Flow::Continue(stanza);
         }
-        let serialised = xml::to_string(&stanza.el);
+        let serialised = xml::Serialised::of(&stanza.el);
         let mut rows = Vec::with_capacity(2);
         if for_sender {
             match self.store.allocate().await {

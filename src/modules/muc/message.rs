@@ -70,7 +70,7 @@ impl Live {
                 }
             };
             el.append_child(xml::element("stanza-id", SID, &[("by", self.jid().as_str()), ("id", &slot.id)]));
-            let row = NewArchived { owner: self.jid().clone(), ts: slot.ts, with: from_jid.clone(), stanza: xml::to_string(&el) };
+            let row = NewArchived { owner: self.jid().clone(), ts: slot.ts, with: from_jid.clone(), stanza: xml::Serialised::of(&el) };
             self.commit(row, durable, from, el.attr("id").map(str::to_string));
             self.history.push_back(HistoryItem { ts: slot.ts, el: el.clone() });
             while self.history.len() > self.room.config.history_length as usize {
