@@ -224,9 +224,22 @@ struct Limiter<K> {
 
 struct Table<K> {
     entries: HashMap<K, Entry>,
+    /// The latest time an attempt was counted at. Callers read the clock before they wait
+    /// for the lock, so an attempt may arrive with a time earlier than one already counted;
+    /// counted at that earlier time it would find the key's slots taken by attempts made
+    /// after it (twenty parallel guesses got two checks, not three).
+    latest: Instant,
     last_prune: Instant,
     /// When the table was last reported full (once per window).
     full_warned: Option<Instant>,
+}
+
+impl<K> Table<K> {
+    /// `now`, or the latest time already counted if that is later: time never runs back.
+    fn monotonic(&mut self, now: Instant) -> Instant {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,7 +261,7 @@ impl<K: std::hash::Hash + Eq + Copy> Limiter<K> {
             interval,
             tolerance: window - interval,
             name,
-            table: Mutex::new(Table { entries: HashMap::new(), last_prune: Instant::now(), full_warned: None }),
+            table: Mutex::new(Table { entries: HashMap::new(), latest: Instant::now(), last_prune: Instant::now(), full_warned: None }),
         })
     }
 
@@ -269,18 +282,25 @@ impl<K: std::hash::Hash + Eq + Copy> Limiter<K> {
     }
 
     /// Charge one failure unless the key is over its limit (then the wait); `Ok(true)` if
-    /// this charge reached the limit and should be logged.
+    /// this charge reached the limit and should be logged. The check and the charge are one
+    /// step, so that attempts admitted at the same moment cannot all pass the check first.
     fn admit(&self, key: K, now: Instant) -> Result<bool, Duration> {
-        if let Some(wait) = self.lock().entries.get(&key).and_then(|e| self.wait(e, now)) {
+        let mut table = self.lock();
+        let now = table.monotonic(now);
+        if let Some(wait) = table.entries.get(&key).and_then(|e| self.wait(e, now)) {
             return Err(wait);
         }
-        Ok(self.charge(key, now))
+        Ok(self.charge_locked(&mut table, key, now))
     }
 
     /// Charge one failure whatever the key's state; true if it just went over its limit.
     fn charge(&self, key: K, now: Instant) -> bool {
         let mut table = self.lock();
-        let table = &mut *table;
+        let now = table.monotonic(now);
+        self.charge_locked(&mut table, key, now)
+    }
+
+    fn charge_locked(&self, table: &mut Table<K>, key: K, now: Instant) -> bool {
         if !table.entries.contains_key(&key) && !self.make_room(table, now) {
             return false;
         }
@@ -347,7 +367,6 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A failed attempt: admitted, and its charge kept.
     /// A failed attempt: admitted, then settled as failed. False if it was refused.
     fn fail(t: &Throttle, from: IpAddr, account: Option<&BareJid>, now: Instant) -> bool {
         match t.admit(from, account, now) {
@@ -384,6 +403,20 @@ mod tests {
         assert!(t.ip_blocked(a, later).is_some());
         // Other addresses are not affected.
         assert_eq!(t.ip_blocked(ip("203.0.113.6"), later), None);
+    }
+
+    /// Parallel attempts read the clock before they take the lock, so one may come with a
+    /// time earlier than attempts already counted: it still gets its place.
+    #[test]
+    fn an_attempt_timed_before_those_already_counted_is_admitted() {
+        let t = Throttle::new(&config(0, 60, 3, 600));
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let early = Instant::now();
+        let late = early + Duration::from_millis(3);
+        assert!(t.admit(ip("192.0.2.1"), Some(&alice), late).is_ok());
+        assert!(t.admit(ip("192.0.2.2"), Some(&alice), late).is_ok());
+        assert!(t.admit(ip("192.0.2.3"), Some(&alice), early).is_ok(), "the third of three");
+        assert!(t.admit(ip("192.0.2.4"), Some(&alice), late).is_err(), "the fourth");
     }
 
     /// Attempts running at once are charged when admitted: the limit holds exactly, and an

@@ -223,28 +223,68 @@ pub struct Element {
     name: Box<str>,
     ns: Namespace,
     attrs: Vec<Attr>,
+    content: Content,
+}
+
+/// The children of an element: its own, or shared with copies of it that differ only in
+/// their attributes (one message to every occupant of a room, each copy addressed to one of
+/// them). Shared children are written once, when shared, and every copy's serialisation
+/// reuses those bytes ([`Element::share_content`]); changing a copy's children gives that
+/// copy its own again.
+#[derive(Clone)]
+enum Content {
+    Owned(Vec<Node>),
+    Shared(Arc<SharedContent>),
+}
+
+struct SharedContent {
     nodes: Vec<Node>,
+    /// The children as written where `ns` is the default namespace (inside the element when
+    /// the element declares its namespace as the default one, as it does unless prefixed).
+    ns: Namespace,
+    written: Box<str>,
+}
+
+impl Content {
+    fn nodes(&self) -> &Vec<Node> {
+        match self {
+            Content::Owned(nodes) => nodes,
+            Content::Shared(shared) => &shared.nodes,
+        }
+    }
+
+    fn nodes_mut(&mut self) -> &mut Vec<Node> {
+        if let Content::Shared(shared) = self {
+            let shared = std::mem::replace(shared, Arc::new(SharedContent { nodes: Vec::new(), ns: Namespace::NONE, written: Box::default() }));
+            let nodes = Arc::try_unwrap(shared).map(|alone| alone.nodes).unwrap_or_else(|shared| shared.nodes.clone());
+            *self = Content::Owned(nodes);
+        }
+        match self {
+            Content::Owned(nodes) => nodes,
+            Content::Shared(_) => unreachable!("made owned above"),
+        }
+    }
 }
 
 impl Element {
     /// An element with no attributes and no children.
     pub fn bare(name: impl Into<Box<str>>, ns: impl Into<Namespace>) -> Element {
-        Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), nodes: Vec::new() }
+        Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), content: Content::Owned(Vec::new()) }
     }
 
     /// An element with these attributes (the parser's constructor: it has checked them).
     pub(crate) fn with_attrs(name: &str, ns: Namespace, attrs: Vec<Attr>) -> Element {
-        Element { name: name.into(), ns, attrs, nodes: Vec::new() }
+        Element { name: name.into(), ns, attrs, content: Content::Owned(Vec::new()) }
     }
 
     /// Slots allocated for children (for the parser's accounting).
     pub(crate) fn nodes_capacity(&self) -> usize {
-        self.nodes.capacity()
+        self.content.nodes().capacity()
     }
 
     /// The capacity of the last child if it is text (for the parser's accounting).
     pub(crate) fn last_text_capacity(&self) -> usize {
-        match self.nodes.last() {
+        match self.content.nodes().last() {
             Some(Node::Text(t)) => t.capacity(),
             _ => 0,
         }
@@ -307,15 +347,15 @@ impl Element {
     }
 
     pub fn nodes(&self) -> std::slice::Iter<'_, Node> {
-        self.nodes.iter()
+        self.content.nodes().iter()
     }
 
     pub fn children(&self) -> impl Iterator<Item = &Element> {
-        self.nodes.iter().filter_map(Node::as_element)
+        self.nodes().filter_map(Node::as_element)
     }
 
     pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
-        self.nodes.iter_mut().filter_map(|n| match n {
+        self.content.nodes_mut().iter_mut().filter_map(|n| match n {
             Node::Element(e) => Some(e),
             Node::Text(_) | Node::Serialised(_) => None,
         })
@@ -335,8 +375,8 @@ impl Element {
 
     /// Remove the first child called `name` in `ns`.
     pub fn remove_child(&mut self, name: &str, ns: &str) -> Option<Element> {
-        let i = self.nodes.iter().position(|n| n.as_element().is_some_and(|e| e.is(name, ns)))?;
-        match self.nodes.remove(i) {
+        let i = self.nodes().position(|n| n.as_element().is_some_and(|e| e.is(name, ns)))?;
+        match self.content.nodes_mut().remove(i) {
             Node::Element(e) => Some(e),
             Node::Text(_) | Node::Serialised(_) => unreachable!("the position found an element"),
         }
@@ -344,17 +384,18 @@ impl Element {
 
     /// Keep only the child elements for which `keep` is true (text is kept).
     pub fn retain_children(&mut self, mut keep: impl FnMut(&Element) -> bool) {
-        self.nodes.retain(|n| n.as_element().is_none_or(&mut keep));
+        self.content.nodes_mut().retain(|n| n.as_element().is_none_or(&mut keep));
     }
 
     /// The text directly inside this element, all runs together.
     pub fn text(&self) -> String {
-        self.nodes.iter().filter_map(Node::as_text).collect()
+        self.nodes().filter_map(Node::as_text).collect()
     }
 
     pub fn append_child(&mut self, child: Element) -> &mut Element {
-        self.nodes.push(Node::Element(child));
-        match self.nodes.last_mut() {
+        let nodes = self.content.nodes_mut();
+        nodes.push(Node::Element(child));
+        match nodes.last_mut() {
             Some(Node::Element(e)) => e,
             _ => unreachable!("just pushed"),
         }
@@ -366,9 +407,10 @@ impl Element {
         if text.is_empty() {
             return;
         }
-        match self.nodes.last_mut() {
+        let nodes = self.content.nodes_mut();
+        match nodes.last_mut() {
             Some(Node::Text(t)) => t.push_str(text),
-            _ => self.nodes.push(Node::Text(text.to_string())),
+            _ => nodes.push(Node::Text(text.to_string())),
         }
     }
 
@@ -377,7 +419,7 @@ impl Element {
     /// [`Element::text`]: for what the server only passes on, never looks into (an archived
     /// message in a query's result).
     pub fn append_serialised(&mut self, serialised: Serialised) {
-        self.nodes.push(Node::Serialised(serialised));
+        self.content.nodes_mut().push(Node::Serialised(serialised));
     }
 
     pub fn append_node(&mut self, node: Node) {
@@ -392,7 +434,33 @@ impl Element {
 
     /// Remove and return every child node.
     pub fn take_nodes(&mut self) -> Vec<Node> {
-        std::mem::take(&mut self.nodes)
+        std::mem::take(self.content.nodes_mut())
+    }
+
+    /// Write the children once, so that this element and its clones (which share them
+    /// until one of them changes its children) are serialised without writing them again:
+    /// for what goes unchanged but for its addressing to many recipients.
+    pub fn share_content(&mut self) {
+        // Children that would share a hoisted declaration (see the writer) are not shared:
+        // written apart, each would declare it again, and the bound on what a tree makes the
+        // writer write would no longer hold.
+        if matches!(self.content, Content::Shared(_)) || !super::writer::hoists_nothing(self) {
+            return;
+        }
+        let nodes = std::mem::take(self.content.nodes_mut());
+        let mut out = Vec::new();
+        super::writer::write_nodes(&mut out, &nodes, self.ns.as_str());
+        let written = String::from_utf8(out).expect("the writer only emits UTF-8").into_boxed_str();
+        self.content = Content::Shared(Arc::new(SharedContent { nodes, ns: self.ns.clone(), written }));
+    }
+
+    /// The children as already written (see [`Element::share_content`]), if they are
+    /// shared and were written for `default_ns`.
+    pub(crate) fn written_content(&self, default_ns: &str) -> Option<&str> {
+        match &self.content {
+            Content::Shared(shared) if shared.ns.as_str() == default_ns => Some(&shared.written),
+            _ => None,
+        }
     }
 
     /// Bytes this tree holds on the heap, counted from its real layout (capacities, shared
@@ -416,8 +484,12 @@ impl Element {
         for a in &self.attrs {
             n += a.name.len() + a.value.len() + count_ns(&a.ns, seen);
         }
-        n += self.nodes.capacity() * std::mem::size_of::<Node>();
-        for node in &self.nodes {
+        if let Content::Shared(shared) = &self.content {
+            // Held once for every copy, but counted for each: limits stay conservative.
+            n += shared.written.len();
+        }
+        n += self.content.nodes().capacity() * std::mem::size_of::<Node>();
+        for node in self.content.nodes() {
             n += match node {
                 Node::Element(e) => e.heap_bytes_inner(seen),
                 Node::Text(t) => t.capacity(),
@@ -435,7 +507,7 @@ impl PartialEq for Element {
             && self.ns == other.ns
             && self.attrs.len() == other.attrs.len()
             && self.attrs.iter().all(|a| other.attrs.contains(a))
-            && self.nodes == other.nodes
+            && self.content.nodes() == other.content.nodes()
     }
 }
 impl Eq for Element {}
@@ -446,11 +518,11 @@ impl fmt::Debug for Element {
         for a in &self.attrs {
             write!(f, " {a:?}")?;
         }
-        if self.nodes.is_empty() {
+        if self.content.nodes().is_empty() {
             return write!(f, "/>");
         }
         write!(f, ">")?;
-        for n in &self.nodes {
+        for n in self.content.nodes() {
             write!(f, "{n:?}")?;
         }
         write!(f, "</{}>", self.name)

@@ -51,7 +51,37 @@ const INLINE_NS_MAX: usize = super::SHORT_NAMESPACE;
 /// declared once per subtree that uses it, never once per element (see [`Hoisted`]).
 pub fn write_element(out: &mut Vec<u8>, el: &Element, default_ns: &str) {
     let hoisted = Hoisted::plan(el, default_ns);
-    write_inner(out, el, default_ns, true, &hoisted);
+    write_inner(out, el, default_ns, Top::Stanza, &hoisted);
+}
+
+/// Whether `el` is written without hoisted declarations (as ordinary stanzas are).
+pub(crate) fn hoists_nothing(el: &Element) -> bool {
+    Hoisted::plan(el, el.ns()).order.is_empty()
+}
+
+/// Nodes of an element that [`hoists_nothing`], written where `default_ns` is the default
+/// namespace, none using the stream's prefix: bytes that mean the same inside any element
+/// whose children see `default_ns` as their default namespace, in a stream or out of one
+/// (see [`Element::share_content`]).
+pub(crate) fn write_nodes(out: &mut Vec<u8>, nodes: &[Node], default_ns: &str) {
+    let hoisted = Hoisted { order: Vec::new(), index: HashMap::new(), last: std::cell::Cell::new(None) };
+    for node in nodes {
+        match node {
+            Node::Element(child) => write_inner(out, child, default_ns, Top::Nested, &hoisted),
+            Node::Text(text) => escape_text(out, text),
+            Node::Serialised(s) => out.extend_from_slice(s.as_str().as_bytes()),
+        }
+    }
+}
+
+/// Where an element is written: whether it declares the hoisted namespaces, and whether it
+/// may be a first-level element of a stream, which takes the stream's prefix.
+#[derive(Clone, Copy, PartialEq)]
+enum Top {
+    Stanza,
+    /// A child written apart from its parent ([`write_nodes`]).
+    Nested,
+    Inner,
 }
 
 /// The namespaces declared once on the top element, with prefixes `h0`, `h1`…: long
@@ -107,6 +137,11 @@ impl<'a> Hoisted<'a> {
             for a in el.attrs().filter(|a| !a.ns.is_empty() && a.ns.as_str() != ns::XML) {
                 counts.bump(a.ns.as_str());
             }
+            if el.written_content(el.ns()).is_some() {
+                // Written already, with its own declarations (and written anew, declaring
+                // as it goes, only if this element ends up prefixed).
+                return;
+            }
             for child in el.children() {
                 count(child, el.ns(), counts);
             }
@@ -136,12 +171,12 @@ impl<'a> Hoisted<'a> {
     }
 }
 
-fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoisted: &Hoisted<'_>) {
+fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: Top, hoisted: &Hoisted<'_>) {
     let el_ns = el.ns();
     // First-level elements of a stream (<stream:features/>, <stream:error/>) use the
     // `stream:` prefix bound on the stream header; some clients match on the prefixed name.
     // Anywhere else the prefix is not declared, so the namespace is declared normally.
-    let stream_prefixed = top && el_ns == ns::STREAMS && !default_ns.is_empty();
+    let stream_prefixed = top == Top::Stanza && el_ns == ns::STREAMS && !default_ns.is_empty();
     let prefix = if stream_prefixed {
         Some(Prefix::Stream)
     } else if same(el_ns, default_ns) {
@@ -162,7 +197,7 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoi
             el_ns
         }
     };
-    if top {
+    if top != Top::Inner {
         for (i, ns) in hoisted.order.iter().enumerate() {
             out.extend_from_slice(format!(" xmlns:h{i}='").as_bytes());
             escape_attr(out, ns);
@@ -193,9 +228,13 @@ fn write_inner(out: &mut Vec<u8>, el: &Element, default_ns: &str, top: bool, hoi
         return;
     }
     out.push(b'>');
+    if let Some(written) = el.written_content(child_default) {
+        out.extend_from_slice(written.as_bytes());
+        nodes = [].iter().peekable();
+    }
     for node in nodes {
         match node {
-            Node::Element(child) => write_inner(out, child, child_default, false, hoisted),
+            Node::Element(child) => write_inner(out, child, child_default, Top::Inner, hoisted),
             Node::Text(text) => escape_text(out, text),
             // Self-contained (see `Serialised`): the same in any context.
             Node::Serialised(s) => out.extend_from_slice(s.as_str().as_bytes()),
@@ -421,5 +460,64 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>"
         );
+    }
+
+    /// A copy with shared children reads back as the same tree in every context it is
+    /// written in (a stream of either namespace, a document, inside a prefixed parent), and
+    /// changing one copy's children changes nothing in the others.
+    #[test]
+    fn shared_children_are_written_once_and_mean_the_same() {
+        let long = format!("urn:{}", "l".repeat(100));
+        let texts = [
+            "<message xmlns='jabber:client' from='r@s/n' type='groupchat'><body>a &amp; b &lt; c ]]&gt;</body></message>".to_string(),
+            "<message xmlns='jabber:client'><e:y xmlns:e='urn:e' e:a='1' xml:lang='en'/><z xmlns='urn:z'><z/></z>text</message>".to_string(),
+            format!("<message xmlns='jabber:client' xmlns:l='{long}'><l:a/><l:b l:c='2'/><l:d><l:e/></l:d></message>"),
+            "<message xmlns='jabber:client'><features xmlns='http://etherx.jabber.org/streams'/></message>".to_string(),
+            "<message xmlns='jabber:client'/>".to_string(),
+        ];
+        for text in &texts {
+            let plain = parse_element(text).unwrap();
+            let mut shared = plain.clone();
+            shared.share_content();
+            assert_eq!(shared, plain);
+            // A long namespace twice is declared once, on the top: such children are not
+            // written apart, where each would declare it.
+            assert_eq!(shared.written_content(ns::CLIENT).is_none(), text.contains(&long), "{text}");
+            let mut copy = shared.clone();
+            copy.set_attr("to", "x@y/z");
+            let mut addressed = plain.clone();
+            addressed.set_attr("to", "x@y/z");
+            for context in ["", ns::CLIENT, ns::SERVER] {
+                let write = |el: &Element| {
+                    let mut out = Vec::new();
+                    write_element(&mut out, el, context);
+                    String::from_utf8(out).unwrap()
+                };
+                let written = write(&copy);
+                let document = if context.is_empty() { written.clone() } else { format!("<s xmlns='{context}' xmlns:stream='http://etherx.jabber.org/streams'>{written}</s>") };
+                let read = parse_element(&document).unwrap();
+                let read = if context.is_empty() { read } else { read.children().next().unwrap().clone() };
+                assert_eq!(read, addressed, "{written}");
+                if context == ns::CLIENT {
+                    assert_eq!(written, write(&addressed), "the same bytes as unshared where the children's context is the same");
+                }
+                // Under a parent that hoists the message's namespace, the message is
+                // prefixed and its children are written anew.
+                let mut parent = Element::bare("p", "urn:p");
+                parent.append_child(copy.clone());
+                parent.append_child(copy.clone());
+                let mut expected = Element::bare("p", "urn:p");
+                expected.append_child(addressed.clone());
+                expected.append_child(addressed.clone());
+                let written = write(&parent);
+                assert_eq!(parse_element(&written).unwrap(), expected, "{written}");
+            }
+            let mut changed = copy.clone();
+            changed.append_child(Element::bare("delay", ns::DELAY));
+            assert!(changed.has_child("delay", ns::DELAY));
+            assert!(!copy.has_child("delay", ns::DELAY) && !shared.has_child("delay", ns::DELAY));
+            assert!(crate::xml::to_string(&changed).contains("delay"));
+            assert!(!crate::xml::to_string(&copy).contains("delay"));
+        }
     }
 }

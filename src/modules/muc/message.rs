@@ -70,6 +70,7 @@ impl Live {
                 }
             };
             el.append_child(xml::element("stanza-id", SID, &[("by", self.jid().as_str()), ("id", &slot.id)]));
+            el.share_content();
             let row = NewArchived { owner: self.jid().clone(), ts: slot.ts, with: from_jid.clone(), stanza: xml::Serialised::of(&el) };
             self.commit(row, durable, from, el.attr("id").map(str::to_string));
             self.history.push_back(HistoryItem { ts: slot.ts, el: el.clone() });
@@ -77,6 +78,8 @@ impl Live {
                 self.history.pop_front();
             }
         }
+        // Serialised once: every copy differs only in its `to`.
+        el.share_content();
         for o in self.room.occupants.values() {
             for session in &o.sessions {
                 self.send_to(from_jid.clone(), session, el.clone()).await;

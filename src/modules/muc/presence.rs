@@ -218,13 +218,20 @@ impl Live {
         let mut variants: [Option<Element>; 2] = [None, None];
         let mut own_codes = vec![110];
         own_codes.extend_from_slice(codes);
-        let own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
+        let mut own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
+        own.share_content();
         for viewer in self.room.occupants.values() {
             let el = if viewer.nick == o.nick {
                 own.clone()
             } else {
                 let sees = self.room.sees_jids(viewer);
-                variants[sees as usize].get_or_insert_with(|| occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras))).clone()
+                // Serialised once per variant: every copy differs only in its `to`.
+                let shared = || {
+                    let mut el = occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras));
+                    el.share_content();
+                    el
+                };
+                variants[sees as usize].get_or_insert_with(shared).clone()
             };
             for session in &viewer.sessions {
                 if Some(session) != skip {
