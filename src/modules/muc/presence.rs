@@ -83,8 +83,7 @@ impl Live {
         // 1. Everyone else's presence to the new resource.
         let me = self.room.occupants[&nick].clone();
         let sees = self.room.sees_jids(&me);
-        let others: Vec<Occupant> = self.room.occupants.values().filter(|o| o.nick != nick).cloned().collect();
-        for o in &others {
+        for o in self.room.occupants.values().filter(|o| o.nick != nick) {
             let el = occupant::presence(self.jid(), o, true, occupant::user_x(o, sees, &[], &ItemExtras::default()));
             self.send_to(occupant::occupant_jid(self.jid(), &o.nick), &from, el).await;
         }
