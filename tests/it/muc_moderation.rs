@@ -215,8 +215,9 @@ async fn author_retracts(b: Backend) {
 /// message, which in a room is the occupant id (XEP-0421), stable per real bare JID, not the
 /// nick. The room refuses the others and passes nothing on: another occupant's message
 /// (forbidden, auth), even under the author's former nick; an unknown id, or a message
-/// already retracted (item-not-found, cancel). The author is recognised under a new nick
-/// and from another resource.
+/// already retracted (item-not-found, cancel); a retraction is not retracted (§6: the archive
+/// MUST keep it; not-acceptable). The author is recognised under a new nick and from another
+/// resource.
 async fn only_the_author_retracts(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["lord", "romeo", "tybalt"]).await;
@@ -259,6 +260,9 @@ async fn only_the_author_retracts(b: Backend) {
 
     let again = send_retraction(&mut romeo2, "verona", &target, true).await;
     assert_error(&error_for(&mut romeo2, "message", &again).await, "item-not-found", Some("cancel"));
+    // §6: the archive MUST keep the retraction: it is not retracted in its turn.
+    let undo = send_retraction(&mut romeo2, "verona", &room_stanza_id(&m, "verona"), true).await;
+    assert_error(&error_for(&mut romeo2, "message", &undo).await, "not-acceptable", Some("modify"));
     s.stop().await;
 }
 
@@ -329,7 +333,8 @@ async fn moderator_retracts(b: Backend) {
 
 /// XEP-0425 §3.2 (Example 7): only moderators moderate: a participant, a visitor and a
 /// stranger get forbidden (type modify, as in the example) and nothing is retracted; an
-/// unknown id, or a message already retracted, is item-not-found; a moderator's own message
+/// unknown id, or a message already retracted, is item-not-found; a moderation is not
+/// moderated (not-acceptable); a moderator's own message
 /// and an admin's message may be moderated by a moderator; a moderator made by the owner
 /// (role granted, §8.5) may moderate.
 async fn moderation_refused(b: Backend) {
@@ -367,8 +372,11 @@ async fn moderation_refused(b: Backend) {
     assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
     let r = moderate(&mut macbeth, "moor", &target, None).await;
     assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
-    moderation_notice(&mut witch, "moor", &target).await;
+    let notice = moderation_notice(&mut witch, "moor", &target).await;
     assert_error(&moderate(&mut witch, "moor", &target, None).await, "item-not-found", Some("cancel"));
+    // The moderation stays in the archive (XEP-0424 §6).
+    let r = moderate(&mut witch, "moor", &room_stanza_id(&notice, "moor"), None).await;
+    assert_error(&r, "not-acceptable", Some("modify"));
     let r = moderate(&mut macbeth, "moor", &own, None).await;
     assert_eq!(r.attr("type"), Some("result"), "a moderator's own message: {}", show(&r));
     // Only the retraction action exists (§1).

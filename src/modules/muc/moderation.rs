@@ -129,14 +129,20 @@ impl Live {
         }
     }
 
-    /// The archived message with this stanza-id, unless it is retracted already.
+    /// The archived message with this stanza-id, unless it is retracted already. A
+    /// retraction or moderation is not itself retracted: the archive MUST keep it (XEP-0424
+    /// §6), and it is no message (§6: no retraction of non-messaging payloads).
     async fn archived(&self, id: &str) -> Result<Element, StanzaError> {
         let found = self.service.archive.message(self.jid(), id).await.map_err(|e| {
             tracing::error!(error = %e, "cannot read a room's archive");
             StanzaError::internal()
         })?;
         let el = found.and_then(|m| xml::parse_element(&m.stanza).ok());
-        el.filter(|el| !is_tombstone(el)).ok_or_else(|| StanzaError::item_not_found().with_text("no such message in this room"))
+        let el = el.filter(|el| !is_tombstone(el)).ok_or_else(|| StanzaError::item_not_found().with_text("no such message in this room"))?;
+        if el.get_child("retract", RETRACT).is_some() {
+            return Err(StanzaError::new(Condition::NotAcceptable).with_text("a retraction cannot be retracted"));
+        }
+        Ok(el)
     }
 
     /// Replace the archived message with this stanza-id by its tombstone, committed, then
