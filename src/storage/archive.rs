@@ -651,6 +651,30 @@ impl ArchiveStore {
         Ok((usize::try_from(found).ok() == Some(wanted.len())).then_some(wanted))
     }
 
+    /// One archived message of the owner's, by id (queued messages included: they are
+    /// committed first), `None` if the owner's archive has no such message.
+    pub async fn message(&self, owner: &BareJid, id: &str) -> Result<Option<ArchivedMessage>> {
+        let Some(ts) = self.cipher().await?.position(id) else { return Ok(None) };
+        self.committed().await;
+        let range = ArchiveRange { with: None, from_ts: ts, to_ts: ts, only: Vec::new() };
+        Ok(self.page(owner, &range, false, 1, 0).await?.pop())
+    }
+
+    /// Replace one archived message of the owner's with `stanza` (a tombstone, XEP-0424
+    /// §5), in place: the same id, position and other party. Messages queued before it are
+    /// committed first (the one replaced may be among them). Whether there was one to
+    /// replace; when this returns, the replacement is committed.
+    pub async fn replace(&self, owner: &BareJid, id: &str, stanza: &Serialised) -> Result<bool> {
+        let Some(ts) = self.cipher().await?.position(id) else { return Ok(false) };
+        self.committed().await;
+        // The replacement is the server's own serialisation: queries write it out as it is.
+        let sql = "UPDATE archive_messages SET stanza = $1, serialised = $2 WHERE ts = $3 AND owner = $4";
+        let changed = on_pool!(self.db, |pool| {
+            sqlx::query(sql).bind(stanza.as_str()).bind(true).bind(ts).bind(owner.as_str()).execute(pool).await?.rows_affected()
+        });
+        Ok(changed > 0)
+    }
+
     /// The statement of a page. On SQLite it names its index: without statistics, SQLite
     /// 3.51 reads (owner, ts) for a query by `with`, filtering an account's whole archive
     /// for one contact's messages, when (owner, with_bare, ts) reads just them. And on SQLite

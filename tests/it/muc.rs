@@ -45,15 +45,15 @@ const ROLES: [&str; 4] = ["moderator", "participant", "visitor", "none"];
 // ---------------------------------------------------------------------------------------
 // Addresses and small accessors
 
-fn room(name: &str) -> String {
+pub(crate) fn room(name: &str) -> String {
     format!("{name}@{SERVICE}")
 }
 
-fn occupant(name: &str, nick: &str) -> String {
+pub(crate) fn occupant(name: &str, nick: &str) -> String {
     format!("{name}@{SERVICE}/{nick}")
 }
 
-fn next_id(prefix: &str) -> String {
+pub(crate) fn next_id(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
 }
@@ -108,14 +108,14 @@ fn real_jid(el: &Element) -> Option<String> {
 }
 
 /// The one occupant id (XEP-0421 §4: at most one, on every presence and message of the room).
-fn occupant_id(el: &Element) -> String {
+pub(crate) fn occupant_id(el: &Element) -> String {
     let ids: Vec<&str> = el.children().filter(|c| c.is("occupant-id", OCCUPANT_ID)).map(|c| c.attr("id").unwrap_or_default()).collect();
     assert_eq!(ids.len(), 1, "XEP-0421 §4: exactly one occupant-id: {}", show(el));
     assert!(!ids[0].is_empty(), "an empty occupant id: {}", show(el));
     ids[0].to_string()
 }
 
-fn body(m: &Element) -> Option<String> {
+pub(crate) fn body(m: &Element) -> Option<String> {
     m.get_child("body", CLIENT).map(|b| b.text())
 }
 
@@ -134,7 +134,7 @@ fn stanza_ids_by(m: &Element, by: &str) -> Vec<String> {
 }
 
 /// The one stanza-id of the room (XEP-0359 §3 rules 4 and 5; XEP-0313 §3.5).
-fn room_stanza_id(m: &Element, name: &str) -> String {
+pub(crate) fn room_stanza_id(m: &Element, name: &str) -> String {
     let ids = stanza_ids_by(m, &room(name));
     assert_eq!(ids.len(), 1, "one stanza-id by {}: {}", room(name), show(m));
     assert!(!ids[0].is_empty(), "{}", show(m));
@@ -146,7 +146,7 @@ fn error_type(el: &Element) -> Option<String> {
 }
 
 /// An error stanza with this condition (and error type, when the spec's example gives one).
-fn assert_error(el: &Element, cond: &str, typ: Option<&str>) {
+pub(crate) fn assert_error(el: &Element, cond: &str, typ: Option<&str>) {
     assert_eq!(el.attr("type"), Some("error"), "expected an error: {}", show(el));
     assert_eq!(condition(el), cond, "{}", show(el));
     if let Some(t) = typ {
@@ -193,10 +193,15 @@ fn check_presence(el: &Element) {
 /// A history message (§7.2.13): a groupchat message from an occupant JID with a body and a
 /// <delay/> whose 'from' is the room JID; with the sender's occupant id (XEP-0421 §4).
 fn check_history(m: &Element, room_jid: &str) {
-    assert!(m.attr("from").is_some_and(|f| f.starts_with(&format!("{room_jid}/"))), "history comes from occupant JIDs: {}", show(m));
-    assert!(body(m).is_some(), "{}", show(m));
     let delay = m.get_child("delay", DELAY).unwrap_or_else(|| panic!("§7.2.13: history has a <delay/>: {}", show(m)));
     assert_eq!(delay.attr("from"), Some(room_jid), "§7.2.13: delay 'from' is the room JID: {}", show(m));
+    if m.attr("from") == Some(room_jid) && m.has_child("retract", crate::muc_moderation::RETRACT) {
+        return; // XEP-0425 §3.1: a moderation, from the room itself.
+    }
+    assert!(m.attr("from").is_some_and(|f| f.starts_with(&format!("{room_jid}/"))), "history comes from occupant JIDs: {}", show(m));
+    // XEP-0424: a retraction needs no body, and a retracted message is a tombstone (§5).
+    let retraction = ["retract", "retracted"].iter().any(|name| m.has_child(name, crate::muc_moderation::RETRACT));
+    assert!(body(m).is_some() || retraction, "{}", show(m));
     assert!(delay.attr("stamp").is_some_and(|s| !s.is_empty()), "{}", show(m));
     occupant_id(m);
 }
@@ -205,7 +210,7 @@ fn check_history(m: &Element, room_jid: &str) {
 // Clients and expectations
 
 /// Logged in and available (RFC 6121), own presence consumed.
-async fn online(s: &TestServer, user: &str, resource: &str) -> Client {
+pub(crate) async fn online(s: &TestServer, user: &str, resource: &str) -> Client {
     let mut c = s.login(user, resource).await;
     c.available().await;
     c
@@ -248,12 +253,12 @@ async fn next_from_room(c: &mut Client, name: &str) -> Element {
 }
 
 /// Wait for the error answering the stanza of kind `kind` with `id`.
-async fn error_for(c: &mut Client, kind: &str, id: &str) -> Element {
+pub(crate) async fn error_for(c: &mut Client, kind: &str, id: &str) -> Element {
     c.expect(&format!("an error for {kind} {id}"), |e| e.name() == kind && e.attr("id") == Some(id) && e.attr("type") == Some("error")).await
 }
 
 /// Nothing from the room `name` arrives for a while (other traffic is dropped).
-async fn nothing_from_room(c: &mut Client, name: &str) {
+pub(crate) async fn nothing_from_room(c: &mut Client, name: &str) {
     if let Some(e) = c.pending.iter().find(|e| from_room(e, name)) {
         panic!("{}: unexpected from {}: {}", c.jid, room(name), show(e));
     }
@@ -268,13 +273,13 @@ async fn nothing_from_room(c: &mut Client, name: &str) {
 // Entering and leaving
 
 /// What a client received on entering a room, in the order of §7.1.
-struct Entered {
+pub(crate) struct Entered {
     /// In-room presence of the occupants already there (§7.2.2, Example 20).
     others: Vec<Element>,
     /// The self-presence, with 110, after all the others (Example 21).
     me: Element,
     /// Discussion history, oldest first (§7.2.13).
-    history: Vec<Element>,
+    pub(crate) history: Vec<Element>,
     /// The subject (§7.2.15), last, also in a room just created (201).
     subject: Option<Element>,
 }
@@ -358,7 +363,7 @@ async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
 }
 
 /// Enter an existing, unlocked room.
-async fn join(c: &mut Client, name: &str, nick: &str) -> Entered {
+pub(crate) async fn join(c: &mut Client, name: &str, nick: &str) -> Entered {
     let e = enter(c, name, nick, "").await;
     assert!(!has_code(&e.me, "201"), "{name} did not exist yet: {}", show(&e.me));
     e
@@ -385,7 +390,7 @@ async fn instant(c: &mut Client, name: &str) -> Element {
 }
 
 /// Submit a muc#roomconfig form with these fields (§10.1.3 Example 159, §10.2).
-async fn configure(c: &mut Client, name: &str, fields: &[(&str, &str)]) -> Element {
+pub(crate) async fn configure(c: &mut Client, name: &str, fields: &[(&str, &str)]) -> Element {
     let mut form = format!("<field var='FORM_TYPE'><value>{ROOMCONFIG}</value></field>");
     for (var, value) in fields {
         form.push_str(&format!("<field var='{var}'><value>{value}</value></field>"));
@@ -400,7 +405,7 @@ async fn configure(c: &mut Client, name: &str, fields: &[(&str, &str)]) -> Eleme
 
 /// Create a room (§10.1.1) and unlock it: instant (§10.1.2) when `fields` is empty, else
 /// configured with them (§10.1.3). Whatever else arrived meanwhile is dropped.
-async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)]) -> Entered {
+pub(crate) async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)]) -> Entered {
     let e = enter(c, name, nick, "").await;
     assert!(has_code(&e.me, "201") && has_code(&e.me, "110"), "§10.1.1 Example 154: {}", show(&e.me));
     assert_eq!(affiliation_role(&e.me), ar("owner", "moderator"), "{}", show(&e.me));
@@ -411,7 +416,7 @@ async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)])
 }
 
 /// §7.14, Examples 80-81: leave; the self-presence of the departure is returned.
-async fn leave(c: &mut Client, name: &str, nick: &str) -> Element {
+pub(crate) async fn leave(c: &mut Client, name: &str, nick: &str) -> Element {
     let me = occupant(name, nick);
     c.send(&format!("<presence to='{me}' type='unavailable'/>")).await;
     let p = presence_from(c, &me, true).await;
@@ -458,7 +463,7 @@ async fn room_gone(c: &mut Client, name: &str) {
 }
 
 /// Send a groupchat message (§7.4, Example 44) and wait for its reflection to the sender.
-async fn say(c: &mut Client, name: &str, text: &str) -> Element {
+pub(crate) async fn say(c: &mut Client, name: &str, text: &str) -> Element {
     let id = next_id("gc");
     c.send(&format!("<message to='{}' type='groupchat' id='{id}'><body>{text}</body></message>", room(name))).await;
     let m = c.expect(&format!("the reflection of {id}"), |e| e.name() == "message" && e.attr("id") == Some(id.as_str()) && from_room(e, name)).await;
@@ -515,7 +520,7 @@ fn boolean(form: &Element, var: &str) -> bool {
     }
 }
 
-async fn disco_info(c: &mut Client, to: &str) -> Element {
+pub(crate) async fn disco_info(c: &mut Client, to: &str) -> Element {
     c.request(&format!("<iq type='get' id='{}' to='{to}'><query xmlns='{DISCO_INFO}'/></iq>", next_id("info"))).await
 }
 
@@ -559,7 +564,7 @@ fn roominfo(iq: &Element) -> Option<Element> {
 }
 
 /// Features a room must and must not have.
-fn assert_features(iq: &Element, with: &[&str], without: &[&str]) {
+pub(crate) fn assert_features(iq: &Element, with: &[&str], without: &[&str]) {
     let f = features(iq);
     for w in with {
         assert!(f.iter().any(|x| x == w), "missing feature {w} in {f:?}");
@@ -570,7 +575,7 @@ fn assert_features(iq: &Element, with: &[&str], without: &[&str]) {
 }
 
 /// An IQ set in the muc#admin namespace with these items.
-async fn admin_set(c: &mut Client, name: &str, items: &str) -> Element {
+pub(crate) async fn admin_set(c: &mut Client, name: &str, items: &str) -> Element {
     c.request(&format!("<iq type='set' id='{}' to='{}'><query xmlns='{MUC_ADMIN}'>{items}</query></iq>", next_id("admin"), room(name))).await
 }
 
@@ -599,16 +604,16 @@ fn affiliation_list(iq: &Element, affiliation: &str) -> Vec<String> {
 }
 
 /// One result of a room archive query.
-struct Archived {
-    id: String,
-    message: Element,
+pub(crate) struct Archived {
+    pub(crate) id: String,
+    pub(crate) message: Element,
 }
 
 /// Query the archive of a room (XEP-0313 §4, on the room's bare JID per §3.3.2) with an
 /// optional RSM `set` (inner XML); the results and the final IQ. Each result must carry the
 /// queryid, come from the room's bare JID to this client, and forward a message with a
 /// delay stamp.
-async fn room_archive(c: &mut Client, name: &str, set: &str) -> (Vec<Archived>, Element) {
+pub(crate) async fn room_archive(c: &mut Client, name: &str, set: &str) -> (Vec<Archived>, Element) {
     let id = next_id("mam");
     let queryid = format!("q-{id}");
     let set = if set.is_empty() { String::new() } else { format!("<set xmlns='{RSM}'>{set}</set>") };
@@ -647,7 +652,7 @@ fn complete(iq: &Element) -> bool {
 }
 
 /// Stop a server and start it again on the same data (the pattern of mam::survives_restart).
-async fn restart(s: TestServer) -> TestServer {
+pub(crate) async fn restart(s: TestServer) -> TestServer {
     let (config, dir) = (s.config.clone(), s.dir);
     s.server.unwrap().shutdown().await;
     TestServer { server: Some(starling::Server::start(config.clone()).await.unwrap()), config, dir }

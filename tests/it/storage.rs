@@ -821,6 +821,67 @@ async fn muc_delete(b: Backend) {
     assert_eq!(archive.count(&again.jid).await.unwrap(), 0);
 }
 
+/// Replacing an archived message (a tombstone, XEP-0424 §5): the row keeps its id, position
+/// and other party, takes the new stanza and is marked serialised (a row stored as given,
+/// unparsed, too); a row still queued is replaced once committed; an id of another owner's
+/// archive, or no id at all, replaces nothing.
+async fn archive_replace(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    let (store, archive) = (db.muc(), db.archive());
+    let r = room("hall@conference.x");
+    assert!(store.create(&r).await.unwrap());
+    let message = |owner: &str, stanza: &str| BulkMessage {
+        owner: j(owner),
+        with: Jid::new("hall@conference.x/nick").unwrap(),
+        stanza: stanza.to_string(),
+        at_micros: None,
+    };
+    let ids = archive
+        .insert_bulk(&[
+            message("hall@conference.x", "<message xmlns='jabber:client'><body>first</body></message>"),
+            message("hall@conference.x", "<message xmlns='jabber:client'><body>unparsed"),
+            message("hall@conference.x", "<message xmlns='jabber:client'><body>third</body></message>"),
+            message("a@x", "<message xmlns='jabber:client'><body>theirs</body></message>"),
+        ])
+        .await
+        .unwrap();
+    let before = archive.page(&r.jid, &ArchiveRange::all(), false, 10, 0).await.unwrap();
+    assert!(!before[1].is_serialised(), "stored as given");
+    let tombstone = |text: &str| {
+        let xml = format!("<message xmlns='jabber:client'><retracted xmlns='urn:xmpp:message-retract:1' id='{text}'/></message>");
+        Serialised::of(&starling::xml::parse_element(&xml).unwrap())
+    };
+    assert!(archive.replace(&r.jid, &ids[1], &tombstone("t1")).await.unwrap());
+    let after = archive.page(&r.jid, &ArchiveRange::all(), false, 10, 0).await.unwrap();
+    assert_eq!(after.len(), 3);
+    assert_eq!((after[1].ts, after[1].id.as_str()), (before[1].ts, ids[1].as_str()), "the same position and id");
+    assert_eq!(after[1].stanza, tombstone("t1").as_str());
+    assert!(after[1].is_serialised(), "the replacement is the server's serialisation");
+    assert_eq!((&after[0], &after[2]), (&before[0], &before[2]), "the others unchanged");
+    assert_eq!(archive.count(&r.jid).await.unwrap(), 3);
+    let with = ArchiveRange { with: Some(Jid::new("hall@conference.x/nick").unwrap()), ..ArchiveRange::all() };
+    assert_eq!(archive.page(&r.jid, &with, false, 10, 0).await.unwrap().len(), 3, "the other party stays");
+    assert_eq!(archive.message(&r.jid, &ids[1]).await.unwrap().map(|m| m.stanza), Some(tombstone("t1").as_str().to_string()));
+
+    // Another owner's message, an id that is no archive id: nothing replaced.
+    assert!(!archive.replace(&r.jid, &ids[3], &tombstone("t2")).await.unwrap());
+    assert!(!archive.replace(&r.jid, "not-an-id", &tombstone("t2")).await.unwrap());
+    assert_eq!(archive.message(&r.jid, &ids[3]).await.unwrap(), None);
+    assert_eq!(archive.message(&r.jid, "not-an-id").await.unwrap(), None);
+    let theirs = archive.message(&j("a@x"), &ids[3]).await.unwrap().unwrap();
+    assert!(theirs.stanza.contains("theirs"));
+
+    // Queued, not yet committed: replaced after its commit, not lost to it.
+    let slot = archive.allocate().await.unwrap();
+    let row = NewArchived { owner: r.jid.clone(), ts: slot.ts, with: Jid::new("hall@conference.x/nick").unwrap(), stanza: serialised_message() };
+    let pending = archive.enqueue(vec![row]).await;
+    assert!(archive.replace(&r.jid, &slot.id, &tombstone("t3")).await.unwrap());
+    pending.outcome().await.unwrap();
+    let last = archive.message(&r.jid, &slot.id).await.unwrap().unwrap();
+    assert_eq!((last.ts, last.stanza.as_str()), (slot.ts, tombstone("t3").as_str()));
+}
+
 /// A deleted account loses its archive and its affiliations in every room, by either
 /// deletion path; other accounts and rooms keep theirs.
 async fn muc_account_deletion(b: Backend) {
@@ -962,4 +1023,5 @@ db_tests!(
     muc_delete,
     muc_account_deletion,
     archive_owners_migration,
+    archive_replace,
 );

@@ -2,6 +2,7 @@
 //! disco#info with the `muc#roominfo` form (§6.4, §15.5.4), and the service's pages of
 //! public rooms (§6.3 with XEP-0059).
 
+use super::moderation::{MODERATE, RETRACT, TOMBSTONE};
 use super::room::Room;
 use super::{MAM, MUC, OCCUPANT_ID, SID, STABLE_ID};
 use crate::stanza::{Condition, StanzaError};
@@ -180,7 +181,9 @@ pub fn room_info(room: &Room) -> Element {
     features.push(if c.password.is_empty() { "muc_unsecured" } else { "muc_passwordprotected" });
     features.push(if c.whois == Whois::Anyone { "muc_nonanonymous" } else { "muc_semianonymous" });
     if c.archive {
-        features.push(MAM);
+        // XEP-0424 §2, XEP-0425 §2: retractions are checked against the archive and kept
+        // in it, the retracted messages replaced by tombstones (XEP-0424 §5).
+        features.extend([MAM, RETRACT, TOMBSTONE, MODERATE]);
     }
     for var in features {
         query.append_child(xml::element("feature", ns::DISCO_INFO, &[("var", var)]));

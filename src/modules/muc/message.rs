@@ -40,6 +40,10 @@ impl Live {
         if sender.role == Role::Visitor {
             return self.refuse(&stanza, StanzaError::forbidden().with_text("you have no voice in this room")).await;
         }
+        let retracting = match self.retraction(&stanza, &sender).await {
+            Ok(retracting) => retracting,
+            Err(e) => return self.refuse(&stanza, e).await,
+        };
         let has_body = stanza.el.get_child("body", ns::CLIENT).is_some();
         if let Some(subject) = stanza.el.get_child("subject", ns::CLIENT).filter(|_| !has_body) {
             // §8.1: a subject change.
@@ -60,7 +64,7 @@ impl Live {
         let from_jid = occupant::occupant_jid(self.jid(), &sender.nick);
         xml::set_attr(&mut el, "from", from_jid.as_str());
         el.append_child(xml::element("occupant-id", OCCUPANT_ID, &[("id", &sender.occupant_id)]));
-        if has_body && self.room.config.archive {
+        if (has_body || retracting) && self.room.config.archive {
             let slot = match self.service.archive.allocate().await {
                 Ok(slot) => slot,
                 Err(e) => {
@@ -73,10 +77,7 @@ impl Live {
             el.share_content();
             let row = NewArchived { owner: self.jid().clone(), ts: slot.ts, with: from_jid.clone(), stanza: xml::Serialised::of(&el) };
             self.commit(row, durable, from, el.attr("id").map(str::to_string));
-            self.history.push_back(HistoryItem { ts: slot.ts, el: el.clone() });
-            while self.history.len() > self.room.config.history_length as usize {
-                self.history.pop_front();
-            }
+            self.remember(HistoryItem { ts: slot.ts, el: el.clone() });
         }
         // Serialised once: every copy differs only in its `to`.
         el.share_content();

@@ -9,11 +9,13 @@
 //! The parts: `room.rs` (a room's state, its task, IQs to it), `presence.rs` (entering,
 //! leaving, nick changes), `message.rs` (messages, subject, invitations), `admin.rs` (roles
 //! and affiliations, §§8-10, configuration, destruction), `form.rs` (the configuration and
-//! room info forms), `occupant.rs` (what a room sends about an occupant).
+//! room info forms), `occupant.rs` (what a room sends about an occupant), `moderation.rs`
+//! (retraction and moderation of messages, XEP-0424 and XEP-0425).
 
 mod admin;
 mod form;
 mod message;
+mod moderation;
 mod occupant;
 mod presence;
 mod room;

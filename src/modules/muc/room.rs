@@ -389,6 +389,7 @@ impl Live {
             (IqType::Get, "query", ns::DISCO_ITEMS) => self.disco_items(&stanza, &payload),
             (_, "query", MUC_ADMIN) => self.admin(&stanza, kind, &payload).await,
             (_, "query", MUC_OWNER) => self.owner(&stanza, kind, &payload).await,
+            (IqType::Set, "moderate", super::moderation::MODERATE) => self.moderate(&stanza, &payload).await,
             (IqType::Get, "ping", ns::PING) => Ok(None),
             (IqType::Set, "query", MAM) => return self.archive_query(stanza, payload),
             (IqType::Get, "query", MAM) if self.room.config.archive => Ok(Some(crate::archive_query::form())),
