@@ -17,6 +17,7 @@ mod message;
 mod occupant;
 mod presence;
 mod room;
+mod voice;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

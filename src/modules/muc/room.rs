@@ -81,6 +81,8 @@ pub struct Room {
     pub(super) created: i64,
     /// Destroyed by its owner: the task ends.
     pub destroyed: bool,
+    /// When each real bare JID last requested voice (§7.13), for the rate limit.
+    pub(super) voice_requests: HashMap<BareJid, std::time::Instant>,
 }
 
 impl Room {
@@ -105,6 +107,7 @@ impl Room {
             salt,
             created: crate::storage::now_micros() / 1_000_000,
             destroyed: false,
+            voice_requests: HashMap::new(),
         }
     }
 
@@ -130,6 +133,7 @@ impl Room {
             salt: stored.occupant_salt,
             created: stored.created,
             destroyed: false,
+            voice_requests: HashMap::new(),
         }
     }
 

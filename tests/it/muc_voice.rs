@@ -1,0 +1,360 @@
+//! XEP-0045 (1.35.5) voice requests (§7.13, §8.6), registration with a room (§7.10) and
+//! reserved nick discovery (§7.11), and room vCards (vcard-temp on the room's JID, the
+//! avatar hash in muc#roominfo), written from the specifications: each test names the
+//! sections and examples it follows. The service is conference.localhost; the accounts and
+//! nicks are the spec's witches.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use minidom::Element;
+
+use crate::common::client::{CLIENT, Client, condition, show};
+use crate::common::{Backend, TestServer};
+use crate::db_tests;
+
+const SERVICE: &str = "conference.localhost";
+const MUC: &str = "http://jabber.org/protocol/muc";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const MUC_REQUEST: &str = "http://jabber.org/protocol/muc#request";
+const MUC_REGISTER: &str = "http://jabber.org/protocol/muc#register";
+const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+const REGISTER: &str = "jabber:iq:register";
+const DATA: &str = "jabber:x:data";
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const VCARD: &str = "vcard-temp";
+const VCARD_UPDATE: &str = "vcard-temp:x:update";
+
+/// How long "nothing arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn room(name: &str) -> String {
+    format!("{name}@{SERVICE}")
+}
+
+fn occupant(name: &str, nick: &str) -> String {
+    format!("{name}@{SERVICE}/{nick}")
+}
+
+fn next_id(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn codes(el: &Element) -> Vec<String> {
+    el.get_child("x", MUC_USER)
+        .map(|x| x.children().filter(|c| c.is("status", MUC_USER)).filter_map(|s| s.attr("code")).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn item(el: &Element) -> &Element {
+    el.get_child("x", MUC_USER).and_then(|x| x.get_child("item", MUC_USER)).unwrap_or_else(|| panic!("no muc#user <item/> in {}", show(el)))
+}
+
+fn affiliation_role(el: &Element) -> (String, String) {
+    let i = item(el);
+    (i.attr("affiliation").unwrap_or_default().to_string(), i.attr("role").unwrap_or_default().to_string())
+}
+
+fn ar(affiliation: &str, role: &str) -> (String, String) {
+    (affiliation.to_string(), role.to_string())
+}
+
+/// An error stanza with this condition and error type.
+fn assert_error(el: &Element, cond: &str, typ: &str) {
+    assert_eq!(el.attr("type"), Some("error"), "expected an error: {}", show(el));
+    assert_eq!(condition(el), cond, "{}", show(el));
+    let got = el.get_child("error", CLIENT).and_then(|e| e.attr("type"));
+    assert_eq!(got, Some(typ), "error type: {}", show(el));
+}
+
+fn assert_result(el: &Element) {
+    assert_eq!(el.attr("type"), Some("result"), "{}", show(el));
+}
+
+/// The values of a form's field.
+fn values(x: &Element, var: &str) -> Vec<String> {
+    x.children()
+        .find(|f| f.is("field", DATA) && f.attr("var") == Some(var))
+        .unwrap_or_else(|| panic!("no field {var} in {}", show(x)))
+        .children()
+        .filter(|v| v.is("value", DATA))
+        .map(|v| v.text())
+        .collect()
+}
+
+fn field<'a>(x: &'a Element, var: &str) -> Option<&'a Element> {
+    x.children().find(|f| f.is("field", DATA) && f.attr("var") == Some(var))
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    fields.iter().map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>")).collect()
+}
+
+async fn online(s: &TestServer, user: &str, resource: &str) -> Client {
+    let mut c = s.login(user, resource).await;
+    c.available().await;
+    c
+}
+
+/// §7.2: enter and read up to the subject; the self-presence (110) is returned.
+async fn join(c: &mut Client, name: &str, nick: &str) -> Element {
+    let me = occupant(name, nick);
+    c.send(&format!("<presence to='{me}'><x xmlns='{MUC}'/></presence>")).await;
+    let p = c
+        .expect(&format!("self-presence from {me}"), |e| e.name() == "presence" && e.attr("from") == Some(me.as_str()) && codes(e).contains(&"110".to_string()))
+        .await;
+    let r = room(name);
+    c.expect("the subject", |e| {
+        e.name() == "message" && e.get_child("subject", CLIENT).is_some() && e.attr("from").is_some_and(|f| f.starts_with(r.as_str()))
+    })
+    .await;
+    p
+}
+
+/// A join that must be refused: the presence error.
+async fn refused(c: &mut Client, name: &str, nick: &str) -> Element {
+    c.send(&format!("<presence to='{}'><x xmlns='{MUC}'/></presence>", occupant(name, nick))).await;
+    c.expect("a presence error", |e| e.name() == "presence" && e.attr("type") == Some("error")).await
+}
+
+/// Create a room configured with `fields` (§10.1.3), everything received meanwhile dropped.
+async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)]) {
+    let p = join(c, name, nick).await;
+    assert!(codes(&p).contains(&"201".to_string()), "§10.1.1: a new room: {}", show(&p));
+    let mut all = vec![("FORM_TYPE", ROOMCONFIG)];
+    all.extend_from_slice(fields);
+    let r = c
+        .request(&format!(
+            "<iq type='set' id='{}' to='{}'><query xmlns='{MUC_OWNER}'><x xmlns='{DATA}' type='submit'>{}</x></query></iq>",
+            next_id("config"),
+            room(name),
+            form(&all)
+        ))
+        .await;
+    assert_result(&r);
+    c.drain().await;
+}
+
+async fn set_affiliation(c: &mut Client, name: &str, jid: &str, affiliation: &str) {
+    let r = c
+        .request(&format!(
+            "<iq type='set' id='{}' to='{}'><query xmlns='{MUC_ADMIN}'><item jid='{jid}' affiliation='{affiliation}'/></query></iq>",
+            next_id("aff"),
+            room(name)
+        ))
+        .await;
+    assert_result(&r);
+}
+
+async fn set_role(c: &mut Client, name: &str, nick: &str, role: &str) {
+    let r = c
+        .request(&format!(
+            "<iq type='set' id='{}' to='{}'><query xmlns='{MUC_ADMIN}'><item nick='{nick}' role='{role}'/></query></iq>",
+            next_id("role"),
+            room(name)
+        ))
+        .await;
+    assert_result(&r);
+}
+
+/// Nothing from the room `name` arrives for a while.
+async fn nothing_from_room(c: &mut Client, name: &str) {
+    let r = room(name);
+    let from_room = |e: &Element| e.attr("from").is_some_and(|f| f == r || f.starts_with(&format!("{r}/")));
+    if let Some(e) = c.pending.iter().find(|e| from_room(e)) {
+        panic!("{}: unexpected: {}", c.jid, show(e));
+    }
+    c.pending.clear();
+    let deadline = tokio::time::Instant::now() + QUIET;
+    while let Ok(el) = tokio::time::timeout_at(deadline, c.next()).await {
+        assert!(!from_room(&el), "{}: unexpected: {}", c.jid, show(&el));
+    }
+}
+
+/// Stop a server and start it again on the same data.
+async fn restart(s: TestServer) -> TestServer {
+    let (config, dir) = (s.config.clone(), s.dir);
+    s.server.unwrap().shutdown().await;
+    TestServer { server: Some(starling::Server::start(config.clone()).await.unwrap()), config, dir }
+}
+
+// =======================================================================================
+// Voice requests (§7.13, §8.6)
+
+/// Example 120: the visitor's request, with `fields` after the FORM_TYPE.
+fn voice_request(name: &str, id: &str, kind: &str, fields: &[(&str, &str)]) -> String {
+    format!(
+        "<message id='{id}' to='{}'><x xmlns='{DATA}' type='{kind}'><field var='FORM_TYPE'><value>{MUC_REQUEST}</value></field>{}</x></message>",
+        room(name),
+        form(fields)
+    )
+}
+
+/// Example 123: a moderator's answer to the approval form.
+fn approval(name: &str, id: &str, jid: &str, nick: &str, allow: &str) -> String {
+    format!(
+        "<message id='{id}' to='{}'><x xmlns='{DATA}' type='submit'><field var='FORM_TYPE' type='hidden'><value>{MUC_REQUEST}</value></field>{}</x></message>",
+        room(name),
+        form(&[("muc#role", "participant"), ("muc#jid", jid), ("muc#roomnick", nick), ("muc#request_allow", allow)])
+    )
+}
+
+/// The approval form a moderator receives (Example 122): from the room's bare JID.
+async fn approval_form(c: &mut Client, name: &str) -> Element {
+    let r = room(name);
+    let m = c
+        .expect("a voice approval form", |e| {
+            e.name() == "message" && e.attr("from") == Some(r.as_str()) && e.get_child("x", DATA).is_some_and(|x| x.attr("type") == Some("form"))
+        })
+        .await;
+    assert_ne!(m.attr("type"), Some("groupchat"), "{}", show(&m));
+    m.get_child("x", DATA).unwrap().clone()
+}
+
+/// A moderated coven: crone1 (owner, firstwitch), wiccarocks (admin, secondwitch), hag66 a
+/// visitor (thirdwitch).
+async fn moderated_coven(s: &TestServer) -> (Client, Client, Client) {
+    s.users(&["crone1", "wiccarocks", "hag66"]).await;
+    let mut crone = online(s, "crone1", "desktop").await;
+    let mut wicca = online(s, "wiccarocks", "laptop").await;
+    let mut hag = online(s, "hag66", "pda").await;
+    create(&mut crone, "coven", "firstwitch", &[("muc#roomconfig_moderatedroom", "1")]).await;
+    set_affiliation(&mut crone, "coven", "wiccarocks@localhost", "admin").await;
+    join(&mut wicca, "coven", "secondwitch").await;
+    let me = join(&mut hag, "coven", "thirdwitch").await;
+    assert_eq!(affiliation_role(&me), ar("none", "visitor"), "§5.1.2: a visitor in a moderated room: {}", show(&me));
+    for c in [&mut crone, &mut wicca, &mut hag] {
+        c.drain().await;
+    }
+    (crone, wicca, hag)
+}
+
+/// §7.13 Example 120 and §8.6 Examples 122-123: a visitor requests voice; every moderator
+/// gets the approval form with the request's role, the requester's JID and nick, and
+/// muc#request_allow false; a moderator approves, and the visitor becomes a participant
+/// with the presence of §8.3 (Example 109: role participant, the moderator as actor), after
+/// which it may speak.
+async fn voice_request_approved(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (mut crone, mut wicca, mut hag) = moderated_coven(&s).await;
+
+    let request = voice_request("coven", "yd53c486", "submit", &[("muc#role", "participant")]);
+    hag.send(&request).await;
+    for moderator in [&mut crone, &mut wicca] {
+        let x = approval_form(moderator, "coven").await;
+        assert_eq!(values(&x, "FORM_TYPE"), [MUC_REQUEST], "{}", show(&x));
+        assert_eq!(values(&x, "muc#role"), ["participant"], "{}", show(&x));
+        assert_eq!(values(&x, "muc#jid"), ["hag66@localhost/pda"], "{}", show(&x));
+        assert_eq!(values(&x, "muc#roomnick"), ["thirdwitch"], "{}", show(&x));
+        assert_eq!(values(&x, "muc#request_allow"), ["false"], "{}", show(&x));
+        assert_eq!(field(&x, "muc#request_allow").unwrap().attr("type"), Some("boolean"), "{}", show(&x));
+        assert_eq!(field(&x, "muc#jid").unwrap().attr("type"), Some("jid-single"), "{}", show(&x));
+        assert_eq!(x.get_child("title", DATA).map(|t| t.text()).as_deref(), Some("Voice request"), "{}", show(&x));
+    }
+    // Only moderators are asked.
+    nothing_from_room(&mut hag, "coven").await;
+
+    crone.send(&approval("coven", "approve", "hag66@localhost/pda", "thirdwitch", "true")).await;
+    let third = occupant("coven", "thirdwitch");
+    for c in [&mut crone, &mut wicca, &mut hag] {
+        let p = c.expect("thirdwitch's new role", |e| e.name() == "presence" && e.attr("from") == Some(third.as_str())).await;
+        assert_eq!(p.attr("type"), None, "{}", show(&p));
+        assert_eq!(affiliation_role(&p), ar("none", "participant"), "§8.3 Example 109: {}", show(&p));
+        let actor = item(&p).get_child("actor", MUC_USER).and_then(|a| a.attr("nick"));
+        assert_eq!(actor, Some("firstwitch"), "the approving moderator is the actor: {}", show(&p));
+    }
+    hag.send(&format!("<message id='speak' to='{}' type='groupchat'><body>Thrice the brinded cat hath mew'd.</body></message>", room("coven"))).await;
+    let m = crone.expect("thirdwitch speaks", |e| e.name() == "message" && e.attr("from") == Some(third.as_str())).await;
+    assert_eq!(m.attr("type"), Some("groupchat"), "{}", show(&m));
+    // A second approval of the same request (another moderator's) changes nothing.
+    wicca.drain().await;
+    wicca.send(&approval("coven", "approve2", "hag66@localhost/pda", "thirdwitch", "true")).await;
+    nothing_from_room(&mut wicca, "coven").await;
+    s.stop().await;
+}
+
+/// §8.6: a moderator who does not grant (muc#request_allow false, or a cancelled form)
+/// changes nothing; an approval naming nobody in the room is item-not-found; only
+/// moderators approve (a visitor's own "approval" is forbidden).
+async fn voice_request_denied(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (mut crone, _wicca, mut hag) = moderated_coven(&s).await;
+    hag.send(&voice_request("coven", "v1", "submit", &[("muc#role", "participant")])).await;
+    approval_form(&mut crone, "coven").await;
+
+    crone.send(&approval("coven", "no", "hag66@localhost/pda", "thirdwitch", "false")).await;
+    crone.send(&voice_request("coven", "skip", "cancel", &[])).await;
+    nothing_from_room(&mut hag, "coven").await;
+    nothing_from_room(&mut crone, "coven").await;
+
+    hag.send(&approval("coven", "self", "hag66@localhost/pda", "thirdwitch", "true")).await;
+    let e = hag.expect("an error", |e| e.attr("id") == Some("self")).await;
+    assert_error(&e, "forbidden", "auth");
+    assert_eq!(e.attr("from"), Some(room("coven").as_str()), "{}", show(&e));
+
+    crone.send(&approval("coven", "ghost", "nobody@localhost/x", "fourthwitch", "true")).await;
+    let e = crone.expect("an error", |e| e.attr("id") == Some("ghost")).await;
+    assert_error(&e, "item-not-found", "cancel");
+
+    crone.send(&approval("coven", "notbool", "hag66@localhost/pda", "thirdwitch", "maybe")).await;
+    let e = crone.expect("an error", |e| e.attr("id") == Some("notbool")).await;
+    assert_error(&e, "bad-request", "modify");
+    nothing_from_room(&mut hag, "coven").await;
+    s.stop().await;
+}
+
+/// §7.13: voice is requested by a visitor of a moderated room, with a form whose muc#role
+/// is participant. A participant (who has voice) gets not-acceptable, a visitor of an
+/// unmoderated room not-allowed, a non-occupant not-acceptable; a form not submitted, with
+/// no muc#role or another role is bad-request. One request a minute per occupant: the
+/// second is policy-violation (wait), and moderators get one form.
+async fn voice_request_errors(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (mut crone, _wicca, mut hag) = moderated_coven(&s).await;
+    s.users(&["outsider"]).await;
+    let mut outsider = online(&s, "outsider", "web").await;
+    let participant = [("muc#role", "participant")];
+
+    let cases = [
+        ("crone", voice_request("coven", "hasvoice", "submit", &participant), "not-acceptable", "modify"),
+        ("outsider", voice_request("coven", "outside", "submit", &participant), "not-acceptable", "modify"),
+        ("hag", voice_request("coven", "asform", "form", &participant), "bad-request", "modify"),
+        ("hag", voice_request("coven", "norole", "submit", &[]), "bad-request", "modify"),
+        ("hag", voice_request("coven", "tomod", "submit", &[("muc#role", "moderator")]), "bad-request", "modify"),
+    ];
+    for (who, stanza, cond, typ) in cases {
+        let c = match who {
+            "crone" => &mut crone,
+            "outsider" => &mut outsider,
+            _ => &mut hag,
+        };
+        let id = stanza.split('\'').nth(1).unwrap().to_string();
+        c.send(&stanza).await;
+        let e = c.expect(&format!("the error for {id}"), |e| e.attr("id") == Some(id.as_str()) && e.attr("type") == Some("error")).await;
+        assert_eq!(e.name(), "message", "{}", show(&e));
+        assert_error(&e, cond, typ);
+    }
+    nothing_from_room(&mut crone, "coven").await;
+
+    hag.send(&voice_request("coven", "first", "submit", &participant)).await;
+    approval_form(&mut crone, "coven").await;
+    hag.send(&voice_request("coven", "again", "submit", &participant)).await;
+    let e = hag.expect("the error for again", |e| e.attr("id") == Some("again")).await;
+    assert_error(&e, "policy-violation", "wait");
+    nothing_from_room(&mut crone, "coven").await;
+
+    // An unmoderated room where a moderator took a participant's voice (§8.4).
+    create(&mut crone, "heath", "firstwitch", &[]).await;
+    join(&mut hag, "heath", "thirdwitch").await;
+    set_role(&mut crone, "heath", "thirdwitch", "visitor").await;
+    hag.send(&voice_request("heath", "unmoderated", "submit", &participant)).await;
+    let e = hag.expect("the error for unmoderated", |e| e.attr("id") == Some("unmoderated") && e.attr("type") == Some("error")).await;
+    assert_error(&e, "not-allowed", "cancel");
+    s.stop().await;
+}
+
+db_tests!(voice_request_approved, voice_request_denied, voice_request_errors);
