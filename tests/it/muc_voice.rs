@@ -185,7 +185,7 @@ async fn restart(s: TestServer) -> TestServer {
 // =======================================================================================
 // Voice requests (§7.13, §8.6)
 
-/// Example 120: the visitor's request, with `fields` after the FORM_TYPE.
+/// §7.13 Example 79: the visitor's request, with `fields` after the FORM_TYPE.
 fn voice_request(name: &str, id: &str, kind: &str, fields: &[(&str, &str)]) -> String {
     format!(
         "<message id='{id}' to='{}'><x xmlns='{DATA}' type='{kind}'><field var='FORM_TYPE'><value>{MUC_REQUEST}</value></field>{}</x></message>",
@@ -194,7 +194,7 @@ fn voice_request(name: &str, id: &str, kind: &str, fields: &[(&str, &str)]) -> S
     )
 }
 
-/// Example 123: a moderator's answer to the approval form.
+/// §8.6 Example 109: a moderator's answer to the approval form.
 fn approval(name: &str, id: &str, jid: &str, nick: &str, allow: &str) -> String {
     format!(
         "<message id='{id}' to='{}'><x xmlns='{DATA}' type='submit'><field var='FORM_TYPE' type='hidden'><value>{MUC_REQUEST}</value></field>{}</x></message>",
@@ -203,7 +203,7 @@ fn approval(name: &str, id: &str, jid: &str, nick: &str, allow: &str) -> String 
     )
 }
 
-/// The approval form a moderator receives (Example 122): from the room's bare JID.
+/// The approval form a moderator receives (§8.6 Example 108): from the room's bare JID.
 async fn approval_form(c: &mut Client, name: &str) -> Element {
     let r = room(name);
     let m = c
@@ -233,10 +233,10 @@ async fn moderated_coven(s: &TestServer) -> (Client, Client, Client) {
     (crone, wicca, hag)
 }
 
-/// §7.13 Example 120 and §8.6 Examples 122-123: a visitor requests voice; every moderator
+/// §7.13 Example 79 and §8.6 Examples 108-109: a visitor requests voice; every moderator
 /// gets the approval form with the request's role, the requester's JID and nick, and
 /// muc#request_allow false; a moderator approves, and the visitor becomes a participant
-/// with the presence of §8.3 (Example 109: role participant, the moderator as actor), after
+/// with the presence of §8.3 (Example 97: role participant, the moderator as actor), after
 /// which it may speak.
 async fn voice_request_approved(b: Backend) {
     let s = TestServer::start(b).await;
@@ -263,7 +263,7 @@ async fn voice_request_approved(b: Backend) {
     for c in [&mut crone, &mut wicca, &mut hag] {
         let p = c.expect("thirdwitch's new role", |e| e.name() == "presence" && e.attr("from") == Some(third.as_str())).await;
         assert_eq!(p.attr("type"), None, "{}", show(&p));
-        assert_eq!(affiliation_role(&p), ar("none", "participant"), "§8.3 Example 109: {}", show(&p));
+        assert_eq!(affiliation_role(&p), ar("none", "participant"), "§8.3 Example 97: {}", show(&p));
         let actor = item(&p).get_child("actor", MUC_USER).and_then(|a| a.attr("nick"));
         assert_eq!(actor, Some("firstwitch"), "the approving moderator is the actor: {}", show(&p));
     }
@@ -358,3 +358,232 @@ async fn voice_request_errors(b: Backend) {
 }
 
 db_tests!(voice_request_approved, voice_request_denied, voice_request_errors);
+
+// =======================================================================================
+// Registration (§7.10) and the reserved nick (§7.11)
+
+async fn register_get(c: &mut Client, name: &str) -> Element {
+    c.request(&format!("<iq type='get' id='{}' to='{}'><query xmlns='{REGISTER}'/></iq>", next_id("regget"), room(name))).await
+}
+
+/// §7.10 Example 71, with `fields` after the FORM_TYPE.
+async fn register_set(c: &mut Client, name: &str, kind: &str, fields: &[(&str, &str)]) -> Element {
+    c.request(&format!(
+        "<iq type='set' id='{}' to='{}'><query xmlns='{REGISTER}'><x xmlns='{DATA}' type='{kind}'>\
+         <field var='FORM_TYPE'><value>{MUC_REGISTER}</value></field>{}</x></query></iq>",
+        next_id("regset"),
+        room(name),
+        form(fields)
+    ))
+    .await
+}
+
+/// The fields of Example 71 with this nick.
+fn example_71(nick: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("muc#register_first", "Brunhilde"),
+        ("muc#register_last", "Entwhistle-Throckmorton"),
+        ("muc#register_roomnick", nick),
+        ("muc#register_url", "http://witchesonline/~hag66/"),
+        ("muc#register_email", "hag66@witchesonline"),
+        ("muc#register_faqentry", "Just another witch."),
+    ]
+}
+
+/// §7.11 Example 77.
+async fn reserved_nick(c: &mut Client, name: &str) -> Element {
+    let r = c
+        .request(&format!(
+            "<iq type='get' id='{}' to='{}'><query xmlns='{DISCO_INFO}' node='x-roomuser-item'/></iq>",
+            next_id("getnick"),
+            room(name)
+        ))
+        .await;
+    assert_result(&r);
+    let q = r.get_child("query", DISCO_INFO).unwrap_or_else(|| panic!("{}", show(&r)));
+    assert_eq!(q.attr("node"), Some("x-roomuser-item"), "{}", show(&r));
+    q.clone()
+}
+
+/// Example 78: the nick as the name of a conference/text identity; none when there is no
+/// reserved nick ("a service discovery <query/> element that is empty").
+fn reserved_name(q: &Element) -> Option<String> {
+    let ids: Vec<&Element> = q.children().filter(|c| c.is("identity", DISCO_INFO)).collect();
+    assert!(ids.len() <= 1, "{}", show(q));
+    let id = ids.first()?;
+    assert_eq!((id.attr("category"), id.attr("type")), (Some("conference"), Some("text")), "{}", show(q));
+    id.attr("name").map(str::to_string)
+}
+
+/// The registered nick of Example 69, `None` when the answer is the form (Example 70).
+fn registered_as(r: &Element) -> Option<String> {
+    assert_result(r);
+    let q = r.get_child("query", REGISTER).unwrap_or_else(|| panic!("{}", show(r)));
+    if q.get_child("registered", REGISTER).is_some() {
+        return Some(q.get_child("username", REGISTER).unwrap_or_else(|| panic!("Example 69: a <username/>: {}", show(r))).text());
+    }
+    let x = q.get_child("x", DATA).unwrap_or_else(|| panic!("Example 70: a form: {}", show(r)));
+    assert_eq!(x.attr("type"), Some("form"), "{}", show(r));
+    assert_eq!(values(x, "FORM_TYPE"), [MUC_REGISTER], "{}", show(r));
+    let nick = field(x, "muc#register_roomnick").unwrap_or_else(|| panic!("Example 70: the nick field: {}", show(r)));
+    assert!(nick.get_child("required", DATA).is_some(), "{}", show(r));
+    None
+}
+
+async fn member_nick(c: &mut Client, name: &str, jid: &str) -> Option<String> {
+    let r = c
+        .request(&format!("<iq type='get' id='{}' to='{}'><query xmlns='{MUC_ADMIN}'><item affiliation='member'/></query></iq>", next_id("members"), room(name)))
+        .await;
+    assert_result(&r);
+    let q = r.get_child("query", MUC_ADMIN).unwrap();
+    let i = q.children().find(|i| i.attr("jid") == Some(jid))?;
+    Some(i.attr("nick").unwrap_or_default().to_string())
+}
+
+/// §7.10 Examples 66, 70, 71, 75 and 69; §7.11 Examples 77-78: hag66 asks for the form,
+/// registers as thirdwitch, and is a member with that nick reserved: asked again, the room
+/// says it is registered; x-roomuser-item names the nick (empty for someone without one);
+/// another user gets conflict for the nick, registering it (Example 72) or entering with it
+/// in any case (§7.11); hag66 enters with it as a member. All of it survives a restart.
+async fn register_with_room(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["crone1", "hag66", "wiccarocks"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    let mut wicca = online(&s, "wiccarocks", "laptop").await;
+    create(&mut crone, "coven", "firstwitch", &[("muc#roomconfig_persistentroom", "1")]).await;
+
+    assert_eq!(registered_as(&register_get(&mut hag, "coven").await), None);
+    assert_eq!(reserved_name(&reserved_nick(&mut hag, "coven").await), None, "§7.11: nothing reserved yet");
+    let r = register_set(&mut hag, "coven", "submit", &example_71("thirdwitch")).await;
+    assert_result(&r);
+    assert_eq!(r.attr("from"), Some(room("coven").as_str()), "Example 75: {}", show(&r));
+    assert_eq!(registered_as(&register_get(&mut hag, "coven").await).as_deref(), Some("thirdwitch"));
+    assert_eq!(reserved_name(&reserved_nick(&mut hag, "coven").await).as_deref(), Some("thirdwitch"));
+    assert_eq!(reserved_name(&reserved_nick(&mut wicca, "coven").await), None);
+    assert_eq!(member_nick(&mut crone, "coven", "hag66@localhost").await.as_deref(), Some("thirdwitch"), "a member with the nick");
+
+    let r = register_set(&mut wicca, "coven", "submit", &example_71("ThirdWitch")).await;
+    assert_error(&r, "conflict", "cancel");
+    let e = refused(&mut wicca, "coven", "thirdwitch").await;
+    assert_error(&e, "conflict", "cancel");
+
+    let me = join(&mut hag, "coven", "thirdwitch").await;
+    assert_eq!(affiliation_role(&me), ar("member", "participant"), "{}", show(&me));
+    // §7.11: asked from inside the room, the same answer.
+    assert_eq!(reserved_name(&reserved_nick(&mut hag, "coven").await).as_deref(), Some("thirdwitch"));
+    // Someone else may not register a nick in use in the room either.
+    let r = register_set(&mut wicca, "coven", "submit", &[("muc#register_roomnick", "firstwitch")]).await;
+    assert_error(&r, "conflict", "cancel");
+    drop((crone, hag, wicca));
+
+    let s = restart(s).await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    let mut wicca = online(&s, "wiccarocks", "laptop").await;
+    assert_eq!(registered_as(&register_get(&mut hag, "coven").await).as_deref(), Some("thirdwitch"), "stored");
+    assert_eq!(reserved_name(&reserved_nick(&mut hag, "coven").await).as_deref(), Some("thirdwitch"));
+    let e = refused(&mut wicca, "coven", "thirdwitch").await;
+    assert_error(&e, "conflict", "cancel");
+    let me = join(&mut hag, "coven", "thirdwitch").await;
+    assert_eq!(affiliation_role(&me), ar("member", "participant"), "{}", show(&me));
+    s.stop().await;
+}
+
+/// §7.10 Example 76: registering while in the room, the user's new affiliation is told to
+/// every occupant; cancelling it (XEP-0077 §3.2 <remove/>) takes membership and nick away,
+/// told the same way; a second cancellation is registration-required. An owner who
+/// registers keeps its affiliation, with the nick reserved.
+async fn register_in_room(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["crone1", "hag66"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    create(&mut crone, "coven", "firstwitch", &[]).await;
+    join(&mut hag, "coven", "hag").await;
+    crone.drain().await;
+    hag.drain().await;
+
+    assert_result(&register_set(&mut hag, "coven", "submit", &example_71("thirdwitch")).await);
+    let from = occupant("coven", "hag");
+    for c in [&mut crone, &mut hag] {
+        let p = c.expect("the membership notice", |e| e.name() == "presence" && e.attr("from") == Some(from.as_str())).await;
+        assert_eq!(p.attr("type"), None, "{}", show(&p));
+        assert_eq!(affiliation_role(&p), ar("member", "participant"), "Example 76: {}", show(&p));
+    }
+
+    let remove = |id: &str| format!("<iq type='set' id='{id}' to='{}'><query xmlns='{REGISTER}'><remove/></query></iq>", room("coven"));
+    assert_result(&hag.request(&remove("unreg1")).await);
+    for c in [&mut crone, &mut hag] {
+        let p = c.expect("the end of membership", |e| e.name() == "presence" && e.attr("from") == Some(from.as_str())).await;
+        assert_eq!(affiliation_role(&p), ar("none", "participant"), "{}", show(&p));
+    }
+    assert_eq!(registered_as(&register_get(&mut hag, "coven").await), None);
+    assert_eq!(reserved_name(&reserved_nick(&mut hag, "coven").await), None);
+    let r = hag.request(&remove("unreg2")).await;
+    assert_error(&r, "registration-required", "auth");
+
+    assert_result(&register_set(&mut crone, "coven", "submit", &[("muc#register_roomnick", "firstwitch")]).await);
+    assert_eq!(registered_as(&register_get(&mut crone, "coven").await).as_deref(), Some("firstwitch"));
+    let r = crone
+        .request(&format!("<iq type='get' id='owners' to='{}'><query xmlns='{MUC_ADMIN}'><item affiliation='owner'/></query></iq>", room("coven")))
+        .await;
+    let owner = r.get_child("query", MUC_ADMIN).and_then(|q| q.children().find(|i| i.attr("jid") == Some("crone1@localhost")));
+    assert_eq!(owner.and_then(|i| i.attr("nick")), Some("firstwitch"), "still an owner: {}", show(&r));
+    nothing_from_room(&mut hag, "coven").await;
+    s.stop().await;
+}
+
+/// §7.10's errors: a room that does not exist (Example 67, item-not-found); a user not
+/// allowed to register (Example 68, not-allowed: a non-member of a members-only room, an
+/// outcast); no valid form (Example 74, bad-request: none, a form of another FORM_TYPE, no
+/// nick); a nick that cannot be a room nick (jid-malformed). A cancelled form changes
+/// nothing. A ban takes the reserved nick away (§9.1).
+async fn register_errors(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["crone1", "hag66", "wiccarocks"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    let mut wicca = online(&s, "wiccarocks", "laptop").await;
+
+    assert_error(&register_get(&mut hag, "nosuchroom").await, "item-not-found", "cancel");
+    create(&mut crone, "chamber", "firstwitch", &[("muc#roomconfig_membersonly", "1")]).await;
+    assert_error(&register_get(&mut hag, "chamber").await, "not-allowed", "cancel");
+    assert_error(&register_set(&mut hag, "chamber", "submit", &example_71("thirdwitch")).await, "not-allowed", "cancel");
+    // A member of a members-only room may reserve a nick.
+    set_affiliation(&mut crone, "chamber", "hag66@localhost", "member").await;
+    assert_result(&register_set(&mut hag, "chamber", "submit", &example_71("thirdwitch")).await);
+
+    create(&mut crone, "coven", "firstwitch", &[]).await;
+    let bare = hag.request(&format!("<iq type='set' id='noform' to='{}'><query xmlns='{REGISTER}'/></iq>", room("coven"))).await;
+    assert_error(&bare, "bad-request", "modify");
+    let other = hag
+        .request(&format!(
+            "<iq type='set' id='other' to='{}'><query xmlns='{REGISTER}'><x xmlns='{DATA}' type='submit'>{}</x></query></iq>",
+            room("coven"),
+            form(&[("FORM_TYPE", ROOMCONFIG), ("muc#register_roomnick", "thirdwitch")])
+        ))
+        .await;
+    assert_error(&other, "bad-request", "modify");
+    assert_error(&register_set(&mut hag, "coven", "submit", &[("muc#register_first", "Brunhilde")]).await, "bad-request", "modify");
+    assert_error(&register_set(&mut hag, "coven", "submit", &[("muc#register_roomnick", "  ")]).await, "bad-request", "modify");
+    assert_result(&register_set(&mut hag, "coven", "cancel", &[]).await);
+    assert_eq!(registered_as(&register_get(&mut hag, "coven").await), None, "a cancelled form registers nothing");
+
+    assert_result(&register_set(&mut hag, "coven", "submit", &example_71("thirdwitch")).await);
+    set_affiliation(&mut crone, "coven", "hag66@localhost", "outcast").await;
+    assert_error(&register_get(&mut hag, "coven").await, "not-allowed", "cancel");
+    let r = crone
+        .request(&format!("<iq type='get' id='bans' to='{}'><query xmlns='{MUC_ADMIN}'><item affiliation='outcast'/></query></iq>", room("coven")))
+        .await;
+    let banned = r.get_child("query", MUC_ADMIN).and_then(|q| q.children().find(|i| i.attr("jid") == Some("hag66@localhost")));
+    assert_eq!(banned.map(|i| i.attr("nick")), Some(None), "§9.1: the outcast's nick is no longer registered: {}", show(&r));
+    let me = join(&mut wicca, "coven", "thirdwitch").await;
+    assert_eq!(affiliation_role(&me), ar("none", "participant"), "the nick is free again: {}", show(&me));
+
+    // A room still being set up does not exist for others (§10.1.1).
+    join(&mut crone, "inverness", "firstwitch").await;
+    assert_error(&register_get(&mut hag, "inverness").await, "item-not-found", "cancel");
+    s.stop().await;
+}
+
+db_tests!(register_with_room, register_in_room, register_errors);

@@ -16,6 +16,7 @@ mod form;
 mod message;
 mod occupant;
 mod presence;
+mod register;
 mod room;
 mod voice;
 

@@ -393,6 +393,7 @@ impl Live {
             (IqType::Get, "query", ns::DISCO_ITEMS) => self.disco_items(&stanza, &payload),
             (_, "query", MUC_ADMIN) => self.admin(&stanza, kind, &payload).await,
             (_, "query", MUC_OWNER) => self.owner(&stanza, kind, &payload).await,
+            (_, "query", ns::REGISTER) => self.register(&stanza, kind, &payload).await,
             (IqType::Get, "ping", ns::PING) => Ok(None),
             (IqType::Set, "query", MAM) => return self.archive_query(stanza, payload),
             (IqType::Get, "query", MAM) if self.room.config.archive => Ok(Some(crate::archive_query::form())),
@@ -457,15 +458,17 @@ impl Live {
         );
     }
 
-    /// §6.4: the room's identity, features and the muc#roominfo form.
+    /// §6.4: the room's identity, features and the muc#roominfo form; §7.11: the reserved
+    /// nick.
     pub(super) fn disco_info(&self, stanza: &Stanza, payload: &Element) -> Result<Option<Element>, StanzaError> {
         if self.room.locked && !self.is_owner(&stanza.from) {
             return Err(StanzaError::item_not_found());
         }
-        if payload.attr("node").is_some() {
-            return Err(StanzaError::item_not_found());
+        match payload.attr("node") {
+            None => Ok(Some(super::form::room_info(&self.room))),
+            Some(super::register::RESERVED_NICK_NODE) => Ok(Some(self.reserved_nick_info(&stanza.from.to_bare()))),
+            Some(_) => Err(StanzaError::item_not_found()),
         }
-        Ok(Some(super::form::room_info(&self.room)))
     }
 
     /// §6.5: occupants are not listed (their nicks are in their presence, for occupants).

@@ -36,7 +36,7 @@ fn requested_role(x: &Element) -> Result<(), StanzaError> {
     }
 }
 
-/// §8.6, Example 122: the approval form a moderator gets for `requester`.
+/// §8.6, Example 108: the approval form a moderator gets for `requester`.
 fn approval_form(requester: &Occupant, session: &FullJid) -> Element {
     let mut x = xml::element("x", ns::DATA_FORMS, &[("type", "form")]);
     x.append_child(xml::text_element("title", ns::DATA_FORMS, "Voice request"));
