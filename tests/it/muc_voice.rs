@@ -587,3 +587,125 @@ async fn register_errors(b: Backend) {
 }
 
 db_tests!(register_with_room, register_in_room, register_errors);
+
+// =======================================================================================
+// Room vCards and avatars
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n not really an image, but bytes with a hash";
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn get_vcard(c: &mut Client, to: &str) -> Element {
+    c.request(&format!("<iq type='get' id='{}' to='{to}'><vCard xmlns='{VCARD}'/></iq>", next_id("vc"))).await
+}
+
+async fn set_vcard(c: &mut Client, to: &str, inner: &str) -> Element {
+    c.request(&format!("<iq type='set' id='{}' to='{to}'><vCard xmlns='{VCARD}'>{inner}</vCard></iq>", next_id("vcset"))).await
+}
+
+fn vcard_of(r: &Element) -> &Element {
+    assert_result(r);
+    r.get_child("vCard", VCARD).unwrap_or_else(|| panic!("a vCard: {}", show(r)))
+}
+
+/// The room's avatar hash in its muc#roominfo form, and whether it has the vcard-temp
+/// feature.
+async fn roominfo_avatar(c: &mut Client, name: &str) -> (Option<String>, bool) {
+    let r = c.request(&format!("<iq type='get' id='{}' to='{}'><query xmlns='{DISCO_INFO}'/></iq>", next_id("info"), room(name))).await;
+    assert_result(&r);
+    let q = r.get_child("query", DISCO_INFO).unwrap();
+    let feature = q.children().any(|f| f.is("feature", DISCO_INFO) && f.attr("var") == Some(VCARD));
+    let x = q.children().find(|x| x.is("x", DATA)).unwrap_or_else(|| panic!("§6.4: a muc#roominfo form: {}", show(&r)));
+    assert_eq!(values(x, "FORM_TYPE"), [ROOMINFO], "{}", show(&r));
+    let hash = field(x, "muc#roominfo_avatarhash").map(|_| values(x, "muc#roominfo_avatarhash").join(","));
+    (hash, feature)
+}
+
+/// The avatar presence from the room's bare JID (XEP-0153's update element).
+async fn avatar_presence(c: &mut Client, name: &str) -> String {
+    let r = room(name);
+    let p = c.expect("the room's avatar presence", |e| e.name() == "presence" && e.attr("from") == Some(r.as_str())).await;
+    assert_eq!(p.attr("type"), None, "{}", show(&p));
+    let x = p.get_child("x", VCARD_UPDATE).unwrap_or_else(|| panic!("vcard-temp:x:update: {}", show(&p)));
+    x.get_child("photo", VCARD_UPDATE).unwrap_or_else(|| panic!("a <photo/>: {}", show(&p))).text()
+}
+
+/// vcard-temp on a room's JID: an empty vCard before any is set; only owners set it
+/// (forbidden for others); anyone reads what the owner set. The photo's SHA-1 is the
+/// room's avatar hash: in muc#roominfo_avatarhash (with the vcard-temp feature), and in
+/// presence from the room to its occupants when it changes (an empty <photo/> when the
+/// avatar goes). A vCard over [vcard] max_bytes is not-acceptable. Stored: the same after
+/// a restart.
+async fn room_vcard(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.vcard.max_bytes = 4096).await;
+    s.users(&["crone1", "hag66"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    let coven = room("coven");
+    assert_error(&get_vcard(&mut hag, &coven).await, "item-not-found", "cancel");
+    create(&mut crone, "coven", "firstwitch", &[("muc#roomconfig_persistentroom", "1")]).await;
+
+    assert_eq!(vcard_of(&get_vcard(&mut hag, &coven).await).children().count(), 0, "an empty vCard");
+    assert_eq!(roominfo_avatar(&mut hag, "coven").await, (None, true));
+    assert_error(&set_vcard(&mut hag, &coven, "<FN>Hag's cave</FN>").await, "forbidden", "auth");
+    join(&mut hag, "coven", "thirdwitch").await;
+    crone.drain().await;
+    hag.drain().await;
+
+    let photo = format!("<PHOTO><TYPE>image/png</TYPE><BINVAL>{}</BINVAL></PHOTO>", base64(PNG));
+    let r = set_vcard(&mut crone, &coven, &format!("<FN>A Dark Cave</FN>{photo}")).await;
+    assert_result(&r);
+    let hash = sha1_hex(PNG);
+    assert_eq!(avatar_presence(&mut hag, "coven").await, hash);
+    assert_eq!(avatar_presence(&mut crone, "coven").await, hash);
+    let r = get_vcard(&mut hag, &coven).await;
+    let v = vcard_of(&r);
+    assert_eq!(v.get_child("FN", VCARD).map(|f| f.text()).as_deref(), Some("A Dark Cave"), "{}", show(&r));
+    assert_eq!(v.get_child("PHOTO", VCARD).and_then(|p| p.get_child("BINVAL", VCARD)).map(|b| b.text()), Some(base64(PNG)), "{}", show(&r));
+    assert_eq!(roominfo_avatar(&mut hag, "coven").await, (Some(hash.clone()), true));
+
+    // The same photo with another name: no new avatar.
+    assert_result(&set_vcard(&mut crone, &coven, &format!("<FN>The Dark Cave</FN>{photo}")).await);
+    nothing_from_room(&mut hag, "coven").await;
+    let big = "x".repeat(5000);
+    assert_error(&set_vcard(&mut crone, &coven, &format!("<DESC>{big}</DESC>")).await, "not-acceptable", "modify");
+    drop((crone, hag));
+
+    let s = restart(s).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    let r = get_vcard(&mut hag, &coven).await;
+    assert_eq!(vcard_of(&r).get_child("FN", VCARD).map(|f| f.text()).as_deref(), Some("The Dark Cave"), "stored: {}", show(&r));
+    assert_eq!(roominfo_avatar(&mut hag, "coven").await, (Some(hash), true), "the hash is loaded with the room");
+
+    join(&mut crone, "coven", "firstwitch").await;
+    assert_result(&set_vcard(&mut crone, &coven, "").await);
+    assert_eq!(avatar_presence(&mut crone, "coven").await, "", "no avatar any more");
+    assert_eq!(vcard_of(&get_vcard(&mut hag, &coven).await).children().count(), 0);
+    assert_eq!(roominfo_avatar(&mut hag, "coven").await, (None, true));
+    s.stop().await;
+}
+
+/// A room being set up (§10.1.1) has no vCard for others: item-not-found, as for its
+/// disco#info.
+async fn room_vcard_locked(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["crone1", "hag66"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    join(&mut crone, "inverness", "firstwitch").await;
+    assert_error(&get_vcard(&mut hag, &room("inverness")).await, "item-not-found", "cancel");
+    assert_error(&set_vcard(&mut hag, &room("inverness"), "<FN>x</FN>").await, "item-not-found", "cancel");
+    assert_eq!(vcard_of(&get_vcard(&mut crone, &room("inverness")).await).children().count(), 0);
+    s.stop().await;
+}
+
+db_tests!(room_vcard, room_vcard_locked);

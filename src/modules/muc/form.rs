@@ -182,6 +182,7 @@ pub fn room_info(room: &Room) -> Element {
     if c.archive {
         features.push(MAM);
     }
+    features.push(ns::VCARD);
     for var in features {
         query.append_child(xml::element("feature", ns::DISCO_INFO, &[("var", var)]));
     }
@@ -196,6 +197,10 @@ pub fn room_info(room: &Room) -> Element {
     x.append_child(field("muc#maxhistoryfetch", "text-single", "Messages sent on entry", &[&c.history_length.to_string()]));
     x.append_child(field("muc#roomconfig_allowinvites", "boolean", "Occupants may invite others", &[flag(c.allow_invites)]));
     x.append_child(field("muc#roomconfig_allowpm", "list-single", "Who may send private messages", &[c.allow_pm.as_str()]));
+    if let Some(hash) = &room.avatar_hash {
+        // The SHA-1 of the room's vCard photo, where clients look for a room's avatar.
+        x.append_child(field("muc#roominfo_avatarhash", "text-multi", "Avatar hash", &[hash]));
+    }
     query.append_child(x);
     query
 }

@@ -18,6 +18,7 @@ mod occupant;
 mod presence;
 mod register;
 mod room;
+mod vcard;
 mod voice;
 
 use std::sync::Arc;
@@ -187,7 +188,11 @@ impl Muc {
             }
         };
         let room = match stored {
-            Some(stored) => room::Room::from_stored(stored, &self.config, self.joined.clone()),
+            Some(stored) => {
+                let mut room = room::Room::from_stored(stored, &self.config, self.joined.clone());
+                room.avatar_hash = self.photo_hash(jid).await;
+                room
+            }
             None => {
                 // §10.1.1: entering a room that does not exist creates it.
                 let entering = stanza.kind == Kind::Presence
@@ -223,6 +228,14 @@ impl Muc {
         let span = tracing::info_span!("room", room = %jid);
         tokio::spawn(tracing::Instrument::instrument(task.run(ctx.core.clone(), rx), span));
         Some(handle)
+    }
+
+    /// The room's avatar hash (none when it cannot be read: the room works without it).
+    async fn photo_hash(&self, jid: &BareJid) -> Option<String> {
+        self.store.photo_hash(jid).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, room = %jid, "cannot read a room's avatar hash");
+            None
+        })
     }
 
     /// The newest `n` messages of a room's archive, oldest first: its history for entering

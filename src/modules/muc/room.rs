@@ -83,6 +83,8 @@ pub struct Room {
     pub destroyed: bool,
     /// When each real bare JID last requested voice (§7.13), for the rate limit.
     pub(super) voice_requests: HashMap<BareJid, std::time::Instant>,
+    /// The SHA-1 of the room's vCard photo, if it has one (its avatar, `vcard.rs`).
+    pub avatar_hash: Option<String>,
 }
 
 impl Room {
@@ -108,6 +110,7 @@ impl Room {
             created: crate::storage::now_micros() / 1_000_000,
             destroyed: false,
             voice_requests: HashMap::new(),
+            avatar_hash: None,
         }
     }
 
@@ -134,6 +137,7 @@ impl Room {
             created: stored.created,
             destroyed: false,
             voice_requests: HashMap::new(),
+            avatar_hash: None,
         }
     }
 
@@ -394,6 +398,8 @@ impl Live {
             (_, "query", MUC_ADMIN) => self.admin(&stanza, kind, &payload).await,
             (_, "query", MUC_OWNER) => self.owner(&stanza, kind, &payload).await,
             (_, "query", ns::REGISTER) => self.register(&stanza, kind, &payload).await,
+            (IqType::Get, "vCard", ns::VCARD) => return self.get_room_vcard(stanza),
+            (IqType::Set, "vCard", ns::VCARD) => self.set_room_vcard(&stanza, &payload).await,
             (IqType::Get, "ping", ns::PING) => Ok(None),
             (IqType::Set, "query", MAM) => return self.archive_query(stanza, payload),
             (IqType::Get, "query", MAM) if self.room.config.archive => Ok(Some(crate::archive_query::form())),
