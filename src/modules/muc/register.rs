@@ -141,3 +141,17 @@ impl Live {
         q
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_asks_for_a_nick() {
+        let x = registration_form(&BareJid::new("coven@chat.shakespeare.lit").unwrap());
+        assert_eq!(x.attr("type"), Some("form"));
+        assert_eq!(form::form_type(&x).as_deref(), Some(MUC_REGISTER));
+        let nick = x.children().find(|f| f.attr("var") == Some("muc#register_roomnick")).expect("the nick field");
+        assert!(nick.get_child("required", ns::DATA_FORMS).is_some());
+    }
+}

@@ -136,3 +136,33 @@ impl Live {
         by_jid.or_else(|| form::submitted(x, "muc#roomnick").filter(|n| self.room.occupants.contains_key(n)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(form: &str) -> Element {
+        xml::parse_element(&format!("<message xmlns='jabber:client'>{form}</message>")).unwrap()
+    }
+
+    #[test]
+    fn only_muc_request_forms_are_voice_requests() {
+        let request = message(&format!(
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{MUC_REQUEST}</value></field>\
+             <field var='muc#role'><value>participant</value></field></x>"
+        ));
+        let form = request_form(&request).expect("a voice request");
+        assert!(requested_role(form).is_ok());
+        let other = message("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:other</value></field></x>");
+        assert!(request_form(&other).is_none());
+        assert!(request_form(&message("<body>hi</body>")).is_none());
+    }
+
+    #[test]
+    fn only_the_participant_role_is_requested() {
+        for (fields, ok) in [("<field var='muc#role'><value>moderator</value></field>", false), ("", false), ("<field var='muc#role'><value> participant </value></field>", true)] {
+            let x = xml::parse_element(&format!("<x xmlns='jabber:x:data' type='submit'>{fields}</x>")).unwrap();
+            assert_eq!(requested_role(&x).is_ok(), ok, "{fields}");
+        }
+    }
+}
