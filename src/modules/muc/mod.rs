@@ -9,7 +9,9 @@
 //! The parts: `room.rs` (a room's state, its task, IQs to it), `presence.rs` (entering,
 //! leaving, nick changes), `message.rs` (messages, subject, invitations), `admin.rs` (roles
 //! and affiliations, §§8-10, configuration, destruction), `form.rs` (the configuration and
-//! room info forms), `occupant.rs` (what a room sends about an occupant).
+//! room info forms), `occupant.rs` (what a room sends about an occupant), `voice.rs` (voice
+//! requests, §7.13, §8.6), `register.rs` (registration with a room and reserved nicks, §7.10,
+//! §7.11), `vcard.rs` (the room's vCard and avatar).
 
 mod admin;
 mod form;
