@@ -10,6 +10,7 @@ mod blocklist;
 mod hint;
 mod last_activity;
 mod muc;
+mod muc_vcard;
 mod offline;
 mod pep;
 mod private;

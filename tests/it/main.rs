@@ -19,6 +19,7 @@ mod mam;
 mod message;
 mod muc;
 mod muc_moderation;
+mod muc_voice;
 mod offline;
 mod pep;
 mod presence;

@@ -80,7 +80,9 @@ impl Live {
             .iter()
             .filter_map(|c| match c {
                 Change::Affiliation { jid, affiliation, reason } => {
-                    let nick = self.room.affiliations.get(jid).map(|a| a.nick.clone()).unwrap_or_default();
+                    // §9.1: a ban takes the reserved nick away.
+                    let kept = self.room.affiliations.get(jid).map(|a| a.nick.clone()).unwrap_or_default();
+                    let nick = if *affiliation == Some(Affiliation::Outcast) { String::new() } else { kept };
                     Some(AffiliationChange { jid: jid.clone(), affiliation: *affiliation, nick, reason: reason.clone().unwrap_or_default() })
                 }
                 Change::Role { .. } => None,

@@ -19,7 +19,7 @@ pub const MAX_ITEMS: usize = 10_000;
 /// The longest room name, description and password taken (bytes).
 const MAX_TEXT: usize = 1024;
 
-fn field(var: &str, kind: &str, label: &str, values: &[&str]) -> Element {
+pub(super) fn field(var: &str, kind: &str, label: &str, values: &[&str]) -> Element {
     let mut f = xml::element("field", ns::DATA_FORMS, &[("var", var), ("type", kind)]);
     if !label.is_empty() {
         xml::set_attr(&mut f, "label", label);
@@ -85,7 +85,7 @@ pub fn config_form(room: &Room, max_users: u32) -> Element {
     x
 }
 
-fn parse_bool(var: &str, value: &str) -> Result<bool, StanzaError> {
+pub(super) fn parse_bool(var: &str, value: &str) -> Result<bool, StanzaError> {
     match value {
         "1" | "true" => Ok(true),
         "0" | "false" => Ok(false),
@@ -185,6 +185,7 @@ pub fn room_info(room: &Room) -> Element {
         // in it, the retracted messages replaced by tombstones (XEP-0424 §5).
         features.extend([MAM, RETRACT, TOMBSTONE, MODERATE]);
     }
+    features.push(ns::VCARD);
     for var in features {
         query.append_child(xml::element("feature", ns::DISCO_INFO, &[("var", var)]));
     }
@@ -199,8 +200,23 @@ pub fn room_info(room: &Room) -> Element {
     x.append_child(field("muc#maxhistoryfetch", "text-single", "Messages sent on entry", &[&c.history_length.to_string()]));
     x.append_child(field("muc#roomconfig_allowinvites", "boolean", "Occupants may invite others", &[flag(c.allow_invites)]));
     x.append_child(field("muc#roomconfig_allowpm", "list-single", "Who may send private messages", &[c.allow_pm.as_str()]));
+    if let Some(hash) = &room.avatar_hash {
+        // The SHA-1 of the room's vCard photo, where clients look for a room's avatar.
+        x.append_child(field("muc#roominfo_avatarhash", "text-multi", "Avatar hash", &[hash]));
+    }
     query.append_child(x);
     query
+}
+
+/// The first value of a submitted form's field, `None` when the field is not there.
+pub(super) fn submitted(x: &Element, var: &str) -> Option<String> {
+    let f = x.children().find(|c| c.is("field", ns::DATA_FORMS) && c.attr("var") == Some(var))?;
+    Some(f.get_child("value", ns::DATA_FORMS).map(|v| v.text()).unwrap_or_default())
+}
+
+/// A form's FORM_TYPE, `None` when it has none.
+pub(super) fn form_type(x: &Element) -> Option<String> {
+    submitted(x, "FORM_TYPE").map(|t| t.trim().to_string())
 }
 
 /// A XEP-0059 page asked for on a disco#items query.

@@ -140,9 +140,12 @@ impl Live {
         }
     }
 
-    /// A message to the room's bare JID that is not groupchat: invitations (§7.8.2) and
-    /// their declines.
+    /// A message to the room's bare JID that is not groupchat: voice requests and their
+    /// approvals (§7.13, §8.6, in `voice.rs`), invitations (§7.8.2) and their declines.
     pub(super) async fn addressed_to_room(&mut self, stanza: Stanza, from: &FullJid) {
+        if let Some(form) = super::voice::request_form(&stanza.el).cloned() {
+            return self.voice_form(&stanza, from, &form).await;
+        }
         let x = stanza.el.get_child("x", MUC_USER);
         if let Some(decline) = x.and_then(|x| x.get_child("decline", MUC_USER)) {
             return self.decline(&stanza, from, decline.clone()).await;

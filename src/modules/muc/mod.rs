@@ -10,7 +10,9 @@
 //! leaving, nick changes), `message.rs` (messages, subject, invitations), `admin.rs` (roles
 //! and affiliations, §§8-10, configuration, destruction), `form.rs` (the configuration and
 //! room info forms), `occupant.rs` (what a room sends about an occupant), `moderation.rs`
-//! (retraction and moderation of messages, XEP-0424 and XEP-0425).
+//! (retraction and moderation of messages, XEP-0424 and XEP-0425), `voice.rs` (voice
+//! requests, §7.13, §8.6), `register.rs` (registration with a room and reserved nicks, §7.10,
+//! §7.11), `vcard.rs` (the room's vCard and avatar).
 
 mod admin;
 mod form;
@@ -18,7 +20,10 @@ mod message;
 mod moderation;
 mod occupant;
 mod presence;
+mod register;
 mod room;
+mod vcard;
+mod voice;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,7 +192,11 @@ impl Muc {
             }
         };
         let room = match stored {
-            Some(stored) => room::Room::from_stored(stored, &self.config, self.joined.clone()),
+            Some(stored) => {
+                let mut room = room::Room::from_stored(stored, &self.config, self.joined.clone());
+                room.avatar_hash = self.photo_hash(jid).await;
+                room
+            }
             None => {
                 // §10.1.1: entering a room that does not exist creates it.
                 let entering = stanza.kind == Kind::Presence
@@ -223,6 +232,14 @@ impl Muc {
         let span = tracing::info_span!("room", room = %jid);
         tokio::spawn(tracing::Instrument::instrument(task.run(ctx.core.clone(), rx), span));
         Some(handle)
+    }
+
+    /// The room's avatar hash (none when it cannot be read: the room works without it).
+    async fn photo_hash(&self, jid: &BareJid) -> Option<String> {
+        self.store.photo_hash(jid).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, room = %jid, "cannot read a room's avatar hash");
+            None
+        })
     }
 
     /// The newest `n` messages of a room's archive, oldest first: its history for entering

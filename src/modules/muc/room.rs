@@ -81,6 +81,10 @@ pub struct Room {
     pub(super) created: i64,
     /// Destroyed by its owner: the task ends.
     pub destroyed: bool,
+    /// When each real bare JID last requested voice (§7.13), for the rate limit.
+    pub(super) voice_requests: HashMap<BareJid, std::time::Instant>,
+    /// The SHA-1 of the room's vCard photo, if it has one (its avatar, `vcard.rs`).
+    pub avatar_hash: Option<String>,
 }
 
 impl Room {
@@ -105,6 +109,8 @@ impl Room {
             salt,
             created: crate::storage::now_micros() / 1_000_000,
             destroyed: false,
+            voice_requests: HashMap::new(),
+            avatar_hash: None,
         }
     }
 
@@ -130,6 +136,8 @@ impl Room {
             salt: stored.occupant_salt,
             created: stored.created,
             destroyed: false,
+            voice_requests: HashMap::new(),
+            avatar_hash: None,
         }
     }
 
@@ -390,6 +398,9 @@ impl Live {
             (_, "query", MUC_ADMIN) => self.admin(&stanza, kind, &payload).await,
             (_, "query", MUC_OWNER) => self.owner(&stanza, kind, &payload).await,
             (IqType::Set, "moderate", super::moderation::MODERATE) => self.moderate(&stanza, &payload).await,
+            (_, "query", ns::REGISTER) => self.register(&stanza, kind, &payload).await,
+            (IqType::Get, "vCard", ns::VCARD) => return self.get_room_vcard(stanza),
+            (IqType::Set, "vCard", ns::VCARD) => self.set_room_vcard(&stanza, &payload).await,
             (IqType::Get, "ping", ns::PING) => Ok(None),
             (IqType::Set, "query", MAM) => return self.archive_query(stanza, payload),
             (IqType::Get, "query", MAM) if self.room.config.archive => Ok(Some(crate::archive_query::form())),
@@ -454,15 +465,17 @@ impl Live {
         );
     }
 
-    /// §6.4: the room's identity, features and the muc#roominfo form.
+    /// §6.4: the room's identity, features and the muc#roominfo form; §7.11: the reserved
+    /// nick.
     pub(super) fn disco_info(&self, stanza: &Stanza, payload: &Element) -> Result<Option<Element>, StanzaError> {
         if self.room.locked && !self.is_owner(&stanza.from) {
             return Err(StanzaError::item_not_found());
         }
-        if payload.attr("node").is_some() {
-            return Err(StanzaError::item_not_found());
+        match payload.attr("node") {
+            None => Ok(Some(super::form::room_info(&self.room))),
+            Some(super::register::RESERVED_NICK_NODE) => Ok(Some(self.reserved_nick_info(&stanza.from.to_bare()))),
+            Some(_) => Err(StanzaError::item_not_found()),
         }
-        Ok(Some(super::form::room_info(&self.room)))
     }
 
     /// §6.5: occupants are not listed (their nicks are in their presence, for occupants).

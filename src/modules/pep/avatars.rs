@@ -68,6 +68,11 @@ fn with_photo(vcard: Option<Element>, image: Option<(&str, &[u8])>) -> Element {
     vcard
 }
 
+/// XEP-0153 §4.4: the SHA-1 (hex) of a vCard's photo, `None` when it has none.
+pub(crate) fn vcard_photo_hash(vcard: &Element) -> Option<String> {
+    photo(vcard).map(|(_, bytes)| sha1_hex(&bytes))
+}
+
 /// The avatar nodes made for a vCard's photo: as readable as the vCard itself.
 fn avatar_config() -> NodeConfig {
     NodeConfig { access_model: AccessModel::Open, ..NodeConfig::default() }

@@ -14,6 +14,7 @@
 //! check, node creation and node limit see no concurrent change.
 
 mod avatars;
+pub(crate) use avatars::vcard_photo_hash;
 mod bookmarks;
 mod caps;
 mod form;
