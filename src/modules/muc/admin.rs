@@ -344,12 +344,7 @@ impl Live {
             }
             let mut el = xml::element("message", ns::CLIENT, &[("type", "groupchat"), ("id", &crate::stanza::new_id())]);
             el.append_child(x);
-            let room = Jid::from(self.jid().clone());
-            for o in self.room.occupants.values() {
-                for session in &o.sessions {
-                    self.send_to(room.clone(), session, el.clone()).await;
-                }
-            }
+            self.broadcast(Jid::from(self.jid().clone()), el).await;
         }
         if self.room.config.members_only && !old.members_only {
             let outsiders: Vec<String> = self

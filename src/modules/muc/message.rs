@@ -79,13 +79,7 @@ impl Live {
             self.commit(row, durable, from, el.attr("id").map(str::to_string));
             self.remember(HistoryItem { ts: slot.ts, el: el.clone() });
         }
-        // Serialised once: every copy differs only in its `to`.
-        el.share_content();
-        for o in self.room.occupants.values() {
-            for session in &o.sessions {
-                self.send_to(from_jid.clone(), session, el.clone()).await;
-            }
-        }
+        self.broadcast(from_jid, el).await;
     }
 
     /// Queue an archive row; the sender's acknowledgement waits for its commit, the

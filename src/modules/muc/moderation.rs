@@ -112,12 +112,7 @@ impl Live {
             return Err(StanzaError::internal().with_text("the message is retracted, but the notice of it could not be archived"));
         }
         self.remember(HistoryItem { ts: slot.ts, el: notice.clone() });
-        let from = Jid::from(self.jid().clone());
-        for o in self.room.occupants.values() {
-            for session in &o.sessions {
-                self.send_to(from.clone(), session, notice.clone()).await;
-            }
-        }
+        self.broadcast(Jid::from(self.jid().clone()), notice).await;
         Ok(None)
     }
 

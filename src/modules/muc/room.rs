@@ -361,6 +361,17 @@ impl Live {
         self.ctx.send(Stanza { kind, from, to: Some(Jid::from(to.clone())), el }).await;
     }
 
+    /// The same stanza to every resource of every occupant, from `from`: serialised once,
+    /// every copy differing only in its `to`.
+    pub async fn broadcast(&self, from: Jid, mut el: Element) {
+        el.share_content();
+        for o in self.room.occupants.values() {
+            for session in &o.sessions {
+                self.send_to(from.clone(), session, el.clone()).await;
+            }
+        }
+    }
+
     /// An error answer to a stanza sent to the room, from where it was sent to; a presence
     /// error carries the `<x/>` of MUC, as in §7.2's examples.
     pub async fn refuse(&self, stanza: &Stanza, error: StanzaError) {

@@ -78,11 +78,6 @@ impl Live {
         x.append_child(xml::text_element("photo", VCARD_UPDATE, self.room.avatar_hash.as_deref().unwrap_or_default()));
         let mut el = Element::bare("presence", ns::CLIENT);
         el.append_child(x);
-        let room = Jid::from(self.jid().clone());
-        for o in self.room.occupants.values() {
-            for session in &o.sessions {
-                self.send_to(room.clone(), session, el.clone()).await;
-            }
-        }
+        self.broadcast(Jid::from(self.jid().clone()), el).await;
     }
 }
