@@ -18,6 +18,7 @@ mod storage;
 mod mam;
 mod message;
 mod muc;
+mod muc_nicks;
 mod offline;
 mod pep;
 mod presence;

@@ -16,15 +16,15 @@ use crate::common::client::{CLIENT, Client, condition, show};
 use crate::common::{Backend, TestServer};
 use crate::db_tests;
 
-const SERVICE: &str = "conference.localhost";
-const MUC: &str = "http://jabber.org/protocol/muc";
-const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
-const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
-const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+pub(crate) const SERVICE: &str = "conference.localhost";
+pub(crate) const MUC: &str = "http://jabber.org/protocol/muc";
+pub(crate) const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub(crate) const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub(crate) const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+pub(crate) const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 const STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
-const DATA: &str = "jabber:x:data";
+pub(crate) const DATA: &str = "jabber:x:data";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const DELAY: &str = "urn:xmpp:delay";
@@ -45,15 +45,15 @@ const ROLES: [&str; 4] = ["moderator", "participant", "visitor", "none"];
 // ---------------------------------------------------------------------------------------
 // Addresses and small accessors
 
-fn room(name: &str) -> String {
+pub(crate) fn room(name: &str) -> String {
     format!("{name}@{SERVICE}")
 }
 
-fn occupant(name: &str, nick: &str) -> String {
+pub(crate) fn occupant(name: &str, nick: &str) -> String {
     format!("{name}@{SERVICE}/{nick}")
 }
 
-fn next_id(prefix: &str) -> String {
+pub(crate) fn next_id(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
 }
@@ -65,7 +65,7 @@ fn from_room(e: &Element, name: &str) -> bool {
 }
 
 /// The nick of an occupant JID (`from`).
-fn nick_of(e: &Element) -> String {
+pub(crate) fn nick_of(e: &Element) -> String {
     e.attr("from").and_then(|f| f.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default()
 }
 
@@ -78,27 +78,27 @@ fn user_x(el: &Element) -> Option<&Element> {
 }
 
 /// The status codes of the muc#user extension, in order.
-fn codes(el: &Element) -> Vec<String> {
+pub(crate) fn codes(el: &Element) -> Vec<String> {
     user_x(el)
         .map(|x| x.children().filter(|c| c.is("status", MUC_USER)).filter_map(|s| s.attr("code")).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-fn has_code(el: &Element, code: &str) -> bool {
+pub(crate) fn has_code(el: &Element, code: &str) -> bool {
     codes(el).iter().any(|c| c == code)
 }
 
 /// The muc#user `<item/>`.
-fn item(el: &Element) -> &Element {
+pub(crate) fn item(el: &Element) -> &Element {
     user_x(el).and_then(|x| x.get_child("item", MUC_USER)).unwrap_or_else(|| panic!("no muc#user <item/> in {}", show(el)))
 }
 
-fn affiliation_role(el: &Element) -> (String, String) {
+pub(crate) fn affiliation_role(el: &Element) -> (String, String) {
     let i = item(el);
     (i.attr("affiliation").unwrap_or_default().to_string(), i.attr("role").unwrap_or_default().to_string())
 }
 
-fn ar(affiliation: &str, role: &str) -> (String, String) {
+pub(crate) fn ar(affiliation: &str, role: &str) -> (String, String) {
     (affiliation.to_string(), role.to_string())
 }
 
@@ -115,7 +115,7 @@ fn occupant_id(el: &Element) -> String {
     ids[0].to_string()
 }
 
-fn body(m: &Element) -> Option<String> {
+pub(crate) fn body(m: &Element) -> Option<String> {
     m.get_child("body", CLIENT).map(|b| b.text())
 }
 
@@ -146,7 +146,7 @@ fn error_type(el: &Element) -> Option<String> {
 }
 
 /// An error stanza with this condition (and error type, when the spec's example gives one).
-fn assert_error(el: &Element, cond: &str, typ: Option<&str>) {
+pub(crate) fn assert_error(el: &Element, cond: &str, typ: Option<&str>) {
     assert_eq!(el.attr("type"), Some("error"), "expected an error: {}", show(el));
     assert_eq!(condition(el), cond, "{}", show(el));
     if let Some(t) = typ {
@@ -173,7 +173,7 @@ fn assert_hides(el: &Element, jids: &[&str]) {
 /// rule 8) with defined values, role none when unavailable (§7.14, except for the unavailable
 /// half of a nick change, Example 50), a full JID when a JID is shown (§17.3 rule 10), and
 /// one occupant id (XEP-0421 §4).
-fn check_presence(el: &Element) {
+pub(crate) fn check_presence(el: &Element) {
     let (aff, role) = affiliation_role(el);
     assert!(AFFILIATIONS.contains(&aff.as_str()), "affiliation {aff:?}: {}", show(el));
     assert!(ROLES.contains(&role.as_str()), "role {role:?}: {}", show(el));
@@ -205,7 +205,7 @@ fn check_history(m: &Element, room_jid: &str) {
 // Clients and expectations
 
 /// Logged in and available (RFC 6121), own presence consumed.
-async fn online(s: &TestServer, user: &str, resource: &str) -> Client {
+pub(crate) async fn online(s: &TestServer, user: &str, resource: &str) -> Client {
     let mut c = s.login(user, resource).await;
     c.available().await;
     c
@@ -213,7 +213,7 @@ async fn online(s: &TestServer, user: &str, resource: &str) -> Client {
 
 /// Wait for presence from `from` (available, or unavailable), addressed to this client; its
 /// MUC extension is checked with [`check_presence`].
-async fn presence_from(c: &mut Client, from: &str, unavailable: bool) -> Element {
+pub(crate) async fn presence_from(c: &mut Client, from: &str, unavailable: bool) -> Element {
     let want = if unavailable { Some("unavailable") } else { None };
     let what = format!("{} presence from {from}", if unavailable { "unavailable" } else { "available" });
     let el = c.expect(&what, |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == want).await;
@@ -243,17 +243,17 @@ async fn subject_from_room(c: &mut Client, name: &str) -> Element {
 }
 
 /// The next stanza from the room (order kept; other traffic stays pending).
-async fn next_from_room(c: &mut Client, name: &str) -> Element {
+pub(crate) async fn next_from_room(c: &mut Client, name: &str) -> Element {
     c.expect(&format!("a stanza from {}", room(name)), |e| from_room(e, name)).await
 }
 
 /// Wait for the error answering the stanza of kind `kind` with `id`.
-async fn error_for(c: &mut Client, kind: &str, id: &str) -> Element {
+pub(crate) async fn error_for(c: &mut Client, kind: &str, id: &str) -> Element {
     c.expect(&format!("an error for {kind} {id}"), |e| e.name() == kind && e.attr("id") == Some(id) && e.attr("type") == Some("error")).await
 }
 
 /// Nothing from the room `name` arrives for a while (other traffic is dropped).
-async fn nothing_from_room(c: &mut Client, name: &str) {
+pub(crate) async fn nothing_from_room(c: &mut Client, name: &str) {
     if let Some(e) = c.pending.iter().find(|e| from_room(e, name)) {
         panic!("{}: unexpected from {}: {}", c.jid, room(name), show(e));
     }
@@ -268,11 +268,11 @@ async fn nothing_from_room(c: &mut Client, name: &str) {
 // Entering and leaving
 
 /// What a client received on entering a room, in the order of §7.1.
-struct Entered {
+pub(crate) struct Entered {
     /// In-room presence of the occupants already there (§7.2.2, Example 20).
-    others: Vec<Element>,
+    pub(crate) others: Vec<Element>,
     /// The self-presence, with 110, after all the others (Example 21).
-    me: Element,
+    pub(crate) me: Element,
     /// Discussion history, oldest first (§7.2.13).
     history: Vec<Element>,
     /// The subject (§7.2.15), last, also in a room just created (201).
@@ -280,7 +280,7 @@ struct Entered {
 }
 
 impl Entered {
-    fn other_nicks(&self) -> Vec<String> {
+    pub(crate) fn other_nicks(&self) -> Vec<String> {
         let mut n: Vec<String> = self.others.iter().map(nick_of).collect();
         n.sort();
         n
@@ -295,20 +295,20 @@ impl Entered {
     }
 }
 
-fn join_presence(name: &str, nick: &str, x_inner: &str) -> String {
+pub(crate) fn join_presence(name: &str, nick: &str, x_inner: &str) -> String {
     format!("<presence to='{}'><x xmlns='{MUC}'>{x_inner}</x></presence>", occupant(name, nick))
 }
 
 /// Send the MUC join presence (§7.2.1, Example 18) with `x_inner` inside <x/> (password,
 /// history) and read the entry.
-async fn enter(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Entered {
+pub(crate) async fn enter(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Entered {
     c.send(&join_presence(name, nick, x_inner)).await;
     read_entry(c, name, nick).await
 }
 
 /// Read an entry in the order §7.1 fixes: presence of the others, the self-presence (110),
 /// history, the subject. Stanzas not from the room are kept for later.
-async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
+pub(crate) async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
     let room_jid = room(name);
     let me_jid = occupant(name, nick);
     let mut unrelated: Vec<Element> = c.pending.drain(..).collect();
@@ -358,14 +358,14 @@ async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
 }
 
 /// Enter an existing, unlocked room.
-async fn join(c: &mut Client, name: &str, nick: &str) -> Entered {
+pub(crate) async fn join(c: &mut Client, name: &str, nick: &str) -> Entered {
     let e = enter(c, name, nick, "").await;
     assert!(!has_code(&e.me, "201"), "{name} did not exist yet: {}", show(&e.me));
     e
 }
 
 /// A join that must be refused: the presence error, from the occupant JID (Examples 25-31).
-async fn refused(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Element {
+pub(crate) async fn refused(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Element {
     let to = occupant(name, nick);
     c.send(&join_presence(name, nick, x_inner)).await;
     let el = c.expect(&format!("a presence error for entering {to}"), |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
@@ -385,7 +385,7 @@ async fn instant(c: &mut Client, name: &str) -> Element {
 }
 
 /// Submit a muc#roomconfig form with these fields (§10.1.3 Example 159, §10.2).
-async fn configure(c: &mut Client, name: &str, fields: &[(&str, &str)]) -> Element {
+pub(crate) async fn configure(c: &mut Client, name: &str, fields: &[(&str, &str)]) -> Element {
     let mut form = format!("<field var='FORM_TYPE'><value>{ROOMCONFIG}</value></field>");
     for (var, value) in fields {
         form.push_str(&format!("<field var='{var}'><value>{value}</value></field>"));
@@ -400,7 +400,7 @@ async fn configure(c: &mut Client, name: &str, fields: &[(&str, &str)]) -> Eleme
 
 /// Create a room (§10.1.1) and unlock it: instant (§10.1.2) when `fields` is empty, else
 /// configured with them (§10.1.3). Whatever else arrived meanwhile is dropped.
-async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)]) -> Entered {
+pub(crate) async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)]) -> Entered {
     let e = enter(c, name, nick, "").await;
     assert!(has_code(&e.me, "201") && has_code(&e.me, "110"), "§10.1.1 Example 154: {}", show(&e.me));
     assert_eq!(affiliation_role(&e.me), ar("owner", "moderator"), "{}", show(&e.me));
@@ -411,7 +411,7 @@ async fn create(c: &mut Client, name: &str, nick: &str, fields: &[(&str, &str)])
 }
 
 /// §7.14, Examples 80-81: leave; the self-presence of the departure is returned.
-async fn leave(c: &mut Client, name: &str, nick: &str) -> Element {
+pub(crate) async fn leave(c: &mut Client, name: &str, nick: &str) -> Element {
     let me = occupant(name, nick);
     c.send(&format!("<presence to='{me}' type='unavailable'/>")).await;
     let p = presence_from(c, &me, true).await;
@@ -458,7 +458,7 @@ async fn room_gone(c: &mut Client, name: &str) {
 }
 
 /// Send a groupchat message (§7.4, Example 44) and wait for its reflection to the sender.
-async fn say(c: &mut Client, name: &str, text: &str) -> Element {
+pub(crate) async fn say(c: &mut Client, name: &str, text: &str) -> Element {
     let id = next_id("gc");
     c.send(&format!("<message to='{}' type='groupchat' id='{id}'><body>{text}</body></message>", room(name))).await;
     let m = c.expect(&format!("the reflection of {id}"), |e| e.name() == "message" && e.attr("id") == Some(id.as_str()) && from_room(e, name)).await;
@@ -484,7 +484,7 @@ async fn set_subject(c: &mut Client, name: &str, text: &str) -> String {
 // Configuration forms, disco, admin lists, archives
 
 /// The owner form of a room (§10.1.3 Example 156, §10.2 Example 163): the IQ answer.
-async fn get_config(c: &mut Client, name: &str) -> Element {
+pub(crate) async fn get_config(c: &mut Client, name: &str) -> Element {
     c.request(&format!("<iq type='get' id='{}' to='{}'><query xmlns='{MUC_OWNER}'/></iq>", next_id("form"), room(name))).await
 }
 
@@ -570,7 +570,7 @@ fn assert_features(iq: &Element, with: &[&str], without: &[&str]) {
 }
 
 /// An IQ set in the muc#admin namespace with these items.
-async fn admin_set(c: &mut Client, name: &str, items: &str) -> Element {
+pub(crate) async fn admin_set(c: &mut Client, name: &str, items: &str) -> Element {
     c.request(&format!("<iq type='set' id='{}' to='{}'><query xmlns='{MUC_ADMIN}'>{items}</query></iq>", next_id("admin"), room(name))).await
 }
 
@@ -599,16 +599,16 @@ fn affiliation_list(iq: &Element, affiliation: &str) -> Vec<String> {
 }
 
 /// One result of a room archive query.
-struct Archived {
-    id: String,
-    message: Element,
+pub(crate) struct Archived {
+    pub(crate) id: String,
+    pub(crate) message: Element,
 }
 
 /// Query the archive of a room (XEP-0313 §4, on the room's bare JID per §3.3.2) with an
 /// optional RSM `set` (inner XML); the results and the final IQ. Each result must carry the
 /// queryid, come from the room's bare JID to this client, and forward a message with a
 /// delay stamp.
-async fn room_archive(c: &mut Client, name: &str, set: &str) -> (Vec<Archived>, Element) {
+pub(crate) async fn room_archive(c: &mut Client, name: &str, set: &str) -> (Vec<Archived>, Element) {
     let id = next_id("mam");
     let queryid = format!("q-{id}");
     let set = if set.is_empty() { String::new() } else { format!("<set xmlns='{RSM}'>{set}</set>") };

@@ -17,7 +17,8 @@ type IqResult = Result<Option<Element>, StanzaError>;
 /// One `<item/>` of an admin set.
 enum Change {
     Role { nick: String, role: Role, reason: Option<String> },
-    Affiliation { jid: String, affiliation: Option<Affiliation>, reason: Option<String> },
+    /// `nick`: §9.3 (Example 120), a nick reserved with the affiliation (§7.10).
+    Affiliation { jid: String, affiliation: Option<Affiliation>, nick: Option<String>, reason: Option<String> },
 }
 
 /// Affiliations in order of power; `None` (no affiliation) between outcast and member.
@@ -63,11 +64,14 @@ impl Live {
                 (_, Some(_), _, Some(_)) => return Err(StanzaError::bad_request("an item changes a role or an affiliation, not both")),
                 (_, _, Some(jid), Some(a)) => {
                     let jid = Jid::new(jid).map_err(|_| StanzaError::new(Condition::JidMalformed))?;
-                    changes.push(Change::Affiliation { jid: jid.to_bare().to_string(), affiliation: parse_affiliation(a)?, reason });
+                    let nick = item.attr("nick").map(|n| occupant::enforce(self.jid(), n)).transpose()?;
+                    changes.push(Change::Affiliation { jid: jid.to_bare().to_string(), affiliation: parse_affiliation(a)?, nick, reason });
                 }
                 (Some(nick), Some(role), _, None) => {
                     let role = Role::parse(role).ok_or_else(|| StanzaError::bad_request(format!("{role:?} is not a role")))?;
-                    changes.push(Change::Role { nick: nick.to_string(), role, reason });
+                    // The occupant's own nick, for any nick the same under the Nickname profile.
+                    let nick = self.room.occupant_named(nick).map_or(nick, |o| o.nick.as_str()).to_string();
+                    changes.push(Change::Role { nick, role, reason });
                 }
                 _ => return Err(StanzaError::bad_request("an item changes a role (nick, role) or an affiliation (jid, affiliation)")),
             }
@@ -79,8 +83,14 @@ impl Live {
         let affiliation_changes: Vec<AffiliationChange> = changes
             .iter()
             .filter_map(|c| match c {
-                Change::Affiliation { jid, affiliation, reason } => {
-                    let nick = self.room.affiliations.get(jid).map(|a| a.nick.clone()).unwrap_or_default();
+                Change::Affiliation { jid, affiliation, nick, reason } => {
+                    // §17.4 rule 6: outcasts have no reserved nick; otherwise the nick given,
+                    // else the one reserved before.
+                    let nick = match (affiliation, nick) {
+                        (Some(Affiliation::Outcast), _) => String::new(),
+                        (_, Some(nick)) => nick.clone(),
+                        _ => self.room.affiliations.get(jid).map(|a| a.nick.clone()).unwrap_or_default(),
+                    };
                     Some(AffiliationChange { jid: jid.clone(), affiliation: *affiliation, nick, reason: reason.clone().unwrap_or_default() })
                 }
                 Change::Role { .. } => None,

@@ -22,14 +22,21 @@ impl Live {
                     return self.refuse(&stanza, StanzaError::new(Condition::JidMalformed).with_text("a room is entered as room@service/nick")).await;
                 };
                 let joining = stanza.el.get_child("x", MUC).is_some();
-                match self.room.by_session.get(&from).cloned() {
+                let current = self.room.by_session.get(&from).cloned();
+                if current.is_none() && !joining {
+                    // §7.2 (1.32): presence without <x/> from a non-occupant is a client
+                    // that lost its place in the room: told so explicitly.
+                    return self.kick_desynced(&from, &nick).await;
+                }
+                let nick = match occupant::enforce(self.jid(), &nick) {
+                    Ok(nick) => nick,
+                    Err(e) => return self.refuse(&stanza, e).await,
+                };
+                match current {
                     Some(current) if current == nick && joining => self.enter(stanza, from, nick).await,
                     Some(current) if current == nick => self.update_presence(&stanza, &from).await,
                     Some(current) => self.change_nick(&stanza, &from, &current, &nick).await,
-                    None if joining => self.enter(stanza, from, nick).await,
-                    // §7.2 (1.32): presence without <x/> from a non-occupant is a client that
-                    // lost its place in the room: told so explicitly.
-                    None => self.kick_desynced(&from, &nick).await,
+                    None => self.enter(stanza, from, nick).await,
                 }
             }
             Some(PresenceType::Unavailable) if self.room.by_session.contains_key(&from) => {
@@ -54,7 +61,7 @@ impl Live {
             return self.refuse(&stanza, e).await;
         }
         let created = self.room.locked && self.room.occupants.is_empty() && !self.room.persistent;
-        let existing = self.room.folded.get(&occupant::fold(&nick)).cloned();
+        let existing = self.room.occupant_named(&nick).map(|o| o.nick.clone());
         let nick = match existing {
             // Another resource of the same person: the same nick (§7.2 multi-session).
             Some(existing) => {
@@ -103,6 +110,11 @@ impl Live {
         if created {
             codes.push(201);
         }
+        if requested_nick(&stanza) != Some(nick.as_str()) {
+            // §7.2.11: the nick in the occupant JID is not the one asked for (enforced by
+            // the Nickname profile, or another resource's under the same nick).
+            codes.push(210);
+        }
         let mut el = occupant::presence(self.jid(), &me, true, occupant::user_x(&me, true, &codes, &ItemExtras::default()));
         if let Some(id) = stanza.id() {
             xml::set_attr(&mut el, "id", id);
@@ -122,9 +134,6 @@ impl Live {
     /// The checks of §7.2 on a new occupant, in the order the spec lists its errors.
     pub(super) fn may_enter(&self, bare: &BareJid, affiliation: Option<Affiliation>, nick: &str, x: &Element) -> Result<(), StanzaError> {
         let room = &self.room;
-        if nick.trim().is_empty() {
-            return Err(StanzaError::new(Condition::JidMalformed).with_text("a nick cannot be empty"));
-        }
         if room.locked && affiliation != Some(Affiliation::Owner) {
             // §10.1.1: nobody but the owner until the room is configured.
             return Err(StanzaError::item_not_found().with_text("this room is being set up by its owner"));
@@ -135,13 +144,12 @@ impl Live {
         if room.config.members_only && affiliation.is_none() {
             return Err(StanzaError::new(Condition::RegistrationRequired).with_text("this room is for members only"));
         }
-        if let Some(existing) = room.folded.get(&occupant::fold(nick)) {
-            if &room.occupants[existing].bare != bare {
+        if let Some(existing) = room.occupant_named(nick) {
+            if &existing.bare != bare {
                 return Err(StanzaError::new(Condition::Conflict).with_text("this nick is taken in this room"));
             }
         } else {
-            let reserved = room.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && occupant::fold(&a.nick) == occupant::fold(nick) && jid != bare.as_str());
-            if reserved {
+            if room.reserved_by_other(nick, bare) {
                 return Err(StanzaError::new(Condition::Conflict).with_text("this nick is reserved in this room"));
             }
             let privileged = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin));
@@ -214,10 +222,16 @@ impl Live {
     /// A presence about `o` to every resource of every occupant (but `skip`), each with the
     /// real JID if it may see it, and 110 for the occupant's own resources.
     pub async fn broadcast_presence(&self, o: &Occupant, available: bool, codes: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
+        self.broadcast_presence_with_own(o, available, codes, &[], extras, skip).await;
+    }
+
+    /// [`Self::broadcast_presence`], with `own` codes for the occupant's own resources only.
+    pub async fn broadcast_presence_with_own(&self, o: &Occupant, available: bool, codes: &[u16], own: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
         let from = occupant::occupant_jid(self.jid(), &o.nick);
         let mut variants: [Option<Element>; 2] = [None, None];
         let mut own_codes = vec![110];
         own_codes.extend_from_slice(codes);
+        own_codes.extend_from_slice(own);
         let own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
         for viewer in self.room.occupants.values() {
             let el = if viewer.nick == o.nick {
@@ -246,12 +260,9 @@ impl Live {
     /// §7.6: a new nick for every resource of the occupant.
     pub(super) async fn change_nick(&mut self, stanza: &Stanza, from: &FullJid, old: &str, new: &str) {
         let bare = from.to_bare();
-        if self.room.folded.get(&occupant::fold(new)).is_some_and(|taken| taken != old) {
+        if self.room.occupant_named(new).is_some_and(|taken| taken.nick != old) || self.room.reserved_by_other(new, &bare) {
+            // §7.6: taken by another occupant or reserved by another affiliated user.
             return self.refuse(stanza, StanzaError::new(Condition::Conflict).with_text("this nick is taken in this room")).await;
-        }
-        let reserved = self.room.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && occupant::fold(&a.nick) == occupant::fold(new) && jid != bare.as_str());
-        if reserved || new.trim().is_empty() {
-            return self.refuse(stanza, StanzaError::new(Condition::NotAcceptable).with_text("this nick cannot be used in this room")).await;
         }
         // Unavailable from the old nick, naming the new one (303), then available under it.
         let o = self.room.occupants[old].clone();
@@ -261,7 +272,9 @@ impl Live {
         o.nick = new.to_string();
         o.presence = occupant::kept_presence(&stanza.el);
         self.room.add_occupant(o.clone());
-        self.broadcast_presence(&o, true, &[], &ItemExtras::default(), None).await;
+        // §7.6: 210 to the occupant when the nick is not the one asked for.
+        let own_codes: &[u16] = if requested_nick(stanza) == Some(new) { &[] } else { &[210] };
+        self.broadcast_presence_with_own(&o, true, &[], own_codes, &ItemExtras::default(), None).await;
     }
 
     /// §7.14: one resource leaves; the occupant leaves with its last resource.
@@ -319,4 +332,11 @@ impl Live {
         let Ok(from_jid) = self.room.jid.with_resource_str(nick) else { return };
         self.send_to(Jid::from(from_jid), from, el).await;
     }
+}
+
+/// The nick a presence asked for, as the client wrote it: the resourcepart of its `to`
+/// attribute before any normalisation (the parsed address has been through resourceprep,
+/// which already maps widths).
+fn requested_nick(stanza: &Stanza) -> Option<&str> {
+    stanza.el.attr("to").and_then(|to| to.split_once('/')).map(|(_, nick)| nick)
 }
