@@ -19,6 +19,7 @@ mod mam;
 mod message;
 mod muc;
 mod muc_nicks;
+mod muc_presence_broadcast;
 mod offline;
 mod pep;
 mod presence;

@@ -489,16 +489,16 @@ pub(crate) async fn get_config(c: &mut Client, name: &str) -> Element {
 }
 
 /// The data form in an owner IQ result.
-fn config_form(iq: &Element) -> Element {
+pub(crate) fn config_form(iq: &Element) -> Element {
     assert_eq!(iq.attr("type"), Some("result"), "{}", show(iq));
     iq.get_child("query", MUC_OWNER).and_then(|q| q.get_child("x", DATA)).unwrap_or_else(|| panic!("no form in {}", show(iq))).clone()
 }
 
-fn field<'a>(form: &'a Element, var: &str) -> Option<&'a Element> {
+pub(crate) fn field<'a>(form: &'a Element, var: &str) -> Option<&'a Element> {
     form.children().find(|f| f.is("field", DATA) && f.attr("var") == Some(var))
 }
 
-fn values(form: &Element, var: &str) -> Vec<String> {
+pub(crate) fn values(form: &Element, var: &str) -> Vec<String> {
     field(form, var).map(|f| f.children().filter(|v| v.is("value", DATA)).map(|v| v.text()).collect()).unwrap_or_default()
 }
 

@@ -21,7 +21,7 @@ use crate::muc::{
 const JAMO: &str = "\u{1100}";
 
 /// crone1 has created the room "coven" as `owner_nick`; hag66 and wiccarocks are online.
-async fn coven(b: Backend, owner_nick: &str) -> (TestServer, Client, Client, Client) {
+pub(crate) async fn coven(b: Backend, owner_nick: &str) -> (TestServer, Client, Client, Client) {
     let s = TestServer::start(b).await;
     s.users(&["crone1", "hag66", "wiccarocks"]).await;
     let mut crone = online(&s, "crone1", "desktop").await;

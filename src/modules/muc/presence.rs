@@ -90,7 +90,7 @@ impl Live {
         // 1. Everyone else's presence to the new resource.
         let me = self.room.occupants[&nick].clone();
         let sees = self.room.sees_jids(&me);
-        let others: Vec<Occupant> = self.room.occupants.values().filter(|o| o.nick != nick).cloned().collect();
+        let others: Vec<Occupant> = self.room.occupants.values().filter(|o| o.nick != nick && self.room.announced(o, true)).cloned().collect();
         for o in &others {
             let el = occupant::presence(self.jid(), o, true, occupant::user_x(o, sees, &[], &ItemExtras::default()));
             self.send_to(occupant::occupant_jid(self.jid(), &o.nick), &from, el).await;
@@ -220,7 +220,8 @@ impl Live {
     }
 
     /// A presence about `o` to every resource of every occupant (but `skip`), each with the
-    /// real JID if it may see it, and 110 for the occupant's own resources.
+    /// real JID if it may see it, and 110 for the occupant's own resources; to its own
+    /// resources only when its role's presence is not broadcast (§10.2).
     pub async fn broadcast_presence(&self, o: &Occupant, available: bool, codes: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
         self.broadcast_presence_with_own(o, available, codes, &[], extras, skip).await;
     }
@@ -233,9 +234,12 @@ impl Live {
         own_codes.extend_from_slice(codes);
         own_codes.extend_from_slice(own);
         let own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
+        let announced = self.room.announced(o, available);
         for viewer in self.room.occupants.values() {
             let el = if viewer.nick == o.nick {
                 own.clone()
+            } else if !announced {
+                continue;
             } else {
                 let sees = self.room.sees_jids(viewer);
                 variants[sees as usize].get_or_insert_with(|| occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras))).clone()

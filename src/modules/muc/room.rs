@@ -175,6 +175,14 @@ impl Room {
         self.by_session.get(session).and_then(|nick| self.occupants.get(nick))
     }
 
+    /// §10.2 `muc#roomconfig_presencebroadcast`: whether presence about `o` goes to the other
+    /// occupants, by its role; for an unavailable presence (role none), by the role it had,
+    /// since others were told of it only if that role was broadcast.
+    pub(super) fn announced(&self, o: &Occupant, available: bool) -> bool {
+        let role = if available { o.role } else { self.occupants.get(&o.nick).map_or(o.role, |had| had.role) };
+        self.config.presence_broadcast.includes(role.as_str())
+    }
+
     /// Whether `viewer` may see occupants' real JIDs (§7.2.3, §7.2.4).
     pub(super) fn sees_jids(&self, viewer: &Occupant) -> bool {
         self.config.whois == crate::storage::Whois::Anyone || viewer.role == Role::Moderator
@@ -260,6 +268,7 @@ fn default_config(jid: &BareJid, config: &Config) -> RoomConfig {
         allow_pm: crate::storage::AllowPm::Anyone,
         archive: true,
         history_length: config.muc.history,
+        presence_broadcast: crate::storage::PresenceBroadcast::ALL,
     }
 }
 
