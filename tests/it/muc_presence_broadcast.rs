@@ -64,7 +64,9 @@ async fn presence_broadcast_in_form(b: Backend) {
 /// A moderated room broadcasting moderators' and participants' presence only: a visitor's
 /// entry, presence change and exit reach nobody else, while the visitor gets the others'
 /// presence and its own (110) each time; given voice, the occupant is announced with its
-/// new role, and its exit is then told too.
+/// new role, and its exit is then told too. Out of the broadcast roles again (voice revoked,
+/// or visitors taken out of `presencebroadcast`), the others get an unavailable presence
+/// (role none) for it; visitors put in `presencebroadcast` are announced to the others.
 async fn visitors_not_announced(b: Backend) {
     let (s, mut crone, mut hag, mut wicca) = coven(b, "firstwitch").await;
     let r = set_broadcast(&mut crone, "coven", &["moderator", "participant"], "<field var='muc#roomconfig_moderatedroom'><value>1</value></field>").await;
@@ -97,11 +99,43 @@ async fn visitors_not_announced(b: Backend) {
         let p = presence_from(c, &occupant("coven", "thirdwitch"), false).await;
         assert_eq!(affiliation_role(&p), ar("none", "participant"), "{}", show(&p));
     }
+    // Voice revoked: a visitor again; the others, who knew of her, see her leave.
+    let r = admin_set(&mut crone, "coven", "<item nick='thirdwitch' role='visitor'/>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    let p = presence_from(&mut hag, &occupant("coven", "thirdwitch"), false).await;
+    assert_eq!(affiliation_role(&p), ar("none", "visitor"), "{}", show(&p));
+    assert!(has_code(&p, "110"), "{}", show(&p));
+    for c in [&mut crone, &mut wicca] {
+        presence_from(c, &occupant("coven", "thirdwitch"), true).await;
+        nothing_from_room(c, "coven").await;
+    }
+
+    // Visitors broadcast from now on: the others get her presence; and then no longer.
+    let all = set_broadcast(&mut crone, "coven", &["moderator", "participant", "visitor"], "").await;
+    assert_eq!(all.attr("type"), Some("result"), "{}", show(&all));
+    for c in [&mut crone, &mut wicca] {
+        let p = presence_from(c, &occupant("coven", "thirdwitch"), false).await;
+        assert_eq!(affiliation_role(&p), ar("none", "visitor"), "{}", show(&p));
+    }
+    let r = set_broadcast(&mut crone, "coven", &["moderator", "participant"], "").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    for c in [&mut crone, &mut wicca] {
+        presence_from(c, &occupant("coven", "thirdwitch"), true).await;
+    }
+    let r = admin_set(&mut crone, "coven", "<item nick='thirdwitch' role='participant'/>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    for c in [&mut crone, &mut wicca] {
+        presence_from(c, &occupant("coven", "thirdwitch"), false).await;
+    }
+    hag.drain().await;
+
     leave(&mut hag, "coven", "thirdwitch").await;
     presence_from(&mut crone, &occupant("coven", "thirdwitch"), true).await;
     presence_from(&mut wicca, &occupant("coven", "thirdwitch"), true).await;
 
     // A visitor leaving is not told either.
+    crone.drain().await;
+    wicca.drain().await;
     let mut hag2 = online(&s, "hag66", "broom").await;
     join(&mut hag2, "coven", "fourthwitch").await;
     leave(&mut hag2, "coven", "fourthwitch").await;

@@ -245,9 +245,9 @@ impl Live {
             return self.remove(nick, &[307], extras).await;
         }
         let Some(o) = self.room.occupants.get_mut(nick) else { return };
-        o.role = role;
+        let was = std::mem::replace(&mut o.role, role);
         let o = o.clone();
-        self.broadcast_presence(&o, true, &[], extras, None).await;
+        self.tell_role_change(&o, was, extras).await;
     }
 
     /// An affiliation changed: the occupant that holds it (if in) is banned (301), removed
@@ -281,13 +281,14 @@ impl Live {
             let Some(o) = self.room.occupants.get_mut(&nick) else { continue };
             o.affiliation = affiliation;
             let entry_role = Role::on_entry(affiliation, moderated);
+            let was = o.role;
             // A promotion brings its role; a demotion takes away what came with the old
             // affiliation, not a voice given by a moderator.
             if entry_role > o.role || (o.role == Role::Moderator && entry_role < Role::Moderator) {
                 o.role = entry_role;
             }
             let o = o.clone();
-            self.broadcast_presence(&o, true, &[], extras, None).await;
+            self.tell_role_change(&o, was, extras).await;
         }
     }
 
@@ -358,6 +359,9 @@ impl Live {
                     self.send_to(room.clone(), session, el.clone()).await;
                 }
             }
+        }
+        if self.room.config.presence_broadcast != old.presence_broadcast {
+            self.rebroadcast(old.presence_broadcast).await;
         }
         if self.room.config.members_only && !old.members_only {
             let outsiders: Vec<String> = self

@@ -228,26 +228,60 @@ impl Live {
 
     /// [`Self::broadcast_presence`], with `own` codes for the occupant's own resources only.
     pub async fn broadcast_presence_with_own(&self, o: &Occupant, available: bool, codes: &[u16], own: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
-        let from = occupant::occupant_jid(self.jid(), &o.nick);
-        let mut variants: [Option<Element>; 2] = [None, None];
         let mut own_codes = vec![110];
         own_codes.extend_from_slice(codes);
         own_codes.extend_from_slice(own);
-        let own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
-        let announced = self.room.announced(o, available);
-        for viewer in self.room.occupants.values() {
-            let el = if viewer.nick == o.nick {
-                own.clone()
-            } else if !announced {
-                continue;
-            } else {
-                let sees = self.room.sees_jids(viewer);
-                variants[sees as usize].get_or_insert_with(|| occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras))).clone()
-            };
-            for session in &viewer.sessions {
-                if Some(session) != skip {
-                    self.send_to(from.clone(), session, el.clone()).await;
-                }
+        let el = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
+        let from = occupant::occupant_jid(self.jid(), &o.nick);
+        let sessions = self.room.occupants.get(&o.nick).map(|me| me.sessions.as_slice()).unwrap_or_default();
+        for session in sessions.iter().filter(|s| Some(*s) != skip) {
+            self.send_to(from.clone(), session, el.clone()).await;
+        }
+        if self.room.announced(o, available) {
+            self.tell_others(o, available, codes, extras, skip).await;
+        }
+    }
+
+    /// A presence about `o` to every resource of the other occupants (but `skip`), each with
+    /// the real JID if it may see it.
+    pub(super) async fn tell_others(&self, o: &Occupant, available: bool, codes: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
+        let from = occupant::occupant_jid(self.jid(), &o.nick);
+        let mut variants: [Option<Element>; 2] = [None, None];
+        for viewer in self.room.occupants.values().filter(|v| v.nick != o.nick) {
+            let sees = self.room.sees_jids(viewer);
+            let el = variants[sees as usize].get_or_insert_with(|| occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras))).clone();
+            for session in viewer.sessions.iter().filter(|s| Some(*s) != skip) {
+                self.send_to(from.clone(), session, el.clone()).await;
+            }
+        }
+    }
+
+    /// An occupant's role changed from `was` (§§8-9): told with the new role; when `was` was
+    /// broadcast and the new role is not (§10.2), the others, who knew of the occupant, see it
+    /// leave (role none), so that the occupants they know of are those whose role is
+    /// broadcast.
+    pub(super) async fn tell_role_change(&self, o: &Occupant, was: Role, extras: &ItemExtras) {
+        self.broadcast_presence(o, true, &[], extras, None).await;
+        if self.room.config.presence_broadcast.includes(was.as_str()) && !self.room.announced(o, true) {
+            let mut gone = o.clone();
+            gone.role = Role::None;
+            self.tell_others(&gone, false, &[], extras, None).await;
+        }
+    }
+
+    /// `presencebroadcast` changed from `old` (§10.2): the others get the presence of the
+    /// occupants whose role is now broadcast and was not, and an unavailable one (role none)
+    /// for those whose role was and is no longer.
+    pub(super) async fn rebroadcast(&self, old: crate::storage::PresenceBroadcast) {
+        let new = self.room.config.presence_broadcast;
+        for o in self.room.occupants.values() {
+            let (before, now) = (old.includes(o.role.as_str()), new.includes(o.role.as_str()));
+            if now && !before {
+                self.tell_others(o, true, &[], &ItemExtras::default(), None).await;
+            } else if before && !now {
+                let mut gone = o.clone();
+                gone.role = Role::None;
+                self.tell_others(&gone, false, &[], &ItemExtras::default(), None).await;
             }
         }
     }
