@@ -22,7 +22,7 @@ pub use accounts::{AccountStore, NewAccount};
 pub use archive::{ArchiveDefault, ArchivePrefs, ArchiveRange, ArchiveStore, ArchivedMessage, BulkMessage, NewArchived, PendingArchive, Slot, now_micros};
 pub use blocklist::BlocklistStore;
 pub use last_activity::{LastActivity, LastActivityStore};
-pub use muc::{Affiliation, AffiliationChange, AllowPm, MucStore, RoomConfig, RoomSummary, StoredAffiliation, StoredRoom, Whois};
+pub use muc::{Affiliation, AffiliationChange, AllowPm, MucStore, PresenceBroadcast, RoomConfig, RoomSummary, StoredAffiliation, StoredRoom, Whois};
 pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};
 pub use pep::{AccessModel, Created, LastItem, NodeConfig, NotificationType, PepItem, PepLimits, PepNode, PepStore, SendLast};
 pub use private::PrivateStore;

@@ -69,6 +69,57 @@ impl AllowPm {
     }
 }
 
+/// The roles whose presence is broadcast to the other occupants
+/// (`muc#roomconfig_presencebroadcast`, XEP-0045 §10.2). Stored as the role names separated
+/// by spaces, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceBroadcast {
+    pub moderator: bool,
+    pub participant: bool,
+    pub visitor: bool,
+}
+
+impl PresenceBroadcast {
+    pub const ALL: PresenceBroadcast = PresenceBroadcast { moderator: true, participant: true, visitor: true };
+    pub const ROLES: [&'static str; 3] = ["moderator", "participant", "visitor"];
+
+    /// Whether presence of an occupant with this role (by its XEP-0045 name) is broadcast.
+    pub fn includes(self, role: &str) -> bool {
+        match role {
+            "moderator" => self.moderator,
+            "participant" => self.participant,
+            "visitor" => self.visitor,
+            _ => false,
+        }
+    }
+
+    pub fn roles(self) -> Vec<&'static str> {
+        Self::ROLES.into_iter().filter(|r| self.includes(r)).collect()
+    }
+
+    /// From role names; `None` if one is not a role whose presence can be broadcast.
+    pub fn from_roles<'a>(roles: impl IntoIterator<Item = &'a str>) -> Option<PresenceBroadcast> {
+        let mut set = PresenceBroadcast { moderator: false, participant: false, visitor: false };
+        for role in roles {
+            match role {
+                "moderator" => set.moderator = true,
+                "participant" => set.participant = true,
+                "visitor" => set.visitor = true,
+                _ => return None,
+            }
+        }
+        Some(set)
+    }
+
+    pub fn as_stored(self) -> String {
+        self.roles().join(" ")
+    }
+
+    pub fn parse_stored(s: &str) -> Option<PresenceBroadcast> {
+        Self::from_roles(s.split_whitespace())
+    }
+}
+
 /// A stored affiliation (XEP-0045 §5.2), in order of privilege: `Outcast < Member < Admin <
 /// Owner`. `none` is not stored: it is the absence of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,6 +169,7 @@ pub struct RoomConfig {
     pub allow_pm: AllowPm,
     pub archive: bool,
     pub history_length: u32,
+    pub presence_broadcast: PresenceBroadcast,
 }
 
 /// One row of a room's affiliation lists.
@@ -218,12 +270,12 @@ macro_rules! apply_change {
 macro_rules! room_columns {
     () => {
         "name, description, language, public, members_only, moderated, allow_invites, change_subject, archive, \
-         password, max_users, whois, allow_pm, history_length, subject, subject_from, occupant_salt, created"
+         password, max_users, whois, allow_pm, history_length, presence_broadcast, subject, subject_from, occupant_salt, created"
     };
 }
 
 /// Bind a configuration's columns after whatever came before, in `room_columns!` order
-/// from `name` to `history_length`.
+/// from `name` to `presence_broadcast`.
 macro_rules! bind_config {
     ($query:expr, $config:expr) => {{
         let c: &RoomConfig = $config;
@@ -242,6 +294,7 @@ macro_rules! bind_config {
             .bind(c.whois.as_str())
             .bind(c.allow_pm.as_str())
             .bind(i64::from(c.history_length))
+            .bind(c.presence_broadcast.as_stored())
     }};
 }
 
@@ -265,6 +318,7 @@ where
 {
     let whois: String = row.try_get("whois")?;
     let allow_pm: String = row.try_get("allow_pm")?;
+    let presence_broadcast: String = row.try_get("presence_broadcast")?;
     Ok(StoredRoom {
         jid: jid.clone(),
         config: RoomConfig {
@@ -282,6 +336,7 @@ where
             allow_pm: AllowPm::parse(&allow_pm).ok_or_else(|| corrupt(jid, "allow_pm", &allow_pm))?,
             archive: row.try_get("archive")?,
             history_length: count(jid, "history_length", row.try_get("history_length")?)?,
+            presence_broadcast: PresenceBroadcast::parse_stored(&presence_broadcast).ok_or_else(|| corrupt(jid, "presence_broadcast", &presence_broadcast))?,
         },
         subject: row.try_get("subject")?,
         subject_from: row.try_get("subject_from")?,
@@ -299,7 +354,7 @@ impl MucStore {
         let insert = concat!(
             "INSERT INTO muc_rooms (jid, service, ",
             room_columns!(),
-            ", persistent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+            ", persistent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
              ON CONFLICT (jid) DO NOTHING"
         );
         let jid = room.jid.as_str();
@@ -354,7 +409,8 @@ impl MucStore {
     pub async fn save_config(&self, jid: &BareJid, config: &RoomConfig, persistent: bool) -> Result<()> {
         let update = "UPDATE muc_rooms SET name = $2, description = $3, language = $4, public = $5, members_only = $6, \
                       moderated = $7, allow_invites = $8, change_subject = $9, archive = $10, password = $11, \
-                      max_users = $12, whois = $13, allow_pm = $14, history_length = $15, persistent = $16 WHERE jid = $1";
+                      max_users = $12, whois = $13, allow_pm = $14, history_length = $15, presence_broadcast = $16, \
+                      persistent = $17 WHERE jid = $1";
         on_pool!(self.db, |pool| {
             let query = sqlx::query(update).bind(jid.as_str());
             bind_config!(query, config).bind(persistent).execute(pool).await?;

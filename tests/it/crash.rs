@@ -2,7 +2,8 @@
 //! sends messages with stream management on; after a restart on the same database, every
 //! message the server acknowledged reaches its recipient exactly once: from offline storage
 //! (recipient offline), or live and in the archive with the same stanza-id (recipient
-//! online).
+//! online). Likewise for a room: what a client had acknowledged of its groupchat messages is
+//! in the room's archive once, and the room's configuration and affiliations survive.
 //!
 //! Each test runs `STARLING_CRASH_RUNS` rounds (default 3), killing at a different moment
 //! each time; the longer run the issue asks for is `STARLING_CRASH_RUNS=50`.
@@ -109,14 +110,14 @@ async fn login_at(port: u16, cert: &Path, user: &str, resource: &str) -> Client 
     c
 }
 
-/// Alice sends numbered messages to bob, each followed by `<r/>`, reading up to the answer
-/// (which covers what is safe so far), until the server dies. Returns the highest `h` the
-/// server acknowledged: messages 1..=h are its promise.
-async fn send_until_killed(alice: &mut Client) -> u32 {
+/// Alice sends numbered messages of type `kind` to `to`, each followed by `<r/>`, reading up
+/// to the answer (which covers what is safe so far), until the server dies. Returns the
+/// highest `h` the server acknowledged: messages 1..=h are its promise.
+async fn send_until_killed(alice: &mut Client, to: &str, kind: &str) -> u32 {
     alice.send(&format!("<enable xmlns='{SM}'/>")).await;
     let mut acked = 0;
     for n in 1..=1_000_000u32 {
-        let stanza = format!("<message to='bob@localhost' type='chat' id='m{n}'><body>{n}</body></message><r xmlns='{SM}'/>");
+        let stanza = format!("<message to='{to}' type='{kind}' id='m{n}'><body>{n}</body></message><r xmlns='{SM}'/>");
         if !alice.send_bytes(stanza.as_bytes()).await {
             return acked;
         }
@@ -134,6 +135,23 @@ async fn send_until_killed(alice: &mut Client) -> u32 {
     panic!("the server was never killed");
 }
 
+/// Kill at a different moment each round, from 50 to ~450 ms into the sending.
+fn kill_after(round: usize) -> Duration {
+    Duration::from_millis(50 + (round as u64 * 137) % 400)
+}
+
+/// [`send_until_killed`] while the server is killed [`kill_after`] the round's delay;
+/// the highest acknowledged message.
+async fn send_and_kill(server: &mut Process, alice: &mut Client, round: usize, to: &str, kind: &str) -> u32 {
+    let sending = async { send_until_killed(alice, to, kind).await };
+    let killing = async {
+        tokio::time::sleep(kill_after(round)).await;
+        server.kill9().await;
+    };
+    let (acked, ()) = tokio::join!(sending, killing);
+    acked
+}
+
 /// Offline recipient: what the server acknowledged is in offline storage after the crash,
 /// once each.
 async fn acked_messages_survive_kill_9(b: Backend) {
@@ -142,14 +160,7 @@ async fn acked_messages_survive_kill_9(b: Backend) {
         let mut server = Process::new(b).await;
         server.start().await;
         let mut alice = server.login("alice", "phone").await;
-        // Kill at a different moment each round, from 50 to ~450 ms into the sending.
-        let kill_after = Duration::from_millis(50 + (round as u64 * 137) % 400);
-        let sending = async { send_until_killed(&mut alice).await };
-        let killing = async {
-            tokio::time::sleep(kill_after).await;
-            server.kill9().await;
-        };
-        let (acked, ()) = tokio::join!(sending, killing);
+        let acked = send_and_kill(&mut server, &mut alice, round, "bob@localhost", "chat").await;
         server.start().await;
         let mut bob = server.login("bob", "desk").await;
         bob.send("<presence/>").await;
@@ -175,15 +186,17 @@ async fn acked_messages_survive_kill_9(b: Backend) {
 const MAM: &str = "urn:xmpp:mam:2";
 const SID: &str = "urn:xmpp:sid:0";
 
-/// Everything in bob's archive: (body, archive id), oldest first, paging with RSM.
-async fn whole_archive(bob: &mut Client) -> Vec<(u32, String)> {
+/// Everything in an archive (the client's own, or the room's at `to`): (body, archive id),
+/// oldest first, paging with RSM.
+async fn whole_archive(bob: &mut Client, to: Option<&str>) -> Vec<(u32, String)> {
+    let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
     let mut all = Vec::new();
     let mut after = String::new();
     for page in 0.. {
         assert!(page < 10_000, "the archive does not end");
         let set = if after.is_empty() { "<max>250</max>".to_string() } else { format!("<max>250</max><after>{after}</after>") };
         bob.send(&format!(
-            "<iq type='set' id='page{page}'><query xmlns='{MAM}' queryid='all'><set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query></iq>"
+            "<iq type='set' id='page{page}'{to}><query xmlns='{MAM}' queryid='all'><set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query></iq>"
         ))
         .await;
         let fin = loop {
@@ -210,6 +223,19 @@ async fn whole_archive(bob: &mut Client) -> Vec<(u32, String)> {
     unreachable!()
 }
 
+/// The archive by message number, checked: every message 1..=`acked` is in it, none twice.
+fn archived_once(round: usize, acked: u32, archive: Vec<(u32, String)>) -> BTreeMap<u32, Vec<String>> {
+    let mut archived: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (n, id) in archive {
+        archived.entry(n).or_default().push(id);
+    }
+    let missing: Vec<u32> = (1..=acked).filter(|n| !archived.contains_key(n)).collect();
+    assert!(missing.is_empty(), "round {round}: acknowledged but not archived: {missing:?} (acked {acked})");
+    let doubled: Vec<u32> = archived.iter().filter(|(_, ids)| ids.len() > 1).map(|(n, _)| *n).collect();
+    assert!(doubled.is_empty(), "round {round}: archived twice: {doubled:?}");
+    archived
+}
+
 /// Online recipient: each acknowledged message is in bob's archive once, and what bob
 /// received live carries the same stanza-id as its archived copy (a client syncing from
 /// the archive by stanza-id sees each message once).
@@ -221,8 +247,8 @@ async fn acked_messages_are_archived_across_kill_9(b: Backend) {
         let mut alice = server.login("alice", "phone").await;
         let mut bob = server.login("bob", "desk").await;
         bob.send("<presence/>").await;
-        let kill_after = Duration::from_millis(50 + (round as u64 * 137) % 400);
-        let sending = async { send_until_killed(&mut alice).await };
+        let kill_after = kill_after(round);
+        let sending = async { send_until_killed(&mut alice, "bob@localhost", "chat").await };
         let receiving = async {
             let mut live = BTreeMap::new();
             loop {
@@ -249,15 +275,7 @@ async fn acked_messages_are_archived_across_kill_9(b: Backend) {
         let (acked, live, ()) = tokio::join!(sending, receiving, killing);
         server.start().await;
         let mut bob = server.login("bob", "desk").await;
-        let archive = whole_archive(&mut bob).await;
-        let mut archived: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for (n, id) in archive {
-            archived.entry(n).or_default().push(id);
-        }
-        let missing: Vec<u32> = (1..=acked).filter(|n| !archived.contains_key(n)).collect();
-        assert!(missing.is_empty(), "round {round}: acknowledged but not archived: {missing:?} (acked {acked})");
-        let doubled: Vec<u32> = archived.iter().filter(|(_, ids)| ids.len() > 1).map(|(n, _)| *n).collect();
-        assert!(doubled.is_empty(), "round {round}: archived twice: {doubled:?}");
+        let archived = archived_once(round, acked, whole_archive(&mut bob, None).await);
         for (n, id) in &live {
             if let Some(ids) = archived.get(n) {
                 assert_eq!(&ids[0], id, "round {round}: message {n} has another id in the archive than live");
@@ -269,4 +287,84 @@ async fn acked_messages_are_archived_across_kill_9(b: Backend) {
     eprintln!("kill -9 rounds, online recipient ({b:?}): {}", report.join("; "));
 }
 
-db_tests!(acked_messages_survive_kill_9, acked_messages_are_archived_across_kill_9);
+const ROOM: &str = "hall@conference.localhost";
+const MUC: &str = "http://jabber.org/protocol/muc";
+const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const DATA: &str = "jabber:x:data";
+
+/// An IQ that must be answered with a result (the server's promise that it is stored).
+async fn acknowledged(c: &mut Client, iq: &str) {
+    let r = c.request(iq).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
+/// Alice creates the room as a persistent one with a name and presence broadcast for
+/// moderators only (XEP-0045 §10.1.3), and makes bob a member with a reserved nick (§9.3):
+/// each acknowledged by an IQ result.
+async fn set_up_room(alice: &mut Client) {
+    alice.send(&format!("<presence to='{ROOM}/Ålice'><x xmlns='{MUC}'/></presence>")).await;
+    alice.expect("the room's subject", |e| e.name() == "message" && e.get_child("subject", CLIENT).is_some()).await;
+    acknowledged(
+        alice,
+        &format!(
+            "<iq type='set' id='config' to='{ROOM}'><query xmlns='{MUC_OWNER}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+             <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
+             <field var='muc#roomconfig_roomname'><value>The Great Hall</value></field>\
+             <field var='muc#roomconfig_presencebroadcast'><value>moderator</value></field></x></query></iq>"
+        ),
+    )
+    .await;
+    acknowledged(alice, &format!("<iq type='set' id='member' to='{ROOM}'><query xmlns='{MUC_ADMIN}'><item affiliation='member' jid='bob@localhost' nick='Bøb'/></query></iq>")).await;
+    alice.drain().await;
+}
+
+/// After the restart: the room is there with its configuration and bob's membership.
+async fn check_room_survived(alice: &mut Client) {
+    let form = alice.request(&format!("<iq type='get' id='form' to='{ROOM}'><query xmlns='{MUC_OWNER}'/></iq>")).await;
+    assert_eq!(form.attr("type"), Some("result"), "{form:?}");
+    let x = form.get_child("query", MUC_OWNER).and_then(|q| q.get_child("x", DATA)).expect("a form");
+    let values = |var: &str| -> Vec<String> {
+        x.children()
+            .filter(|f| f.attr("var") == Some(var))
+            .flat_map(|f| f.children().filter(|v| v.is("value", DATA)).map(|v| v.text()))
+            .collect()
+    };
+    assert_eq!(values("muc#roomconfig_persistentroom"), ["1"]);
+    assert_eq!(values("muc#roomconfig_roomname"), ["The Great Hall"]);
+    assert_eq!(values("muc#roomconfig_presencebroadcast"), ["moderator"]);
+    let list = alice.request(&format!("<iq type='get' id='members' to='{ROOM}'><query xmlns='{MUC_ADMIN}'><item affiliation='member'/></query></iq>")).await;
+    let items: Vec<(String, String)> = list
+        .get_child("query", MUC_ADMIN)
+        .expect("a member list")
+        .children()
+        .map(|i| (i.attr("jid").unwrap_or_default().to_string(), i.attr("nick").unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(items, [("bob@localhost".to_string(), "Bøb".to_string())]);
+}
+
+/// A room: alice, with stream management, sends groupchat messages to a persistent room
+/// until kill -9; after the restart every message she had an acknowledgement for (the ack
+/// waits for the room archive's commit) is in the room's archive (MAM on the room JID)
+/// exactly once, and the room, its configuration and its affiliations (acknowledged by IQ
+/// results before the messages) are there.
+async fn acked_room_messages_survive_kill_9(b: Backend) {
+    let mut report = Vec::new();
+    for round in 0..rounds() {
+        let mut server = Process::new(b).await;
+        server.start().await;
+        let mut alice = server.login("alice", "phone").await;
+        set_up_room(&mut alice).await;
+        let acked = send_and_kill(&mut server, &mut alice, round, ROOM, "groupchat").await;
+        server.start().await;
+        let mut alice = server.login("alice", "phone").await;
+        check_room_survived(&mut alice).await;
+        let archived = archived_once(round, acked, whole_archive(&mut alice, Some(ROOM)).await);
+        report.push(format!("acked {acked}, archived {}", archived.len()));
+        server.kill9().await;
+    }
+    eprintln!("kill -9 rounds, room ({b:?}): {}", report.join("; "));
+}
+
+db_tests!(acked_messages_survive_kill_9, acked_messages_are_archived_across_kill_9, acked_room_messages_survive_kill_9);

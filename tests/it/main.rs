@@ -20,6 +20,8 @@ mod message;
 mod muc;
 mod muc_moderation;
 mod muc_voice;
+mod muc_nicks;
+mod muc_presence_broadcast;
 mod offline;
 mod pep;
 mod presence;

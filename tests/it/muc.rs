@@ -16,15 +16,15 @@ use crate::common::client::{CLIENT, Client, condition, show};
 use crate::common::{Backend, TestServer};
 use crate::db_tests;
 
-const SERVICE: &str = "conference.localhost";
-const MUC: &str = "http://jabber.org/protocol/muc";
-const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
-const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
-const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+pub(crate) const SERVICE: &str = "conference.localhost";
+pub(crate) const MUC: &str = "http://jabber.org/protocol/muc";
+pub(crate) const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub(crate) const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub(crate) const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+pub(crate) const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 const ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 const STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
-const DATA: &str = "jabber:x:data";
+pub(crate) const DATA: &str = "jabber:x:data";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const DELAY: &str = "urn:xmpp:delay";
@@ -65,7 +65,7 @@ fn from_room(e: &Element, name: &str) -> bool {
 }
 
 /// The nick of an occupant JID (`from`).
-fn nick_of(e: &Element) -> String {
+pub(crate) fn nick_of(e: &Element) -> String {
     e.attr("from").and_then(|f| f.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default()
 }
 
@@ -78,27 +78,27 @@ fn user_x(el: &Element) -> Option<&Element> {
 }
 
 /// The status codes of the muc#user extension, in order.
-fn codes(el: &Element) -> Vec<String> {
+pub(crate) fn codes(el: &Element) -> Vec<String> {
     user_x(el)
         .map(|x| x.children().filter(|c| c.is("status", MUC_USER)).filter_map(|s| s.attr("code")).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-fn has_code(el: &Element, code: &str) -> bool {
+pub(crate) fn has_code(el: &Element, code: &str) -> bool {
     codes(el).iter().any(|c| c == code)
 }
 
 /// The muc#user `<item/>`.
-fn item(el: &Element) -> &Element {
+pub(crate) fn item(el: &Element) -> &Element {
     user_x(el).and_then(|x| x.get_child("item", MUC_USER)).unwrap_or_else(|| panic!("no muc#user <item/> in {}", show(el)))
 }
 
-fn affiliation_role(el: &Element) -> (String, String) {
+pub(crate) fn affiliation_role(el: &Element) -> (String, String) {
     let i = item(el);
     (i.attr("affiliation").unwrap_or_default().to_string(), i.attr("role").unwrap_or_default().to_string())
 }
 
-fn ar(affiliation: &str, role: &str) -> (String, String) {
+pub(crate) fn ar(affiliation: &str, role: &str) -> (String, String) {
     (affiliation.to_string(), role.to_string())
 }
 
@@ -173,7 +173,7 @@ fn assert_hides(el: &Element, jids: &[&str]) {
 /// rule 8) with defined values, role none when unavailable (§7.14, except for the unavailable
 /// half of a nick change, Example 50), a full JID when a JID is shown (§17.3 rule 10), and
 /// one occupant id (XEP-0421 §4).
-fn check_presence(el: &Element) {
+pub(crate) fn check_presence(el: &Element) {
     let (aff, role) = affiliation_role(el);
     assert!(AFFILIATIONS.contains(&aff.as_str()), "affiliation {aff:?}: {}", show(el));
     assert!(ROLES.contains(&role.as_str()), "role {role:?}: {}", show(el));
@@ -218,7 +218,7 @@ pub(crate) async fn online(s: &TestServer, user: &str, resource: &str) -> Client
 
 /// Wait for presence from `from` (available, or unavailable), addressed to this client; its
 /// MUC extension is checked with [`check_presence`].
-async fn presence_from(c: &mut Client, from: &str, unavailable: bool) -> Element {
+pub(crate) async fn presence_from(c: &mut Client, from: &str, unavailable: bool) -> Element {
     let want = if unavailable { Some("unavailable") } else { None };
     let what = format!("{} presence from {from}", if unavailable { "unavailable" } else { "available" });
     let el = c.expect(&what, |e| e.name() == "presence" && e.attr("from") == Some(from) && e.attr("type") == want).await;
@@ -248,7 +248,7 @@ async fn subject_from_room(c: &mut Client, name: &str) -> Element {
 }
 
 /// The next stanza from the room (order kept; other traffic stays pending).
-async fn next_from_room(c: &mut Client, name: &str) -> Element {
+pub(crate) async fn next_from_room(c: &mut Client, name: &str) -> Element {
     c.expect(&format!("a stanza from {}", room(name)), |e| from_room(e, name)).await
 }
 
@@ -275,9 +275,9 @@ pub(crate) async fn nothing_from_room(c: &mut Client, name: &str) {
 /// What a client received on entering a room, in the order of §7.1.
 pub(crate) struct Entered {
     /// In-room presence of the occupants already there (§7.2.2, Example 20).
-    others: Vec<Element>,
+    pub(crate) others: Vec<Element>,
     /// The self-presence, with 110, after all the others (Example 21).
-    me: Element,
+    pub(crate) me: Element,
     /// Discussion history, oldest first (§7.2.13).
     pub(crate) history: Vec<Element>,
     /// The subject (§7.2.15), last, also in a room just created (201).
@@ -285,7 +285,7 @@ pub(crate) struct Entered {
 }
 
 impl Entered {
-    fn other_nicks(&self) -> Vec<String> {
+    pub(crate) fn other_nicks(&self) -> Vec<String> {
         let mut n: Vec<String> = self.others.iter().map(nick_of).collect();
         n.sort();
         n
@@ -300,20 +300,20 @@ impl Entered {
     }
 }
 
-fn join_presence(name: &str, nick: &str, x_inner: &str) -> String {
+pub(crate) fn join_presence(name: &str, nick: &str, x_inner: &str) -> String {
     format!("<presence to='{}'><x xmlns='{MUC}'>{x_inner}</x></presence>", occupant(name, nick))
 }
 
 /// Send the MUC join presence (§7.2.1, Example 18) with `x_inner` inside <x/> (password,
 /// history) and read the entry.
-async fn enter(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Entered {
+pub(crate) async fn enter(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Entered {
     c.send(&join_presence(name, nick, x_inner)).await;
     read_entry(c, name, nick).await
 }
 
 /// Read an entry in the order §7.1 fixes: presence of the others, the self-presence (110),
 /// history, the subject. Stanzas not from the room are kept for later.
-async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
+pub(crate) async fn read_entry(c: &mut Client, name: &str, nick: &str) -> Entered {
     let room_jid = room(name);
     let me_jid = occupant(name, nick);
     let mut unrelated: Vec<Element> = c.pending.drain(..).collect();
@@ -370,7 +370,7 @@ pub(crate) async fn join(c: &mut Client, name: &str, nick: &str) -> Entered {
 }
 
 /// A join that must be refused: the presence error, from the occupant JID (Examples 25-31).
-async fn refused(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Element {
+pub(crate) async fn refused(c: &mut Client, name: &str, nick: &str, x_inner: &str) -> Element {
     let to = occupant(name, nick);
     c.send(&join_presence(name, nick, x_inner)).await;
     let el = c.expect(&format!("a presence error for entering {to}"), |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
@@ -489,21 +489,21 @@ async fn set_subject(c: &mut Client, name: &str, text: &str) -> String {
 // Configuration forms, disco, admin lists, archives
 
 /// The owner form of a room (§10.1.3 Example 156, §10.2 Example 163): the IQ answer.
-async fn get_config(c: &mut Client, name: &str) -> Element {
+pub(crate) async fn get_config(c: &mut Client, name: &str) -> Element {
     c.request(&format!("<iq type='get' id='{}' to='{}'><query xmlns='{MUC_OWNER}'/></iq>", next_id("form"), room(name))).await
 }
 
 /// The data form in an owner IQ result.
-fn config_form(iq: &Element) -> Element {
+pub(crate) fn config_form(iq: &Element) -> Element {
     assert_eq!(iq.attr("type"), Some("result"), "{}", show(iq));
     iq.get_child("query", MUC_OWNER).and_then(|q| q.get_child("x", DATA)).unwrap_or_else(|| panic!("no form in {}", show(iq))).clone()
 }
 
-fn field<'a>(form: &'a Element, var: &str) -> Option<&'a Element> {
+pub(crate) fn field<'a>(form: &'a Element, var: &str) -> Option<&'a Element> {
     form.children().find(|f| f.is("field", DATA) && f.attr("var") == Some(var))
 }
 
-fn values(form: &Element, var: &str) -> Vec<String> {
+pub(crate) fn values(form: &Element, var: &str) -> Vec<String> {
     field(form, var).map(|f| f.children().filter(|v| v.is("value", DATA)).map(|v| v.text()).collect()).unwrap_or_default()
 }
 

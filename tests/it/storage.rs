@@ -5,7 +5,7 @@ use starling::auth::{ScramCredential, ScramHash};
 use starling::xml::Serialised;
 use starling::storage::{
     Affiliation, AffiliationChange, AllowPm, ArchiveRange, BatchLimit, BulkMessage, Db, LastActivity, LimitReached, NewAccount,
-    NewArchived, OfflineQuota, RoomConfig, RoomSummary, RosterItem, RosterLimits, StorageError, Stored, StoredAffiliation,
+    NewArchived, OfflineQuota, PresenceBroadcast, RoomConfig, RoomSummary, RosterItem, RosterLimits, StorageError, Stored, StoredAffiliation,
     StoredRoom, Subscription, Whois,
 };
 
@@ -540,6 +540,7 @@ fn room(jid: &str) -> StoredRoom {
             allow_pm: AllowPm::Moderators,
             archive: true,
             history_length: 0,
+            presence_broadcast: PresenceBroadcast { moderator: true, participant: false, visitor: true },
         },
         subject: "Today: soup".into(),
         subject_from: "chef".into(),
@@ -597,6 +598,7 @@ async fn muc_rooms(b: Backend) {
         allow_pm: AllowPm::NoOne,
         archive: false,
         history_length: u32::MAX,
+        presence_broadcast: PresenceBroadcast { moderator: false, participant: false, visitor: false },
     };
     store.save_config(&r.jid, &config, true).await.unwrap();
     store.save_subject(&r.jid, "Tomorrow: bread", "baker").await.unwrap();

@@ -17,7 +17,8 @@ type IqResult = Result<Option<Element>, StanzaError>;
 /// One `<item/>` of an admin set.
 enum Change {
     Role { nick: String, role: Role, reason: Option<String> },
-    Affiliation { jid: String, affiliation: Option<Affiliation>, reason: Option<String> },
+    /// `nick`: §9.3 (Example 120), a nick reserved with the affiliation (§7.10).
+    Affiliation { jid: String, affiliation: Option<Affiliation>, nick: Option<String>, reason: Option<String> },
 }
 
 /// Affiliations in order of power; `None` (no affiliation) between outcast and member.
@@ -63,11 +64,14 @@ impl Live {
                 (_, Some(_), _, Some(_)) => return Err(StanzaError::bad_request("an item changes a role or an affiliation, not both")),
                 (_, _, Some(jid), Some(a)) => {
                     let jid = Jid::new(jid).map_err(|_| StanzaError::new(Condition::JidMalformed))?;
-                    changes.push(Change::Affiliation { jid: jid.to_bare().to_string(), affiliation: parse_affiliation(a)?, reason });
+                    let nick = item.attr("nick").map(|n| occupant::enforce(self.jid(), n)).transpose()?;
+                    changes.push(Change::Affiliation { jid: jid.to_bare().to_string(), affiliation: parse_affiliation(a)?, nick, reason });
                 }
                 (Some(nick), Some(role), _, None) => {
                     let role = Role::parse(role).ok_or_else(|| StanzaError::bad_request(format!("{role:?} is not a role")))?;
-                    changes.push(Change::Role { nick: nick.to_string(), role, reason });
+                    // The occupant's own nick, for any nick the same under the Nickname profile.
+                    let nick = self.room.occupant_named(nick).map_or(nick, |o| o.nick.as_str()).to_string();
+                    changes.push(Change::Role { nick, role, reason });
                 }
                 _ => return Err(StanzaError::bad_request("an item changes a role (nick, role) or an affiliation (jid, affiliation)")),
             }
@@ -79,10 +83,14 @@ impl Live {
         let affiliation_changes: Vec<AffiliationChange> = changes
             .iter()
             .filter_map(|c| match c {
-                Change::Affiliation { jid, affiliation, reason } => {
-                    // §9.1: a ban takes the reserved nick away.
-                    let kept = self.room.affiliations.get(jid).map(|a| a.nick.clone()).unwrap_or_default();
-                    let nick = if *affiliation == Some(Affiliation::Outcast) { String::new() } else { kept };
+                Change::Affiliation { jid, affiliation, nick, reason } => {
+                    // §17.4 rule 6: outcasts have no reserved nick; otherwise the nick given,
+                    // else the one reserved before.
+                    let nick = match (affiliation, nick) {
+                        (Some(Affiliation::Outcast), _) => String::new(),
+                        (_, Some(nick)) => nick.clone(),
+                        _ => self.room.affiliations.get(jid).map(|a| a.nick.clone()).unwrap_or_default(),
+                    };
                     Some(AffiliationChange { jid: jid.clone(), affiliation: *affiliation, nick, reason: reason.clone().unwrap_or_default() })
                 }
                 Change::Role { .. } => None,
@@ -237,9 +245,9 @@ impl Live {
             return self.remove(nick, &[307], extras).await;
         }
         let Some(o) = self.room.occupants.get_mut(nick) else { return };
-        o.role = role;
+        let was = std::mem::replace(&mut o.role, role);
         let o = o.clone();
-        self.broadcast_presence(&o, true, &[], extras, None).await;
+        self.tell_role_change(&o, was, extras).await;
     }
 
     /// An affiliation changed: the occupant that holds it (if in) is banned (301), removed
@@ -273,13 +281,14 @@ impl Live {
             let Some(o) = self.room.occupants.get_mut(&nick) else { continue };
             o.affiliation = affiliation;
             let entry_role = Role::on_entry(affiliation, moderated);
+            let was = o.role;
             // A promotion brings its role; a demotion takes away what came with the old
             // affiliation, not a voice given by a moderator.
             if entry_role > o.role || (o.role == Role::Moderator && entry_role < Role::Moderator) {
                 o.role = entry_role;
             }
             let o = o.clone();
-            self.broadcast_presence(&o, true, &[], extras, None).await;
+            self.tell_role_change(&o, was, extras).await;
         }
     }
 
@@ -345,6 +354,9 @@ impl Live {
             let mut el = xml::element("message", ns::CLIENT, &[("type", "groupchat"), ("id", &crate::stanza::new_id())]);
             el.append_child(x);
             self.broadcast(Jid::from(self.jid().clone()), el).await;
+        }
+        if self.room.config.presence_broadcast != old.presence_broadcast {
+            self.rebroadcast(old.presence_broadcast).await;
         }
         if self.room.config.members_only && !old.members_only {
             let outsiders: Vec<String> = self

@@ -6,7 +6,7 @@ use super::moderation::{MODERATE, RETRACT, TOMBSTONE};
 use super::room::Room;
 use super::{MAM, MUC, OCCUPANT_ID, SID, STABLE_ID};
 use crate::stanza::{Condition, StanzaError};
-use crate::storage::{AllowPm, RoomConfig, RoomSummary, Whois};
+use crate::storage::{AllowPm, PresenceBroadcast, RoomConfig, RoomSummary, Whois};
 use crate::xml::{self, Element, ns};
 
 pub const RSM: &str = "http://jabber.org/protocol/rsm";
@@ -80,6 +80,10 @@ pub fn config_form(room: &Room, max_users: u32) -> Element {
         field("muc#roomconfig_allowpm", "list-single", "Who may send private messages", &[c.allow_pm.as_str()]),
         &[("anyone", "Anyone"), ("participants", "Participants"), ("moderators", "Moderators"), ("none", "Nobody")],
     ));
+    x.append_child(with_options(
+        field("muc#roomconfig_presencebroadcast", "list-multi", "Roles whose presence is broadcast", &c.presence_broadcast.roles()),
+        &[("moderator", "Moderator"), ("participant", "Participant"), ("visitor", "Visitor")],
+    ));
     x.append_child(field("muc#roomconfig_enablearchiving", "boolean", "Archive messages (message archive, history)", &[flag(c.archive)]));
     x.append_child(field("muc#roomconfig_historylength", "text-single", "Messages sent on entry", &[&c.history_length.to_string()]));
     x
@@ -146,6 +150,10 @@ pub fn parse_config(x: &Element, room: &Room, max_users: u32) -> Result<(RoomCon
             "muc#roomconfig_changesubject" => config.change_subject = parse_bool(var, value)?,
             "muc#roomconfig_allowpm" => {
                 config.allow_pm = AllowPm::parse(value).ok_or_else(|| not_acceptable(format!("{var}: {value:?} is not anyone, participants, moderators or none")))?
+            }
+            "muc#roomconfig_presencebroadcast" => {
+                config.presence_broadcast = PresenceBroadcast::from_roles(values.iter().map(String::as_str))
+                    .ok_or_else(|| not_acceptable(format!("{var}: the values are roles: moderator, participant, visitor")))?
             }
             "muc#roomconfig_enablearchiving" | "muc#roomconfig_enablelogging" | "mam" => config.archive = parse_bool(var, value)?,
             "muc#roomconfig_historylength" | "muc#maxhistoryfetch" => {

@@ -119,7 +119,7 @@ impl Live {
         if !allowed {
             return self.refuse(&stanza, StanzaError::new(Condition::NotAllowed).with_text("private messages are not allowed in this room")).await;
         }
-        let Some(target) = self.room.occupants.get(nick).cloned() else {
+        let Some(target) = self.room.occupant_named(nick).cloned() else {
             return self.refuse(&stanza, StanzaError::item_not_found().with_text("no such occupant")).await;
         };
         let mut el = stanza.el;

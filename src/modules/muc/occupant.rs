@@ -3,6 +3,7 @@
 use jid::{BareJid, FullJid, Jid};
 
 use super::{MUC, MUC_USER, OCCUPANT_ID};
+use crate::stanza::{Condition, StanzaError};
 use crate::storage::Affiliation;
 use crate::xml::{self, Element, ns};
 
@@ -149,10 +150,36 @@ pub fn occupant_id(salt: &[u8], bare: &BareJid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
 }
 
-/// Nicks are compared after case folding (XEP-0045 §7.2.9 with the PRECIS Nickname
-/// profile's comparison): "Romeo" and "romeo" are the same nick.
-pub fn fold(nick: &str) -> String {
-    nick.trim().to_lowercase()
+/// RFC 8266 §2.3 (the PRECIS Nickname profile's enforcement): the nick an occupant is known
+/// by, which its occupant JID shows: spaces trimmed and runs of them made one, NFKC, the case
+/// as given. A nick the profile rejects (or that is not a resourcepart once enforced) makes a
+/// malformed occupant JID: XEP-0045 §7.2.1 answers a missing nick with jid-malformed, and
+/// RFC 7622 §3.4 makes nicks resourceparts.
+pub fn enforce(room: &BareJid, nick: &str) -> Result<String, StanzaError> {
+    use precis_core::profile::PrecisFastInvocation;
+    let malformed = || StanzaError::new(Condition::JidMalformed).with_text("this nick is not allowed by the PRECIS Nickname profile (RFC 8266)");
+    let enforced = precis_profiles::Nickname::enforce(nick).map_err(|_| malformed())?.into_owned();
+    room.with_resource_str(&enforced).map_err(|_| malformed())?;
+    fold(&enforced).ok_or_else(malformed)?;
+    Ok(enforced)
+}
+
+/// RFC 8266 §2.4 (the profile's comparison: enforcement with the case mapped to lower case):
+/// two nicks with the same form are the same nick, for conflicts, reserved nicks and
+/// addressing ("Thirdwitch", "thirdwitch" and "ＴＨＩＲＤＷＩＴＣＨ" are one). None for a
+/// string the profile rejects, which no occupant can have.
+pub fn fold(nick: &str) -> Option<String> {
+    precis_core::profile::stabilize(nick, comparison_rules).ok().map(|s| s.into_owned())
+}
+
+/// RFC 8266 §2.4's rules, in its order, applied once.
+fn comparison_rules(s: &str) -> Result<std::borrow::Cow<'_, str>, precis_core::Error> {
+    use precis_core::profile::{Profile, Rules};
+    let profile = precis_profiles::Nickname::new();
+    let s = profile.prepare(s)?;
+    let s = profile.additional_mapping_rule(s)?;
+    let s = profile.case_mapping_rule(s)?;
+    profile.normalization_rule(s)
 }
 
 #[cfg(test)]
@@ -176,5 +203,21 @@ mod tests {
         assert_eq!(Role::on_entry(Some(Affiliation::Member), true), Role::Participant);
         assert_eq!(Role::on_entry(None, false), Role::Participant);
         assert_eq!(Role::on_entry(None, true), Role::Visitor);
+    }
+
+    #[test]
+    fn nicks_are_enforced_and_compared_by_the_nickname_profile() {
+        let room = BareJid::new("coven@chat.shakespeare.lit").unwrap();
+        assert_eq!(enforce(&room, "  Third   Witch ").unwrap(), "Third Witch");
+        assert_eq!(enforce(&room, "Ｔhirdwitch").unwrap(), "Thirdwitch");
+        assert_eq!(enforce(&room, "Ĥéćâtë").unwrap(), "Ĥéćâtë");
+        assert_eq!(enforce(&room, "   ").unwrap_err().condition, Condition::JidMalformed);
+        assert_eq!(enforce(&room, "witch\u{1100}").unwrap_err().condition, Condition::JidMalformed);
+        assert_eq!(enforce(&room, "witch\u{7}").unwrap_err().condition, Condition::JidMalformed);
+        assert_eq!(fold("Ｔhirdwitch"), fold("thirdwitch"));
+        assert_eq!(fold(" THIRD  witch"), fold("third witch"));
+        assert_eq!(fold("ĤÉĆÂTË"), fold("ĥéćâtë"));
+        assert_ne!(fold("thirdwitch"), fold("secondwitch"));
+        assert_eq!(fold("witch\u{1100}"), None);
     }
 }

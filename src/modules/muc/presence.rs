@@ -22,14 +22,21 @@ impl Live {
                     return self.refuse(&stanza, StanzaError::new(Condition::JidMalformed).with_text("a room is entered as room@service/nick")).await;
                 };
                 let joining = stanza.el.get_child("x", MUC).is_some();
-                match self.room.by_session.get(&from).cloned() {
+                let current = self.room.by_session.get(&from).cloned();
+                if current.is_none() && !joining {
+                    // §7.2 (1.32): presence without <x/> from a non-occupant is a client
+                    // that lost its place in the room: told so explicitly.
+                    return self.kick_desynced(&from, &nick).await;
+                }
+                let nick = match occupant::enforce(self.jid(), &nick) {
+                    Ok(nick) => nick,
+                    Err(e) => return self.refuse(&stanza, e).await,
+                };
+                match current {
                     Some(current) if current == nick && joining => self.enter(stanza, from, nick).await,
                     Some(current) if current == nick => self.update_presence(&stanza, &from).await,
                     Some(current) => self.change_nick(&stanza, &from, &current, &nick).await,
-                    None if joining => self.enter(stanza, from, nick).await,
-                    // §7.2 (1.32): presence without <x/> from a non-occupant is a client that
-                    // lost its place in the room: told so explicitly.
-                    None => self.kick_desynced(&from, &nick).await,
+                    None => self.enter(stanza, from, nick).await,
                 }
             }
             Some(PresenceType::Unavailable) if self.room.by_session.contains_key(&from) => {
@@ -54,7 +61,7 @@ impl Live {
             return self.refuse(&stanza, e).await;
         }
         let created = self.room.locked && self.room.occupants.is_empty() && !self.room.persistent;
-        let existing = self.room.folded.get(&occupant::fold(&nick)).cloned();
+        let existing = self.room.occupant_named(&nick).map(|o| o.nick.clone());
         let nick = match existing {
             // Another resource of the same person: the same nick (§7.2 multi-session).
             Some(existing) => {
@@ -83,7 +90,7 @@ impl Live {
         // 1. Everyone else's presence to the new resource.
         let me = self.room.occupants[&nick].clone();
         let sees = self.room.sees_jids(&me);
-        for o in self.room.occupants.values().filter(|o| o.nick != nick) {
+        for o in self.room.occupants.values().filter(|o| o.nick != nick && self.room.announced(o, true)) {
             let el = occupant::presence(self.jid(), o, true, occupant::user_x(o, sees, &[], &ItemExtras::default()));
             self.send_to(occupant::occupant_jid(self.jid(), &o.nick), &from, el).await;
         }
@@ -101,6 +108,11 @@ impl Live {
         }
         if created {
             codes.push(201);
+        }
+        if requested_nick(&stanza) != Some(nick.as_str()) {
+            // §7.2.11: the nick in the occupant JID is not the one asked for (enforced by
+            // the Nickname profile, or another resource's under the same nick).
+            codes.push(210);
         }
         let mut el = occupant::presence(self.jid(), &me, true, occupant::user_x(&me, true, &codes, &ItemExtras::default()));
         if let Some(id) = stanza.id() {
@@ -121,9 +133,6 @@ impl Live {
     /// The checks of §7.2 on a new occupant, in the order the spec lists its errors.
     pub(super) fn may_enter(&self, bare: &BareJid, affiliation: Option<Affiliation>, nick: &str, x: &Element) -> Result<(), StanzaError> {
         let room = &self.room;
-        if nick.trim().is_empty() {
-            return Err(StanzaError::new(Condition::JidMalformed).with_text("a nick cannot be empty"));
-        }
         if room.locked && affiliation != Some(Affiliation::Owner) {
             // §10.1.1: nobody but the owner until the room is configured.
             return Err(StanzaError::item_not_found().with_text("this room is being set up by its owner"));
@@ -134,13 +143,12 @@ impl Live {
         if room.config.members_only && affiliation.is_none() {
             return Err(StanzaError::new(Condition::RegistrationRequired).with_text("this room is for members only"));
         }
-        if let Some(existing) = room.folded.get(&occupant::fold(nick)) {
-            if &room.occupants[existing].bare != bare {
+        if let Some(existing) = room.occupant_named(nick) {
+            if &existing.bare != bare {
                 return Err(StanzaError::new(Condition::Conflict).with_text("this nick is taken in this room"));
             }
         } else {
-            let reserved = room.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && occupant::fold(&a.nick) == occupant::fold(nick) && jid != bare.as_str());
-            if reserved {
+            if room.reserved_by_other(nick, bare) {
                 return Err(StanzaError::new(Condition::Conflict).with_text("this nick is reserved in this room"));
             }
             let privileged = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin));
@@ -211,31 +219,74 @@ impl Live {
     }
 
     /// A presence about `o` to every resource of every occupant (but `skip`), each with the
-    /// real JID if it may see it, and 110 for the occupant's own resources.
+    /// real JID if it may see it, and 110 for the occupant's own resources; to its own
+    /// resources only when its role's presence is not broadcast (§10.2).
     pub async fn broadcast_presence(&self, o: &Occupant, available: bool, codes: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
-        let from = occupant::occupant_jid(self.jid(), &o.nick);
-        let mut variants: [Option<Element>; 2] = [None, None];
+        self.broadcast_presence_with_own(o, available, codes, &[], extras, skip).await;
+    }
+
+    /// [`Self::broadcast_presence`], with `own` codes for the occupant's own resources only.
+    pub async fn broadcast_presence_with_own(&self, o: &Occupant, available: bool, codes: &[u16], own: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
         let mut own_codes = vec![110];
         own_codes.extend_from_slice(codes);
-        let mut own = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
-        own.share_content();
-        for viewer in self.room.occupants.values() {
-            let el = if viewer.nick == o.nick {
-                own.clone()
-            } else {
-                let sees = self.room.sees_jids(viewer);
-                // Serialised once per variant: every copy differs only in its `to`.
-                let shared = || {
-                    let mut el = occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras));
-                    el.share_content();
-                    el
-                };
-                variants[sees as usize].get_or_insert_with(shared).clone()
+        own_codes.extend_from_slice(own);
+        let el = occupant::presence(self.jid(), o, available, occupant::user_x(o, true, &own_codes, extras));
+        let from = occupant::occupant_jid(self.jid(), &o.nick);
+        let sessions = self.room.occupants.get(&o.nick).map(|me| me.sessions.as_slice()).unwrap_or_default();
+        for session in sessions.iter().filter(|s| Some(*s) != skip) {
+            self.send_to(from.clone(), session, el.clone()).await;
+        }
+        if self.room.announced(o, available) {
+            self.tell_others(o, available, codes, extras, skip).await;
+        }
+    }
+
+    /// A presence about `o` to every resource of the other occupants (but `skip`), each with
+    /// the real JID if it may see it.
+    pub(super) async fn tell_others(&self, o: &Occupant, available: bool, codes: &[u16], extras: &ItemExtras, skip: Option<&FullJid>) {
+        let from = occupant::occupant_jid(self.jid(), &o.nick);
+        let mut variants: [Option<Element>; 2] = [None, None];
+        for viewer in self.room.occupants.values().filter(|v| v.nick != o.nick) {
+            let sees = self.room.sees_jids(viewer);
+            // Serialised once per variant: every copy differs only in its `to`.
+            let shared = || {
+                let mut el = occupant::presence(self.jid(), o, available, occupant::user_x(o, sees, codes, extras));
+                el.share_content();
+                el
             };
-            for session in &viewer.sessions {
-                if Some(session) != skip {
-                    self.send_to(from.clone(), session, el.clone()).await;
-                }
+            let el = variants[sees as usize].get_or_insert_with(shared).clone();
+            for session in viewer.sessions.iter().filter(|s| Some(*s) != skip) {
+                self.send_to(from.clone(), session, el.clone()).await;
+            }
+        }
+    }
+
+    /// An occupant's role changed from `was` (§§8-9): told with the new role; when `was` was
+    /// broadcast and the new role is not (§10.2), the others, who knew of the occupant, see it
+    /// leave (role none), so that the occupants they know of are those whose role is
+    /// broadcast.
+    pub(super) async fn tell_role_change(&self, o: &Occupant, was: Role, extras: &ItemExtras) {
+        self.broadcast_presence(o, true, &[], extras, None).await;
+        if self.room.config.presence_broadcast.includes(was.as_str()) && !self.room.announced(o, true) {
+            let mut gone = o.clone();
+            gone.role = Role::None;
+            self.tell_others(&gone, false, &[], extras, None).await;
+        }
+    }
+
+    /// `presencebroadcast` changed from `old` (§10.2): the others get the presence of the
+    /// occupants whose role is now broadcast and was not, and an unavailable one (role none)
+    /// for those whose role was and is no longer.
+    pub(super) async fn rebroadcast(&self, old: crate::storage::PresenceBroadcast) {
+        let new = self.room.config.presence_broadcast;
+        for o in self.room.occupants.values() {
+            let (before, now) = (old.includes(o.role.as_str()), new.includes(o.role.as_str()));
+            if now && !before {
+                self.tell_others(o, true, &[], &ItemExtras::default(), None).await;
+            } else if before && !now {
+                let mut gone = o.clone();
+                gone.role = Role::None;
+                self.tell_others(&gone, false, &[], &ItemExtras::default(), None).await;
             }
         }
     }
@@ -252,12 +303,9 @@ impl Live {
     /// §7.6: a new nick for every resource of the occupant.
     pub(super) async fn change_nick(&mut self, stanza: &Stanza, from: &FullJid, old: &str, new: &str) {
         let bare = from.to_bare();
-        if self.room.folded.get(&occupant::fold(new)).is_some_and(|taken| taken != old) {
+        if self.room.occupant_named(new).is_some_and(|taken| taken.nick != old) || self.room.reserved_by_other(new, &bare) {
+            // §7.6: taken by another occupant or reserved by another affiliated user.
             return self.refuse(stanza, StanzaError::new(Condition::Conflict).with_text("this nick is taken in this room")).await;
-        }
-        let reserved = self.room.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && occupant::fold(&a.nick) == occupant::fold(new) && jid != bare.as_str());
-        if reserved || new.trim().is_empty() {
-            return self.refuse(stanza, StanzaError::new(Condition::NotAcceptable).with_text("this nick cannot be used in this room")).await;
         }
         // Unavailable from the old nick, naming the new one (303), then available under it.
         let o = self.room.occupants[old].clone();
@@ -267,7 +315,9 @@ impl Live {
         o.nick = new.to_string();
         o.presence = occupant::kept_presence(&stanza.el);
         self.room.add_occupant(o.clone());
-        self.broadcast_presence(&o, true, &[], &ItemExtras::default(), None).await;
+        // §7.6: 210 to the occupant when the nick is not the one asked for.
+        let own_codes: &[u16] = if requested_nick(stanza) == Some(new) { &[] } else { &[210] };
+        self.broadcast_presence_with_own(&o, true, &[], own_codes, &ItemExtras::default(), None).await;
     }
 
     /// §7.14: one resource leaves; the occupant leaves with its last resource.
@@ -325,4 +375,11 @@ impl Live {
         let Ok(from_jid) = self.room.jid.with_resource_str(nick) else { return };
         self.send_to(Jid::from(from_jid), from, el).await;
     }
+}
+
+/// The nick a presence asked for, as the client wrote it: the resourcepart of its `to`
+/// attribute before any normalisation (the parsed address has been through resourceprep,
+/// which already maps widths).
+fn requested_nick(stanza: &Stanza) -> Option<&str> {
+    stanza.el.attr("to").and_then(|to| to.split_once('/')).map(|(_, nick)| nick)
 }

@@ -67,9 +67,8 @@ impl Live {
         if nick.is_empty() {
             return Err(StanzaError::bad_request("muc#register_roomnick is required"));
         }
-        if self.jid().with_resource_str(&nick).is_err() {
-            return Err(StanzaError::new(Condition::JidMalformed).with_text("this nick cannot be a room nick"));
-        }
+        // Reserved as the Nickname profile enforces it (RFC 8266), as nicks are on entry.
+        let nick = occupant::enforce(self.jid(), &nick)?;
         if self.nick_held_by_other(&bare, &nick) {
             return Err(StanzaError::new(Condition::Conflict).with_text("this nick is reserved or in use in this room"));
         }
@@ -106,10 +105,8 @@ impl Live {
     /// Whether `nick` is reserved by another JID (§7.11: "the service MUST deny entry to
     /// the second user"), or used in the room by another person.
     fn nick_held_by_other(&self, bare: &BareJid, nick: &str) -> bool {
-        let folded = occupant::fold(nick);
-        let reserved = self.room.affiliations.iter().any(|(jid, a)| jid != bare.as_str() && !a.nick.is_empty() && occupant::fold(&a.nick) == folded);
-        let in_use = self.room.folded.get(&folded).is_some_and(|n| &self.room.occupants[n].bare != bare);
-        reserved || in_use
+        let in_use = self.room.occupant_named(nick).is_some_and(|o| &o.bare != bare);
+        self.room.reserved_by_other(nick, bare) || in_use
     }
 
     /// XEP-0077 §3.2: cancelling the registration. A member stops being one (and leaves a

@@ -69,9 +69,10 @@ pub struct Room {
     pub subject_from: String,
     /// By bare JID (or domain), as given in the admin lists.
     pub affiliations: HashMap<String, Affiliated>,
-    /// By nick.
+    /// By nick, as enforced by the PRECIS Nickname profile ([`occupant::enforce`]).
     pub occupants: HashMap<String, Occupant>,
-    /// Folded nick → nick, for conflicts (§7.2.9).
+    /// Nick in the profile's comparison form ([`occupant::fold`]) → nick: nicks given by
+    /// clients (entering, changing nick, addressing an occupant) are looked up here.
     pub(super) folded: HashMap<String, String>,
     /// Each resource in the room → its nick.
     pub(super) by_session: HashMap<FullJid, String>,
@@ -182,6 +183,14 @@ impl Room {
         self.by_session.get(session).and_then(|nick| self.occupants.get(nick))
     }
 
+    /// §10.2 `muc#roomconfig_presencebroadcast`: whether presence about `o` goes to the other
+    /// occupants, by its role; for an unavailable presence (role none), by the role it had,
+    /// since others were told of it only if that role was broadcast.
+    pub(super) fn announced(&self, o: &Occupant, available: bool) -> bool {
+        let role = if available { o.role } else { self.occupants.get(&o.nick).map_or(o.role, |had| had.role) };
+        self.config.presence_broadcast.includes(role.as_str())
+    }
+
     /// Whether `viewer` may see occupants' real JIDs (§7.2.3, §7.2.4).
     pub(super) fn sees_jids(&self, viewer: &Occupant) -> bool {
         self.config.whois == crate::storage::Whois::Anyone || viewer.role == Role::Moderator
@@ -192,11 +201,24 @@ impl Room {
         (self.config.public && !self.locked).then(|| RoomSummary { jid: self.jid.to_string(), name: self.config.name.clone(), public: true })
     }
 
+    /// The occupant known by `nick` or by a nick the same under the Nickname profile's
+    /// comparison.
+    pub fn occupant_named(&self, nick: &str) -> Option<&Occupant> {
+        occupant::fold(nick).and_then(|folded| self.folded.get(&folded)).and_then(|nick| self.occupants.get(nick))
+    }
+
+    /// Whether `nick` is reserved (§7.10) by an affiliated JID other than `bare`.
+    pub(super) fn reserved_by_other(&self, nick: &str, bare: &BareJid) -> bool {
+        let Some(folded) = occupant::fold(nick) else { return false };
+        self.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && jid != bare.as_str() && occupant::fold(&a.nick).as_ref() == Some(&folded))
+    }
+
     pub(super) fn add_occupant(&mut self, o: Occupant) {
         for s in &o.sessions {
             self.bind(s.clone(), &o.nick);
         }
-        self.folded.insert(occupant::fold(&o.nick), o.nick.clone());
+        // Enforced nicks always fold (`occupant::enforce` checks).
+        self.folded.insert(occupant::fold(&o.nick).unwrap_or_else(|| o.nick.clone()), o.nick.clone());
         self.occupants.insert(o.nick.clone(), o);
     }
 
@@ -205,7 +227,7 @@ impl Room {
         for s in &o.sessions {
             self.unbind(s);
         }
-        self.folded.remove(&occupant::fold(nick));
+        self.folded.remove(&occupant::fold(nick).unwrap_or_else(|| nick.to_string()));
         Some(o)
     }
 
@@ -254,6 +276,7 @@ fn default_config(jid: &BareJid, config: &Config) -> RoomConfig {
         allow_pm: crate::storage::AllowPm::Anyone,
         archive: true,
         history_length: config.muc.history,
+        presence_broadcast: crate::storage::PresenceBroadcast::ALL,
     }
 }
 
@@ -442,7 +465,7 @@ impl Live {
             };
             return self.refuse(&stanza, error).await;
         };
-        let Some(target) = self.room.occupants.get(nick).cloned() else {
+        let Some(target) = self.room.occupant_named(nick).cloned() else {
             return self.refuse(&stanza, StanzaError::item_not_found().with_text("no such occupant")).await;
         };
         if payload.is("ping", ns::PING) && target.nick == sender.nick {

@@ -133,7 +133,7 @@ impl Live {
             .and_then(|j| FullJid::new(j.trim()).ok())
             .and_then(|j| self.room.occupant_of(&j))
             .map(|o| o.nick.clone());
-        by_jid.or_else(|| form::submitted(x, "muc#roomnick").filter(|n| self.room.occupants.contains_key(n)))
+        by_jid.or_else(|| form::submitted(x, "muc#roomnick").and_then(|n| self.room.occupant_named(&n)).map(|o| o.nick.clone()))
     }
 }
 
