@@ -11,7 +11,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use crate::modules::{Ctx, Delivered, Flow, Hook, IqRequest, Scope};
 use crate::session::SendError;
-use crate::stanza::{Condition, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
+use crate::stanza::{Condition, bare_of, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
 
 /// A stanza a local client sent: its own presence first goes to the presence hook
 /// (broadcast, directed presence, subscriptions), then everything is routed.
@@ -31,6 +31,13 @@ pub async fn from_client(ctx: &Ctx, stanza: Stanza) {
 pub async fn route(ctx: &Ctx, stanza: Stanza) {
     // Boxed: routing recurses (bounces, hooks that send).
     Box::pin(route_inner(ctx, stanza)).await
+}
+
+/// [`route`] for a caller that hands over its context ([`Ctx::send`]): one allocation for
+/// both futures, where `route` in a boxed future would make two (per copy of a room's
+/// broadcast).
+pub(crate) fn route_owned(ctx: Ctx, stanza: Stanza) -> crate::modules::BoxFuture<()> {
+    Box::pin(async move { route_inner(&ctx, stanza).await })
 }
 
 async fn route_inner(ctx: &Ctx, mut stanza: Stanza) {
@@ -97,7 +104,7 @@ async fn to_server(ctx: &Ctx, stanza: Stanza, to: Jid) {
 /// Stanzas for a local account (RFC 6121 §8.5).
 async fn to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     let core = &ctx.core;
-    let bare = to.to_bare();
+    let bare = bare_of(&to);
     if !core.sessions.has_sessions(&bare) {
         match core.db.accounts().exists(&bare).await {
             Ok(true) => {}
@@ -147,7 +154,7 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
 /// RFC 6121 §8.5.3: a message for a full JID.
 async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
     // Kept for the modules that watch deliveries (the session's queue takes the element).
-    let watched = ctx.core.modules.watches_deliveries(&full.to_bare()).then(|| stanza.clone());
+    let watched = ctx.core.modules.watches_deliveries(&bare_of(&full)).then(|| stanza.clone());
     let Stanza { kind, from, to, el } = stanza;
     match ctx.deliver(&full, el).await {
         Ok(()) => {

@@ -8,10 +8,10 @@ use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
-use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
+use super::{Ctx, Deps, Flow, Hook, IqRequest, Kinds, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router;
 use crate::rosters::RosterSnapshot;
-use crate::stanza::{Condition, IqType, Kind, PresenceType, Stanza, StanzaError};
+use crate::stanza::{Condition, bare_of, IqType, Kind, PresenceType, Stanza, StanzaError};
 use crate::storage::BlocklistStore;
 use crate::xml::{self, ns};
 
@@ -35,8 +35,8 @@ impl Module for Blocking {
         reg.iq(Scope::Account, IqType::Set, "block", ns::BLOCKING, &self, Self::block);
         reg.iq(Scope::Account, IqType::Set, "unblock", ns::BLOCKING, &self, Self::unblock);
         // Before everything else touches the stanza.
-        reg.hook(Hook::StanzaOut, 100, &self, Self::outbound);
-        reg.hook(Hook::StanzaIn, 100, &self, Self::inbound);
+        reg.hook(Hook::StanzaOut, Kinds::ALL, 100, &self, Self::outbound);
+        reg.hook(Hook::StanzaIn, Kinds::ALL, 100, &self, Self::inbound);
         reg.session_hook(SessionHook::Bound, 0, &self, Self::bound);
         reg.session_hook(SessionHook::Closed, -100, &self, Self::closed);
     }
@@ -266,8 +266,8 @@ impl Blocking {
     /// requests answered with `<service-unavailable/>`, as if the user were offline.
     async fn inbound(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
         let Some(to) = &stanza.to else { return Flow::Continue(stanza) };
-        let owner = to.to_bare();
-        if stanza.from.to_bare() == owner {
+        let owner = bare_of(to);
+        if bare_of(&stanza.from) == owner {
             return Flow::Continue(stanza);
         }
         let list = match self.list(&ctx, &owner).await {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid};
 
-use super::{Ctx, Delivered, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
+use super::{Ctx, Delivered, Deps, Flow, Hook, IqRequest, Kinds, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::stanza::{IqType, Kind, MessageType, Stanza, StanzaError};
 use crate::xml::{self, Element, ns};
 
@@ -44,11 +44,11 @@ impl Module for Carbons {
         reg.iq(Scope::Account, IqType::Set, "disable", ns::CARBONS, &self, Self::disable);
         // Forged wrappers go before anything else (an archive, say) sees the message; only
         // the block list, which may drop it altogether, comes first.
-        reg.hook(Hook::StanzaOut, 90, &self, Self::guard);
-        reg.hook(Hook::StanzaIn, 90, &self, Self::guard);
+        reg.hook(Hook::StanzaOut, Kinds::MESSAGE, 90, &self, Self::guard);
+        reg.hook(Hook::StanzaIn, Kinds::MESSAGE, 90, &self, Self::guard);
         // Copies of what a client sends, once every other hook let it through (a blocked
         // message is not copied) and stamped what it stamps.
-        reg.hook(Hook::StanzaOut, -100, &self, Self::sent);
+        reg.hook(Hook::StanzaOut, Kinds::MESSAGE, -100, &self, Self::sent);
         reg.delivered(0, &self, |carbons, account| carbons.enabled.contains_key(account), Self::received);
         reg.session_hook(SessionHook::Bound, 0, &self, Self::forget);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::forget);
@@ -150,7 +150,7 @@ fn wrap(direction: Direction, account: &BareJid, to: &FullJid, original: Element
 /// account's own clients, whose `from` is always its full JID) is a forgery: it is removed,
 /// and a message left with nothing in it is dropped. Returns whether it should be delivered.
 fn strip_forged(stanza: &mut Stanza) -> bool {
-    let account = stanza.to_or_self().to_bare();
+    let account = stanza.to_or_self_bare();
     let from_account = stanza.from.resource().is_none() && stanza.from.to_bare() == account;
     if from_account || !is_carbon(&stanza.el) {
         return true;

@@ -30,7 +30,7 @@ use crate::xml::Element;
 use crate::config::Config;
 use crate::core::Core;
 use crate::session::PresenceState;
-use crate::stanza::{IqType, Stanza, StanzaError};
+use crate::stanza::{IqType, Kind, Stanza, StanzaError};
 use crate::storage::Db;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -119,6 +119,28 @@ pub enum Hook {
     PresenceIn,
     /// A message for an account that has no available resource to take it.
     MessageUndeliverable,
+}
+
+/// The kinds of stanza a hook looks at ([`Registrar::hook`]). The others pass it by without
+/// a call: a call boxes the hook's future, and routing runs the hooks for every copy of a
+/// room's broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds(u8);
+
+impl Kinds {
+    pub const MESSAGE: Kinds = Kinds(1);
+    pub const PRESENCE: Kinds = Kinds(2);
+    pub const IQ: Kinds = Kinds(4);
+    pub const ALL: Kinds = Kinds(7);
+
+    fn has(self, kind: Kind) -> bool {
+        let bit = match kind {
+            Kind::Message => Kinds::MESSAGE,
+            Kind::Presence => Kinds::PRESENCE,
+            Kind::Iq => Kinds::IQ,
+        };
+        self.0 & bit.0 != 0
+    }
 }
 
 /// Session lifecycle events.
@@ -267,7 +289,7 @@ pub struct ModuleTable {
     iq: HashMap<&'static str, Vec<IqEntry>>,
     features: HashMap<Scope, Vec<&'static str>>,
     identities: HashMap<Scope, Vec<Identity>>,
-    hooks: HashMap<Hook, Vec<StanzaHookFn>>,
+    hooks: HashMap<Hook, Vec<(Kinds, StanzaHookFn)>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
     delivered: Vec<DeliveredHookFn>,
     delivery_interest: Vec<DeliveryInterestFn>,
@@ -347,7 +369,10 @@ impl ModuleTable {
 
     pub async fn run_hook(&self, hook: Hook, ctx: &Ctx, mut stanza: Stanza) -> Flow {
         if let Some(handlers) = self.hooks.get(&hook) {
-            for h in handlers {
+            for (kinds, h) in handlers {
+                if !kinds.has(stanza.kind) {
+                    continue;
+                }
                 match h(ctx.clone(), stanza).await {
                     Flow::Continue(s) => stanza = s,
                     Flow::Handled => return Flow::Handled,
@@ -411,7 +436,7 @@ impl ModuleTable {
 pub struct Registrar {
     table: ModuleTable,
     disabled: Vec<String>,
-    hook_order: HashMap<Hook, Vec<(i32, StanzaHookFn)>>,
+    hook_order: HashMap<Hook, Vec<(i32, Kinds, StanzaHookFn)>>,
     session_order: HashMap<SessionHook, Vec<(i32, SessionHookFn)>>,
     delivered_order: Vec<(i32, DeliveredHookFn)>,
 }
@@ -452,8 +477,8 @@ impl Registrar {
 
     fn finish(mut self) -> ModuleTable {
         for (hook, mut list) in self.hook_order {
-            list.sort_by_key(|(p, _)| -p);
-            self.table.hooks.insert(hook, list.into_iter().map(|(_, h)| h).collect());
+            list.sort_by_key(|(p, _, _)| -p);
+            self.table.hooks.insert(hook, list.into_iter().map(|(_, kinds, h)| (kinds, h)).collect());
         }
         for (hook, mut list) in self.session_order {
             list.sort_by_key(|(p, _)| -p);
@@ -487,8 +512,8 @@ impl Registrar {
         self.table.identities.entry(scope).or_default().push(Identity { category, kind, name });
     }
 
-    /// Higher priority runs first.
-    pub fn hook<M, F, Fut>(&mut self, hook: Hook, priority: i32, module: &Arc<M>, f: F)
+    /// `f` sees the stanzas of `kinds` at `hook`; higher priority runs first.
+    pub fn hook<M, F, Fut>(&mut self, hook: Hook, kinds: Kinds, priority: i32, module: &Arc<M>, f: F)
     where
         M: Send + Sync + 'static,
         F: Fn(Arc<M>, Ctx, Stanza) -> Fut + Send + Sync + 'static,
@@ -496,7 +521,7 @@ impl Registrar {
     {
         let module = module.clone();
         let handler: StanzaHookFn = Arc::new(move |ctx, stanza| Box::pin(f(module.clone(), ctx, stanza)));
-        self.hook_order.entry(hook).or_default().push((priority, handler));
+        self.hook_order.entry(hook).or_default().push((priority, kinds, handler));
     }
 
     pub fn session_hook<M, F, Fut>(&mut self, hook: SessionHook, priority: i32, module: &Arc<M>, f: F)
@@ -667,8 +692,7 @@ impl Ctx {
 
     /// Route a stanza as the server does for any other.
     pub fn send(&self, stanza: Stanza) -> BoxFuture<()> {
-        let ctx = self.clone();
-        Box::pin(async move { crate::router::route(&ctx, stanza).await })
+        crate::router::route_owned(self.clone(), stanza)
     }
 
     /// Whether this routes what a session that ended did not write: those stanzas went

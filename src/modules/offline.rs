@@ -10,7 +10,7 @@ use jid::BareJid;
 use crate::xml::Element;
 use tracing::Instrument;
 
-use super::{BoxFuture, Ctx, Deps, Flow, Hook, Module, Registrar, Scope, SessionEvent, SessionHook};
+use super::{BoxFuture, Ctx, Deps, Flow, Hook, Kinds, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router::{self, deliver_message_now};
 use crate::stanza::{Condition, MessageType, Stanza, StanzaError};
 use crate::storage::{BatchLimit, OfflineQuota, OfflineStore, Stored};
@@ -42,7 +42,7 @@ impl Module for Offline {
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
         reg.feature(Scope::Server, ns::MSGOFFLINE);
-        reg.hook(Hook::MessageUndeliverable, 0, &self, Self::store);
+        reg.hook(Hook::MessageUndeliverable, Kinds::MESSAGE, 0, &self, Self::store);
         reg.session_hook(SessionHook::InitialPresence, 0, &self, Self::flush);
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
-use super::{Ctx, Deps, Flow, Hook, Module, Registrar, SessionEvent, SessionHook};
+use super::{Ctx, Deps, Flow, Hook, Kinds, Module, Registrar, SessionEvent, SessionHook};
 use crate::stanza::{Kind, PresenceType, Stanza, StanzaError};
 use crate::storage::{RosterItem, StorageError};
 use crate::xml::{self, ns};
@@ -33,11 +33,11 @@ impl Module for Presence {
     }
 
     fn register(self: Arc<Self>, reg: &mut Registrar) {
-        reg.hook(Hook::PresenceOut, 0, &self, Self::outbound);
+        reg.hook(Hook::PresenceOut, Kinds::PRESENCE, 0, &self, Self::outbound);
         // Above the block list (priority 100): the roster follows a subscription change
         // whatever the block list says; the block list then only decides delivery.
-        reg.hook(Hook::StanzaIn, 200, &self, Self::subscription_state);
-        reg.hook(Hook::PresenceIn, 0, &self, Self::inbound);
+        reg.hook(Hook::StanzaIn, Kinds::PRESENCE, 200, &self, Self::subscription_state);
+        reg.hook(Hook::PresenceIn, Kinds::PRESENCE, 0, &self, Self::inbound);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         // RFC 6121 §3.4 pre-approval is not supported, so its stream feature is not offered.
     }
@@ -391,6 +391,13 @@ impl Presence {
     /// account's clients, only if the state machine says so; the block list may still drop it.
     async fn subscription_state(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
         let Some(kind) = changes_state(&stanza) else { return Flow::Continue(stanza) };
+        // Boxed apart: the state machine's future is large, and every presence routed to an
+        // account (each copy of a room's presence broadcast among them) would otherwise have
+        // it allocated and moved for nothing.
+        Box::pin(self.apply_subscription_state(ctx, stanza, kind)).await
+    }
+
+    async fn apply_subscription_state(&self, ctx: Ctx, stanza: Stanza, kind: PresenceType) -> Flow {
         let Some(to) = &stanza.to else { return Flow::Continue(stanza) };
         let user = to.to_bare();
         let contact = stanza.from.to_bare();
@@ -459,6 +466,17 @@ impl Presence {
     /// Presence addressed to a local account, past its block list: subscription requests,
     /// the state changes `subscription_state` let through, probes.
     async fn inbound(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
+        match stanza.presence_type() {
+            None => return Flow::Handled,
+            Some(PresenceType::Available | PresenceType::Unavailable | PresenceType::Error) => return Flow::Continue(stanza),
+            Some(_) => {}
+        }
+        // As above: only the rare subscription and probe traffic pays for the large future.
+        Box::pin(self.inbound_control(ctx, stanza)).await
+    }
+
+    /// [`Presence::inbound`] for subscription requests and answers, and probes.
+    async fn inbound_control(&self, ctx: Ctx, stanza: Stanza) -> Flow {
         let Some(kind) = stanza.presence_type() else { return Flow::Handled };
         let Some(to) = stanza.to.clone() else { return Flow::Handled };
         let user = to.to_bare();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use jid::{BareJid, Jid};
 use crate::xml::Element;
 
-use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, Stage};
+use super::{Ctx, Deps, Flow, Hook, IqRequest, Kinds, IqResult, Module, Registrar, Scope, Stage};
 use crate::rosters::item_element;
 use crate::stanza::{Condition, IqType, PresenceType, Stanza, StanzaError};
 use crate::storage::RosterItem;
@@ -35,7 +35,7 @@ impl Module for Roster {
     fn register(self: Arc<Self>, reg: &mut Registrar) {
         reg.iq(Scope::Account, IqType::Get, "query", ns::ROSTER, &self, Self::get);
         reg.iq(Scope::Account, IqType::Set, "query", ns::ROSTER, &self, Self::set);
-        reg.hook(Hook::StanzaIn, 150, &self, Self::forged_push);
+        reg.hook(Hook::StanzaIn, Kinds::IQ, 150, &self, Self::forged_push);
         // XEP-0237 §2: versioning is announced as a stream feature.
         reg.stream_feature(Stage::PostAuth, Element::bare("ver", ns::ROSTER_VER_FEATURE));
     }

@@ -11,6 +11,13 @@ use crate::xml::Element;
 
 use crate::xml::{self, ns};
 
+/// The bare JID of `jid`. jid's own `to_bare` builds it with `format!`; this copies the text
+/// and cuts the resource off, several times cheaper: routing takes a few per stanza, and a
+/// room's broadcast is routed once per occupant.
+pub fn bare_of(jid: &Jid) -> BareJid {
+    jid.clone().into_bare()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Message,
@@ -266,7 +273,12 @@ impl Stanza {
 
     /// The address this stanza is effectively for: its `to`, or the sender's bare JID.
     pub fn to_or_self(&self) -> Jid {
-        self.to.clone().unwrap_or_else(|| Jid::from(self.from.to_bare()))
+        self.to.clone().unwrap_or_else(|| Jid::from(bare_of(&self.from)))
+    }
+
+    /// The bare JID of [`Stanza::to_or_self`].
+    pub fn to_or_self_bare(&self) -> BareJid {
+        bare_of(self.to.as_ref().unwrap_or(&self.from))
     }
 
     pub fn set_to(&mut self, to: Jid) {

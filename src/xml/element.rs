@@ -340,6 +340,17 @@ impl Element {
         }
     }
 
+    /// A copy of this element with its `to` attribute set to `to`: one per recipient of a
+    /// broadcast, made with the room for that attribute at once (a clone then `set_attr`
+    /// would grow the attribute list again); the children stay shared
+    /// ([`Element::share_content`]).
+    pub fn copy_to(&self, to: &str) -> Element {
+        let mut attrs = Vec::with_capacity(self.attrs.len() + 1);
+        attrs.extend(self.attrs.iter().filter(|a| !(a.ns.is_empty() && &*a.name == "to")).cloned());
+        attrs.push(Attr { ns: Namespace::NONE, name: "to".into(), value: to.into() });
+        Element { name: self.name.clone(), ns: self.ns.clone(), attrs, content: self.content.clone() }
+    }
+
     /// Remove an unqualified attribute; its value if it was there.
     pub fn remove_attr(&mut self, name: &str) -> Option<Box<str>> {
         let i = self.attrs.iter().position(|a| &*a.name == name && a.ns.is_empty())?;
@@ -382,9 +393,29 @@ impl Element {
         }
     }
 
-    /// Keep only the child elements for which `keep` is true (text is kept).
+    /// Keep only the child elements for which `keep` is true (text is kept). `keep` sees
+    /// each child once. Content shared by the copies of a broadcast stays shared when
+    /// nothing goes: routing's hooks strip what is rarely there, on every copy.
     pub fn retain_children(&mut self, mut keep: impl FnMut(&Element) -> bool) {
-        self.content.nodes_mut().retain(|n| n.as_element().is_none_or(&mut keep));
+        let Some(first_dropped) = self.nodes().position(|n| n.as_element().is_some_and(|e| !keep(e))) else {
+            return;
+        };
+        let mut i = 0;
+        self.content.nodes_mut().retain(|n| {
+            let verdict = match i.cmp(&first_dropped) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => false,
+                std::cmp::Ordering::Greater => n.as_element().is_none_or(&mut keep),
+            };
+            i += 1;
+            verdict
+        });
+    }
+
+    /// Whether this element's children are shared with other copies (see
+    /// [`Element::share_content`]).
+    pub fn shares_content(&self) -> bool {
+        matches!(self.content, Content::Shared(_))
     }
 
     /// The text directly inside this element, all runs together.
@@ -567,6 +598,47 @@ mod tests {
         assert!(a.same_allocation(&b));
         assert_eq!(a, Namespace::new("urn:example:long"));
         assert!(!a.same_allocation(&Namespace::new("urn:example:long")));
+    }
+
+    #[test]
+    fn retaining_every_child_keeps_shared_content_shared() {
+        let mut el = Element::bare("message", ns::CLIENT);
+        el.append_child(Element::bare("a", "urn:a"));
+        el.append_text("t");
+        el.append_child(Element::bare("b", "urn:b"));
+        el.append_child(Element::bare("c", "urn:c"));
+        el.share_content();
+        let mut copy = el.clone();
+        let mut seen = 0;
+        copy.retain_children(|_| {
+            seen += 1;
+            true
+        });
+        assert_eq!(seen, 3);
+        assert!(copy.shares_content(), "nothing removed: still shared");
+        assert_eq!(copy, el);
+
+        let mut seen = Vec::new();
+        copy.retain_children(|c| {
+            seen.push(c.name().to_string());
+            !c.is("b", "urn:b")
+        });
+        assert_eq!(seen, ["a", "b", "c"], "each child judged once");
+        assert!(!copy.shares_content());
+        let names: Vec<_> = copy.children().map(|c| c.name().to_string()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(copy.text(), "t");
+        assert_eq!(el.children().count(), 3, "the other copies keep theirs");
+
+        let mut addressed = el.clone();
+        addressed.set_attr("to", "a@b/c");
+        let copy = addressed.copy_to("d@e/f");
+        assert!(copy.shares_content());
+        assert_eq!(copy.attr("to"), Some("d@e/f"));
+        assert_eq!(copy.attrs().filter(|a| &*a.name == "to").count(), 1);
+        let mut expected = el.clone();
+        expected.set_attr("to", "d@e/f");
+        assert_eq!(copy, expected);
     }
 
     #[test]

@@ -24,11 +24,11 @@ use dashmap::DashMap;
 use jid::{BareJid, Jid};
 use tracing::Instrument;
 
-use super::{Ctx, Deps, Flow, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
+use super::{Ctx, Deps, Flow, Hook, IqRequest, Kinds, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::core::Core;
 use crate::archive_query;
 use crate::router;
-use crate::stanza::{Condition, IqType, Kind, MessageType, Stanza, StanzaError};
+use crate::stanza::{Condition, bare_of, IqType, Kind, MessageType, Stanza, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchiveStore, NewArchived, now_micros};
 use crate::xml::{self, Element, ns};
 
@@ -87,8 +87,8 @@ impl Module for Mam {
         reg.feature(Scope::Account, MAM_METADATA);
         reg.feature(Scope::Account, SID);
         // After the block lists (100): what they refuse is not archived (XEP-0313 §6.1).
-        reg.hook(Hook::StanzaOut, 90, &self, Self::outgoing);
-        reg.hook(Hook::StanzaIn, 90, &self, Self::incoming);
+        reg.hook(Hook::StanzaOut, Kinds::MESSAGE, 90, &self, Self::outgoing);
+        reg.hook(Hook::StanzaIn, Kinds::MESSAGE, 90, &self, Self::incoming);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::closed);
         reg.background(&self, Self::retention);
     }
@@ -116,7 +116,25 @@ fn worth_archiving(stanza: &Stanza) -> bool {
 
 /// XEP-0359 §4 rule 2: drop every `<stanza-id/>` whose `by` is `owner`, whoever put it there.
 fn strip_stanza_ids(el: &mut Element, owner: &BareJid) {
-    el.retain_children(|c| !(c.is("stanza-id", SID) && c.attr("by").and_then(|by| BareJid::new(by).ok()).is_some_and(|by| &by == owner)));
+    el.retain_children(|c| !(c.is("stanza-id", SID) && c.attr("by").is_some_and(|by| names(by, owner))));
+}
+
+/// Whether `by` is `owner`'s JID, as the JID rules compare them. Most `by`s that reach this
+/// are another entity's (a room's, on every copy of its broadcast): an ASCII domain that
+/// differs from the owner's in more than case tells them apart without preparing the JID
+/// (stringprep, per copy). The JID rules change such a domain only by lower-casing it and
+/// dropping a final dot.
+fn names(by: &str, owner: &BareJid) -> bool {
+    if by == owner.as_str() {
+        return true;
+    }
+    if !by.contains('/') {
+        let domain = by.split_once('@').map_or(by, |(_, domain)| domain);
+        if domain.is_ascii() && !domain.ends_with('.') && !domain.eq_ignore_ascii_case(owner.domain().as_str()) {
+            return false;
+        }
+    }
+    BareJid::new(by).is_ok_and(|by| &by == owner)
 }
 
 impl Prefs {
@@ -210,7 +228,7 @@ impl Mam {
             return Flow::Continue(stanza);
         }
         let to = stanza.to_or_self();
-        let owner = to.to_bare();
+        let owner = bare_of(&to);
         strip_stanza_ids(&mut stanza.el, &owner);
         if !worth_archiving(&stanza) {
             return Flow::Continue(stanza);
@@ -419,6 +437,44 @@ mod tests {
     fn stanza(x: &str) -> Stanza {
         let el = xml::parse_element(x).unwrap();
         Stanza::new(el, Jid::from(FullJid::new("a@b/c").unwrap()), Jid::new("d@b").unwrap())
+    }
+
+    #[test]
+    fn stanza_id_by_compares_as_jids_do() {
+        let owner = BareJid::new("alice@example.org").unwrap();
+        // Every `by` the shortcut decides is decided as a full comparison would.
+        for by in [
+            "alice@example.org",
+            "ALICE@Example.ORG",
+            "alice@example.org.",
+            "Alice@EXAMPLE.org.",
+            "room@conference.example.org",
+            "example.org",
+            "alice@example.com",
+            "alice@example.org/res",
+            "alice@[::1]",
+            "ALİCE@example.org",
+            "alice@ÉXAMPLE.org",
+            "alice@example..org",
+            "",
+            "@example.org",
+        ] {
+            let full = BareJid::new(by).is_ok_and(|by| by == owner);
+            assert_eq!(names(by, &owner), full, "{by}");
+        }
+        assert!(names("Alice@Example.org.", &owner));
+        assert!(!names("room@conference.example.org", &owner));
+        let unicode = BareJid::new("älice@éxample.org").unwrap();
+        assert!(names("ÄLICE@ÉXAMPLE.ORG", &unicode));
+        assert!(!names("älice@example.org", &unicode));
+
+        let mut el = xml::parse_element(
+            "<message xmlns='jabber:client'><stanza-id xmlns='urn:xmpp:sid:0' by='room@conference.example.org' id='1'/><stanza-id xmlns='urn:xmpp:sid:0' by='ALICE@example.org' id='2'/><body>x</body></message>",
+        )
+        .unwrap();
+        strip_stanza_ids(&mut el, &owner);
+        let ids: Vec<_> = el.children().filter_map(|c| c.attr("id")).collect();
+        assert_eq!(ids, ["1"], "the owner's forged id goes, the room's stays");
     }
 
     #[test]

@@ -376,21 +376,19 @@ impl Live {
     pub async fn send_to(&self, from: Jid, to: &FullJid, mut el: Element) {
         xml::set_attr(&mut el, "from", from.as_str());
         xml::set_attr(&mut el, "to", to.as_str());
-        let kind = match el.name() {
-            "presence" => Kind::Presence,
-            "iq" => Kind::Iq,
-            _ => Kind::Message,
-        };
-        self.ctx.send(Stanza { kind, from, to: Some(Jid::from(to.clone())), el }).await;
+        self.ctx.send(Stanza { kind: kind_of(&el), from, to: Some(Jid::from(to.clone())), el }).await;
     }
 
     /// The same stanza to every resource of every occupant, from `from`: serialised once,
     /// every copy differing only in its `to`.
     pub async fn broadcast(&self, from: Jid, mut el: Element) {
         el.share_content();
+        xml::set_attr(&mut el, "from", from.as_str());
+        let kind = kind_of(&el);
         for o in self.room.occupants.values() {
             for session in &o.sessions {
-                self.send_to(from.clone(), session, el.clone()).await;
+                let copy = el.copy_to(session.as_str());
+                self.ctx.send(Stanza { kind, from: from.clone(), to: Some(Jid::from(session.clone())), el: copy }).await;
             }
         }
     }
@@ -554,5 +552,14 @@ impl Live {
 
     pub fn is_owner(&self, who: &Jid) -> bool {
         self.room.affiliation_of(&who.to_bare(), &self.service.config) == Some(Affiliation::Owner)
+    }
+}
+
+/// The kind of stanza a room sends, by the element's name.
+fn kind_of(el: &Element) -> Kind {
+    match el.name() {
+        "presence" => Kind::Presence,
+        "iq" => Kind::Iq,
+        _ => Kind::Message,
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use jid::{BareJid, Jid};
 
-use super::{Ctx, Deps, DiscoRequest, Hook, IqRequest, IqResult, Module, Registrar, Scope, SessionHook};
+use super::{Ctx, Deps, DiscoRequest, Hook, IqRequest, Kinds, IqResult, Module, Registrar, Scope, SessionHook};
 use crate::stanza::{Condition, IqType, StanzaError, new_id};
 use crate::storage::{AccessModel, Created, NodeConfig, PepItem, PepLimits, PepNode, PepStore, PrivateStore, VcardStore, now_unix};
 use crate::xml::{self, Element, ns};
@@ -123,10 +123,10 @@ impl Module for Pep {
         reg.iq(Scope::Account, IqType::Get, "pubsub", PUBSUB_OWNER, &self, Self::owner_get);
         reg.iq(Scope::Account, IqType::Set, "pubsub", PUBSUB_OWNER, &self, Self::owner_set);
         // Before the presence module (0), which handles the broadcast.
-        reg.hook(Hook::PresenceOut, 10, &self, Self::presence_out);
+        reg.hook(Hook::PresenceOut, Kinds::PRESENCE, 10, &self, Self::presence_out);
         // After the presence module recorded a subscription change (200), before the block
         // list (100).
-        reg.hook(Hook::StanzaIn, 150, &self, Self::subscription_approved);
+        reg.hook(Hook::StanzaIn, Kinds::PRESENCE, 150, &self, Self::subscription_approved);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         reg.account_disco(&self, Self::disco);
         reg.data_hook(&self, Self::private_changed);
