@@ -267,7 +267,8 @@ impl Blocking {
     async fn inbound(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
         let Some(to) = &stanza.to else { return Flow::Continue(stanza) };
         let owner = bare_of(to);
-        if bare_of(&stanza.from) == owner {
+        // The sender's bare JID compared by parts, without making it.
+        if stanza.from.node() == owner.node() && stanza.from.domain() == owner.domain() {
             return Flow::Continue(stanza);
         }
         let list = match self.list(&ctx, &owner).await {

@@ -26,6 +26,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind a stanza element of this name is.
+    pub fn named(name: &str) -> Option<Kind> {
+        match name {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Message => "message",
@@ -196,12 +206,7 @@ impl Stanza {
 
     /// A stanza read back from storage; its addresses were validated when it was stored.
     pub fn from_stored(el: Element) -> Option<Stanza> {
-        let kind = match el.name() {
-            "message" => Kind::Message,
-            "presence" => Kind::Presence,
-            "iq" => Kind::Iq,
-            _ => return None,
-        };
+        let kind = Kind::named(el.name())?;
         let from = Jid::new(el.attr("from")?).ok()?;
         let to = el.attr("to").and_then(|t| Jid::new(t).ok());
         Some(Stanza { kind, from, to, el })
@@ -209,11 +214,7 @@ impl Stanza {
 
     /// A new stanza with `from` and `to` set on the element too.
     pub fn new(mut el: Element, from: Jid, to: Jid) -> Stanza {
-        let kind = match el.name() {
-            "message" => Kind::Message,
-            "presence" => Kind::Presence,
-            _ => Kind::Iq,
-        };
+        let kind = Kind::named(el.name()).unwrap_or(Kind::Iq);
         xml::set_attr(&mut el, "from", from.as_str());
         xml::set_attr(&mut el, "to", to.as_str());
         Stanza { kind, from, to: Some(to), el }

@@ -373,10 +373,8 @@ impl Live {
     }
 
     /// Send an element to one resource, from `from`.
-    pub async fn send_to(&self, from: Jid, to: &FullJid, mut el: Element) {
-        xml::set_attr(&mut el, "from", from.as_str());
-        xml::set_attr(&mut el, "to", to.as_str());
-        self.ctx.send(Stanza { kind: kind_of(&el), from, to: Some(Jid::from(to.clone())), el }).await;
+    pub async fn send_to(&self, from: Jid, to: &FullJid, el: Element) {
+        self.ctx.send(Stanza::new(el, from, Jid::from(to.clone()))).await;
     }
 
     /// The same stanza to every resource of every occupant, from `from`: serialised once,
@@ -384,7 +382,7 @@ impl Live {
     pub async fn broadcast(&self, from: Jid, mut el: Element) {
         el.share_content();
         xml::set_attr(&mut el, "from", from.as_str());
-        let kind = kind_of(&el);
+        let kind = Kind::named(el.name()).unwrap_or(Kind::Message);
         for o in self.room.occupants.values() {
             for session in &o.sessions {
                 let copy = el.copy_to(session.as_str());
@@ -552,14 +550,5 @@ impl Live {
 
     pub fn is_owner(&self, who: &Jid) -> bool {
         self.room.affiliation_of(&who.to_bare(), &self.service.config) == Some(Affiliation::Owner)
-    }
-}
-
-/// The kind of stanza a room sends, by the element's name.
-fn kind_of(el: &Element) -> Kind {
-    match el.name() {
-        "presence" => Kind::Presence,
-        "iq" => Kind::Iq,
-        _ => Kind::Message,
     }
 }
