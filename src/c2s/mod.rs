@@ -331,6 +331,10 @@ impl Session {
         let mut resumed = false;
         // The connection that came to resume went away before it could take over.
         let mut detached = false;
+        // One timer for the session's life, moved only when its deadline does: a session
+        // woken for every stanza it is sent would otherwise set and clear a timer each time.
+        let timer = tokio::time::sleep_until(self.next_timer());
+        tokio::pin!(timer);
         let end = 'session: loop {
             let end = loop {
                 if std::mem::take(&mut detached) {
@@ -344,7 +348,10 @@ impl Session {
                 let reading = self.bucket.paused_until.is_none();
                 // A client this far behind in its acks gets nothing more until it catches up.
                 let taking = self.sm.as_ref().is_none_or(|sm| sm.proto.unacked_len() < self.core.config.c2s.max_unacked);
-                let timer = self.next_timer();
+                let due = self.next_timer();
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
                 tokio::select! {
                     biased;
                     _ = self.core.shutdown.cancelled() => {
@@ -390,7 +397,7 @@ impl Session {
                             }
                         }
                     }
-                    _ = tokio::time::sleep_until(timer) => {
+                    _ = &mut timer => {
                         if let Some(end) = self.on_timer() {
                             break end;
                         }

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::xml::Element;
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, WriteHalf};
 use tokio::net::TcpStream;
 
@@ -97,6 +98,43 @@ pub struct Writer {
 /// What a write buffer starts with: most stanzas fit, and it lives only until the flush.
 const FIRST_RESERVE: usize = 1024;
 
+/// Write buffers between flushes, kept by each runtime thread: a session holds a buffer
+/// only while it has something to write, and takes one here instead of from the allocator
+/// (a fan-out writes one stanza to each of thousands of sessions in turn; an allocation of
+/// this size makes glibc sweep its small free chunks every time).
+mod spare {
+    use std::cell::RefCell;
+
+    /// Buffers kept per thread: sessions write one after another on a thread, so a few
+    /// serve all of them.
+    const KEPT: usize = 8;
+    /// A buffer grown beyond this by a large write goes back to the allocator.
+    const LARGEST_KEPT: usize = 64 * 1024;
+
+    thread_local! {
+        static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn take() -> Vec<u8> {
+        BUFFERS
+            .with(|b| b.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(super::FIRST_RESERVE))
+    }
+
+    pub fn give(mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > LARGEST_KEPT {
+            return;
+        }
+        buf.clear();
+        BUFFERS.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < KEPT {
+                b.push(buf);
+            }
+        });
+    }
+}
+
 /// The error of a flush that made no progress for the stall timeout.
 pub fn is_stalled(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::TimedOut
@@ -121,22 +159,26 @@ impl Writer {
     /// middle (nothing more can be written on this stream that would make sense).
     pub fn discard(&mut self) -> bool {
         let clean = self.written == 0;
-        self.buf = Vec::new();
+        spare::give(std::mem::take(&mut self.buf));
         self.written = 0;
         clean
     }
 
-    pub fn queue(&mut self, el: &Element) {
-        // The buffer is new after each flush: room for a usual stanza at once, rather than
-        // growing it from nothing by doubling (seven reallocations and copies for 500 bytes).
+    /// The buffer to queue into: none is held between flushes, one is taken at the first
+    /// write after one (with room for a usual stanza, not grown from nothing by doubling).
+    fn buffer(&mut self) -> &mut Vec<u8> {
         if self.buf.capacity() == 0 {
-            self.buf.reserve(FIRST_RESERVE);
+            self.buf = spare::take();
         }
-        xml::write_element(&mut self.buf, el, xml::ns::CLIENT);
+        &mut self.buf
+    }
+
+    pub fn queue(&mut self, el: &Element) {
+        xml::write_element(self.buffer(), el, xml::ns::CLIENT);
     }
 
     pub fn queue_raw(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.buffer().extend_from_slice(bytes);
     }
 
     /// Bytes queued and not yet written.
@@ -153,18 +195,23 @@ impl Writer {
         let stalled = || io::Error::new(io::ErrorKind::TimedOut, "the client does not read");
         let Some(half) = self.half.as_mut() else { return Err(io::ErrorKind::NotConnected.into()) };
         while self.written < self.buf.len() {
-            let n = tokio::time::timeout(self.stall, half.write(&self.buf[self.written..]))
-                .await
-                .map_err(|_| stalled())??;
+            let rest = &self.buf[self.written..];
+            // Mostly the socket takes it all at once: no timer is set for that write.
+            let n = match half.write(rest).now_or_never() {
+                Some(n) => n?,
+                None => tokio::time::timeout(self.stall, half.write(rest)).await.map_err(|_| stalled())??,
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.written += n;
         }
-        tokio::time::timeout(self.stall, half.flush()).await.map_err(|_| stalled())??;
-        // An idle session keeps no write buffer; a busy one allocates one per flush, which
-        // costs far less than the write itself.
-        self.buf = Vec::new();
+        match half.flush().now_or_never() {
+            Some(flushed) => flushed?,
+            None => tokio::time::timeout(self.stall, half.flush()).await.map_err(|_| stalled())??,
+        }
+        // An idle session keeps no write buffer (see `spare`).
+        spare::give(std::mem::take(&mut self.buf));
         self.written = 0;
         Ok(())
     }
