@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use jid::{BareJid, Jid};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::modules::{self, Deps, ModuleTable};
@@ -34,6 +35,9 @@ pub struct CoreState {
     pub auth: crate::auth::Guard,
     pub started: Instant,
     pub shutdown: CancellationToken,
+    /// Work started by a stanza that outlives its handling (room tasks, archive and offline
+    /// commits waited on, notifications): shutdown waits for it before storage closes.
+    pub tasks: TaskTracker,
     /// IQ requests the server sent and the answers they wait for (see `requests.rs`).
     pub requests: crate::requests::PendingRequests,
 }
@@ -64,10 +68,19 @@ impl CoreState {
             auth: crate::auth::Guard::new(&config.auth),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             requests: crate::requests::PendingRequests::new(MAX_PENDING_REQUESTS),
             config,
             db,
         })
+    }
+
+    /// Run `task` apart, as part of the server's work (see `tasks`).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {

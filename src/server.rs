@@ -197,6 +197,11 @@ impl Server {
         if tokio::time::timeout(Duration::from_secs(15), self.connections.wait()).await.is_err() {
             tracing::warn!("some connections did not finish within 15 s");
         }
+        // Rooms see their occupants go, commits finish: all before storage closes.
+        self.core.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(15), self.core.tasks.wait()).await.is_err() {
+            tracing::warn!("some rooms or commits did not finish within 15 s");
+        }
         self.core.db.close().await;
         tracing::info!("stopped");
     }

@@ -100,7 +100,7 @@ impl Offline {
         let core = ctx.core.clone();
         let quota = self.quota;
         let durable = ctx.durable();
-        tokio::spawn(async move {
+        ctx.core.spawn(async move {
             let outcome = pending.outcome().await;
             drop(durable);
             let error = match outcome {

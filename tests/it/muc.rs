@@ -2066,6 +2066,39 @@ async fn destroy(b: Backend) {
 /// restart with its configuration (disco#info §6.4, the owner form §10.2), its affiliations
 /// (the lists of §9.2, §9.5, §10.5, §10.8; a member enters the members-only room, a stranger
 /// does not) and its subject (§7.2.15); its archive too (XEP-0313).
+/// A shutdown while a room is busy: the rooms stop, and what a room broadcast is archived,
+/// before storage closes (room tasks and their commits are the server's work: nothing of
+/// theirs runs once storage is closed, and nothing they had is lost to the close).
+async fn shutdown_ends_rooms_before_storage(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["duncan", "banquo"]).await;
+    let core = s.server.as_ref().unwrap().core().clone();
+    let mut duncan = online(&s, "duncan", "throne").await;
+    let mut banquo = online(&s, "banquo", "castle").await;
+    create(&mut duncan, "forres", "king", &[("muc#roomconfig_persistentroom", "1")]).await;
+    join(&mut banquo, "forres", "banquo").await;
+    let ids: Vec<String> = (0..20).map(|_| next_id("gc")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        duncan.send(&format!("<message to='{}' type='groupchat' id='{id}'><body>at the end {i}</body></message>", room("forres"))).await;
+    }
+    // Every message reached the other occupant: the room broadcast them all.
+    for id in &ids {
+        banquo.expect(&format!("the copy of {id}"), |e| e.name() == "message" && e.attr("id") == Some(id.as_str())).await;
+    }
+    let s = restart(s).await;
+    assert!(core.tasks.is_closed() && core.tasks.is_empty(), "a room task or a commit outlived storage");
+
+    let mut duncan = online(&s, "duncan", "throne").await;
+    join(&mut duncan, "forres", "king").await;
+    let (hits, _) = room_archive(&mut duncan, "forres", "").await;
+    let archived: Vec<String> = hits.iter().filter_map(|h| h.message.get_child("body", CLIENT).map(|b| b.text())).collect();
+    for i in 0..20 {
+        let want = format!("at the end {i}");
+        assert!(archived.contains(&want), "{want} is not in the room's archive after the shutdown: {archived:?}");
+    }
+    s.stop().await;
+}
+
 async fn persistent_room_survives_restart(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["duncan", "banquo", "macduff", "fleance", "lennox"]).await;
@@ -2515,6 +2548,7 @@ async fn deleted_account_loses_affiliations(b: Backend) {
 
 db_tests!(
     service_discovery,
+    shutdown_ends_rooms_before_storage,
     service_can_be_disabled,
     instant_room,
     reserved_room,

@@ -283,7 +283,7 @@ impl Mam {
         }
         let probe = Stanza { kind: Kind::Message, from: stanza.from.clone(), to: stanza.to.clone(), el: probe };
         let core = ctx.core.clone();
-        tokio::spawn(
+        ctx.core.spawn(
             async move {
                 let outcome = pending.outcome().await;
                 if outcome.is_err() {

@@ -87,7 +87,7 @@ impl Live {
     pub(super) fn commit(&self, row: NewArchived, durable: Option<Durable>, sender: &FullJid, id: Option<String>) {
         let archive = self.service.archive.clone();
         let (ctx, room, sender) = (self.ctx.clone(), self.jid().clone(), sender.clone());
-        tokio::spawn(
+        self.ctx.core.spawn(
             async move {
                 let outcome = archive.enqueue(vec![row]).await.outcome().await;
                 if outcome.is_err() {

@@ -150,6 +150,8 @@ impl Muc {
         for _ in 0..2 {
             let handle = match (self.rooms.get(&room).map(|h| h.clone()), &event) {
                 (Some(handle), _) => handle,
+                // No room is loaded while the server shuts down (see `RoomTask::run`).
+                (None, _) if ctx.core.shutdown.is_cancelled() => return,
                 (None, Event::Stanza(stanza, _)) => match self.open(ctx, stanza, &room).await {
                     Some(handle) => handle,
                     None => return,
@@ -230,7 +232,7 @@ impl Muc {
         self.rooms.insert(jid.clone(), handle.clone());
         let task = room::RoomTask { room, history, service: self.clone(), handle: handle.clone() };
         let span = tracing::info_span!("room", room = %jid);
-        tokio::spawn(tracing::Instrument::instrument(task.run(ctx.core.clone(), rx), span));
+        ctx.core.spawn(tracing::Instrument::instrument(task.run(ctx.core.clone(), rx), span));
         Some(handle)
     }
 

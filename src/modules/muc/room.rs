@@ -347,8 +347,16 @@ impl RoomTask {
         while let Ok(event) = rx.try_recv() {
             rest.push(event);
         }
+        if core.shutdown.is_cancelled() {
+            // Every session is ending: no room is loaded again for what they sent last (a
+            // message among it was not acknowledged, and its sender sends it again).
+            if !rest.is_empty() {
+                tracing::debug!(dropped = rest.len(), "room stopped for shutdown");
+            }
+            return;
+        }
         for event in rest {
-            tokio::spawn(redispatch(live.service.clone(), live.ctx.clone(), event, jid.clone()));
+            core.spawn(redispatch(live.service.clone(), live.ctx.clone(), event, jid.clone()));
         }
     }
 }
@@ -473,7 +481,7 @@ impl Live {
         iq.append_child(payload.clone());
         let request = Stanza::new(iq, occupant::occupant_jid(self.jid(), &sender.nick), to);
         let (ctx, target_jid) = (self.ctx.clone(), occupant::occupant_jid(self.jid(), &target.nick));
-        tokio::spawn(
+        self.ctx.core.spawn(
             async move {
                 let reply = match ctx.request(request, FORWARD_TIMEOUT).await {
                     Ok(answer) => {
@@ -529,7 +537,7 @@ impl Live {
             && (self.room.config.password.is_empty() || in_room || affiliation.is_some())
             && !self.room.locked;
         let (ctx, archive, room, max_page) = (self.ctx.clone(), self.service.archive.clone(), self.jid().clone(), self.service.config.mam.max_page);
-        tokio::spawn(
+        self.ctx.core.spawn(
             async move {
                 let result = if allowed {
                     crate::archive_query::run(&ctx, &archive, &room, &payload, max_page, &stanza.from).await

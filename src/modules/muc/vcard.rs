@@ -21,7 +21,7 @@ impl Live {
     pub(super) fn get_room_vcard(&self, stanza: Stanza) {
         let hidden = self.room.locked && !self.is_owner(&stanza.from);
         let (ctx, store, room) = (self.ctx.clone(), self.service.store.clone(), self.jid().clone());
-        tokio::spawn(
+        self.ctx.core.spawn(
             async move {
                 let result = match store.vcard(&room).await {
                     _ if hidden => Err(StanzaError::item_not_found()),

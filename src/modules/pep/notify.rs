@@ -147,7 +147,7 @@ impl Pep {
                     if let Some(update) = self.caps.presence(&full, caps::advert(&stanza.el)) {
                         // Apart from the session's task: the client may have to answer a
                         // query first, which its session reads only once this returns.
-                        tokio::spawn(self.clone().became_interested(ctx.core.clone(), full, update));
+                        ctx.core.spawn(self.clone().became_interested(ctx.core.clone(), full, update));
                     }
                 }
                 Some(PresenceType::Unavailable) => self.caps.forget(&full),
@@ -253,7 +253,7 @@ impl Pep {
             let owner = stanza.from.to_bare();
             if contact != owner {
                 let core = ctx.core.clone();
-                tokio::spawn(async move { self.new_subscriber(Ctx::new(core), owner, contact).await });
+                ctx.core.spawn(async move { self.new_subscriber(Ctx::new(core), owner, contact).await });
             }
         }
         Flow::Continue(stanza)
