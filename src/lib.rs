@@ -15,6 +15,7 @@ pub mod c2s;
 pub mod config;
 pub mod core;
 pub mod files;
+pub mod heap;
 pub mod modules;
 pub mod rosters;
 pub mod requests;

@@ -150,6 +150,7 @@ impl Server {
             _admin_socket: admin_socket,
         };
         server.acceptors.spawn(crate::admin::serve(server.core.clone(), admin, server.connections.clone()));
+        server.acceptors.spawn(crate::heap::release_after_bursts(server.core.shutdown.clone()));
         // Modules' background tasks end when shutdown is cancelled; shutdown waits for them.
         for task in server.core.modules.background_tasks() {
             server.acceptors.spawn(task(server.core.clone()));
