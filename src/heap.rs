@@ -31,8 +31,8 @@ pub fn worth_releasing(free: usize, in_use: usize) -> bool {
 /// Reading the figures walks the free lists of every arena, so they are read only when the
 /// resident size exceeds what the last look found in use by more than the slack (or has
 /// grown that much since the start), and has not grown for [`QUIET_CHECKS`] checks (a
-/// burst still under way holds what it allocated). A look that releases nothing, or not all, is
-/// followed by others while the size stays high and flat, at waits that double up to
+/// burst still under way holds what it allocated). A look that releases nothing, or not
+/// all, is followed by others while the size stays high and flat, at waits that double up to
 /// [`LONGEST_WAIT`] checks (a burst's queues drain over seconds; memory really in use
 /// costs one look a minute); growth resets the wait.
 pub struct Watch {
@@ -159,8 +159,7 @@ pub async fn release_after_bursts(shutdown: CancellationToken) {
     shutdown.cancelled().await;
 }
 
-/// The process's resident size, from `/proc/self/statm` (in pages of 4 KiB on the
-/// platforms this runs on).
+/// The process's resident size, from `/proc/self/statm` (counted there in pages).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn resident_bytes() -> Option<usize> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
