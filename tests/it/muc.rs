@@ -2061,11 +2061,6 @@ async fn destroy(b: Backend) {
 // =======================================================================================
 // 7. Persistence
 
-/// §10.1.3 (muc#roomconfig_persistentroom) and §10 intro ("the owner does not lose ownership
-/// on exiting a persistent room"): a persistent room outlives its last occupant and a server
-/// restart with its configuration (disco#info §6.4, the owner form §10.2), its affiliations
-/// (the lists of §9.2, §9.5, §10.5, §10.8; a member enters the members-only room, a stranger
-/// does not) and its subject (§7.2.15); its archive too (XEP-0313).
 /// A shutdown while a room is busy: the rooms stop, and what a room broadcast is archived,
 /// before storage closes (room tasks and their commits are the server's work: nothing of
 /// theirs runs once storage is closed, and nothing they had is lost to the close).
@@ -2099,6 +2094,11 @@ async fn shutdown_ends_rooms_before_storage(b: Backend) {
     s.stop().await;
 }
 
+/// §10.1.3 (muc#roomconfig_persistentroom) and §10 intro ("the owner does not lose ownership
+/// on exiting a persistent room"): a persistent room outlives its last occupant and a server
+/// restart with its configuration (disco#info §6.4, the owner form §10.2), its affiliations
+/// (the lists of §9.2, §9.5, §10.5, §10.8; a member enters the members-only room, a stranger
+/// does not) and its subject (§7.2.15); its archive too (XEP-0313).
 async fn persistent_room_survives_restart(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["duncan", "banquo", "macduff", "fleance", "lennox"]).await;
