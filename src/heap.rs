@@ -1,12 +1,12 @@
 //! Giving freed heap memory back to the operating system after a burst.
 //!
 //! A burst (a thousand people entering one room, a reconnect storm) fills session queues
-//! with copies for a moment; once they are written, glibc keeps the freed memory in its
-//! arenas for reuse and returns only what lies at the very top of each heap. The process
-//! then stays at its peak size for as long as it runs (measured: 1,000 occupants entering
-//! one room left 133 MB resident, 67 MB after `malloc_trim`). So a task looks at the
-//! allocator's free bytes now and then, and when far more is free than in use it asks glibc
-//! to release the free pages. Nothing is moved: live allocations stay where they are.
+//! with copies for a moment; once they are written, the allocator (mimalloc, see
+//! `Cargo.toml`) keeps the emptied pages for reuse and gives them back only lazily: a page is
+//! purged a while after it emptied, and only when the allocator is next called on that
+//! path. An idle server then stays at its peak size. So a task watches the resident size, and
+//! once a burst is over it asks mimalloc to collect: emptied pages are given back at once.
+//! Nothing is moved: live allocations stay where they are.
 
 use std::time::Duration;
 
@@ -14,30 +14,20 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the resident size is read (one small read of `/proc/self/statm`).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// Growth of the resident size that makes the allocator's figures worth reading (reading
-/// them walks the free lists of every arena, so not every second), and free bytes below
-/// which a release is never worth it.
+/// Growth of the resident size, over what the last look left, that is worth a collection.
 const SLACK: usize = 16 << 20;
 
-/// Whether `free` bytes held by the allocator, with `in_use` allocated, are worth
-/// releasing: more than the slack plus a quarter of what is in use (a busy server reuses
-/// what it frees; only a peak that has passed leaves this much).
-pub fn worth_releasing(free: usize, in_use: usize) -> bool {
-    free > SLACK + in_use / 4
-}
-
-/// When to look at the allocator's figures, from the resident size read once a second.
+/// When to collect, from the resident size read once a second.
 ///
-/// Reading the figures walks the free lists of every arena, so they are read only when the
-/// resident size exceeds what the last look found in use by more than the slack (or has
-/// grown that much since the start), and has not grown for [`QUIET_CHECKS`] checks (a
-/// burst still under way holds what it allocated). A look that releases nothing, or not
-/// all, is followed by others while the size stays high and flat, at waits that double up to
-/// [`LONGEST_WAIT`] checks (a burst's queues drain over seconds; memory really in use
-/// costs one look a minute); growth resets the wait.
+/// A collection walks the allocator's pages, so it comes only when the resident size exceeds
+/// the lowest seen (at the start, or after a collection) by more than the slack, and has not
+/// grown for [`QUIET_CHECKS`] checks (a burst still under way holds what it
+/// allocated). A collection that releases nothing, or not all, is followed by others while
+/// the size stays high and flat, at waits that double up to [`LONGEST_WAIT`] checks (a
+/// burst's queues drain over seconds; memory really in use costs one look a minute); growth
+/// resets the wait.
 pub struct Watch {
-    /// Resident bytes the last look found needed (in use, plus what is not heap), or the
-    /// size at the start, or the lowest seen since.
+    /// The lowest resident size seen: at the start, or after a collection.
     baseline: usize,
     /// Resident bytes a check ago.
     previous: usize,
@@ -55,7 +45,7 @@ const GROWTH: usize = 1 << 20;
 /// Checks in a row without growth before a look.
 const QUIET_CHECKS: u32 = 2;
 
-/// A trim that gives back less than this released nothing worth looking again for.
+/// A collection that gives back less than this released nothing worth looking again for.
 const RELEASED_AT_LEAST: usize = 1 << 20;
 
 /// The longest wait, in checks, between two looks at a size that stays flat.
@@ -77,8 +67,7 @@ impl Watch {
             return false;
         }
         // A burst pauses now and then: only a size steady for a while is past its peak
-        // (trimming during a burst only faults pages back in, and holds the allocator's
-        // locks while the burst wants them).
+        // (collecting during a burst only faults pages back in).
         self.quiet += 1;
         if self.quiet < QUIET_CHECKS {
             return false;
@@ -95,13 +84,12 @@ impl Watch {
         false
     }
 
-    /// After a look: whether it `released` memory, the resident size now, and the bytes it
-    /// found `needed` (in use, plus what is not heap).
-    pub fn looked(&mut self, released: bool, resident: usize, needed: usize) {
+    /// After a collection: whether it `released` memory, and the resident size now.
+    pub fn looked(&mut self, released: bool, resident: usize) {
         self.grew = false;
         self.quiet = 0;
         self.previous = resident;
-        self.baseline = needed.min(resident);
+        self.baseline = self.baseline.min(resident);
         if released {
             // More may come free as queues drain: look again at the next flat check.
             self.skip = 0;
@@ -115,15 +103,10 @@ impl Watch {
 
 /// Until `shutdown`: release freed heap memory after bursts (see [`Watch`]).
 pub async fn release_after_bursts(shutdown: CancellationToken) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_os = "linux")]
     {
         let Some(resident) = resident_bytes() else { return };
         let mut watch = Watch::new(resident);
-        // What is resident besides the heap (code, stacks, mapped files), counted as
-        // needed.
-        // SAFETY: as below.
-        let start = unsafe { libc::mallinfo2() };
-        let not_heap = resident.saturating_sub(start.uordblks + start.hblkhd);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -133,34 +116,30 @@ pub async fn release_after_bursts(shutdown: CancellationToken) {
             if !watch.check(resident) {
                 continue;
             }
-            // Trimming walks every free chunk and may take milliseconds: not on a worker.
+            // A collection may take milliseconds: not on a worker.
             let started = std::time::Instant::now();
-            let looked = tokio::task::spawn_blocking(|| {
-                // SAFETY: mallinfo2 and malloc_trim read and adjust glibc's own state under
-                // its arena locks; neither touches live allocations.
-                let info = unsafe { libc::mallinfo2() };
-                let release = worth_releasing(info.fordblks, info.uordblks);
-                if release {
-                    unsafe { libc::malloc_trim(0) };
-                }
-                (release, info)
-            })
-            .await;
-            let Ok((trimmed, info)) = looked else { return };
+            if tokio::task::spawn_blocking(collect).await.is_err() {
+                return;
+            }
             let after = resident_bytes().unwrap_or(resident);
-            // The free bytes glibc reports stay the same after a trim (the chunks stay free,
-            // their pages are given back): what counts is whether the size fell.
-            let released = trimmed && after + RELEASED_AT_LEAST <= resident;
-            watch.looked(released, after, not_heap + info.uordblks + info.hblkhd);
-            tracing::debug!(trimmed, released, took_us = started.elapsed().as_micros() as u64, resident_before = resident, resident_after = after, free = info.fordblks, in_use = info.uordblks, "heap looked at after growth");
+            let released = after + RELEASED_AT_LEAST <= resident;
+            watch.looked(released, after);
+            tracing::debug!(released, took_us = started.elapsed().as_micros() as u64, resident_before = resident, resident_after = after, "heap collected after growth");
         }
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(target_os = "linux"))]
     shutdown.cancelled().await;
 }
 
+/// Give the allocator's emptied pages back to the system now.
+fn collect() {
+    // SAFETY: mi_collect only reorganises mimalloc's own free pages under its own
+    // synchronisation; live allocations are untouched.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// The process's resident size, from `/proc/self/statm` (counted there in pages).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(target_os = "linux")]
 fn resident_bytes() -> Option<usize> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -190,7 +169,7 @@ mod tests {
         // Still in use: later looks come at waits that grow, never beyond the longest.
         let mut waits = Vec::new();
         for _ in 0..10 {
-            w.looked(false, 200 * MB, 180 * MB);
+            w.looked(false, 200 * MB);
             waits.push(flat_checks_to_look(&mut w, 200 * MB).expect("looks again"));
         }
         assert!(waits.windows(2).all(|p| p[0] <= p[1]) && waits[0] < waits[9], "{waits:?}");
@@ -198,43 +177,30 @@ mod tests {
         // A new growth is looked at as soon as it has stopped.
         assert!(!w.check(260 * MB));
         assert_eq!(flat_checks_to_look(&mut w, 260 * MB), Some(QUIET_CHECKS));
-        // Released, with more than the slack still resident beyond what is needed: looked at
-        // again soon, as queues drain.
-        w.looked(true, 120 * MB, 60 * MB);
+        // Released, still well above the start: looked at again soon (as queues drain, more
+        // comes free) ...
+        w.looked(true, 120 * MB);
         assert_eq!(flat_checks_to_look(&mut w, 120 * MB), Some(QUIET_CHECKS));
-        // Released down to what is needed: left alone.
-        w.looked(true, 70 * MB, 65 * MB);
-        assert_eq!(flat_checks_to_look(&mut w, 75 * MB), None);
+        // ... and left alone once near the lowest size seen.
+        w.looked(true, 60 * MB);
+        assert_eq!(flat_checks_to_look(&mut w, 60 * MB), None);
     }
 
+    /// A freed peak (all but every 1024th of 200,000 small blocks, which stay scattered
+    /// among the emptied pages) is given back: the resident size falls by most of it.
+    #[cfg(target_os = "linux")]
     #[test]
-    fn only_a_passed_peak_is_released() {
-        // Little free: never.
-        assert!(!worth_releasing(1 << 20, 0));
-        assert!(!worth_releasing(SLACK, 0));
-        // A busy heap that reuses what it frees: 20 MB free of 200 MB in use.
-        assert!(!worth_releasing(20 << 20, 200 << 20));
-        // After a burst: 70 MB free, 40 MB in use.
-        assert!(worth_releasing(70 << 20, 40 << 20));
-    }
-
-    /// On glibc, a freed peak in the middle of the heap (not at its top, which glibc
-    /// returns by itself) is given back: the resident size falls by most of it.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[test]
-    fn trimming_returns_a_freed_peak() {
+    fn collecting_returns_a_freed_peak() {
         let resident_bytes = || super::resident_bytes().unwrap();
-        // 80 MB in small blocks (not mmapped one by one), then all freed but every 64th,
-        // which keep the heap from shrinking at its top.
-        let mut blocks: Vec<Vec<u8>> = (0..200_000).map(|i| vec![i as u8; 400]).collect();
-        let kept: Vec<Vec<u8>> = blocks.iter_mut().step_by(64).map(std::mem::take).collect();
-        drop(blocks);
         let before = resident_bytes();
-        let info = unsafe { libc::mallinfo2() };
-        assert!(worth_releasing(info.fordblks, info.uordblks), "a freed peak of 80 MB is worth releasing: {} free, {} in use", info.fordblks, info.uordblks);
-        unsafe { libc::malloc_trim(0) };
+        let mut blocks: Vec<Vec<u8>> = (0..200_000).map(|i| vec![i as u8; 400]).collect();
+        let kept: Vec<Vec<u8>> = blocks.iter_mut().step_by(1024).map(std::mem::take).collect();
+        let peak = resident_bytes();
+        assert!(peak > before + (60 << 20), "resident {before} -> {peak} bytes: 80 MB were allocated");
+        drop(blocks);
+        collect();
         let after = resident_bytes();
-        assert!(before.saturating_sub(after) > 40 << 20, "resident {before} -> {after} bytes: the freed peak stayed");
-        assert!(kept.iter().enumerate().all(|(i, b)| b.len() == 400 && b[0] == (i * 64) as u8), "live blocks are untouched");
+        assert!(peak.saturating_sub(after) > 40 << 20, "resident {peak} -> {after} bytes: the freed peak stayed");
+        assert!(kept.iter().enumerate().all(|(i, b)| b.len() == 400 && b[0] == (i * 1024) as u8), "live blocks are untouched");
     }
 }

@@ -6,6 +6,14 @@
 // element, which is large.
 #![allow(clippy::vec_box)]
 
+/// The server runs on mimalloc, not glibc's malloc (see Cargo.toml for why). A program
+/// chooses its allocator, so `main.rs` declares it, and so do the test programs that run the
+/// server (here for the unit tests, `tests/it` for the integration tests); a test that
+/// counts allocations (`tests/xml_amplification.rs`) declares its own.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod accounts;
 pub mod admin;
 pub mod archive_import;

@@ -13,6 +13,10 @@ use starling::admin;
 use starling::auth;
 use starling::storage::{Db, Inspection, NewAccount, StorageError};
 
+/// See `src/lib.rs` on the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "starling", version, about = "An XMPP server")]
 struct Cli {

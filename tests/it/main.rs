@@ -1,6 +1,10 @@
 //! Integration tests: a real server on loopback, real TLS, real databases (SQLite and a
 //! throwaway PostgreSQL), and a client speaking XMPP. One binary, one module per area.
 
+/// The server's allocator (see `src/lib.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 mod admin;
