@@ -191,6 +191,8 @@ pub struct StoredRoom {
     pub subject: String,
     /// The nick that set the subject.
     pub subject_from: String,
+    /// The XEP-0421 occupant id of who set it ('' when unknown).
+    pub subject_occupant_id: String,
     /// Random bytes made by the caller when the room is created (16), kept so that what is
     /// derived from them stays the same across restarts.
     pub occupant_salt: Vec<u8>,
@@ -270,7 +272,7 @@ macro_rules! apply_change {
 macro_rules! room_columns {
     () => {
         "name, description, language, public, members_only, moderated, allow_invites, change_subject, archive, \
-         password, max_users, whois, allow_pm, history_length, presence_broadcast, subject, subject_from, occupant_salt, created"
+         password, max_users, whois, allow_pm, history_length, presence_broadcast, subject, subject_from, subject_occupant_id, occupant_salt, created"
     };
 }
 
@@ -340,6 +342,7 @@ where
         },
         subject: row.try_get("subject")?,
         subject_from: row.try_get("subject_from")?,
+        subject_occupant_id: row.try_get("subject_occupant_id")?,
         occupant_salt: row.try_get("occupant_salt")?,
         created: row.try_get("created")?,
         persistent: row.try_get("persistent")?,
@@ -354,7 +357,7 @@ impl MucStore {
         let insert = concat!(
             "INSERT INTO muc_rooms (jid, service, ",
             room_columns!(),
-            ", persistent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+            ", persistent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
              ON CONFLICT (jid) DO NOTHING"
         );
         let jid = room.jid.as_str();
@@ -365,6 +368,7 @@ impl MucStore {
             let inserted = bind_config!(query, &room.config)
                 .bind(room.subject.as_str())
                 .bind(room.subject_from.as_str())
+                .bind(room.subject_occupant_id.as_str())
                 .bind(&room.occupant_salt[..])
                 .bind(room.created)
                 .bind(room.persistent)
@@ -418,14 +422,15 @@ impl MucStore {
         })
     }
 
-    /// Set the room's subject and the nick that set it (nothing happens if there is no such
-    /// room).
-    pub async fn save_subject(&self, jid: &BareJid, subject: &str, from: &str) -> Result<()> {
+    /// Set the room's subject, the nick that set it and that occupant's id (nothing happens
+    /// if there is no such room).
+    pub async fn save_subject(&self, jid: &BareJid, subject: &str, from: &str, occupant_id: &str) -> Result<()> {
         on_pool!(self.db, |pool| {
-            sqlx::query("UPDATE muc_rooms SET subject = $2, subject_from = $3 WHERE jid = $1")
+            sqlx::query("UPDATE muc_rooms SET subject = $2, subject_from = $3, subject_occupant_id = $4 WHERE jid = $1")
                 .bind(jid.as_str())
                 .bind(subject)
                 .bind(from)
+                .bind(occupant_id)
                 .execute(pool)
                 .await?;
             Ok(())

@@ -34,6 +34,7 @@ const MAM: &str = "urn:xmpp:mam:2";
 const FORWARD: &str = "urn:xmpp:forward:0";
 const RSM: &str = "http://jabber.org/protocol/rsm";
 const PING: &str = "urn:xmpp:ping";
+const SELF_PING_OPTIMIZATION: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 
 /// How long "nothing arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(300);
@@ -680,7 +681,8 @@ async fn service_discovery(b: Backend) {
     let r = disco_info(&mut hag, SERVICE).await;
     assert_eq!(r.attr("from"), Some(SERVICE));
     assert!(identities(&r).iter().any(|(cat, typ, _)| cat == "conference" && typ == "text"), "{}", show(&r));
-    assert_features(&r, &[MUC, STABLE_ID], &[]);
+    // XEP-0421 §4: occupant ids are on in every room, so the service says so too.
+    assert_features(&r, &[MUC, STABLE_ID, OCCUPANT_ID], &[]);
 
     create(&mut crone, "heath", "firstwitch", &[("muc#roomconfig_roomname", "A Lonely Heath")]).await;
     create(&mut crone, "coven", "firstwitch", &[("muc#roomconfig_roomname", "A Dark Cave"), ("muc#roomconfig_publicroom", "0")]).await;
@@ -722,7 +724,8 @@ async fn service_can_be_disabled(b: Backend) {
 /// subject having been set, get an empty <subject/> (§7.2.15, Example 41). The room's
 /// disco#info (§6.4, Example 9) shows what a new room is by default: public, temporary,
 /// open, unmoderated, unsecured, semi-anonymous; with the MUC, MAM (XEP-0313 §7), stanza-id
-/// (XEP-0359 §5), stable-id (§7.4) and occupant-id (XEP-0421 §2) features.
+/// (XEP-0359 §5), stable-id (§7.4), occupant-id (XEP-0421 §2) and self-ping optimization
+/// (XEP-0410 §3.3, Example 4: the room answers self-pings itself) features.
 async fn instant_room(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["crone1", "hag66"]).await;
@@ -761,7 +764,7 @@ async fn instant_room(b: Backend) {
     assert!(identities(&info).iter().any(|(cat, typ, _)| cat == "conference" && typ == "text"), "{}", show(&info));
     assert_features(
         &info,
-        &[MUC, MAM, SID, STABLE_ID, OCCUPANT_ID, "muc_public", "muc_temporary", "muc_open", "muc_unmoderated", "muc_unsecured", "muc_semianonymous"],
+        &[MUC, MAM, SID, STABLE_ID, OCCUPANT_ID, SELF_PING_OPTIMIZATION, "muc_public", "muc_temporary", "muc_open", "muc_unmoderated", "muc_unsecured", "muc_semianonymous"],
         &["muc_hidden", "muc_persistent", "muc_membersonly", "muc_moderated", "muc_passwordprotected", "muc_nonanonymous"],
     );
     s.stop().await;
@@ -1591,6 +1594,95 @@ async fn private_messages(b: Backend) {
     s.stop().await;
 }
 
+/// §7.8.2 (Examples 56-57, 60-61): a mediated invitation, sent to the room, reaches the
+/// invitee from the room with the inviter's bare JID, the reason, the room's password, and
+/// (§7.9, Example 58) a `<continue/>` with its thread; beside it XEP-0249's
+/// `jabber:x:conference` element says the same (jid, password, reason, continue, thread). The
+/// invitee's decline goes back to the inviter from the room, with the decline's id; an
+/// invitation to an account that does not exist is answered item-not-found. A direct
+/// invitation (XEP-0249 Example 2, to the bare JID) is passed on untouched, and kept for an
+/// invitee who is offline (a normal message: XEP-0160).
+async fn invitations(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["crone1", "hecate"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hecate = online(&s, "hecate", "broom").await;
+    create(&mut crone, "coven", "firstwitch", &[("muc#roomconfig_passwordprotectedroom", "1"), ("muc#roomconfig_roomsecret", "cauldronburn")]).await;
+    crone.drain().await;
+
+    crone
+        .send(&format!(
+            "<message to='{}' id='nzd143v8'><x xmlns='{MUC_USER}'><invite to='hecate@localhost'>\
+             <reason>Hey Hecate, this is the place for all good witches!</reason>\
+             <continue thread='e0ffe42b28561960c6b12b944a092794b9683a38'/></invite></x></message>",
+            room("coven")
+        ))
+        .await;
+    let m = hecate.expect("the invitation", |e| e.name() == "message" && e.attr("id") == Some("nzd143v8")).await;
+    assert_eq!(m.attr("from"), Some(room("coven").as_str()), "{}", show(&m));
+    let x = user_x(&m).expect("the muc#user <x/>");
+    let invite = x.get_child("invite", MUC_USER).expect("<invite/>");
+    assert_eq!(invite.attr("from"), Some("crone1@localhost"), "{}", show(&m));
+    assert_eq!(invite.get_child("reason", MUC_USER).map(|r| r.text()).as_deref(), Some("Hey Hecate, this is the place for all good witches!"));
+    assert_eq!(invite.get_child("continue", MUC_USER).and_then(|c| c.attr("thread")), Some("e0ffe42b28561960c6b12b944a092794b9683a38"), "{}", show(&m));
+    assert_eq!(x.get_child("password", MUC_USER).map(|p| p.text()).as_deref(), Some("cauldronburn"), "{}", show(&m));
+    let conference = m.get_child("x", "jabber:x:conference").expect("XEP-0249's element");
+    for (attr, want) in [
+        ("jid", room("coven").as_str()),
+        ("password", "cauldronburn"),
+        ("reason", "Hey Hecate, this is the place for all good witches!"),
+        ("continue", "true"),
+        ("thread", "e0ffe42b28561960c6b12b944a092794b9683a38"),
+    ] {
+        assert_eq!(conference.attr(attr), Some(want), "{attr}: {}", show(&m));
+    }
+
+    hecate
+        .send(&format!(
+            "<message to='{}' id='jk2vs61v'><x xmlns='{MUC_USER}'><decline to='crone1@localhost'><reason>Sorry, I'm too busy right now.</reason></decline></x></message>",
+            room("coven")
+        ))
+        .await;
+    let m = crone.expect("the decline", |e| e.name() == "message" && user_x(e).is_some_and(|x| x.get_child("decline", MUC_USER).is_some())).await;
+    assert_eq!(m.attr("from"), Some(room("coven").as_str()), "Example 61: {}", show(&m));
+    assert_eq!(m.attr("id"), Some("jk2vs61v"), "Example 61: {}", show(&m));
+    let decline = user_x(&m).unwrap().get_child("decline", MUC_USER).unwrap();
+    assert_eq!(decline.attr("from"), Some("hecate@localhost"), "{}", show(&m));
+    assert_eq!(decline.get_child("reason", MUC_USER).map(|r| r.text()).as_deref(), Some("Sorry, I'm too busy right now."));
+
+    // §7.8.2: an invitee that does not exist: item-not-found, nothing sent.
+    crone
+        .send(&format!("<message to='{}' id='inv404'><x xmlns='{MUC_USER}'><invite to='nobody@localhost'/></x></message>", room("coven")))
+        .await;
+    let err = error_for(&mut crone, "message", "inv404").await;
+    assert_error(&err, "item-not-found", None);
+    assert_eq!(err.attr("from"), Some(room("coven").as_str()), "{}", show(&err));
+
+    // XEP-0249 Example 2, to the bare JID; then to an invitee who is offline.
+    let direct = format!(
+        "<x xmlns='jabber:x:conference' continue='true' jid='{}' password='cauldronburn' reason='Hey Hecate, this is the place for all good witches!' thread='e0ffe42b28561960c6b12b944a092794b9683a38'/>",
+        room("coven")
+    );
+    crone.send(&format!("<message to='hecate@localhost' id='di1'>{direct}</message>")).await;
+    let inviter = crone.jid.clone();
+    let check = |m: &Element| {
+        let x = m.get_child("x", "jabber:x:conference").expect("the invitation");
+        assert_eq!(m.attr("from"), Some(inviter.as_str()), "{}", show(m));
+        for (attr, want) in [("jid", room("coven").as_str()), ("password", "cauldronburn"), ("continue", "true"), ("thread", "e0ffe42b28561960c6b12b944a092794b9683a38")] {
+            assert_eq!(x.attr(attr), Some(want), "{attr}: {}", show(m));
+        }
+    };
+    check(&hecate.expect("the direct invitation", |e| e.name() == "message" && e.attr("id") == Some("di1")).await);
+    drop(hecate);
+    // The server notices the session's end before the next message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crone.send(&format!("<message to='hecate@localhost' id='di2'>{direct}</message>")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut hecate = online(&s, "hecate", "broom").await;
+    check(&hecate.expect("the stored invitation", |e| e.name() == "message" && e.attr("id") == Some("di2")).await);
+    s.stop().await;
+}
+
 /// §8.1 (Examples 84-88) and §7.3: a moderator changes the subject with a message holding
 /// <subject/> and no <body/>; the occupants get it from the room or the moderator's occupant
 /// JID. A participant may not by default (muc#roomconfig_changesubject off): forbidden
@@ -2102,6 +2194,7 @@ async fn shutdown_ends_rooms_before_storage(b: Backend) {
 async fn persistent_room_survives_restart(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["duncan", "banquo", "macduff", "fleance", "lennox"]).await;
+    let (banquos, duncans);
     {
         let mut duncan = online(&s, "duncan", "throne").await;
         create(
@@ -2122,6 +2215,11 @@ async fn persistent_room_survives_restart(b: Backend) {
         }
         set_subject(&mut duncan, "forres", "A banquet tonight").await;
         say(&mut duncan, "forres", "before the restart").await;
+        let mut banquo = online(&s, "banquo", "castle").await;
+        let e = join(&mut banquo, "forres", "banquo").await;
+        banquos = occupant_id(&e.me);
+        duncans = occupant_id(e.other("king"));
+        leave(&mut banquo, "forres", "banquo").await;
         leave(&mut duncan, "forres", "king").await;
         let info = disco_info(&mut duncan, &room("forres")).await;
         assert_features(&info, &["muc_persistent"], &["muc_temporary"]);
@@ -2135,6 +2233,9 @@ async fn persistent_room_survives_restart(b: Backend) {
     let e = join(&mut banquo, "forres", "banquo").await;
     assert_eq!(affiliation_role(&e.me), ar("member", "participant"));
     assert_eq!(subject_text(e.subject.as_ref().unwrap()), "A banquet tonight");
+    // XEP-0421 §4.1: ids are stable across restarts, the subject's setter's included.
+    assert_eq!(occupant_id(&e.me), banquos, "banquo's id after the restart");
+    assert_eq!(occupant_id(e.subject.as_ref().unwrap()), duncans, "{}", show(e.subject.as_ref().unwrap()));
 
     let mut lennox = online(&s, "lennox", "r").await;
     let err = refused(&mut lennox, "forres", "lennox", "").await;
@@ -2250,13 +2351,70 @@ async fn occupant_ids(b: Backend) {
     s.stop().await;
 }
 
+/// XEP-0421 §4: "MUST be attached to every message and every presence sent by a MUC", and
+/// one the sender put in is replaced: a private message (§7.5) and a presence carry the
+/// sender's id, not the forged one; the subject sent on entry carries the id of whoever set
+/// it; the unavailable presence a resource not in the room gets for presence without the
+/// MUC <x/> (§7.2) carries the id that user has.
+async fn occupant_ids_everywhere(b: Backend) {
+    let s = TestServer::start(b).await;
+    s.users(&["crone1", "hag66"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    create(&mut crone, "coven", "firstwitch", &[]).await;
+    hag.send(&format!(
+        "<presence to='{}'><x xmlns='{MUC}'/><occupant-id xmlns='{OCCUPANT_ID}' id='forged'/></presence>",
+        occupant("coven", "thirdwitch")
+    ))
+    .await;
+    let e = read_entry(&mut hag, "coven", "thirdwitch").await;
+    let hags = occupant_id(&e.me);
+    let crones = occupant_id(e.other("firstwitch"));
+    assert_ne!(hags, "forged");
+    let p = presence_from(&mut crone, &occupant("coven", "thirdwitch"), false).await;
+    assert_eq!(occupant_id(&p), hags, "the forged id replaced: {}", show(&p));
+
+    hag.send(&format!(
+        "<message to='{}' type='chat' id='pm1'><body>psst</body><occupant-id xmlns='{OCCUPANT_ID}' id='forged'/></message>",
+        occupant("coven", "firstwitch")
+    ))
+    .await;
+    let m = crone.expect("the private message", |e| e.name() == "message" && e.attr("id") == Some("pm1")).await;
+    assert_eq!(occupant_id(&m), hags, "a private message: {}", show(&m));
+    crone.send(&format!("<message to='{}' type='chat' id='pm2'><body>yes?</body></message>", occupant("coven", "thirdwitch"))).await;
+    let m = hag.expect("the private answer", |e| e.name() == "message" && e.attr("id") == Some("pm2")).await;
+    assert_eq!(occupant_id(&m), crones, "{}", show(&m));
+
+    set_subject(&mut crone, "coven", "Cauldron").await;
+    let m = subject_from_room(&mut hag, "coven").await;
+    assert_eq!(occupant_id(&m), crones, "the subject as set: {}", show(&m));
+    leave(&mut hag, "coven", "thirdwitch").await;
+    let e = join(&mut hag, "coven", "thirdwitch").await;
+    let subject = e.subject.as_ref().unwrap();
+    assert_eq!(subject.attr("from"), Some(occupant("coven", "firstwitch").as_str()), "{}", show(subject));
+    assert_eq!(occupant_id(subject), crones, "the subject on entry: {}", show(subject));
+
+    // Presence without <x/> from a resource that is not in the room: told it is not (110,
+    // 307, 333), with its user's id.
+    let mut laptop = online(&s, "hag66", "laptop").await;
+    laptop.send(&format!("<presence to='{}'/>", occupant("coven", "thirdwitch"))).await;
+    let p = presence_from(&mut laptop, &occupant("coven", "thirdwitch"), true).await;
+    assert_eq!(p.attr("type"), Some("unavailable"), "{}", show(&p));
+    for code in ["110", "307", "333"] {
+        assert!(has_code(&p, code), "{code}: {}", show(&p));
+    }
+    assert_eq!(occupant_id(&p), hags, "{}", show(&p));
+    s.stop().await;
+}
+
 // =======================================================================================
 // 9. Self-ping
 
 /// XEP-0410 §3.2: an occupant pings its own occupant JID and gets a result from it (directly,
 /// with the §3.3 optimization, or by answering the ping the room passes on to it); a
-/// non-occupant pinging an occupant JID gets not-acceptable (cancel) from it, and nothing is
-/// passed on to the occupant.
+/// non-occupant pinging an occupant JID gets not-acceptable (cancel) from it, by the room
+/// (Example 2), and nothing is passed on to the occupant; a ping to a nick the occupant left
+/// gets item-not-found; a ping into a room that does not exist, not-acceptable.
 async fn self_ping(b: Backend) {
     let s = TestServer::start(b).await;
     s.users(&["juliet", "romeo"]).await;
@@ -2283,8 +2441,27 @@ async fn self_ping(b: Backend) {
         let r = romeo.request(&format!("<iq type='get' id='{id}' to='{to}'><ping xmlns='{PING}'/></iq>")).await;
         assert_error(&r, "not-acceptable", Some("cancel"));
         assert_eq!(r.attr("from"), Some(to.as_str()), "{}", show(&r));
+        // Example 2: the error is the room's.
+        let by = r.get_child("error", CLIENT).and_then(|e| e.attr("by"));
+        assert_eq!(by, Some(room("characters").as_str()), "{}", show(&r));
     }
     nothing_from_room(&mut juliet, "characters").await;
+
+    // §3.2: item-not-found says "joined, but the nick changed": pinging the old nick.
+    juliet.send(&format!("<presence to='{}'/>", occupant("characters", "Juliet"))).await;
+    juliet.expect("the new nick's presence", |e| e.name() == "presence" && e.attr("from") == Some(occupant("characters", "Juliet").as_str())).await;
+    let r = juliet.request(&format!("<iq type='get' id='s2c4' to='{me}'><ping xmlns='{PING}'/></iq>")).await;
+    assert_error(&r, "item-not-found", None);
+
+    // A room that does not exist (a temporary room gone with a restart): nobody is joined,
+    // so not-acceptable, on which a client enters again (item-not-found would tell it that
+    // it still is).
+    let gone = occupant("vanished", "JuliC");
+    let r = juliet.request(&format!("<iq type='get' id='s2c5' to='{gone}'><ping xmlns='{PING}'/></iq>")).await;
+    assert_error(&r, "not-acceptable", Some("cancel"));
+    assert_eq!(r.attr("from"), Some(gone.as_str()), "{}", show(&r));
+    let r = disco_info(&mut juliet, &room("vanished")).await;
+    assert_error(&r, "item-not-found", Some("cancel"));
     s.stop().await;
 }
 
@@ -2583,6 +2760,8 @@ db_tests!(
     persistent_rooms_beyond_memory_limit,
     temporary_room_vanishes,
     occupant_ids,
+    occupant_ids_everywhere,
+    invitations,
     self_ping,
     room_archive_query,
     archive_refused_to_outcasts,

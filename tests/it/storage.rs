@@ -544,6 +544,7 @@ fn room(jid: &str) -> StoredRoom {
         },
         subject: "Today: soup".into(),
         subject_from: "chef".into(),
+        subject_occupant_id: "c4ef".into(),
         occupant_salt: (0u8..16).map(|i| i * 17).collect(),
         created: 1_700_000_123,
         persistent: true,
@@ -601,14 +602,15 @@ async fn muc_rooms(b: Backend) {
         presence_broadcast: PresenceBroadcast { moderator: false, participant: false, visitor: false },
     };
     store.save_config(&r.jid, &config, true).await.unwrap();
-    store.save_subject(&r.jid, "Tomorrow: bread", "baker").await.unwrap();
+    store.save_subject(&r.jid, "Tomorrow: bread", "baker", "b4k3r").await.unwrap();
     let after = store.load(&r.jid).await.unwrap().unwrap();
     let mut expected = loaded(r.clone());
     expected.config = config.clone();
     expected.subject = "Tomorrow: bread".into();
     expected.subject_from = "baker".into();
+    expected.subject_occupant_id = "b4k3r".into();
     assert_eq!(after, expected);
-    store.save_subject(&r.jid, "", "").await.unwrap();
+    store.save_subject(&r.jid, "", "", "").await.unwrap();
     assert_eq!(store.load(&r.jid).await.unwrap().unwrap().subject, "");
     for allow_pm in [AllowPm::Anyone, AllowPm::Participants] {
         let config = RoomConfig { allow_pm, ..config.clone() };
@@ -623,7 +625,7 @@ async fn muc_rooms(b: Backend) {
     assert_eq!(store.load(&bare.jid).await.unwrap(), Some(bare));
     let missing = j("missing@conference.x");
     store.save_config(&missing, &config, true).await.unwrap();
-    store.save_subject(&missing, "s", "n").await.unwrap();
+    store.save_subject(&missing, "s", "n", "i").await.unwrap();
     assert_eq!(store.load(&missing).await.unwrap(), None);
 }
 

@@ -4,7 +4,7 @@
 
 use super::moderation::{MODERATE, RETRACT, TOMBSTONE};
 use super::room::Room;
-use super::{MAM, MUC, OCCUPANT_ID, SID, STABLE_ID};
+use super::{MAM, MUC, OCCUPANT_ID, SELF_PING_OPTIMIZATION, SID, STABLE_ID};
 use crate::stanza::{Condition, StanzaError};
 use crate::storage::{AllowPm, PresenceBroadcast, RoomConfig, RoomSummary, Whois};
 use crate::xml::{self, Element, ns};
@@ -181,7 +181,8 @@ pub fn room_info(room: &Room) -> Element {
     let mut query = Element::bare("query", ns::DISCO_INFO);
     let name = if c.name.is_empty() { room.jid.node().map(|n| n.as_str()).unwrap_or_default().to_string() } else { c.name.clone() };
     query.append_child(xml::element("identity", ns::DISCO_INFO, &[("category", "conference"), ("type", "text"), ("name", &name)]));
-    let mut features = vec![ns::DISCO_INFO, MUC, STABLE_ID, SID, OCCUPANT_ID, ns::PING, "muc#register"];
+    // XEP-0410 §3.3: the room answers self-pings itself.
+    let mut features = vec![ns::DISCO_INFO, MUC, STABLE_ID, SID, OCCUPANT_ID, ns::PING, SELF_PING_OPTIMIZATION, "muc#register"];
     features.push(if c.public { "muc_public" } else { "muc_hidden" });
     features.push(if room.persistent { "muc_persistent" } else { "muc_temporary" });
     features.push(if c.members_only { "muc_membersonly" } else { "muc_open" });

@@ -53,8 +53,9 @@ impl Live {
             }
             self.room.subject = subject.text();
             self.room.subject_from = sender.nick.clone();
+            self.room.subject_occupant_id = sender.occupant_id.clone();
             if self.room.persistent
-                && let Err(e) = self.service.store.save_subject(self.jid(), &self.room.subject, &sender.nick).await
+                && let Err(e) = self.service.store.save_subject(self.jid(), &self.room.subject, &sender.nick, &sender.occupant_id).await
             {
                 tracing::error!(error = %e, "cannot store a room's subject");
                 return self.refuse(&stanza, StanzaError::internal()).await;
@@ -127,6 +128,10 @@ impl Live {
         if el.get_child("x", MUC_USER).is_none() {
             el.append_child(Element::bare("x", MUC_USER));
         }
+        // XEP-0421 §4: every message from the room has the sender's occupant id, and only
+        // the room's.
+        el.retain_children(|c| !c.is("occupant-id", OCCUPANT_ID));
+        el.append_child(xml::element("occupant-id", OCCUPANT_ID, &[("id", &sender.occupant_id)]));
         let from_jid = occupant::occupant_jid(self.jid(), &sender.nick);
         xml::set_attr(&mut el, "from", from_jid.as_str());
         for session in &target.sessions {
@@ -160,6 +165,18 @@ impl Live {
             let Some(Ok(invitee)) = invite.attr("to").map(Jid::new) else {
                 return self.refuse(&stanza, StanzaError::new(Condition::JidMalformed).with_text("an invitation needs a valid 'to'")).await;
             };
+            // §7.8.2: an invitee that does not exist SHOULD be an error (known for accounts
+            // of this server only).
+            if self.ctx.core.is_local_account(&invitee) {
+                match self.ctx.core.db.accounts().exists(&invitee.to_bare()).await {
+                    Ok(true) => {}
+                    Ok(false) => return self.refuse(&stanza, StanzaError::item_not_found().with_text("no such user")).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot look up an invitee");
+                        return self.refuse(&stanza, StanzaError::internal()).await;
+                    }
+                }
+            }
             if self.room.config.members_only && may_add && self.room.affiliation_of(&invitee.to_bare(), &self.service.config).is_none() {
                 // §7.8.2: invited by an admin to a members-only room: a member now.
                 let change = crate::storage::AffiliationChange { jid: invitee.to_bare().to_string(), affiliation: Some(Affiliation::Member), nick: String::new(), reason: String::new() };
@@ -168,8 +185,11 @@ impl Live {
                 }
             }
             let mut out_invite = xml::element("invite", MUC_USER, &[("from", sender.bare.as_str())]);
-            if let Some(reason) = invite.get_child("reason", MUC_USER) {
-                out_invite.append_child(reason.clone());
+            let reason = invite.get_child("reason", MUC_USER);
+            // §7.8.2 (Example 58): an invitation to continue a one-to-one chat in the room.
+            let continued = invite.get_child("continue", MUC_USER);
+            for child in reason.into_iter().chain(continued) {
+                out_invite.append_child(child.clone());
             }
             let mut out_x = Element::bare("x", MUC_USER);
             out_x.append_child(out_invite);
@@ -178,9 +198,19 @@ impl Live {
             }
             let mut el = xml::element("message", ns::CLIENT, &[("id", stanza.id().unwrap_or(&crate::stanza::new_id()))]);
             el.append_child(out_x);
+            // XEP-0249's element says the same for clients that know only that one.
             let mut conference = xml::element("x", "jabber:x:conference", &[("jid", self.jid().as_str())]);
             if !self.room.config.password.is_empty() {
                 xml::set_attr(&mut conference, "password", self.room.config.password.as_str());
+            }
+            if let Some(reason) = reason {
+                xml::set_attr(&mut conference, "reason", reason.text());
+            }
+            if let Some(continued) = continued {
+                xml::set_attr(&mut conference, "continue", "true");
+                if let Some(thread) = continued.attr("thread") {
+                    xml::set_attr(&mut conference, "thread", thread);
+                }
             }
             el.append_child(conference);
             self.ctx.send(Stanza::new(el, Jid::from(self.jid().clone()), invitee)).await;
@@ -198,7 +228,8 @@ impl Live {
         }
         let mut x = Element::bare("x", MUC_USER);
         x.append_child(out);
-        let mut el = xml::element("message", ns::CLIENT, &[("id", &crate::stanza::new_id())]);
+        // The decline's id, as in §7.8.2's example.
+        let mut el = xml::element("message", ns::CLIENT, &[("id", stanza.id().unwrap_or(&crate::stanza::new_id()))]);
         el.append_child(x);
         self.ctx.send(Stanza::new(el, Jid::from(self.jid().clone()), inviter)).await;
     }

@@ -47,6 +47,8 @@ pub const MUC_UNIQUE: &str = "http://jabber.org/protocol/muc#unique";
 pub const STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
 pub const SID: &str = "urn:xmpp:sid:0";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0410 §3.3: a room that answers its occupants' self-pings itself.
+pub const SELF_PING_OPTIMIZATION: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 pub const MAM: &str = "urn:xmpp:mam:2";
 
 /// Events a room's queue holds beyond this are refused (`resource-constraint`, type wait):
@@ -206,8 +208,14 @@ impl Muc {
                     && stanza.to.as_ref().is_some_and(|t| t.resource().is_some())
                     && stanza.el.get_child("x", MUC).is_some();
                 if !entering {
-                    if !(stanza.kind == Kind::Presence) {
-                        router::bounce(ctx, stanza, StanzaError::item_not_found().with_text("no such room")).await;
+                    let to_occupant = stanza.to.as_ref().is_some_and(|t| t.resource().is_some());
+                    let error = match stanza.payload() {
+                        // Nobody is in a room that does not exist (XEP-0410 §3.2).
+                        Some(payload) if stanza.kind == Kind::Iq && to_occupant => room::not_in_room(payload),
+                        _ => StanzaError::item_not_found().with_text("no such room"),
+                    };
+                    if stanza.kind != Kind::Presence {
+                        router::bounce(ctx, stanza, error).await;
                     }
                     return None;
                 }

@@ -3,7 +3,7 @@
 
 use jid::{BareJid, FullJid, Jid};
 
-use super::{MUC, MUC_USER};
+use super::{MUC, MUC_USER, OCCUPANT_ID};
 use super::occupant::{self, ItemExtras, Occupant, Role};
 use super::room::Live;
 use crate::stanza::{Condition, ErrorType, PresenceType, Stanza, StanzaError};
@@ -215,6 +215,10 @@ impl Live {
         };
         let mut el = xml::element("message", ns::CLIENT, &[("type", "groupchat"), ("from", from.as_str()), ("id", &crate::stanza::new_id())]);
         el.append_child(xml::text_element("subject", ns::CLIENT, &self.room.subject));
+        // XEP-0421 §4: as when it was set (unknown for subjects stored before ids were).
+        if !self.room.subject_from.is_empty() && !self.room.subject_occupant_id.is_empty() {
+            el.append_child(xml::element("occupant-id", OCCUPANT_ID, &[("id", &self.room.subject_occupant_id)]));
+        }
         (from, el)
     }
 
@@ -372,6 +376,9 @@ impl Live {
         }
         let mut el = xml::element("presence", ns::CLIENT, &[("type", "unavailable")]);
         el.append_child(x);
+        // XEP-0421 §4: every presence from the room; the id is the one this user would have.
+        let id = occupant::occupant_id(&self.room.salt, &from.to_bare());
+        el.append_child(xml::element("occupant-id", OCCUPANT_ID, &[("id", &id)]));
         let Ok(from_jid) = self.room.jid.with_resource_str(nick) else { return };
         self.send_to(Jid::from(from_jid), from, el).await;
     }

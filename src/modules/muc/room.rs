@@ -67,6 +67,8 @@ pub struct Room {
     pub locked: bool,
     pub subject: String,
     pub subject_from: String,
+    /// The occupant id (XEP-0421) of who set the subject ('' when unknown).
+    pub subject_occupant_id: String,
     /// By bare JID (or domain), as given in the admin lists.
     pub affiliations: HashMap<String, Affiliated>,
     /// By nick, as enforced by the PRECIS Nickname profile ([`occupant::enforce`]).
@@ -102,6 +104,7 @@ impl Room {
             locked: true,
             subject: String::new(),
             subject_from: String::new(),
+            subject_occupant_id: String::new(),
             affiliations,
             occupants: HashMap::new(),
             folded: HashMap::new(),
@@ -125,6 +128,7 @@ impl Room {
             locked: false,
             subject: stored.subject,
             subject_from: stored.subject_from,
+            subject_occupant_id: stored.subject_occupant_id,
             affiliations: stored
                 .affiliations
                 .into_iter()
@@ -148,6 +152,7 @@ impl Room {
             config: self.config.clone(),
             subject: self.subject.clone(),
             subject_from: self.subject_from.clone(),
+            subject_occupant_id: self.subject_occupant_id.clone(),
             occupant_salt: self.salt.clone(),
             created: self.created,
             persistent: self.persistent,
@@ -460,14 +465,7 @@ impl Live {
         let from = stanza.from.clone();
         let sender = from.clone().try_into_full().ok().and_then(|f| self.room.occupant_of(&f).cloned());
         let Some(sender) = sender else {
-            // §6.7: disco from outside the room is a bad request; anything else (XEP-0410's
-            // self-ping first) says the sender is not in the room, so that it can rejoin.
-            let error = if payload.has_ns(ns::DISCO_INFO) || payload.has_ns(ns::DISCO_ITEMS) {
-                StanzaError::bad_request("you are not in this room")
-            } else {
-                StanzaError::new(Condition::NotAcceptable).with_type(crate::stanza::ErrorType::Cancel).with_text("you are not in this room")
-            };
-            return self.refuse(&stanza, error).await;
+            return self.refuse(&stanza, not_in_room(payload)).await;
         };
         let Some(target) = self.room.occupant_named(nick).cloned() else {
             return self.refuse(&stanza, StanzaError::item_not_found().with_text("no such occupant")).await;
@@ -558,5 +556,17 @@ impl Live {
 
     pub fn is_owner(&self, who: &Jid) -> bool {
         self.room.affiliation_of(&who.to_bare(), &self.service.config) == Some(Affiliation::Owner)
+    }
+}
+
+/// The error for an IQ to an occupant from someone not in the room (or to a room that does
+/// not exist): disco is a bad request (§6.7); anything else, XEP-0410's self-ping first,
+/// says that the sender is not in the room, so that its client enters again (§3.2: to
+/// `item-not-found` a client would think it still is).
+pub fn not_in_room(payload: &Element) -> StanzaError {
+    if payload.has_ns(ns::DISCO_INFO) || payload.has_ns(ns::DISCO_ITEMS) {
+        StanzaError::bad_request("you are not in this room")
+    } else {
+        StanzaError::new(Condition::NotAcceptable).with_type(crate::stanza::ErrorType::Cancel).with_text("you are not in this room")
     }
 }
