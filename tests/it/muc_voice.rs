@@ -642,7 +642,7 @@ async fn avatar_presence(c: &mut Client, name: &str) -> String {
 /// (forbidden for others); anyone reads what the owner set. The photo's SHA-1 is the
 /// room's avatar hash: in muc#roominfo_avatarhash (with the vcard-temp feature), and in
 /// presence from the room to its occupants when it changes (an empty <photo/> when the
-/// avatar goes). A vCard over [vcard] max_bytes is not-acceptable. Stored: the same after
+/// avatar goes) and to each resource that enters, after the subject. A vCard over [vcard] max_bytes is not-acceptable. Stored: the same after
 /// a restart.
 async fn room_vcard(b: Backend) {
     let s = TestServer::start_with(b, |c| c.vcard.max_bytes = 4096).await;
@@ -684,9 +684,10 @@ async fn room_vcard(b: Backend) {
     let mut hag = online(&s, "hag66", "pda").await;
     let r = get_vcard(&mut hag, &coven).await;
     assert_eq!(vcard_of(&r).get_child("FN", VCARD).map(|f| f.text()).as_deref(), Some("The Dark Cave"), "stored: {}", show(&r));
-    assert_eq!(roominfo_avatar(&mut hag, "coven").await, (Some(hash), true), "the hash is loaded with the room");
+    assert_eq!(roominfo_avatar(&mut hag, "coven").await, (Some(hash.clone()), true), "the hash is loaded with the room");
 
     join(&mut crone, "coven", "firstwitch").await;
+    assert_eq!(avatar_presence(&mut crone, "coven").await, hash, "the avatar presence after the subject on entry");
     assert_result(&set_vcard(&mut crone, &coven, "").await);
     assert_eq!(avatar_presence(&mut crone, "coven").await, "", "no avatar any more");
     assert_eq!(vcard_of(&get_vcard(&mut hag, &coven).await).children().count(), 0);

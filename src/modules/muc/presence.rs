@@ -128,6 +128,7 @@ impl Live {
         }
         let subject = self.subject_message();
         self.send_to(subject.0, &from, subject.1).await;
+        self.send_avatar(&from).await;
     }
 
     /// The checks of §7.2 on a new occupant, in the order the spec lists its errors.

@@ -1,10 +1,10 @@
 //! A room's vCard (vcard-temp, XEP-0054, on the room's bare JID) and its avatar: anyone may
 //! read it (an empty vCard when there is none), its owners may set it. The photo's SHA-1 is
 //! the room's avatar hash: in the `muc#roominfo` form (`muc#roominfo_avatarhash`), and told
-//! to the occupants when it changes, in presence from the room's JID with XEP-0153's
-//! `<x xmlns='vcard-temp:x:update'><photo/></x>`.
+//! to the occupants when it changes and to each resource that enters, in presence from the
+//! room's JID with XEP-0153's `<x xmlns='vcard-temp:x:update'><photo/></x>`.
 
-use jid::Jid;
+use jid::{FullJid, Jid};
 use tracing::Instrument;
 
 use super::room::Live;
@@ -74,10 +74,24 @@ impl Live {
     /// Presence from the room's JID to every occupant's resources with the avatar's hash
     /// (an empty `<photo/>`: no avatar).
     async fn announce_avatar(&self) {
+        self.broadcast(Jid::from(self.jid().clone()), self.avatar_presence()).await;
+    }
+
+    /// The room's avatar presence, after the subject, to a resource that has just entered
+    /// (as when it changes): clients show a room's avatar from it. Nothing when the room has
+    /// none.
+    pub(super) async fn send_avatar(&self, to: &FullJid) {
+        if self.room.avatar_hash.is_some() {
+            self.send_to(Jid::from(self.jid().clone()), to, self.avatar_presence()).await;
+        }
+    }
+
+    /// Presence from the room with XEP-0153's `<x><photo>hash</photo></x>`.
+    fn avatar_presence(&self) -> Element {
         let mut x = Element::bare("x", VCARD_UPDATE);
         x.append_child(xml::text_element("photo", VCARD_UPDATE, self.room.avatar_hash.as_deref().unwrap_or_default()));
         let mut el = Element::bare("presence", ns::CLIENT);
         el.append_child(x);
-        self.broadcast(Jid::from(self.jid().clone()), el).await;
+        el
     }
 }
