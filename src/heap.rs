@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the resident size is read (one small read of `/proc/self/statm`).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// Growth of the resident size, over what the last look left, that is worth a collection.
+/// Growth of the resident size, over the lowest seen, that is worth a collection.
 const SLACK: usize = 16 << 20;
 
 /// When to collect, from the resident size read once a second.
