@@ -211,6 +211,9 @@ pub struct MucConfig {
     /// default: 10000. Rooms kept in memory; idle ones beyond this are unloaded (persistent
     /// rooms are loaded again from the database on their next stanza).
     pub max_rooms_in_memory: usize,
+    /// default: false. XEP-0045 §7.10 "lock down": a user who registered a nick in a room
+    /// enters it under that nick whatever nick it asks for (210), and may not change it.
+    pub lock_registered_nicks: bool,
 }
 
 /// `[muc] create`.
@@ -287,7 +290,7 @@ impl Default for Config {
                 caps_timeout: 30,
             },
             mam: MamConfig { default: crate::storage::ArchiveDefault::Always, retention_days: 0, max_page: 250 },
-            muc: MucConfig { subdomain: "conference".into(), create: RoomCreation::Local, history: 20, max_occupants: 1000, max_rooms_in_memory: 10_000 },
+            muc: MucConfig { subdomain: "conference".into(), create: RoomCreation::Local, history: 20, max_occupants: 1000, max_rooms_in_memory: 10_000, lock_registered_nicks: false },
             modules: ModulesConfig::default(),
             admin: AdminConfig { socket: PathBuf::from("starling.sock") },
         }
@@ -599,6 +602,7 @@ fn read_config(
         history: s.take("history", d.muc.history, |v| int_in(v, 0, 1000).map(|n| n as u32)),
         max_occupants: s.take("max_occupants", d.muc.max_occupants, |v| int_in(v, 1, 1_000_000).map(|n| n as u32)),
         max_rooms_in_memory: s.take("max_rooms_in_memory", d.muc.max_rooms_in_memory, |v| int_in(v, 1, 10_000_000).map(|n| n as usize)),
+        lock_registered_nicks: s.take("lock_registered_nicks", d.muc.lock_registered_nicks, boolean),
     };
     s.finish();
 

@@ -586,7 +586,44 @@ async fn register_errors(b: Backend) {
     s.stop().await;
 }
 
-db_tests!(register_with_room, register_in_room, register_errors);
+/// §7.10 last paragraph, with `[muc] lock_registered_nicks`: a user who registered a nick
+/// enters under it whatever nick it asks for, told with 210 (§7.2.11); §7.6 Example 50: a
+/// nick change is then not-acceptable (cancel), from the occupant JID asked for. Others,
+/// with no registered nick, choose freely. Off (the default), the registered user may use
+/// another nick (register_with_room shows the reservation itself).
+async fn registered_nicks_locked_down(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.muc.lock_registered_nicks = true).await;
+    s.users(&["crone1", "hag66", "wiccarocks"]).await;
+    let mut crone = online(&s, "crone1", "desktop").await;
+    let mut hag = online(&s, "hag66", "pda").await;
+    let mut wicca = online(&s, "wiccarocks", "laptop").await;
+    create(&mut crone, "coven", "firstwitch", &[]).await;
+    assert_result(&register_set(&mut hag, "coven", "submit", &example_71("thirdwitch")).await);
+
+    hag.send(&format!("<presence to='{}'><x xmlns='{MUC}'/></presence>", occupant("coven", "oldhag"))).await;
+    let me = occupant("coven", "thirdwitch");
+    let p = hag.expect("the self-presence", |e| e.name() == "presence" && codes(e).contains(&"110".to_string())).await;
+    assert_eq!(p.attr("from"), Some(me.as_str()), "entered under the registered nick: {}", show(&p));
+    assert!(codes(&p).contains(&"210".to_string()), "§7.2.11: 210: {}", show(&p));
+    hag.drain().await;
+
+    hag.send(&format!("<presence to='{}' id='ifd1c35'/>", occupant("coven", "oldhag"))).await;
+    let e = hag.expect("the refusal", |e| e.name() == "presence" && e.attr("type") == Some("error")).await;
+    assert_error(&e, "not-acceptable", "cancel");
+    assert_eq!(e.attr("id"), Some("ifd1c35"), "{}", show(&e));
+    assert_eq!(e.attr("from"), Some(occupant("coven", "oldhag").as_str()), "Example 50: {}", show(&e));
+    // A presence update under the registered nick is not a nick change.
+    hag.send(&format!("<presence to='{me}'><show>away</show></presence>")).await;
+    hag.expect("the update", |e| e.name() == "presence" && e.attr("from") == Some(me.as_str()) && e.attr("type").is_none()).await;
+
+    let p = join(&mut wicca, "coven", "secondwitch").await;
+    assert!(!codes(&p).contains(&"210".to_string()), "nothing registered, nothing changed: {}", show(&p));
+    wicca.send(&format!("<presence to='{}'/>", occupant("coven", "wicca"))).await;
+    wicca.expect("the new nick", |e| e.name() == "presence" && e.attr("from") == Some(occupant("coven", "wicca").as_str()) && e.attr("type").is_none()).await;
+    s.stop().await;
+}
+
+db_tests!(register_with_room, register_in_room, register_errors, registered_nicks_locked_down);
 
 // =======================================================================================
 // Room vCards and avatars

@@ -28,10 +28,23 @@ impl Live {
                     // that lost its place in the room: told so explicitly.
                     return self.kick_desynced(&from, &nick).await;
                 }
-                let nick = match occupant::enforce(self.jid(), &nick) {
+                let mut nick = match occupant::enforce(self.jid(), &nick) {
                     Ok(nick) => nick,
                     Err(e) => return self.refuse(&stanza, e).await,
                 };
+                if let Some(locked) = self.room.locked_nick(&from.to_bare(), &self.service.config) {
+                    let same = occupant::fold(locked).is_some_and(|l| occupant::fold(&nick) == Some(l));
+                    match &current {
+                        // §7.10: entering under another nick: under the registered one (210).
+                        None if !same => nick = locked.to_string(),
+                        // §7.6 Example 50: no other nick while nicks are locked down.
+                        Some(current) if !same && occupant::fold(current) != occupant::fold(&nick) => {
+                            let error = StanzaError::new(Condition::NotAcceptable).with_type(ErrorType::Cancel).with_text(format!("your nick in this room is {locked}"));
+                            return self.refuse(&stanza, error).await;
+                        }
+                        _ => {}
+                    }
+                }
                 match current {
                     Some(current) if current == nick && joining => self.enter(stanza, from, nick).await,
                     Some(current) if current == nick => self.update_presence(&stanza, &from).await,

@@ -2,7 +2,9 @@
 //! (§7.11): a user registers a nick and becomes a member with that nick reserved (the
 //! affiliation's nick, stored with it). Registration is granted at once, without an admin's
 //! approval (§9.9, "Approving Registration Requests", is not done), so it is refused where
-//! it would open the room: to non-members of a members-only room, and to outcasts.
+//! it would open the room: to non-members of a members-only room, and to outcasts. With
+//! `[muc] lock_registered_nicks` the registered nick is the only one its user may use in the
+//! room (`Room::locked_nick`, applied in `presence.rs`).
 
 use jid::BareJid;
 
