@@ -11,7 +11,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use crate::modules::{Ctx, Delivered, Flow, Hook, IqRequest, Scope};
 use crate::session::SendError;
-use crate::stanza::{Condition, bare_of, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
+use crate::stanza::{Condition, bare_of, bare_str, IqType, Kind, MessageType, PresenceType, Stanza, StanzaError};
 
 /// A stanza a local client sent: its own presence first goes to the presence hook
 /// (broadcast, directed presence, subscriptions), then everything is routed.
@@ -37,7 +37,51 @@ pub async fn route(ctx: &Ctx, stanza: Stanza) {
 /// both futures, where `route` in a boxed future would make two (per copy of a room's
 /// broadcast).
 pub(crate) fn route_owned(ctx: Ctx, stanza: Stanza) -> crate::modules::BoxFuture<()> {
-    Box::pin(async move { route_inner(&ctx, stanza).await })
+    match deliver_at_once(&ctx, stanza) {
+        Some(stanza) => Box::pin(async move { route_inner(&ctx, stanza).await }),
+        // Zero-sized: no allocation.
+        None => Box::pin(Done),
+    }
+}
+
+/// A future already done.
+struct Done;
+
+impl std::future::Future for Done {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
+}
+
+/// The busiest case, every copy of a room's broadcast, without building the routing future
+/// (kilobytes, as it holds every hook's): a message from someone who is not an account here
+/// to a connected resource of one, that no `StanzaIn` hook wants to look at
+/// (`Registrar::hook_when`) and whose deliveries nobody watches, goes into the resource's
+/// queue at once. Anything else, or a delivery that fails, comes back for [`route_inner`],
+/// which then finds the same answers on the way.
+fn deliver_at_once(ctx: &Ctx, stanza: Stanza) -> Option<Stanza> {
+    let core = &ctx.core;
+    let at_once = stanza.kind == Kind::Message
+        && !ctx.is_rerouting()
+        && !core.is_local_account(&stanza.from)
+        && stanza.to.as_ref().is_some_and(|to| {
+            let domain = to.domain().as_str();
+            to.resource().is_some()
+                && core.is_local_domain(domain)
+                && core.modules.service(domain).is_none()
+                && !core.modules.watches_deliveries(bare_str(to.as_str()))
+        })
+        && !core.modules.hooks_want(Hook::StanzaIn, &stanza);
+    if !at_once {
+        return Some(stanza);
+    }
+    let Stanza { kind, from, to, el } = stanza;
+    let result = match to.as_ref().map(Jid::try_as_full) {
+        Some(Ok(full)) => core.sessions.deliver(full, el),
+        _ => Err(SendError::Offline(el)),
+    };
+    result.err().map(|(SendError::Offline(el) | SendError::Full(el))| Stanza { kind, from, to, el })
 }
 
 async fn route_inner(ctx: &Ctx, mut stanza: Stanza) {
@@ -104,9 +148,8 @@ async fn to_server(ctx: &Ctx, stanza: Stanza, to: Jid) {
 /// Stanzas for a local account (RFC 6121 §8.5).
 async fn to_account(ctx: &Ctx, stanza: Stanza, to: Jid) {
     let core = &ctx.core;
-    let bare = bare_of(&to);
-    if !core.sessions.has_sessions(&bare) {
-        match core.db.accounts().exists(&bare).await {
+    if !core.sessions.is_online(bare_str(to.as_str())) {
+        match core.db.accounts().exists(&bare_of(&to)).await {
             Ok(true) => {}
             Ok(false) => return no_such_account(ctx, stanza).await,
             Err(e) => {
@@ -154,7 +197,7 @@ async fn no_such_account(ctx: &Ctx, stanza: Stanza) {
 /// RFC 6121 §8.5.3: a message for a full JID.
 async fn message_to_full(ctx: &Ctx, stanza: Stanza, full: FullJid) {
     // Kept for the modules that watch deliveries (the session's queue takes the element).
-    let watched = ctx.core.modules.watches_deliveries(&bare_of(&full)).then(|| stanza.clone());
+    let watched = ctx.core.modules.watches_deliveries(bare_str(full.as_str())).then(|| stanza.clone());
     let Stanza { kind, from, to, el } = stanza;
     match ctx.deliver(&full, el).await {
         Ok(()) => {
@@ -209,7 +252,7 @@ async fn message_to_bare(ctx: &Ctx, stanza: Stanza, bare: BareJid) {
         }
     }
     let modules = &ctx.core.modules;
-    let watched = modules.watches_deliveries(&bare);
+    let watched = modules.watches_deliveries(bare.as_str());
     if !delivered.is_empty() {
         if watched {
             modules.run_delivered(ctx, Delivered { stanza, to: delivered }).await;
@@ -318,3 +361,4 @@ async fn dispatch_iq(ctx: &Ctx, stanza: Stanza, scope: Scope, to: Jid) {
         ctx.reply(reply).await;
     }
 }
+

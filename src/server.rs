@@ -192,6 +192,10 @@ impl Server {
     pub async fn shutdown(self) {
         tracing::info!(sessions = self.core.sessions.count(), "shutting down");
         self.core.shutdown.cancel();
+        // Bound sessions learn it from their close request (they look at the token only
+        // when they wake: see `c2s::Session::run`); after the cancel, so that one binding
+        // now either is in the registry here or sees the token cancelled.
+        self.core.sessions.close_everyone(crate::stanza::StreamError::new(crate::stanza::StreamCondition::SystemShutdown));
         self.acceptors.close();
         self.acceptors.wait().await;
         self.connections.close();

@@ -3,16 +3,21 @@
 //! from here without touching the database.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
-use tokio::sync::{Notify, mpsc};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 
 use crate::stanza::StreamError;
+
+fn bare_str(jid: &FullJid) -> &str {
+    crate::stanza::bare_str(jid.as_str())
+}
 
 /// Identifies one connection, so that a replaced session cannot remove its replacement.
 pub type ConnId = u64;
@@ -28,7 +33,14 @@ pub fn next_conn_id() -> ConnId {
 #[derive(Debug, Default)]
 pub struct Control {
     close: Mutex<Option<StreamError>>,
-    notify: Notify,
+    /// Set once a close was asked for: the session looks at it each time it wakes, without
+    /// the lock.
+    closing: AtomicBool,
+    /// The session's task, woken by a close request. One waker, not a list of waiters
+    /// (`Notify`): only the session's own task waits here, and it polls this on every wake
+    /// (for every stanza it is sent), where registering and removing a waiter each time cost
+    /// two locks.
+    waker: AtomicWaker,
     /// Stanzas in the queue.
     queued: AtomicUsize,
     /// Since when (`now_ms`) the queue has held more than the soft limit; 0 when it does not.
@@ -52,12 +64,16 @@ impl Control {
             slot.get_or_insert(error);
             first
         };
-        self.notify.notify_one();
+        self.closing.store(true, Ordering::Release);
+        self.waker.wake();
         first
     }
 
     /// A close request, if one came.
     pub fn pending(&self) -> Option<StreamError> {
+        if !self.closing.load(Ordering::Acquire) {
+            return None;
+        }
         self.close.lock().unwrap().take()
     }
 
@@ -74,15 +90,17 @@ impl Control {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Wait for a close request. Cancel-safe: the request stays until taken.
+    /// Wait for a close request. Cancel-safe: the request stays until taken. For the
+    /// session's own task only (see `waker`).
     pub async fn closed(&self) -> StreamError {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(e) = self.pending() {
-                return e;
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.pending() {
+                Some(e) => std::task::Poll::Ready(e),
+                None => std::task::Poll::Pending,
             }
-            notified.await;
-        }
+        })
+        .await
     }
 }
 
@@ -176,7 +194,9 @@ pub struct ResourceInfo {
 }
 
 pub struct Sessions {
-    users: DashMap<BareJid, Vec<Resource>>,
+    /// By bare JID, as text: routing finds a full JID's account by a slice of it, without
+    /// making its bare JID (an allocation per stanza routed).
+    users: DashMap<Box<str>, Vec<Resource>>,
     max_resources: usize,
     queue: QueueLimits,
 }
@@ -195,10 +215,9 @@ impl Sessions {
     /// Returns the presence state of a session that was replaced, so that it can end like
     /// any other (its contacts see it go unavailable).
     pub fn bind(&self, jid: FullJid, conn: ConnId, link: Link) -> Result<Option<PresenceState>, BindError> {
-        let bare = jid.to_bare();
         // Room for one resource: most accounts have one, and a `Vec` would otherwise start
         // with room for four (this is per online account).
-        let mut entry = self.users.entry(bare).or_insert_with(|| Vec::with_capacity(1));
+        let mut entry = self.users.entry(bare_str(&jid).into()).or_insert_with(|| Vec::with_capacity(1));
         if let Some(old) = entry.iter_mut().find(|r| r.jid == jid) {
             let replaced = std::mem::replace(old, Resource { jid, conn, link, state: PresenceState::default() });
             replaced.link.control.close(
@@ -216,21 +235,21 @@ impl Sessions {
     /// Remove a resource if it still belongs to `conn`. Returns its final presence state and
     /// whether it was the account's last connected resource.
     pub fn unbind(&self, jid: &FullJid, conn: ConnId) -> Option<(PresenceState, bool)> {
-        let bare = jid.to_bare();
-        let mut entry = self.users.get_mut(&bare)?;
+        let bare = bare_str(jid);
+        let mut entry = self.users.get_mut(bare)?;
         let pos = entry.iter().position(|r| &r.jid == jid && r.conn == conn)?;
         let removed = entry.swap_remove(pos);
         let last = entry.is_empty();
         drop(entry);
         if last {
-            self.users.remove_if(&bare, |_, v| v.is_empty());
+            self.users.remove_if(bare, |_, v| v.is_empty());
         }
         Some((removed.state, last))
     }
 
     /// The client of a resumed session (XEP-0198) is now at another address.
     pub fn set_peer(&self, jid: &FullJid, conn: ConnId, peer: std::net::SocketAddr) {
-        if let Some(mut entry) = self.users.get_mut(&jid.to_bare())
+        if let Some(mut entry) = self.users.get_mut(bare_str(jid))
             && let Some(r) = entry.iter_mut().find(|r| &r.jid == jid && r.conn == conn)
         {
             r.link.peer = peer;
@@ -238,7 +257,7 @@ impl Sessions {
     }
 
     fn link(&self, jid: &FullJid) -> Option<Link> {
-        let entry = self.users.get(&jid.to_bare())?;
+        let entry = self.users.get(bare_str(jid))?;
         entry.iter().find(|r| &r.jid == jid).map(|r| r.link.clone())
     }
 
@@ -251,12 +270,17 @@ impl Sessions {
     /// be routed as if it were not there (messages to other resources or offline storage);
     /// once it has reconnected, the client gets a fresh view of everything it missed.
     pub fn deliver(&self, jid: &FullJid, stanza: Element) -> Result<(), SendError> {
-        let Some(link) = self.link(jid) else { return Err(SendError::Offline(stanza)) };
+        // Under the account's entry (a read lock on its shard), rather than with a copy of
+        // the link: this runs for every copy of a room's broadcast.
+        let Some(entry) = self.users.get(bare_str(jid)) else { return Err(SendError::Offline(stanza)) };
+        let Some(link) = entry.iter().find(|r| &r.jid == jid).map(|r| &r.link) else {
+            return Err(SendError::Offline(stanza));
+        };
         let control = &link.control;
         let len = control.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if len > self.queue.soft && self.over_too_long(control, len) {
             control.queued.fetch_sub(1, Ordering::AcqRel);
-            Self::overloaded(jid, &link);
+            Self::overloaded(jid, link);
             return Err(SendError::Full(stanza));
         }
         match link.tx.send(Box::new(stanza)) {
@@ -266,6 +290,11 @@ impl Sessions {
                 Err(SendError::Offline(*s))
             }
         }
+    }
+
+    /// Whether an account (its bare JID's text) has a bound resource.
+    pub fn is_online(&self, account: &str) -> bool {
+        self.users.contains_key(account)
     }
 
     /// A queue holding `len` (over the soft limit): has it been over for too long, or is it
@@ -314,7 +343,7 @@ impl Sessions {
 
     /// The connected resources of an account.
     pub fn resources(&self, bare: &BareJid) -> Vec<ResourceInfo> {
-        match self.users.get(bare) {
+        match self.users.get(bare.as_str()) {
             Some(entry) => entry
                 .iter()
                 .map(|r| ResourceInfo { jid: r.jid.clone(), available: r.state.available, priority: r.state.priority })
@@ -324,27 +353,27 @@ impl Sessions {
     }
 
     pub fn is_connected(&self, jid: &FullJid) -> bool {
-        self.users.get(&jid.to_bare()).is_some_and(|e| e.iter().any(|r| &r.jid == jid))
+        self.users.get(bare_str(jid)).is_some_and(|e| e.iter().any(|r| &r.jid == jid))
     }
 
     pub fn has_sessions(&self, bare: &BareJid) -> bool {
-        self.users.contains_key(bare)
+        self.is_online(bare.as_str())
     }
 
     pub fn has_available(&self, bare: &BareJid) -> bool {
-        self.users.get(bare).is_some_and(|e| e.iter().any(|r| r.state.available))
+        self.users.get(bare.as_str()).is_some_and(|e| e.iter().any(|r| r.state.available))
     }
 
     /// Read or change one resource's presence state.
     pub fn with_state<R>(&self, jid: &FullJid, f: impl FnOnce(&mut PresenceState) -> R) -> Option<R> {
-        let mut entry = self.users.get_mut(&jid.to_bare())?;
+        let mut entry = self.users.get_mut(bare_str(jid))?;
         let r = entry.iter_mut().find(|r| &r.jid == jid)?;
         Some(f(&mut r.state))
     }
 
     /// The last presence of each available resource of an account.
     pub fn available_presences(&self, bare: &BareJid) -> Vec<(FullJid, Element)> {
-        let stored: Vec<(FullJid, Box<str>)> = match self.users.get(bare) {
+        let stored: Vec<(FullJid, Box<str>)> = match self.users.get(bare.as_str()) {
             Some(entry) => entry
                 .iter()
                 .filter(|r| r.state.available)
@@ -360,7 +389,7 @@ impl Sessions {
 
     /// Resources that asked for the roster (targets of roster pushes).
     pub fn interested(&self, bare: &BareJid) -> Vec<FullJid> {
-        match self.users.get(bare) {
+        match self.users.get(bare.as_str()) {
             Some(entry) => entry.iter().filter(|r| r.state.interested).map(|r| r.jid.clone()).collect(),
             None => Vec::new(),
         }
@@ -368,7 +397,16 @@ impl Sessions {
 
     /// Ask every session of an account to close (e.g. the account was deleted).
     pub fn close_all(&self, bare: &BareJid, error: StreamError) {
-        if let Some(entry) = self.users.get(bare) {
+        if let Some(entry) = self.users.get(bare.as_str()) {
+            for r in entry.iter() {
+                r.link.control.close(error.clone());
+            }
+        }
+    }
+
+    /// Ask every session to close (shutdown).
+    pub fn close_everyone(&self, error: StreamError) {
+        for entry in self.users.iter() {
             for r in entry.iter() {
                 r.link.control.close(error.clone());
             }
@@ -397,7 +435,7 @@ impl Sessions {
             last: r.state.last.clone(),
         };
         let mut list: Vec<SessionSummary> = match account {
-            Some(bare) => self.users.get(bare).map(|e| e.iter().map(summary).collect()).unwrap_or_default(),
+            Some(bare) => self.users.get(bare.as_str()).map(|e| e.iter().map(summary).collect()).unwrap_or_default(),
             None => self.users.iter().flat_map(|e| e.iter().map(summary).collect::<Vec<_>>()).collect(),
         };
         list.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));

@@ -352,11 +352,13 @@ impl Session {
                 if timer.deadline() != due {
                     timer.as_mut().reset(due);
                 }
+                // Shutdown also comes as a close request (`Server::shutdown`): waiting on the
+                // token here too would register and remove a waiter on every wake.
+                if self.core.shutdown.is_cancelled() {
+                    break End::Error(StreamError::new(StreamCondition::SystemShutdown));
+                }
                 tokio::select! {
                     biased;
-                    _ = self.core.shutdown.cancelled() => {
-                        break End::Error(StreamError::new(StreamCondition::SystemShutdown));
-                    }
                     error = self.control.closed() => break End::Error(error),
                     event = next_sm_event(&mut self.sm) => match event {
                         SmEvent::Durable(h) => {
@@ -902,6 +904,9 @@ impl Session {
             }
         }
         tokio::select! {
+            // The write first: it is done at once unless the client stopped reading, and
+            // the other two are then not polled at all.
+            biased;
             result = self.writer.flush() => match result {
                 Ok(()) => None,
                 Err(e) if transport::is_stalled(&e) => {

@@ -11,14 +11,15 @@ use crate::xml::Element;
 use super::{Ctx, Deps, Flow, Hook, IqRequest, Kinds, IqResult, Module, Registrar, Scope, SessionEvent, SessionHook};
 use crate::router;
 use crate::rosters::RosterSnapshot;
-use crate::stanza::{Condition, bare_of, IqType, Kind, PresenceType, Stanza, StanzaError};
+use crate::stanza::{Condition, bare_of, bare_str, IqType, Kind, PresenceType, Stanza, StanzaError};
 use crate::storage::BlocklistStore;
 use crate::xml::{self, ns};
 
 pub struct Blocking {
     store: BlocklistStore,
     /// Block lists of accounts with sessions.
-    cache: DashMap<BareJid, Arc<HashSet<String>>>,
+    /// By the owner's bare JID as text, so that a stanza's `to` finds it as it is.
+    cache: DashMap<Box<str>, Arc<HashSet<String>>>,
     /// Resources that retrieved the block list, and so get pushes (§3.3).
     interested: DashMap<BareJid, HashSet<FullJid>>,
 }
@@ -36,7 +37,7 @@ impl Module for Blocking {
         reg.iq(Scope::Account, IqType::Set, "unblock", ns::BLOCKING, &self, Self::unblock);
         // Before everything else touches the stanza.
         reg.hook(Hook::StanzaOut, Kinds::ALL, 100, &self, Self::outbound);
-        reg.hook(Hook::StanzaIn, Kinds::ALL, 100, &self, Self::inbound);
+        reg.hook_when(Hook::StanzaIn, Kinds::ALL, 100, &self, Self::may_block_inbound, Self::inbound);
         reg.session_hook(SessionHook::Bound, 0, &self, Self::bound);
         reg.session_hook(SessionHook::Closed, -100, &self, Self::closed);
     }
@@ -109,12 +110,12 @@ fn items(el: &Element) -> Result<Vec<Jid>, StanzaError> {
 impl Blocking {
     /// The block list, cached while the account has sessions.
     async fn list(&self, ctx: &Ctx, owner: &BareJid) -> Result<Arc<HashSet<String>>, StanzaError> {
-        if let Some(l) = self.cache.get(owner) {
+        if let Some(l) = self.cache.get(owner.as_str()) {
             return Ok(l.clone());
         }
         let list = Arc::new(self.store.list(owner).await?.into_iter().collect::<HashSet<_>>());
         if ctx.core.sessions.has_sessions(owner) {
-            self.cache.insert(owner.clone(), list.clone());
+            self.cache.insert(owner.as_str().into(), list.clone());
         }
         Ok(list)
     }
@@ -224,7 +225,7 @@ impl Blocking {
     }
 
     fn update_cache(&self, owner: &BareJid, f: impl FnOnce(&mut HashSet<String>)) {
-        if let Some(mut entry) = self.cache.get_mut(owner) {
+        if let Some(mut entry) = self.cache.get_mut(owner.as_str()) {
             f(Arc::make_mut(&mut entry));
         }
     }
@@ -264,6 +265,13 @@ impl Blocking {
 
     /// §3.3: stanzas from a blocked JID: presence dropped silently, messages and IQ
     /// requests answered with `<service-unavailable/>`, as if the user were offline.
+    /// A recipient whose list is known to be empty blocks nothing (most accounts, and so
+    /// most copies of a room's broadcast).
+    fn may_block_inbound(&self, stanza: &Stanza) -> bool {
+        let Some(to) = &stanza.to else { return false };
+        !self.cache.get(bare_str(to.as_str())).is_some_and(|list| list.is_empty())
+    }
+
     async fn inbound(self: Arc<Self>, ctx: Ctx, stanza: Stanza) -> Flow {
         let Some(to) = &stanza.to else { return Flow::Continue(stanza) };
         let owner = bare_of(to);
@@ -295,7 +303,7 @@ impl Blocking {
         }
         self.interested.remove_if(&owner, |_, s| s.is_empty());
         if event.last_session {
-            self.cache.remove(&owner);
+            self.cache.remove(owner.as_str());
         }
     }
 }

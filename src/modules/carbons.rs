@@ -28,7 +28,8 @@ const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 pub struct Carbons {
     /// The resources of each account that enabled carbons (§4), default none. An entry
     /// lives while one of its resources has carbons on: the map holds online accounts only.
-    enabled: DashMap<BareJid, Vec<FullJid>>,
+    /// (By the bare JID's text, so that routing asks without making a `BareJid`.)
+    enabled: DashMap<Box<str>, Vec<FullJid>>,
 }
 
 impl Module for Carbons {
@@ -45,7 +46,7 @@ impl Module for Carbons {
         // Forged wrappers go before anything else (an archive, say) sees the message; only
         // the block list, which may drop it altogether, comes first.
         reg.hook(Hook::StanzaOut, Kinds::MESSAGE, 90, &self, Self::guard);
-        reg.hook(Hook::StanzaIn, Kinds::MESSAGE, 90, &self, Self::guard);
+        reg.hook_when(Hook::StanzaIn, Kinds::MESSAGE, 90, &self, |_, stanza| is_carbon(&stanza.el), Self::guard);
         // Copies of what a client sends, once every other hook let it through (a blocked
         // message is not copied) and stamped what it stamps.
         reg.hook(Hook::StanzaOut, Kinds::MESSAGE, -100, &self, Self::sent);
@@ -173,7 +174,7 @@ impl Carbons {
     /// §4; enabling twice is not an error (§10.1).
     async fn enable(self: Arc<Self>, _ctx: Ctx, req: IqRequest) -> IqResult {
         let resource = Self::requester(&req)?;
-        let mut entry = self.enabled.entry(resource.to_bare()).or_insert_with(|| Vec::with_capacity(1));
+        let mut entry = self.enabled.entry(resource.to_bare().as_str().into()).or_insert_with(|| Vec::with_capacity(1));
         if !entry.contains(&resource) {
             entry.push(resource);
         }
@@ -189,10 +190,10 @@ impl Carbons {
 
     fn remove(&self, resource: &FullJid) {
         let account = resource.to_bare();
-        if let Some(mut entry) = self.enabled.get_mut(&account) {
+        if let Some(mut entry) = self.enabled.get_mut(account.as_str()) {
             entry.retain(|r| r != resource);
         }
-        self.enabled.remove_if(&account, |_, v| v.is_empty());
+        self.enabled.remove_if(account.as_str(), |_, v| v.is_empty());
     }
 
     /// A new session starts with carbons off, whatever a session of the same full JID
@@ -227,7 +228,7 @@ impl Carbons {
             return Flow::Continue(stanza);
         };
         let account = sender.to_bare();
-        if stanza.to_or_self().to_bare() == account || !self.enabled.contains_key(&account) {
+        if stanza.to_or_self().to_bare() == account || !self.enabled.contains_key(account.as_str()) {
             return Flow::Continue(stanza);
         }
         if eligible(&stanza.el, Direction::Sent) {
@@ -248,7 +249,7 @@ impl Carbons {
         }
         let stanza = &delivered.stanza;
         let account = stanza.to_or_self().to_bare();
-        if !self.enabled.contains_key(&account) || !eligible(&stanza.el, Direction::Received) {
+        if !self.enabled.contains_key(account.as_str()) || !eligible(&stanza.el, Direction::Received) {
             return;
         }
         let skip = |r: &FullJid| delivered.to.contains(r) || r.as_str() == stanza.from.as_str();
@@ -259,7 +260,7 @@ impl Carbons {
     /// names. A copy that cannot be handed over is dropped (§9.3: no error goes anywhere).
     async fn copy(&self, ctx: &Ctx, direction: Direction, account: &BareJid, original: &Element, skip: impl Fn(&FullJid) -> bool) {
         // Copied out: no map reference is held across an await.
-        let Some(enabled) = self.enabled.get(account).map(|e| e.clone()) else { return };
+        let Some(enabled) = self.enabled.get(account.as_str()).map(|e| e.clone()) else { return };
         let resources = ctx.core.sessions.resources(account);
         for target in enabled {
             let available = resources.iter().any(|r| r.jid == target && r.available);

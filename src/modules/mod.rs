@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use jid::{BareJid, FullJid, Jid};
+use jid::{FullJid, Jid};
 use crate::xml::Element;
 
 use crate::config::Config;
@@ -218,11 +218,21 @@ pub struct PreAuthIq {
 type IqHandler = Arc<dyn Fn(Ctx, IqRequest) -> BoxFuture<IqResult> + Send + Sync>;
 type PreAuthHandler = Arc<dyn Fn(Ctx, PreAuthIq) -> BoxFuture<IqResult> + Send + Sync>;
 type StanzaHookFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<Flow> + Send + Sync>;
+type WantsFn = Arc<dyn Fn(&Stanza) -> bool + Send + Sync>;
+
+/// One module's stanza hook: the stanza kinds it sees, and, if it says, a quick test of
+/// whether it would act on a stanza at all (see [`Registrar::hook_when`]).
+struct StanzaHook {
+    kinds: Kinds,
+    wants: Option<WantsFn>,
+    run: StanzaHookFn,
+}
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 /// A module's background task: runs from start until `core.shutdown` is cancelled.
 pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
-type DeliveryInterestFn = Arc<dyn Fn(&BareJid) -> bool + Send + Sync>;
+/// Given an account's bare JID as text.
+type DeliveryInterestFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// Takes every stanza addressed to a service's domain or to a JID under it.
 pub type ServiceFn = Arc<dyn Fn(Ctx, Stanza) -> BoxFuture<()> + Send + Sync>;
 type DataHookFn = Arc<dyn Fn(Ctx, DataChange) -> BoxFuture<()> + Send + Sync>;
@@ -289,7 +299,7 @@ pub struct ModuleTable {
     iq: HashMap<&'static str, Vec<IqEntry>>,
     features: HashMap<Scope, Vec<&'static str>>,
     identities: HashMap<Scope, Vec<Identity>>,
-    hooks: HashMap<Hook, Vec<(Kinds, StanzaHookFn)>>,
+    hooks: HashMap<Hook, Vec<StanzaHook>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
     delivered: Vec<DeliveredHookFn>,
     delivery_interest: Vec<DeliveryInterestFn>,
@@ -369,11 +379,11 @@ impl ModuleTable {
 
     pub async fn run_hook(&self, hook: Hook, ctx: &Ctx, mut stanza: Stanza) -> Flow {
         if let Some(handlers) = self.hooks.get(&hook) {
-            for (kinds, h) in handlers {
-                if !kinds.has(stanza.kind) {
+            for h in handlers {
+                if !h.kinds.has(stanza.kind) || h.wants.as_ref().is_some_and(|wants| !wants(&stanza)) {
                     continue;
                 }
-                match h(ctx.clone(), stanza).await {
+                match (h.run)(ctx.clone(), stanza).await {
                     Flow::Continue(s) => stanza = s,
                     Flow::Handled => return Flow::Handled,
                 }
@@ -382,9 +392,17 @@ impl ModuleTable {
         Flow::Continue(stanza)
     }
 
+    /// Whether a hook at `hook` would look at `stanza` (one without a `wants` test always
+    /// would: see [`Registrar::hook_when`]).
+    pub fn hooks_want(&self, hook: Hook, stanza: &Stanza) -> bool {
+        self.hooks.get(&hook).is_some_and(|handlers| {
+            handlers.iter().any(|h| h.kinds.has(stanza.kind) && h.wants.as_ref().is_none_or(|wants| wants(stanza)))
+        })
+    }
+
     /// Whether any module watches deliveries to `account` (so that routing keeps a copy of
     /// the stanza for them: a tree clone per message otherwise spent for nothing).
-    pub fn watches_deliveries(&self, account: &BareJid) -> bool {
+    pub fn watches_deliveries(&self, account: &str) -> bool {
         self.delivery_interest.iter().any(|interested| interested(account))
     }
 
@@ -436,7 +454,7 @@ impl ModuleTable {
 pub struct Registrar {
     table: ModuleTable,
     disabled: Vec<String>,
-    hook_order: HashMap<Hook, Vec<(i32, Kinds, StanzaHookFn)>>,
+    hook_order: HashMap<Hook, Vec<(i32, StanzaHook)>>,
     session_order: HashMap<SessionHook, Vec<(i32, SessionHookFn)>>,
     delivered_order: Vec<(i32, DeliveredHookFn)>,
 }
@@ -477,8 +495,8 @@ impl Registrar {
 
     fn finish(mut self) -> ModuleTable {
         for (hook, mut list) in self.hook_order {
-            list.sort_by_key(|(p, _, _)| -p);
-            self.table.hooks.insert(hook, list.into_iter().map(|(_, kinds, h)| (kinds, h)).collect());
+            list.sort_by_key(|(p, _)| -p);
+            self.table.hooks.insert(hook, list.into_iter().map(|(_, h)| h).collect());
         }
         for (hook, mut list) in self.session_order {
             list.sort_by_key(|(p, _)| -p);
@@ -520,8 +538,27 @@ impl Registrar {
         Fut: Future<Output = Flow> + Send + 'static,
     {
         let module = module.clone();
-        let handler: StanzaHookFn = Arc::new(move |ctx, stanza| Box::pin(f(module.clone(), ctx, stanza)));
-        self.hook_order.entry(hook).or_default().push((priority, kinds, handler));
+        let run: StanzaHookFn = Arc::new(move |ctx, stanza| Box::pin(f(module.clone(), ctx, stanza)));
+        self.hook_order.entry(hook).or_default().push((priority, StanzaHook { kinds, wants: None, run }));
+    }
+
+    /// [`Registrar::hook`] with a test, `wants`, that says without waiting whether `f` would
+    /// do anything with a stanza; `f` runs only for those it wants. For hooks on the path of
+    /// every copy of a room's broadcast, where building and running a future per copy and
+    /// hook costs more than the test.
+    pub fn hook_when<M, W, F, Fut>(&mut self, hook: Hook, kinds: Kinds, priority: i32, module: &Arc<M>, wants: W, f: F)
+    where
+        M: Send + Sync + 'static,
+        W: Fn(&M, &Stanza) -> bool + Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, Stanza) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Flow> + Send + 'static,
+    {
+        self.hook(hook, kinds, priority, module, f);
+        let tester = module.clone();
+        let wants: WantsFn = Arc::new(move |stanza| wants(&tester, stanza));
+        if let Some((_, last)) = self.hook_order.get_mut(&hook).and_then(|list| list.last_mut()) {
+            last.wants = Some(wants);
+        }
     }
 
     pub fn session_hook<M, F, Fut>(&mut self, hook: SessionHook, priority: i32, module: &Arc<M>, f: F)
@@ -554,7 +591,7 @@ impl Registrar {
         M: Send + Sync + 'static,
         F: Fn(Arc<M>, Ctx, Arc<Delivered>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
-        I: Fn(&M, &BareJid) -> bool + Send + Sync + 'static,
+        I: Fn(&M, &str) -> bool + Send + Sync + 'static,
     {
         let watcher = module.clone();
         self.table.delivery_interest.push(Arc::new(move |account| interested(&watcher, account)));

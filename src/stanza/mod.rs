@@ -18,6 +18,12 @@ pub fn bare_of(jid: &Jid) -> BareJid {
     jid.clone().into_bare()
 }
 
+/// The bare part of a JID's text, without making a `BareJid`: neither a node nor a domain
+/// may hold a `/` (RFC 7622 §3.2, §3.3), so the first one starts the resource.
+pub fn bare_str(jid: &str) -> &str {
+    jid.split_once('/').map_or(jid, |(bare, _)| bare)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Message,

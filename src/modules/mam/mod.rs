@@ -28,7 +28,7 @@ use super::{Ctx, Deps, Flow, Hook, IqRequest, Kinds, IqResult, Module, Registrar
 use crate::core::Core;
 use crate::archive_query;
 use crate::router;
-use crate::stanza::{Condition, bare_of, IqType, Kind, MessageType, Stanza, StanzaError};
+use crate::stanza::{Condition, bare_of, bare_str, IqType, Kind, MessageType, Stanza, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchiveStore, NewArchived, now_micros};
 use crate::xml::{self, Element, ns};
 
@@ -88,7 +88,7 @@ impl Module for Mam {
         reg.feature(Scope::Account, SID);
         // After the block lists (100): what they refuse is not archived (XEP-0313 §6.1).
         reg.hook(Hook::StanzaOut, Kinds::MESSAGE, 90, &self, Self::outgoing);
-        reg.hook(Hook::StanzaIn, Kinds::MESSAGE, 90, &self, Self::incoming);
+        reg.hook_when(Hook::StanzaIn, Kinds::MESSAGE, 90, &self, |_, stanza| incoming_wanted(stanza), Self::incoming);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::closed);
         reg.background(&self, Self::retention);
     }
@@ -116,7 +116,7 @@ fn worth_archiving(stanza: &Stanza) -> bool {
 
 /// XEP-0359 §4 rule 2: drop every `<stanza-id/>` whose `by` is `owner`, whoever put it there.
 fn strip_stanza_ids(el: &mut Element, owner: &BareJid) {
-    el.retain_children(|c| !(c.is("stanza-id", SID) && c.attr("by").is_some_and(|by| names(by, owner))));
+    el.retain_children(|c| !(c.is("stanza-id", SID) && c.attr("by").is_some_and(|by| names(by, owner.as_str()))));
 }
 
 /// Whether `by` is `owner`'s JID, as the JID rules compare them. Most `by`s that reach this
@@ -124,17 +124,29 @@ fn strip_stanza_ids(el: &mut Element, owner: &BareJid) {
 /// differs from the owner's in more than case tells them apart without preparing the JID
 /// (stringprep, per copy). The JID rules change such a domain only by lower-casing it and
 /// dropping a final dot.
-fn names(by: &str, owner: &BareJid) -> bool {
-    if by == owner.as_str() {
+fn names(by: &str, owner: &str) -> bool {
+    if by == owner {
         return true;
     }
     if !by.contains('/') {
         let domain = by.split_once('@').map_or(by, |(_, domain)| domain);
-        if domain.is_ascii() && !domain.ends_with('.') && !domain.eq_ignore_ascii_case(owner.domain().as_str()) {
+        let owner_domain = owner.split_once('@').map_or(owner, |(_, domain)| domain);
+        if domain.is_ascii() && !domain.ends_with('.') && !domain.eq_ignore_ascii_case(owner_domain) {
             return false;
         }
     }
-    BareJid::new(by).is_ok_and(|by| &by == owner)
+    BareJid::new(by).is_ok_and(|by| by.as_str() == owner)
+}
+
+/// Whether [`Mam::incoming`] has anything to do with a message: archive it, or drop a
+/// `<stanza-id/>` that claims to be the recipient's. Neither, for every copy of a room's
+/// broadcast.
+fn incoming_wanted(stanza: &Stanza) -> bool {
+    if worth_archiving(stanza) {
+        return true;
+    }
+    let owner = bare_str(stanza.to.as_ref().unwrap_or(&stanza.from).as_str());
+    stanza.el.children().any(|c| c.is("stanza-id", SID) && c.attr("by").is_some_and(|by| names(by, owner)))
 }
 
 impl Prefs {
@@ -460,13 +472,13 @@ mod tests {
             "@example.org",
         ] {
             let full = BareJid::new(by).is_ok_and(|by| by == owner);
-            assert_eq!(names(by, &owner), full, "{by}");
+            assert_eq!(names(by, owner.as_str()), full, "{by}");
         }
-        assert!(names("Alice@Example.org.", &owner));
-        assert!(!names("room@conference.example.org", &owner));
+        assert!(names("Alice@Example.org.", owner.as_str()));
+        assert!(!names("room@conference.example.org", owner.as_str()));
         let unicode = BareJid::new("älice@éxample.org").unwrap();
-        assert!(names("ÄLICE@ÉXAMPLE.ORG", &unicode));
-        assert!(!names("älice@example.org", &unicode));
+        assert!(names("ÄLICE@ÉXAMPLE.ORG", unicode.as_str()));
+        assert!(!names("älice@example.org", unicode.as_str()));
 
         let mut el = xml::parse_element(
             "<message xmlns='jabber:client'><stanza-id xmlns='urn:xmpp:sid:0' by='room@conference.example.org' id='1'/><stanza-id xmlns='urn:xmpp:sid:0' by='ALICE@example.org' id='2'/><body>x</body></message>",
