@@ -180,6 +180,10 @@ listen = ["127.0.0.1:$PORT"]
 listen_tls = ["127.0.0.1:$TLS_PORT"]
 require_encryption = true
 
+[s2s]
+# No federation in this suite (compat/federation/ has its own).
+listen = []
+
 [auth]
 # Keep wrong-password tests quick.
 failure_delay_ms = 100

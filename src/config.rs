@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub c2s: C2sConfig,
+    pub s2s: S2sConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub registration: RegistrationConfig,
@@ -88,6 +89,36 @@ pub struct C2sConfig {
     /// default: 1000. XEP-0198: stanzas kept for a client until it acknowledges them; a
     /// client that falls this far behind gets nothing more until it acknowledges.
     pub max_unacked: usize,
+}
+
+/// Federation (RFC 6120 server-to-server streams).
+#[derive(Debug, Clone, PartialEq)]
+pub struct S2sConfig {
+    /// default: ["0.0.0.0:5269", "[::]:5269"]. Listeners for other servers, with STARTTLS;
+    /// [] turns federation off (incoming and outgoing: remote domains are then unreachable).
+    pub listen: Vec<SocketAddr>,
+    /// default: []. Direct TLS listeners (XEP-0368), e.g. ["0.0.0.0:5270"].
+    pub listen_tls: Vec<SocketAddr>,
+    /// default: true. TLS on every server-to-server stream, both ways.
+    pub require_encryption: bool,
+    /// default: true. Allow Server Dialback (XEP-0220) with a peer whose certificate cannot
+    /// be verified; false: only peers with a valid certificate (SASL EXTERNAL, XEP-0178).
+    pub dialback: bool,
+    /// default: 600. Seconds an unused link stays open.
+    pub idle_timeout: u64,
+    /// default: []. Remote domains (and their subdomains) this server neither talks to nor
+    /// accepts streams from.
+    pub blocked_domains: Vec<String>,
+    /// default: 524288. Largest stanza a remote server may send, in bytes.
+    pub max_stanza_size: usize,
+    /// default: 30. Seconds to set up an outgoing link (resolve, connect, TLS,
+    /// authentication) before what waits for it is bounced with remote-server-timeout.
+    pub connect_timeout: u64,
+    /// default: 10000. Stanzas waiting for one remote domain's link; more are bounced.
+    pub max_queue: usize,
+    /// default: {}. `[s2s.targets] "b.example" = ["host:port", …]`: where to connect for a
+    /// remote domain instead of asking DNS (private federations, tests).
+    pub targets: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -264,6 +295,18 @@ impl Default for Config {
                 max_clients: 100_000,
                 resume_timeout: 300,
                 max_unacked: 1000,
+            },
+            s2s: S2sConfig {
+                listen: vec!["0.0.0.0:5269".parse().unwrap(), "[::]:5269".parse().unwrap()],
+                listen_tls: Vec::new(),
+                require_encryption: true,
+                dialback: true,
+                idle_timeout: 600,
+                blocked_domains: Vec::new(),
+                max_stanza_size: 512 << 10,
+                connect_timeout: 30,
+                max_queue: 10_000,
+                targets: BTreeMap::new(),
             },
             tls: TlsConfig::default(),
             auth: AuthConfig {
@@ -491,6 +534,42 @@ fn read_config(
     };
     s.finish();
 
+    let mut s = root.section("s2s");
+    let mut s2s = S2sConfig {
+        listen: s.take("listen", d.s2s.listen.clone(), socket_addrs),
+        listen_tls: s.take("listen_tls", d.s2s.listen_tls.clone(), socket_addrs),
+        require_encryption: s.take("require_encryption", d.s2s.require_encryption, boolean),
+        dialback: s.take("dialback", d.s2s.dialback, boolean),
+        idle_timeout: s.take("idle_timeout", d.s2s.idle_timeout, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
+        blocked_domains: s.take("blocked_domains", Vec::new(), |v| string_list(v)?.iter().map(|d| normalize_domain(d)).collect()),
+        max_stanza_size: s.take("max_stanza_size", d.s2s.max_stanza_size, |v| int_in(v, 10_000, 64 << 20).map(|n| n as usize)),
+        connect_timeout: s.take("connect_timeout", d.s2s.connect_timeout, |v| int_in(v, 1, 3_600).map(|n| n as u64)),
+        max_queue: s.take("max_queue", d.s2s.max_queue, |v| int_in(v, 16, 10_000_000).map(|n| n as usize)),
+        targets: BTreeMap::new(),
+    };
+    let mut targets = s.section("targets");
+    for name in targets.remaining_keys() {
+        let list = targets.take(&name, Vec::new(), |v| {
+            let list = if let Some(one) = v.as_str() { vec![one.to_string()] } else { string_list(v)? };
+            for target in &list {
+                let valid = target.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+                if !valid {
+                    return Err(format!("{target:?} is not host:port (e.g. \"xmpp.b.example:5269\" or \"[2001:db8::1]:5269\")"));
+                }
+            }
+            Ok(list)
+        });
+        match normalize_domain(&name) {
+            Ok(domain) => {
+                s2s.targets.insert(domain, list);
+            }
+            Err(e) => targets.error(&name, e),
+        }
+    }
+    targets.note_dynamic("<domain>");
+    targets.finish();
+    s.finish();
+
     let mut s = root.section("tls");
     let cert = s.take("cert", None, |v| string(v).map(|p| Some(base.join(p))));
     let key = s.take("key", None, |v| string(v).map(|p| Some(base.join(p))));
@@ -636,7 +715,8 @@ fn read_config(
 
     // Checks across keys.
     let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    for (key, addrs) in [("c2s.listen", &c2s.listen), ("c2s.listen_tls", &c2s.listen_tls)] {
+    let listeners = [("c2s.listen", &c2s.listen), ("c2s.listen_tls", &c2s.listen_tls), ("s2s.listen", &s2s.listen), ("s2s.listen_tls", &s2s.listen_tls)];
+    for (key, addrs) in listeners {
         for (i, addr) in addrs.iter().enumerate() {
             let here = format!("{key}[{i}]");
             match seen.get(addr) {
@@ -651,7 +731,7 @@ fn read_config(
     }
 
     root.finish();
-    Config { source: None, domains, data_dir, admins, log, storage, c2s, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, modules, admin }
+    Config { source: None, domains, data_dir, admins, log, storage, c2s, s2s, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, modules, admin }
 }
 
 /// The longest path a Unix domain socket can be bound to on Linux.
@@ -818,6 +898,30 @@ mod tests {
     }
 
     #[test]
+    fn s2s_section() {
+        let c = Config::parse(
+            "[s2s]\nblocked_domains = [\"Spam.Example\"]\ndialback = false\n[s2s.targets]\n\"B.example\" = \"127.0.0.1:5269\"\n\"c.example\" = [\"c1.example:5269\", \"[::1]:5270\"]\n",
+            "x.toml",
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!(c.s2s.blocked_domains, ["spam.example"]);
+        assert!(!c.s2s.dialback && c.s2s.require_encryption);
+        assert_eq!(c.s2s.targets["b.example"], ["127.0.0.1:5269"]);
+        assert_eq!(c.s2s.targets["c.example"], ["c1.example:5269", "[::1]:5270"]);
+        let err = Config::parse(
+            "[c2s]\nlisten = [\"127.0.0.1:5222\"]\n[s2s]\nlisten = [\"127.0.0.1:5222\"]\n[s2s.targets]\n\"b.example\" = \"no-port\"\n\"not a domain@\" = \"x:1\"\n",
+            "x.toml",
+            Path::new(""),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        for want in ["s2s.listen[0]", "s2s.targets.b.example", "s2s.targets.not a domain@"] {
+            assert!(keys.contains(&want), "{want} in {err}");
+        }
+    }
+
+    #[test]
     fn reports_all_errors_with_keys() {
         let text = r#"
             domains = ["Example.ORG", "not a domain@"]
@@ -973,7 +1077,7 @@ mod example_tests {
             if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = header.replace("\"example.org\"", "<domain>");
             } else if let Some((key, _)) = line.split_once(" = ") {
-                let key = key.trim();
+                let key = key.trim().replace("\"example.org\"", "<domain>");
                 if !key.contains(' ') {
                     documented.insert(if section.is_empty() { key.to_string() } else { format!("{section}.{key}") });
                 }

@@ -40,6 +40,8 @@ pub struct CoreState {
     pub tasks: TaskTracker,
     /// IQ requests the server sent and the answers they wait for (see `requests.rs`).
     pub requests: crate::requests::PendingRequests,
+    /// Federation; `None` when `[s2s]` has no listener (remote domains are then unreachable).
+    pub s2s: Option<Arc<crate::s2s::S2s>>,
 }
 
 const LOCK_STRIPES: usize = 256;
@@ -70,6 +72,7 @@ impl CoreState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             requests: crate::requests::PendingRequests::new(MAX_PENDING_REQUESTS),
+            s2s: (!config.s2s.listen.is_empty() || !config.s2s.listen_tls.is_empty()).then(|| Arc::new(crate::s2s::S2s::new(&config.s2s))),
             config,
             db,
         })

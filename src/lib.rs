@@ -26,6 +26,7 @@ pub mod files;
 pub mod heap;
 pub mod modules;
 pub mod rosters;
+pub mod s2s;
 pub mod requests;
 pub mod router;
 pub mod server;

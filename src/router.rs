@@ -106,8 +106,14 @@ async fn route_inner(ctx: &Ctx, mut stanza: Stanza) {
         return (service.handler)(ctx.clone(), stanza).await;
     }
     if !core.is_local_domain(to.domain().as_str()) {
-        // Federation (s2s) is not implemented: RFC 6120 §10.4.3 remote-server-not-found.
-        return bounce(ctx, &stanza, StanzaError::new(Condition::RemoteServerNotFound)).await;
+        return match &core.s2s {
+            Some(s2s) => s2s.send(ctx, stanza).await,
+            // RFC 6120 §10.4.3.
+            None => {
+                let e = StanzaError::new(Condition::RemoteServerNotFound).with_text("this server does not federate ([s2s] listen = [])");
+                bounce(ctx, &stanza, e).await
+            }
+        };
     }
     if to.node().is_none() {
         return to_server(ctx, stanza, to).await;

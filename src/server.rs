@@ -80,9 +80,19 @@ fn no_ipv6(addr: &SocketAddr, e: &std::io::Error) -> bool {
 
 /// Bind every configured listener: (config key, address, listener). The listeners of an
 /// address family the machine lacks are left out with a warning.
+/// Every listener by its config key.
+fn listeners(config: &Config) -> [(&'static str, &Vec<SocketAddr>); 4] {
+    [
+        ("c2s.listen", &config.c2s.listen),
+        ("c2s.listen_tls", &config.c2s.listen_tls),
+        ("s2s.listen", &config.s2s.listen),
+        ("s2s.listen_tls", &config.s2s.listen_tls),
+    ]
+}
+
 fn bind_all(config: &Config) -> Result<Vec<(String, SocketAddr, std::net::TcpListener)>, StartError> {
     let mut bound = Vec::new();
-    for (key, addrs) in [("c2s.listen", &config.c2s.listen), ("c2s.listen_tls", &config.c2s.listen_tls)] {
+    for (key, addrs) in listeners(config) {
         for (i, addr) in addrs.iter().enumerate() {
             let key = format!("{key}[{i}]");
             match bind_tcp(*addr) {
@@ -101,7 +111,7 @@ fn bind_all(config: &Config) -> Result<Vec<(String, SocketAddr, std::net::TcpLis
 /// program holds is reported with its config key. Nothing stays bound.
 pub fn check_listeners(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
-    for (key, addrs) in [("c2s.listen", &config.c2s.listen), ("c2s.listen_tls", &config.c2s.listen_tls)] {
+    for (key, addrs) in listeners(config) {
         for (i, addr) in addrs.iter().enumerate() {
             match bind_tcp(*addr) {
                 Ok(listener) => drop(listener),
@@ -122,9 +132,16 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let mut plain = Vec::new();
         let mut tls = Vec::new();
+        let mut s2s_listeners = Vec::new();
         for (key, addr, listener) in bind_all(&config)? {
             let listener = TcpListener::from_std(listener).map_err(|source| StartError::Listen { addr, key: key.clone(), source })?;
-            if key.starts_with("c2s.listen_tls") { tls.push(listener) } else { plain.push(listener) }
+            if key.starts_with("s2s.") {
+                s2s_listeners.push((listener, key.starts_with("s2s.listen_tls")));
+            } else if key.starts_with("c2s.listen_tls") {
+                tls.push(listener)
+            } else {
+                plain.push(listener)
+            }
         }
         for warning in crate::files::loose_permissions(&config) {
             tracing::warn!("{warning}");
@@ -161,8 +178,17 @@ impl Server {
             let limit = limit.clone();
             server.acceptors.spawn(accept_loop(core, resumptions.clone(), listener, direct_tls, connections, limit));
         }
+        let mut s2s_addrs = Vec::new();
+        if let Some(s2s) = &server.core.s2s {
+            for (listener, direct_tls) in s2s_listeners {
+                s2s_addrs.extend(listener.local_addr().ok());
+                let task = crate::s2s::accept_loop(server.core.clone(), s2s.clone(), listener, direct_tls, server.connections.clone());
+                server.acceptors.spawn(task);
+            }
+        }
         tracing::info!(
             domains = ?server.core.config.domains,
+            s2s = ?s2s_addrs,
             storage = server.core.db.backend(),
             starttls = ?server.c2s,
             direct_tls = ?server.c2s_tls,

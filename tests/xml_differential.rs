@@ -228,7 +228,7 @@ fn ours_stream(body: &[u8], chunks: &[usize]) -> Result<Vec<Ours>, XmlError> {
     doc.extend_from_slice(body);
     doc.extend_from_slice(FOOT.as_bytes());
     let input = Chunked { data: &doc, sizes: chunks.to_vec(), next: 0 };
-    let limits = Limits { max_stanza_bytes: usize::MAX / 2, max_depth: MAX_DEPTH };
+    let limits = Limits { max_stanza_bytes: usize::MAX / 2, max_depth: MAX_DEPTH, ..Limits::default() };
     let mut reader = StreamReader::new(Input::new(input, ReadStats::new()), limits);
     let mut out = Vec::new();
     block_on(async {

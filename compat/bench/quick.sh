@@ -24,6 +24,8 @@ listen = ["127.0.0.1:$port"]
 listen_tls = ["127.0.0.1:$tls_port"]
 require_encryption = false
 max_bytes_per_second = 0
+[s2s]
+listen = []
 CONF
 echo "provisioning $SESSIONS accounts..." >&2
 start=$(date +%s.%N)

@@ -126,6 +126,8 @@ class Instance:
         "c2s": {
             "require_encryption": True,
         },
+        # Several instances run at once: none listens for other servers.
+        "s2s": {"listen": []},
         "auth": {
             # Wrong-password tests stay quick; the value still applies to both cases alike.
             "failure_delay_ms": 50,

@@ -32,9 +32,9 @@ fuzz_target!(|data: &[u8]| {
     }
     input.extend_from_slice(body);
     let limits = if small {
-        Limits { max_stanza_bytes: 1024, max_depth: 8 }
+        Limits { max_stanza_bytes: 1024, max_depth: 8, ..Limits::default() }
     } else {
-        Limits { max_stanza_bytes: 1 << 30, max_depth: Limits::default().max_depth }
+        Limits { max_stanza_bytes: 1 << 30, ..Limits::default() }
     };
 
     let chunked = read_stream(&input, &chunks, limits);
@@ -88,7 +88,7 @@ fn check_network_round_trip(el: &Element) {
     let mut out = HEAD.to_vec();
     write_element(&mut out, el, "jabber:client");
     out.extend_from_slice(b"</stream:stream>");
-    let events = read_stream(&out, &[], Limits { max_stanza_bytes: 1 << 30, max_depth: 1 << 20 });
+    let events = read_stream(&out, &[], Limits { max_stanza_bytes: 1 << 30, max_depth: 1 << 20, ..Limits::default() });
     match &events[..] {
         [Ok(StreamEvent::Open(_)), Ok(StreamEvent::Element(again)), Ok(StreamEvent::Close)] => {
             assert_eq!(again, el, "network round trip: {}", String::from_utf8_lossy(&out));

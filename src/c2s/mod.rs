@@ -7,7 +7,7 @@ mod negotiate;
 pub mod resume;
 mod sasl;
 mod sm;
-mod transport;
+pub(crate) mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

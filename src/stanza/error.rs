@@ -24,6 +24,10 @@ impl ErrorType {
             ErrorType::Wait => "wait",
         }
     }
+
+    pub fn parse(s: &str) -> Option<ErrorType> {
+        [ErrorType::Auth, ErrorType::Cancel, ErrorType::Continue, ErrorType::Modify, ErrorType::Wait].into_iter().find(|t| t.as_str() == s)
+    }
 }
 
 /// RFC 6120 §8.3.3 defined conditions, each with the error type the RFC gives it.
@@ -43,6 +47,7 @@ pub enum Condition {
     RecipientUnavailable,
     RegistrationRequired,
     RemoteServerNotFound,
+    RemoteServerTimeout,
     ResourceConstraint,
     ServiceUnavailable,
     SubscriptionRequired,
@@ -60,6 +65,7 @@ impl Condition {
             NotAuthorized => "401",
             Forbidden => "403",
             ItemNotFound | RecipientUnavailable | RemoteServerNotFound => "404",
+            RemoteServerTimeout => "504",
             NotAllowed => "405",
             NotAcceptable => "406",
             RegistrationRequired | SubscriptionRequired => "407",
@@ -88,6 +94,7 @@ impl Condition {
             Condition::RecipientUnavailable => "recipient-unavailable",
             Condition::RegistrationRequired => "registration-required",
             Condition::RemoteServerNotFound => "remote-server-not-found",
+            Condition::RemoteServerTimeout => "remote-server-timeout",
             Condition::ResourceConstraint => "resource-constraint",
             Condition::ServiceUnavailable => "service-unavailable",
             Condition::SubscriptionRequired => "subscription-required",
@@ -96,13 +103,27 @@ impl Condition {
         }
     }
 
+    /// The condition an element name in `urn:ietf:params:xml:ns:xmpp-stanzas` stands for;
+    /// `None` for a name this server does not know (RFC 6120 §8.3.3 lists `gone` and
+    /// `redirect` too, which it never sends).
+    pub fn from_name(name: &str) -> Option<Condition> {
+        use Condition::*;
+        [
+            BadRequest, Conflict, FeatureNotImplemented, Forbidden, InternalServerError, ItemNotFound, JidMalformed, NotAcceptable,
+            NotAllowed, NotAuthorized, PolicyViolation, RecipientUnavailable, RegistrationRequired, RemoteServerNotFound,
+            RemoteServerTimeout, ResourceConstraint, ServiceUnavailable, SubscriptionRequired, UndefinedCondition, UnexpectedRequest,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+    }
+
     /// The type RFC 6120 §8.3.3 uses for each condition.
     pub fn default_type(self) -> ErrorType {
         use Condition::*;
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => ErrorType::Modify,
             Forbidden | NotAuthorized | RegistrationRequired | SubscriptionRequired => ErrorType::Auth,
-            RecipientUnavailable | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
             Conflict | FeatureNotImplemented | InternalServerError | ItemNotFound | NotAllowed
             | RemoteServerNotFound | ServiceUnavailable | UndefinedCondition => ErrorType::Cancel,
         }
@@ -143,6 +164,22 @@ impl StanzaError {
 
     pub fn bad_request(text: impl Into<String>) -> Self {
         Self::new(Condition::BadRequest).with_text(text)
+    }
+
+    /// An `<error/>` element as received (a peer's): its condition, type and text. `None`
+    /// if it names no known condition.
+    pub fn from_element(error: &Element) -> Option<StanzaError> {
+        let condition = error.children().filter(|c| c.ns() == ns::XMPP_STANZAS).find_map(|c| Condition::from_name(c.name()))?;
+        let mut e = StanzaError::new(condition);
+        if let Some(t) = error.attr("type").and_then(ErrorType::parse) {
+            e.error_type = t;
+        }
+        e.text = error.get_child("text", ns::XMPP_STANZAS).map(|t| t.text());
+        Some(e)
+    }
+
+    pub fn remote_server_timeout() -> Self {
+        Self::new(Condition::RemoteServerTimeout)
     }
 
     pub fn service_unavailable() -> Self {

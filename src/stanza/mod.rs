@@ -174,6 +174,39 @@ impl Stanza {
         Ok(stanza)
     }
 
+    /// Validate a first-level element from another server's stream (RFC 6120 §8.1.1.1,
+    /// §8.1.2.2): both addresses are required. A missing `to` is `<improper-addressing/>`,
+    /// a missing or malformed `from` `<invalid-from/>` (stream errors); a malformed `to` is
+    /// answered with `jid-malformed`. Whether the domains may be used on the stream is the
+    /// stream's to check.
+    pub fn from_server(el: Element) -> Result<Stanza, Rejected> {
+        let kind = match (el.name(), el.has_ns(ns::CLIENT)) {
+            ("message", true) => Kind::Message,
+            ("presence", true) => Kind::Presence,
+            ("iq", true) => Kind::Iq,
+            _ => {
+                return Err(Rejected::Stream(
+                    StreamError::new(StreamCondition::UnsupportedStanzaType).with_text(format!("unexpected element <{}/>", el.name())),
+                ));
+            }
+        };
+        let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return Err(Rejected::Stream(StreamError::new(StreamCondition::InvalidFrom).with_text("a stanza without a valid 'from'")));
+        };
+        let to = match el.attr("to") {
+            None | Some("") => {
+                return Err(Rejected::Stream(StreamError::new(StreamCondition::ImproperAddressing).with_text("a stanza without 'to'")));
+            }
+            Some(to) => match Jid::new(to) {
+                Ok(j) => j,
+                Err(_) => return Err(Stanza { kind, from, to: None, el }.reject(StanzaError::new(Condition::JidMalformed))),
+            },
+        };
+        let stanza = Stanza { kind, from, to: Some(to), el };
+        stanza.validate()?;
+        Ok(stanza)
+    }
+
     /// Checks of RFC 6120 §8.2.3 and RFC 6121 §4.7.1 that do not depend on the recipient.
     fn validate(&self) -> Result<(), Rejected> {
         let reject = |e: StanzaError| Err(self.reject(e));

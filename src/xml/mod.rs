@@ -10,6 +10,7 @@ mod writer;
 pub use reader::{Input, ReadStats, StreamReader, parse_element};
 pub use tree::{Limits, XmlError};
 pub use writer::{stream_footer, stream_header, write_element, StreamHeader};
+pub(crate) use writer::escape_attr;
 
 pub use element::{Attr, Element, ElementBuilder, Namespace, Node, Serialised};
 

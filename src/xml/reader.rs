@@ -332,7 +332,7 @@ fn map_error(e: quick_xml::Error) -> XmlError {
 pub fn parse_element(text: &str) -> Result<Element, XmlError> {
     let mut xml = NsReader::from_str(text);
     configure(&mut xml);
-    let limits = Limits { max_stanza_bytes: usize::MAX, max_depth: Limits::default().max_depth };
+    let limits = Limits { max_stanza_bytes: usize::MAX, ..Limits::default() };
     let mut tree = TreeBuilder::new(Mode::Document, limits);
     let mut result = None;
     loop {
@@ -463,7 +463,7 @@ mod tests {
 
     #[tokio::test]
     async fn enforces_size_and_depth() {
-        let limits = Limits { max_stanza_bytes: 1000, max_depth: 8 };
+        let limits = Limits { max_stanza_bytes: 1000, max_depth: 8, ..Limits::default() };
         let big = format!("{HEAD}<message><body>{}</body></message>", "x".repeat(5000));
         assert!(last_error(&read_all(big.as_bytes(), limits).await).starts_with("TooBig"));
         let big_attr = format!("{HEAD}<message to='{}'/>", "x".repeat(50_000));

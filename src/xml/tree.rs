@@ -52,11 +52,15 @@ pub struct Limits {
     pub max_stanza_bytes: usize,
     /// Maximum nesting depth inside a stanza.
     pub max_depth: usize,
+    /// Read `jabber:server`, the content namespace of a stream from another server, as
+    /// `jabber:client`: inside the server a stanza has one namespace whichever stream it
+    /// came by (RFC 6120 §4.8.3), and the writer of each stream writes its own.
+    pub server_as_client: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_stanza_bytes: 262_144, max_depth: 48 }
+        Limits { max_stanza_bytes: 262_144, max_depth: 48, server_as_client: false }
     }
 }
 
@@ -151,7 +155,13 @@ impl TreeBuilder {
             return Ok(ns.clone());
         }
         let name = namespace_name(raw)?;
-        let ns = if name == ns::XML { Namespace::XML } else { self.namespace(&name)? };
+        let ns = if name == ns::XML {
+            Namespace::XML
+        } else if self.limits.server_as_client && name == ns::SERVER {
+            self.namespace(ns::CLIENT)?
+        } else {
+            self.namespace(&name)?
+        };
         self.last_binding = Some((key, ns.clone()));
         Ok(ns)
     }

@@ -13,6 +13,7 @@ pub struct StreamHeader<'a> {
     pub default_ns: &'a str,
     pub from: &'a str,
     pub to: Option<&'a str>,
+    /// The stream id; "" for none (the initiating side of a stream sends none).
     pub id: &'a str,
     pub lang: &'a str,
 }
@@ -20,14 +21,22 @@ pub struct StreamHeader<'a> {
 pub fn stream_header(out: &mut Vec<u8>, h: &StreamHeader<'_>) {
     out.extend_from_slice(b"<?xml version='1.0'?><stream:stream xmlns='");
     escape_attr(out, h.default_ns);
-    out.extend_from_slice(b"' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' from='");
+    out.extend_from_slice(b"' xmlns:stream='http://etherx.jabber.org/streams'");
+    if h.default_ns == ns::SERVER {
+        // XEP-0220 §2.3: servers that do dialback declare its prefix on the stream, and
+        // some match `db:result` by its prefix.
+        out.extend_from_slice(b" xmlns:db='jabber:server:dialback'");
+    }
+    out.extend_from_slice(b" version='1.0' from='");
     escape_attr(out, h.from);
     if let Some(to) = h.to {
         out.extend_from_slice(b"' to='");
         escape_attr(out, to);
     }
-    out.extend_from_slice(b"' id='");
-    escape_attr(out, h.id);
+    if !h.id.is_empty() {
+        out.extend_from_slice(b"' id='");
+        escape_attr(out, h.id);
+    }
     out.extend_from_slice(b"' xml:lang='");
     escape_attr(out, h.lang);
     out.extend_from_slice(b"'>");
@@ -292,7 +301,7 @@ fn quoted(out: &mut Vec<u8>, value: &str) {
 }
 
 /// An attribute value inside `'…'`.
-fn escape_attr(out: &mut Vec<u8>, value: &str) {
+pub(crate) fn escape_attr(out: &mut Vec<u8>, value: &str) {
     escape_attr_value(out, value, b'\'');
 }
 

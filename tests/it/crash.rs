@@ -41,7 +41,7 @@ impl Process {
         let config = dir.path().join("starling.toml");
         std::fs::write(
             &config,
-            format!("data_dir = \"data\"\n[storage]\nurl = \"{url}\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n"),
+            format!("data_dir = \"data\"\n[storage]\nurl = \"{url}\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n[s2s]\nlisten = []\n"),
         )
         .unwrap();
         let process = Process { dir, config, port, child: None };
@@ -79,7 +79,10 @@ impl Process {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+        // The listener is bound before the certificate is made (nothing is created when the
+        // port is taken): wait for both.
+        let cert = self.cert();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() || std::fs::metadata(&cert).map_or(true, |m| m.len() == 0) {
             assert!(Instant::now() < deadline, "the server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -32,6 +32,7 @@ mod presence;
 mod quotas;
 mod roster;
 mod robustness;
+mod s2s;
 mod slow_reader;
 mod sm;
 mod stream;

@@ -78,6 +78,8 @@ pub struct Client {
     pub features: Option<Element>,
     pub header: Option<Element>,
     pub jid: String,
+    /// The domain the client connects to (its stream's `to`, TLS's name).
+    pub domain: String,
     cert: std::path::PathBuf,
     /// Channel-binding data of the TLS connection, computed on the client's side:
     /// `tls-exporter` (RFC 9266) and `tls-server-end-point` (RFC 5929).
@@ -103,6 +105,7 @@ impl Client {
             features: None,
             header: None,
             jid: String::new(),
+            domain: DOMAIN.to_string(),
             cert,
             cb_exporter: None,
             cb_end_point: None,
@@ -165,6 +168,18 @@ impl Client {
         c
     }
 
+    /// [`Client::login`] to another of the server's domains than the default one.
+    pub async fn login_at(server: &TestServer, domain: &str, user: &str, password: &str, resource: &str) -> Client {
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let mut c = Client::over(Box::new(tcp), server.cert_path(domain));
+        c.domain = domain.to_string();
+        c.open(domain).await;
+        c.starttls().await;
+        c.auth_scram_sha256(user, password).await.expect("authentication succeeds");
+        c.bind(resource).await;
+        c
+    }
+
     /// Logged in with SCRAM-SHA-256 and bound to `resource`; no presence sent.
     pub async fn login(server: &TestServer, user: &str, password: &str, resource: &str) -> Client {
         let mut c = Client::secure(server).await;
@@ -201,7 +216,8 @@ impl Client {
 
     pub async fn starttls(&mut self) {
         self.starttls_without_restart().await;
-        self.open(DOMAIN).await;
+        let domain = self.domain.clone();
+        self.open(&domain).await;
     }
 
     /// STARTTLS up to the TLS handshake, without opening the new stream.
@@ -216,8 +232,10 @@ impl Client {
         let (buffered, _) = reader.into_inner();
         assert!(buffered.buffer().is_empty(), "the server sent something after <proceed/>");
         let stream = buffered.into_inner().unsplit(writer);
-        let tls = tls_connector(&self.cert).connect(DOMAIN.try_into().unwrap(), stream).await.expect("TLS handshake");
+        let domain = self.domain.clone();
+        let tls = tls_connector(&self.cert).connect(domain.clone().try_into().unwrap(), stream).await.expect("TLS handshake");
         *self = Client::over_tls(tls, self.cert.clone());
+        self.domain = domain;
     }
 
     /// SCRAM-SHA-256 (RFC 7677); Err(condition) on failure.
@@ -279,7 +297,8 @@ impl Client {
         self.reader = minidom::rxml::AsyncRawReader::new(buffered);
         self.tree = TreeBuilder::new();
         self.header = None;
-        self.open(DOMAIN).await;
+        let domain = self.domain.clone();
+        self.open(&domain).await;
     }
 
     pub async fn bind(&mut self, resource: &str) -> String {

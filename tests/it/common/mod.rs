@@ -68,6 +68,9 @@ impl TestServer {
         config.data_dir = dir.path().to_path_buf();
         config.c2s.listen = vec!["127.0.0.1:0".parse().unwrap()];
         config.c2s.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        // No federation unless a test asks for it (tests/it/s2s.rs).
+        config.s2s.listen = Vec::new();
+        config.s2s.listen_tls = Vec::new();
         // Failed logins are delayed by design; tests need not wait a whole second.
         config.auth.failure_delay_ms = 20;
         config.storage.url = match backend {
@@ -97,7 +100,11 @@ impl TestServer {
     }
 
     pub async fn add_user(&self, user: &str, password: &str) {
-        let jid = jid::BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+        self.add_user_at(DOMAIN, user, password).await
+    }
+
+    pub async fn add_user_at(&self, domain: &str, user: &str, password: &str) {
+        let jid = jid::BareJid::new(&format!("{user}@{domain}")).unwrap();
         let credentials = starling::auth::derive_credentials(password.to_string(), 4096).await.unwrap();
         let created = self.server().core().db.accounts().create(&NewAccount { jid, credentials }).await.unwrap();
         assert!(created, "{user} already exists");

@@ -1,0 +1,357 @@
+//! Incoming server-to-server streams (RFC 6120 §4, §5, §13; XEP-0220 §2.2): TLS, dialback
+//! as the receiving server (the key checked with the authoritative server) and as the
+//! authoritative one (answering `<db:verify/>`), then stanzas from the domain pairs the
+//! stream has authenticated, routed like local ones.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::dialback::{Body, Dialback, Kind, Outcome};
+use super::outgoing;
+use super::stream::{self, Failure, Stream};
+use super::S2s;
+use crate::c2s::transport::Transport;
+use crate::core::Core;
+use crate::modules::Ctx;
+use crate::stanza::{Condition, Rejected, Stanza, StanzaError, StreamCondition, StreamError, new_id};
+use crate::tls::TlsStream;
+use crate::xml::{Element, StreamEvent, ns};
+
+/// Time a peer has for TLS and its first dialback request.
+const NEGOTIATION: Duration = Duration::from_secs(60);
+/// Dialback requests one stream may have waiting for the authoritative server at once.
+const MAX_PENDING_VERIFICATIONS: usize = 16;
+
+/// Accept server-to-server connections until shutdown.
+pub async fn accept_loop(core: Core, s2s: Arc<S2s>, listener: TcpListener, direct_tls: bool, connections: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = core.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let span = tracing::info_span!("s2s", direction = "in", %peer);
+                connections.spawn(serve(core.clone(), s2s.clone(), tcp, peer, direct_tls).instrument(span));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a server connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let deadline = Instant::now() + NEGOTIATION;
+    let transport = if direct_tls {
+        match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, core.tls.clone())).await {
+            Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+            _ => return,
+        }
+    } else {
+        Transport::Plain(tcp)
+    };
+    let (verdicts, verdicts_rx) = mpsc::channel(MAX_PENDING_VERIFICATIONS);
+    let incoming = Incoming { core, s2s, peer, stream_id: new_id(), authorized: HashSet::new(), verdicts, pending: 0 };
+    incoming.run(transport, verdicts_rx, deadline).await
+}
+
+/// The authoritative server's answer about one key received on this stream.
+struct Verdict {
+    remote: String,
+    local: String,
+    outcome: Result<bool, Failure>,
+}
+
+struct Incoming {
+    core: Core,
+    s2s: Arc<S2s>,
+    peer: SocketAddr,
+    /// The id of our response stream (the last one, after TLS): dialback keys are made for it.
+    stream_id: String,
+    /// (remote domain, local domain) pairs the peer may send stanzas for.
+    authorized: HashSet<(String, String)>,
+    verdicts: mpsc::Sender<Verdict>,
+    pending: usize,
+}
+
+/// How one element or event left the stream.
+enum Next {
+    Continue,
+    StartTls,
+    End,
+}
+
+impl Incoming {
+    async fn run(mut self, mut transport: Transport, mut verdicts: mpsc::Receiver<Verdict>, deadline: Instant) {
+        loop {
+            let secure = transport.is_tls();
+            let mut stream = Stream::new(transport, self.s2s.config.max_stanza_size);
+            match self.open(&mut stream, secure, deadline).await {
+                Ok(()) => {}
+                Err(Some(error)) => return stream.fail(error).await,
+                Err(None) => return,
+            }
+            match self.elements(&mut stream, secure, &mut verdicts, deadline).await {
+                Next::StartTls => {
+                    let tcp = match stream.into_transport() {
+                        Transport::Plain(tcp) => tcp,
+                        _ => return,
+                    };
+                    match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, self.core.tls.clone())).await {
+                        Ok(Ok(tls)) => transport = Transport::Tls(Box::new(tls)),
+                        Ok(Err(e)) => return tracing::info!(error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::info!("TLS handshake timed out"),
+                    }
+                    // RFC 6120 §5.4.3.3: a new stream, with a new id.
+                    self.stream_id = new_id();
+                }
+                Next::End | Next::Continue => return,
+            }
+        }
+    }
+
+    /// Read the peer's header, answer with ours and the features (RFC 6120 §4.3).
+    async fn open(&mut self, stream: &mut Stream, secure: bool, deadline: Instant) -> Result<(), Option<StreamError>> {
+        let peer = self.peer.to_string();
+        let header = match stream.read(deadline, &peer).await {
+            Ok(StreamEvent::Open(header)) => header,
+            Ok(_) => return Err(Some(StreamError::new(StreamCondition::NotWellFormed))),
+            Err(_) => return Err(None),
+        };
+        let to = header.attr("to").unwrap_or_default().to_ascii_lowercase();
+        let from = header.attr("from").map(str::to_ascii_lowercase);
+        let ours = if S2s::is_hosted(&self.core, &to) { to.clone() } else { self.core.config.domains[0].clone() };
+        stream.send_raw(&stream::header(&ours, from.as_deref(), &self.stream_id));
+        if !header.is("stream", ns::STREAMS) {
+            return Err(Some(StreamError::new(StreamCondition::InvalidNamespace)));
+        }
+        if stream.reader.default_namespace().as_deref() != Some(ns::SERVER) {
+            return Err(Some(StreamError::new(StreamCondition::InvalidNamespace).with_text("expected jabber:server")));
+        }
+        if !S2s::is_hosted(&self.core, &to) {
+            return Err(Some(StreamError::new(StreamCondition::HostUnknown).with_text(format!("this server does not serve {to:?}"))));
+        }
+        if let Some(from) = &from
+            && self.s2s.is_blocked(from)
+        {
+            return Err(Some(StreamError::new(StreamCondition::PolicyViolation).with_text("this server does not federate with your domain")));
+        }
+        let mut features = Element::bare("features", ns::STREAMS);
+        if !secure {
+            let mut starttls = Element::bare("starttls", ns::TLS);
+            if self.s2s.config.require_encryption {
+                starttls.append_child(Element::bare("required", ns::TLS));
+            }
+            features.append_child(starttls);
+        }
+        if (secure || !self.s2s.config.require_encryption) && self.s2s.config.dialback {
+            // XEP-0220 §2.4.1: dialback, with errors.
+            let mut dialback = Element::bare("dialback", super::dialback::FEATURE_NS);
+            dialback.append_child(Element::bare("errors", super::dialback::FEATURE_NS));
+            features.append_child(dialback);
+        }
+        stream.send(&features);
+        stream.flush(&peer).await.map_err(|_| None)
+    }
+
+    async fn elements(&mut self, stream: &mut Stream, secure: bool, verdicts: &mut mpsc::Receiver<Verdict>, deadline: Instant) -> Next {
+        let peer = self.peer.to_string();
+        loop {
+            // Before the first domain pair is authenticated, the negotiation deadline holds.
+            let until = if self.authorized.is_empty() && self.pending == 0 { deadline } else { Instant::now() + Duration::from_secs(self.s2s.config.idle_timeout) };
+            let event = tokio::select! {
+                biased;
+                _ = self.core.shutdown.cancelled() => {
+                    stream.fail(StreamError::new(StreamCondition::SystemShutdown)).await;
+                    return Next::End;
+                }
+                Some(verdict) = verdicts.recv() => {
+                    self.pending -= 1;
+                    if let Err(error) = self.verdict(stream, verdict).await {
+                        stream.fail(error).await;
+                        return Next::End;
+                    }
+                    continue;
+                }
+                event = stream.read(until, &peer) => event,
+            };
+            let el = match event {
+                Ok(StreamEvent::Element(el)) => el,
+                Ok(StreamEvent::Close) => {
+                    stream.close().await;
+                    return Next::End;
+                }
+                Ok(StreamEvent::Open(_)) => {
+                    stream.fail(StreamError::new(StreamCondition::NotWellFormed)).await;
+                    return Next::End;
+                }
+                Err(failure) => {
+                    tracing::debug!(reason = %failure.text, "stream ended");
+                    if failure.condition == Condition::RemoteServerTimeout {
+                        stream.fail(StreamError::new(StreamCondition::ConnectionTimeout)).await;
+                    }
+                    return Next::End;
+                }
+            };
+            let next = match self.element(stream, secure, el).await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::info!(%error, "ending the stream");
+                    stream.fail(error).await;
+                    return Next::End;
+                }
+            };
+            if !matches!(next, Next::Continue) {
+                return next;
+            }
+            if stream.flush(&peer).await.is_err() {
+                return Next::End;
+            }
+        }
+    }
+
+    async fn element(&mut self, stream: &mut Stream, secure: bool, el: Element) -> Result<Next, StreamError> {
+        if el.is("starttls", ns::TLS) {
+            if secure {
+                return Err(StreamError::new(StreamCondition::PolicyViolation).with_text("TLS is already on"));
+            }
+            stream.send(&Element::bare("proceed", ns::TLS));
+            stream.flush(&self.peer.to_string()).await.map_err(|_| StreamError::new(StreamCondition::UndefinedCondition))?;
+            return Ok(Next::StartTls);
+        }
+        if let Some(db) = Dialback::parse(&el) {
+            let db = db.map_err(|e| StreamError::new(StreamCondition::BadFormat).with_text(e.0))?;
+            if !secure && self.s2s.config.require_encryption {
+                return Err(StreamError::new(StreamCondition::PolicyViolation).with_text("TLS is required before dialback"));
+            }
+            return self.dialback(stream, db).map(|()| Next::Continue);
+        }
+        if el.is("error", ns::STREAMS) {
+            tracing::info!("the peer ended the stream: {}", stream::describe_stream_error(&el));
+            return Ok(Next::End);
+        }
+        self.stanza(el).await.map(|()| Next::Continue)
+    }
+
+    fn dialback(&mut self, stream: &mut Stream, db: Dialback) -> Result<(), StreamError> {
+        let Body::Key(key) = &db.body else {
+            // XEP-0220 §2.2: without XEP-0288, answers never come this way.
+            return Err(StreamError::new(StreamCondition::UndefinedCondition).with_text("a dialback answer on an incoming stream"));
+        };
+        let local = db.to.to_ascii_lowercase();
+        let remote = db.from.to_ascii_lowercase();
+        if !S2s::is_hosted(&self.core, &local) {
+            // §2.4.2: an unknown target is a dialback error, not a stream error.
+            let answer = db.answer(Outcome::Error(StanzaError::item_not_found().with_text(format!("{local} is not served here"))));
+            stream.send_raw(&stream::dialback_bytes(&answer));
+            return Ok(());
+        }
+        match db.kind {
+            // §2.2.2: as the authoritative server: did we make this key?
+            Kind::Verify => {
+                let id = db.id.as_deref().unwrap_or_default();
+                let valid = self.s2s.secret.verifies(key, &remote, &local, id);
+                tracing::info!(remote = %remote, local = %local, valid, "answered a dialback verification");
+                let answer = db.answer(if valid { Outcome::Valid } else { Outcome::Invalid });
+                stream.send_raw(&stream::dialback_bytes(&answer));
+            }
+            // §2.2.1: as the receiving server: ask the authoritative server of the claimed
+            // domain, on a connection of its own.
+            Kind::Result => {
+                if self.s2s.is_blocked(&remote) {
+                    let answer = db.answer(Outcome::Error(StanzaError::forbidden().with_text("this server does not federate with your domain")));
+                    stream.send_raw(&stream::dialback_bytes(&answer));
+                    return Ok(());
+                }
+                if self.pending >= MAX_PENDING_VERIFICATIONS {
+                    return Err(StreamError::new(StreamCondition::PolicyViolation).with_text("too many dialback requests at once"));
+                }
+                self.pending += 1;
+                let (s2s, verdicts, stream_id, key) = (self.s2s.clone(), self.verdicts.clone(), self.stream_id.clone(), key.clone());
+                let deadline = Instant::now() + Duration::from_secs(self.s2s.config.connect_timeout);
+                self.core.spawn(
+                    async move {
+                        let outcome = outgoing::verify_key(&s2s, &local, &remote, &stream_id, &key, deadline).await;
+                        let _ = verdicts.send(Verdict { remote, local, outcome }).await;
+                    }
+                    .in_current_span(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// XEP-0220 §2.2.1 Step 4: tell the initiating server what the authoritative one said.
+    async fn verdict(&mut self, stream: &mut Stream, verdict: Verdict) -> Result<(), StreamError> {
+        let Verdict { remote, local, outcome } = verdict;
+        let request = Dialback { kind: Kind::Result, from: remote.clone(), to: local.clone(), id: None, body: Body::Key(String::new()) };
+        let outcome = match outcome {
+            Ok(true) => {
+                tracing::info!(%remote, %local, "dialback: authenticated");
+                self.authorized.insert((remote, local));
+                Outcome::Valid
+            }
+            Ok(false) => {
+                tracing::warn!(%remote, %local, "dialback: the authoritative server did not confirm the key");
+                Outcome::Invalid
+            }
+            Err(failure) => {
+                tracing::info!(%remote, reason = %failure.text, "dialback: the authoritative server could not be asked");
+                Outcome::Error(StanzaError::remote_server_timeout().with_text(failure.text))
+            }
+        };
+        let invalid = outcome == Outcome::Invalid;
+        stream.send_raw(&stream::dialback_bytes(&request.answer(outcome)));
+        let _ = stream.flush(&self.peer.to_string()).await;
+        // §2.2.1: a first attempt found invalid ends the stream.
+        if invalid && self.authorized.is_empty() {
+            return Err(StreamError::new(StreamCondition::NotAuthorized).with_text("dialback failed"));
+        }
+        Ok(())
+    }
+
+    /// RFC 6120 §13.1-§13.3 and §8.1.2.2: a stanza is routed only if its domains are a pair
+    /// this stream authenticated.
+    async fn stanza(&mut self, el: Element) -> Result<(), StreamError> {
+        if self.authorized.is_empty() {
+            return Err(StreamError::new(StreamCondition::NotAuthorized).with_text("no domain is authenticated on this stream"));
+        }
+        let ctx = Ctx::new(self.core.clone());
+        let stanza = match Stanza::from_server(el) {
+            Ok(stanza) => stanza,
+            Err(Rejected::Stream(e)) => return Err(e),
+            Err(Rejected::Stanza(reply)) => {
+                if let Some(reply) = Stanza::from_stored(reply) {
+                    crate::router::route(&ctx, reply).await;
+                }
+                return Ok(());
+            }
+            Err(Rejected::Ignore) => return Ok(()),
+        };
+        let from = stanza.from.domain().as_str().to_string();
+        let to = stanza.to.as_ref().map(|t| t.domain().as_str().to_string()).unwrap_or_default();
+        if !self.authorized.iter().any(|(remote, _)| *remote == from) {
+            return Err(StreamError::new(StreamCondition::InvalidFrom).with_text(format!("{from} is not authenticated on this stream")));
+        }
+        if !self.authorized.contains(&(from.clone(), to.clone())) {
+            return Err(if S2s::is_hosted(&self.core, &to) {
+                StreamError::new(StreamCondition::NotAuthorized).with_text(format!("{from} is not authenticated for {to} on this stream"))
+            } else {
+                StreamError::new(StreamCondition::HostUnknown).with_text(format!("this server does not serve {to}"))
+            });
+        }
+        crate::router::route(&ctx, stanza).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! Federation: server-to-server streams (RFC 6120 §§3-6, §13), authenticated by Server
+//! Dialback (XEP-0220). `xeps/rfc6120-s2s.md` says what is done and what is not.
+//!
+//! Outgoing: one link per domain pair (a local domain or service, a remote domain), one task
+//! each, with a bounded queue: stanzas wait there while the link is set up and go out in
+//! order once it is; when it cannot be set up they are bounced with an error that says why.
+//! Incoming: a listener task per address; each stream checks that every stanza comes from a
+//! domain authenticated on it and goes to one of ours, then routes it like a local one.
+
+pub mod dialback;
+mod incoming;
+mod outgoing;
+pub mod resolve;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::S2sConfig;
+use crate::core::Core;
+use crate::modules::Ctx;
+use crate::stanza::{Condition, Stanza, StanzaError};
+
+pub use incoming::accept_loop;
+
+/// Failures are remembered this long: stanzas for a domain that could not be reached a
+/// moment ago are bounced at once instead of each starting a connection attempt.
+const FAILURE_MEMORY: Duration = Duration::from_secs(10);
+
+/// The federation side of the server.
+pub struct S2s {
+    config: S2sConfig,
+    secret: dialback::Secret,
+    tls: Arc<rustls::ClientConfig>,
+    resolver: resolve::Resolver,
+    /// Outgoing links by (local domain, remote domain).
+    links: Mutex<HashMap<(String, String), mpsc::Sender<Stanza>>>,
+    /// Remote domains whose link failed recently: until when, and why.
+    failed: Mutex<HashMap<String, (Instant, StanzaError)>>,
+}
+
+impl S2s {
+    pub fn new(config: &S2sConfig) -> S2s {
+        S2s {
+            config: config.clone(),
+            secret: dialback::Secret::random(),
+            tls: stream::client_config(),
+            resolver: resolve::Resolver::from_system(),
+            links: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a remote domain is one this server refuses to talk to (it or a parent is in
+    /// `[s2s] blocked_domains`).
+    pub fn is_blocked(&self, domain: &str) -> bool {
+        self.config.blocked_domains.iter().any(|b| domain == b || domain.strip_suffix(b.as_str()).is_some_and(|p| p.ends_with('.')))
+    }
+
+    /// Send a stanza to a remote domain: on the pair's link, which is made if there is none.
+    /// What cannot be sent is bounced to its sender.
+    /// Boxed, with `Send` spelt out: a link that ends routes what is left through here, and
+    /// the compiler cannot see through that cycle by itself.
+    pub fn send<'a>(self: &'a Arc<Self>, ctx: &'a Ctx, stanza: Stanza) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.send_inner(ctx, stanza))
+    }
+
+    async fn send_inner(self: &Arc<Self>, ctx: &Ctx, stanza: Stanza) {
+        let Some(to) = stanza.to.as_ref() else { return };
+        let remote = to.domain().as_str().to_string();
+        let local = stanza.from.domain().as_str().to_string();
+        if !Self::is_hosted(&ctx.core, &local) {
+            // Only what this server speaks for leaves it (a remote stanza is never relayed).
+            tracing::warn!(%local, %remote, "not sending a stanza whose sender is not served here");
+            return;
+        }
+        if self.is_blocked(&remote) {
+            let e = StanzaError::new(Condition::RemoteServerNotFound).with_text(format!("this server does not federate with {remote}"));
+            return crate::router::bounce(ctx, &stanza, e).await;
+        }
+        if let Some(e) = self.recent_failure(&remote) {
+            return crate::router::bounce(ctx, &stanza, e).await;
+        }
+        let key = (local, remote);
+        let result = {
+            let mut links = self.links.lock().unwrap();
+            let tx = links.entry(key.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(self.config.max_queue);
+                let link = outgoing::Link { s2s: self.clone(), core: ctx.core.clone(), local: key.0.clone(), remote: key.1.clone() };
+                ctx.core.spawn(link.run(rx));
+                tx
+            });
+            tx.try_send(stanza)
+        };
+        match result {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(stanza)) => {
+                let e = StanzaError::new(Condition::ResourceConstraint).with_text(format!("too many stanzas wait for the link to {}", key.1));
+                crate::router::bounce(ctx, &stanza, e).await
+            }
+            // The link ended between the lookup and the send: routed again, a new one is made.
+            Err(mpsc::error::TrySendError::Closed(stanza)) => {
+                self.forget_link(&key);
+                self.send(ctx, stanza).await
+            }
+        }
+    }
+
+    fn recent_failure(&self, remote: &str) -> Option<StanzaError> {
+        let mut failed = self.failed.lock().unwrap();
+        match failed.get(remote) {
+            Some((until, e)) if *until > Instant::now() => Some(e.clone()),
+            Some(_) => {
+                failed.remove(remote);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_failure(&self, remote: &str, error: &StanzaError) {
+        self.failed.lock().unwrap().insert(remote.to_string(), (Instant::now() + FAILURE_MEMORY, error.clone()));
+    }
+
+    fn forget_link(&self, key: &(String, String)) {
+        let mut links = self.links.lock().unwrap();
+        if links.get(key).is_some_and(|tx| tx.is_closed()) {
+            links.remove(key);
+        }
+    }
+
+    /// The domains this server speaks for on server-to-server streams: the served domains
+    /// and the services on their subdomains.
+    pub fn is_hosted(core: &Core, domain: &str) -> bool {
+        core.is_local_domain(domain) || core.modules.service(domain).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_domains_cover_subdomains() {
+        let mut config = crate::config::Config::default().s2s;
+        config.blocked_domains = vec!["spam.example".into()];
+        let s2s = S2s::new(&config);
+        assert!(s2s.is_blocked("spam.example"));
+        assert!(s2s.is_blocked("conference.spam.example"));
+        assert!(!s2s.is_blocked("nospam.example"));
+        assert!(!s2s.is_blocked("example"));
+    }
+}

@@ -1,0 +1,331 @@
+//! An outgoing link: one task per domain pair that resolves the remote domain, connects,
+//! negotiates TLS, authenticates by dialback, and then writes the pair's stanzas in order
+//! until the link has been idle for `[s2s] idle_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::dialback::{Body, Dialback, Kind, Outcome};
+use super::stream::{self, Failure, Reader, Stream};
+use super::S2s;
+use super::resolve::Target;
+use crate::c2s::transport::Transport;
+use crate::core::Core;
+use crate::modules::Ctx;
+use crate::stanza::{Stanza, StreamCondition};
+use crate::xml::{self, Element, StreamEvent, XmlError, ns};
+
+/// The longest a single TCP connection attempt may take, within the link's setup time.
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(10);
+
+pub(super) struct Link {
+    pub s2s: Arc<S2s>,
+    pub core: Core,
+    pub local: String,
+    pub remote: String,
+}
+
+impl Link {
+    pub async fn run(self, rx: mpsc::Receiver<Stanza>) {
+        let span = tracing::info_span!("s2s", direction = "out", local = %self.local, remote = %self.remote);
+        self.live(rx).instrument(span).await
+    }
+
+    async fn live(self, mut rx: mpsc::Receiver<Stanza>) {
+        let deadline = Instant::now() + Duration::from_secs(self.s2s.config.connect_timeout);
+        let stream = tokio::select! {
+            result = self.establish(deadline) => result,
+            _ = self.core.shutdown.cancelled() => Err(Failure::timeout("the server is shutting down")),
+        };
+        match stream {
+            Ok(stream) => {
+                tracing::info!("link established");
+                self.serve(stream, &mut rx).await;
+                tracing::info!("link closed");
+                self.reroute(rx).await
+            }
+            Err(failure) => {
+                tracing::info!(reason = %failure.text, "link failed");
+                self.s2s.remember_failure(&self.remote, &failure.to_error());
+                self.bounce_all(rx, &failure).await
+            }
+        }
+    }
+
+    /// A stream to the remote domain, authenticated by dialback.
+    async fn establish(&self, deadline: Instant) -> Result<Stream, Failure> {
+        let (mut stream, id) = open(&self.s2s, &self.local, &self.remote, deadline).await?;
+        self.dialback(&mut stream, &id, deadline).await?;
+        Ok(stream)
+    }
+
+    /// XEP-0220 §2.1.1: send our key for the pair and wait for the verdict.
+    async fn dialback(&self, stream: &mut Stream, stream_id: &str, deadline: Instant) -> Result<(), Failure> {
+        let remote = self.remote.as_str();
+        if !self.s2s.config.dialback {
+            stream.close().await;
+            return Err(Failure::not_found(format!(
+                "{remote} can only be authenticated by dialback, which [s2s] dialback = false turns off (SASL EXTERNAL is not implemented yet)"
+            )));
+        }
+        let key = self.s2s.secret.key(remote, &self.local, stream_id);
+        let request = Dialback { kind: Kind::Result, from: self.local.clone(), to: remote.to_string(), id: None, body: Body::Key(key) };
+        stream.send_raw(&stream::dialback_bytes(&request));
+        stream.flush(remote).await?;
+        loop {
+            let el = stream.element(deadline, remote).await?;
+            let Some(Ok(answer)) = Dialback::parse(&el) else { continue };
+            if answer.kind != Kind::Result || !answer.from.eq_ignore_ascii_case(remote) || answer.to != self.local {
+                continue;
+            }
+            match answer.body {
+                Body::Answer(Outcome::Valid) => return Ok(()),
+                Body::Answer(Outcome::Invalid) => return Err(Failure::not_found(format!("{remote} did not accept our dialback key"))),
+                // §2.4: not about the key; queued stanzas get remote-server-timeout.
+                Body::Answer(Outcome::Error(e)) => return Err(Failure::timeout(format!("{remote} could not check our dialback key: {e}"))),
+                Body::Key(_) => continue,
+            }
+        }
+    }
+
+    /// Write the pair's stanzas until the link is idle, closed, or the server stops.
+    async fn serve(&self, stream: Stream, rx: &mut mpsc::Receiver<Stanza>) {
+        let Stream { reader, mut writer } = stream;
+        let read = next_event(reader);
+        tokio::pin!(read);
+        let idle = Duration::from_secs(self.s2s.config.idle_timeout);
+        let remote = self.remote.as_str();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.core.shutdown.cancelled() => {
+                    writer.queue(&crate::stanza::StreamError::new(StreamCondition::SystemShutdown).to_element());
+                    break;
+                }
+                stanza = rx.recv() => {
+                    let Some(stanza) = stanza else { break };
+                    writer.queue(&addressed(stanza));
+                    // What else waits goes in the same write.
+                    for _ in 0..64 {
+                        match rx.try_recv() {
+                            Ok(stanza) => writer.queue(&addressed(stanza)),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = writer.flush().await {
+                        tracing::info!(error = %e, "writing to {remote} failed");
+                        return;
+                    }
+                }
+                (reader, event) = &mut read => {
+                    match event {
+                        Ok(StreamEvent::Element(el)) if el.is("error", ns::STREAMS) => {
+                            tracing::info!("{remote} ended the stream: {}", stream::describe_stream_error(&el));
+                            return;
+                        }
+                        // Nothing but dialback answers for other pairs comes this way
+                        // (RFC 6120 §2.4: a stream carries stanzas one way).
+                        Ok(StreamEvent::Element(_)) => {}
+                        Ok(StreamEvent::Close) => break,
+                        Ok(StreamEvent::Open(_)) | Err(_) => return,
+                    }
+                    read.set(next_event(reader));
+                }
+                _ = tokio::time::sleep(idle) => {
+                    tracing::debug!("idle; closing");
+                    break;
+                }
+            }
+        }
+        let mut footer = Vec::new();
+        xml::stream_footer(&mut footer);
+        writer.queue_raw(&footer);
+        let _ = writer.flush().await;
+        writer.shutdown().await;
+    }
+
+    /// Out of the map, so that no more is queued here; what still came goes by a new link.
+    async fn reroute(&self, mut rx: mpsc::Receiver<Stanza>) {
+        self.leave();
+        rx.close();
+        let ctx = Ctx::new(self.core.clone());
+        while let Some(stanza) = rx.recv().await {
+            self.s2s.send(&ctx, stanza).await;
+        }
+    }
+
+    /// RFC 6120 §10.4.3: what could not be sent goes back to its sender with the reason.
+    async fn bounce_all(&self, mut rx: mpsc::Receiver<Stanza>, failure: &Failure) {
+        self.leave();
+        rx.close();
+        let ctx = Ctx::new(self.core.clone());
+        let error = failure.to_error();
+        while let Some(stanza) = rx.recv().await {
+            crate::router::bounce(&ctx, &stanza, error.clone()).await;
+        }
+    }
+
+    fn leave(&self) {
+        self.s2s.links.lock().unwrap().remove(&(self.local.clone(), self.remote.clone()));
+    }
+}
+
+/// Where to connect for `remote`: `[s2s.targets]` if it names the domain, else DNS (RFC 6120
+/// §3.2, XEP-0368), in the order to try.
+async fn targets(s2s: &S2s, remote: &str) -> Vec<Target> {
+    if let Some(configured) = s2s.config.targets.get(remote) {
+        return configured
+            .iter()
+            .filter_map(|t| t.rsplit_once(':'))
+            .filter_map(|(host, port)| Some(Target { host: host.trim_matches(['[', ']']).to_string(), port: port.parse().ok()?, direct_tls: false }))
+            .collect();
+    }
+    let resolution = s2s.resolver.targets(remote).await;
+    for step in &resolution.steps {
+        tracing::debug!("{step}");
+    }
+    resolution.targets
+}
+
+/// A stream from `local` to `remote`, with TLS where it can be had (required by `[s2s]
+/// require_encryption`), not yet authenticated: each target in turn, each of its addresses
+/// in turn (looked up only when its turn comes), until one works. With the id the remote
+/// side gave its stream.
+pub(super) async fn open(s2s: &S2s, local: &str, remote: &str, deadline: Instant) -> Result<(Stream, String), Failure> {
+    let targets = targets(s2s, remote).await;
+    let mut last = Failure::not_found(format!("{remote} has no server: DNS names no target for it"));
+    for target in targets {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let addrs = match tokio::time::timeout_at(deadline, s2s.resolver.addresses(&target.host, target.port)).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(e)) => {
+                last = Failure::not_found(format!("{remote} cannot be found: {} has no address ({e})", target.host));
+                continue;
+            }
+            Err(_) => return Err(Failure::timeout(format!("looking up {} for {remote} took too long", target.host))),
+        };
+        for addr in addrs {
+            if Instant::now() >= deadline {
+                break;
+            }
+            match open_at(s2s, local, remote, addr, target.direct_tls, deadline).await {
+                Ok(opened) => return Ok(opened),
+                Err(failure) => {
+                    tracing::info!(%addr, reason = %failure.text, "could not use this address");
+                    last = failure;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn open_at(s2s: &S2s, local: &str, remote: &str, addr: SocketAddr, direct_tls: bool, deadline: Instant) -> Result<(Stream, String), Failure> {
+    let attempt = deadline.min(Instant::now() + CONNECT_ATTEMPT);
+    let tcp = match tokio::time::timeout_at(attempt, TcpStream::connect(addr)).await {
+        Err(_) => return Err(Failure::timeout(format!("connecting to {remote} at {addr} timed out"))),
+        Ok(Err(e)) => return Err(Failure::not_found(format!("connecting to {remote} at {addr} failed: {e}"))),
+        Ok(Ok(tcp)) => tcp,
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut transport = Transport::Plain(tcp);
+    if direct_tls {
+        transport = stream::connect_tls(transport, s2s.tls.clone(), remote, deadline).await?;
+    }
+    loop {
+        let secure = transport.is_tls();
+        let mut stream = Stream::new(transport, s2s.config.max_stanza_size);
+        stream.send_raw(&stream::header(local, Some(remote), ""));
+        stream.flush(remote).await?;
+        let id = match stream.read(deadline, remote).await? {
+            StreamEvent::Open(header) => check_header(&header, remote)?,
+            _ => return Err(Failure::not_found(format!("{remote} did not open a stream"))),
+        };
+        let features = stream.element(deadline, remote).await?;
+        if !features.is("features", ns::STREAMS) {
+            return Err(Failure::not_found(format!("{remote} sent no stream features (an XMPP 1.0 server sends them)")));
+        }
+        if !secure {
+            if features.has_child("starttls", ns::TLS) {
+                stream.send(&Element::bare("starttls", ns::TLS));
+                stream.flush(remote).await?;
+                let answer = stream.element(deadline, remote).await?;
+                if !answer.is("proceed", ns::TLS) {
+                    return Err(Failure::not_found(format!("{remote} refused STARTTLS")));
+                }
+                transport = stream::connect_tls(stream.into_transport(), s2s.tls.clone(), remote, deadline).await?;
+                continue;
+            }
+            if s2s.config.require_encryption {
+                stream.close().await;
+                return Err(Failure::not_found(format!("{remote} does not offer TLS, which [s2s] require_encryption asks for")));
+            }
+        }
+        return Ok((stream, id));
+    }
+}
+
+/// RFC 6120 §4.7: their answer is a stream, from the domain we asked for, with an id (which
+/// the dialback key is made with).
+fn check_header(header: &Element, remote: &str) -> Result<String, Failure> {
+    if !header.is("stream", ns::STREAMS) {
+        return Err(Failure::not_found(format!("{remote} answered with something other than an XMPP stream")));
+    }
+    if let Some(from) = header.attr("from")
+        && !from.eq_ignore_ascii_case(remote)
+    {
+        return Err(Failure::not_found(format!("{remote} answered as {from}")));
+    }
+    header.attr("id").filter(|id| !id.is_empty()).map(str::to_string).ok_or_else(|| Failure::not_found(format!("{remote} gave its stream no id")))
+}
+
+/// XEP-0220 §2.1.2: as the receiving server, ask the authoritative server of `remote`
+/// whether it made `key` for our stream `stream_id`, on a connection of its own (closed
+/// after the answer, as §2.1.2's note suggests). `Ok(true)`: valid.
+pub(super) async fn verify_key(s2s: &S2s, local: &str, remote: &str, stream_id: &str, key: &str, deadline: Instant) -> Result<bool, Failure> {
+    let (mut stream, _) = open(s2s, local, remote, deadline).await?;
+    let request = Dialback { kind: Kind::Verify, from: local.to_string(), to: remote.to_string(), id: Some(stream_id.to_string()), body: Body::Key(key.to_string()) };
+    stream.send_raw(&stream::dialback_bytes(&request));
+    stream.flush(remote).await?;
+    let verdict = loop {
+        let el = stream.element(deadline, remote).await?;
+        let Some(Ok(answer)) = Dialback::parse(&el) else { continue };
+        if answer.kind != Kind::Verify || answer.id.as_deref() != Some(stream_id) || !answer.from.eq_ignore_ascii_case(remote) || answer.to != local {
+            continue;
+        }
+        match answer.body {
+            Body::Answer(Outcome::Valid) => break Ok(true),
+            Body::Answer(Outcome::Invalid) => break Ok(false),
+            Body::Answer(Outcome::Error(e)) => break Err(Failure::timeout(format!("{remote} could not check the key: {e}"))),
+            Body::Key(_) => continue,
+        }
+    };
+    stream.close().await;
+    verdict
+}
+
+/// The element of a stanza with its addresses on it (inside the server they travel beside
+/// it).
+fn addressed(stanza: Stanza) -> Element {
+    let Stanza { from, to, mut el, .. } = stanza;
+    el.set_attr("from", from.as_str());
+    if let Some(to) = to {
+        el.set_attr("to", to.as_str());
+    }
+    el
+}
+
+/// The next event from the peer; one future lives across the loop's turns (the reader's
+/// read is not cancel-safe).
+async fn next_event(mut reader: Reader) -> (Reader, Result<StreamEvent, XmlError>) {
+    let event = reader.next().await;
+    (reader, event)
+}

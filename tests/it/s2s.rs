@@ -1,0 +1,182 @@
+//! Federation between two Starling servers on loopback (RFC 6120 server-to-server streams,
+//! STARTTLS, Server Dialback per XEP-0220): `localhost` on one, `b.example` on the other,
+//! each told where the other listens by `[s2s.targets]` (no DNS here). The live tests against
+//! Prosody and ejabberd are in `compat/federation/`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::client::{CLIENT, Client, condition, show};
+use crate::common::{Backend, TestServer};
+use crate::db_tests;
+
+const B: &str = "b.example";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// `localhost` (a) and `b.example` (b), federated.
+struct Pair {
+    a: TestServer,
+    b: TestServer,
+    a_port: u16,
+}
+
+async fn pair(backend: Backend, adjust_a: impl FnOnce(&mut starling::config::Config)) -> Pair {
+    let (a_port, b_port, closed_port) = (free_port(), free_port(), free_port());
+    let a = TestServer::start_with(backend, |c| {
+        c.s2s.listen = vec![addr(a_port)];
+        for domain in [B, "conference.b.example"] {
+            c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{b_port}")]);
+        }
+        // Nothing listens there.
+        c.s2s.targets.insert("down.example".into(), vec![format!("127.0.0.1:{closed_port}")]);
+        c.s2s.connect_timeout = 10;
+        adjust_a(c);
+    })
+    .await;
+    let b = TestServer::start_with(backend, |c| {
+        c.domains = vec![B.into()];
+        c.s2s.listen = vec![addr(b_port)];
+        for domain in ["localhost", "conference.localhost"] {
+            c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{a_port}")]);
+        }
+        c.s2s.connect_timeout = 10;
+    })
+    .await;
+    a.users(&["alice"]).await;
+    b.add_user_at(B, "bob", "pw").await;
+    Pair { a, b, a_port }
+}
+
+impl Pair {
+    /// alice@localhost/a and bob@b.example/b, both available.
+    async fn clients(&self) -> (Client, Client) {
+        let mut alice = self.a.login("alice", "a").await;
+        let mut bob = Client::login_at(&self.b, B, "bob", "pw", "b").await;
+        alice.available().await;
+        bob.available().await;
+        (alice, bob)
+    }
+
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
+fn body(e: &Element) -> Option<String> {
+    e.get_child("body", CLIENT).map(|b| b.text())
+}
+
+/// Messages both ways, to the bare and the full JID, with the sender's full JID as `from`
+/// on the other side (RFC 6120 §8.1.2.1: stamped by the sender's server, kept across), and
+/// a burst that arrives complete and in order.
+async fn messages_both_ways(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (mut alice, mut bob) = p.clients().await;
+    alice.send("<message to='bob@b.example' type='chat' id='m1'><body>hello from a</body></message>").await;
+    let m = bob.expect("alice's message", |e| e.name() == "message").await;
+    assert_eq!(m.attr("from"), Some("alice@localhost/a"), "{}", show(&m));
+    assert_eq!(m.attr("to"), Some("bob@b.example"), "{}", show(&m));
+    assert_eq!((m.attr("type"), m.attr("id"), body(&m).as_deref()), (Some("chat"), Some("m1"), Some("hello from a")));
+
+    bob.send("<message to='alice@localhost/a' type='chat' id='m2'><body>hello from b</body></message>").await;
+    let m = alice.expect("bob's answer", |e| e.name() == "message").await;
+    assert_eq!(m.attr("from"), Some("bob@b.example/b"), "{}", show(&m));
+    assert_eq!(body(&m).as_deref(), Some("hello from b"));
+
+    for i in 0..20 {
+        alice.send(&format!("<message to='bob@b.example/b' type='chat' id='burst{i}'><body>{i}</body></message>")).await;
+    }
+    for i in 0..20 {
+        let m = bob.expect("the burst", |e| e.name() == "message").await;
+        assert_eq!(body(&m), Some(i.to_string()), "out of order: {}", show(&m));
+    }
+    p.stop().await;
+}
+
+/// RFC 6121 §8.5.1 across servers: a message to an account that does not exist on the other
+/// server comes back as an error from that address.
+async fn unknown_remote_user(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (mut alice, _bob) = p.clients().await;
+    alice.send("<message to='nobody@b.example' type='chat' id='u1'><body>anyone?</body></message>").await;
+    let e = alice.expect("an error", |e| e.attr("id") == Some("u1")).await;
+    assert_eq!(e.attr("type"), Some("error"), "{}", show(&e));
+    assert_eq!(e.attr("from"), Some("nobody@b.example"), "{}", show(&e));
+    assert_eq!(condition(&e), "service-unavailable", "{}", show(&e));
+    p.stop().await;
+}
+
+/// RFC 6120 §10.4.3: a domain whose server cannot be reached: the stanza comes back with
+/// remote-server-not-found and a text that says what failed; an IQ too.
+async fn unreachable_server(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (mut alice, _bob) = p.clients().await;
+    alice.send("<message to='x@down.example' type='chat' id='d1'><body>hello?</body></message>").await;
+    let e = alice.expect("an error", |e| e.attr("id") == Some("d1")).await;
+    assert_eq!((e.attr("type"), e.attr("from")), (Some("error"), Some("x@down.example")), "{}", show(&e));
+    assert_eq!(condition(&e), "remote-server-not-found", "{}", show(&e));
+    let text = e.get_child("error", CLIENT).and_then(|er| er.get_child("text", "urn:ietf:params:xml:ns:xmpp-stanzas")).map(|t| t.text()).unwrap_or_default();
+    assert!(text.contains("down.example"), "the error says what failed: {}", show(&e));
+    let r = alice.request("<iq type='get' id='d2' to='down.example'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    assert_eq!(condition(&r), "remote-server-not-found", "{}", show(&r));
+    p.stop().await;
+}
+
+/// Read until `want` appears in what the peer sent (bounded).
+async fn read_until(tcp: &mut TcpStream, seen: &mut String, want: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// XEP-0220 §2.2.1 and RFC 6120 §13: a peer that claims to be b.example with a key b.example
+/// did not make is refused (the real b.example, asked, says invalid), and nothing it sends is
+/// routed; a stanza before any dialback is not-authorized. (TLS is off on this server's side
+/// so that the test can speak the raw protocol.)
+async fn forged_dialback_refused(backend: Backend) {
+    let p = pair(backend, |c| c.s2s.require_encryption = false).await;
+    let mut alice = p.a.login("alice", "a").await;
+    alice.available().await;
+    let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='b.example' to='localhost' version='1.0'>";
+
+    // A stanza before dialback: not-authorized.
+    let mut tcp = TcpStream::connect(addr(p.a_port)).await.unwrap();
+    tcp.write_all(header.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    assert!(read_until(&mut tcp, &mut seen, "</stream:features>").await, "{seen}");
+    tcp.write_all(b"<message from='mallory@b.example' to='alice@localhost' type='chat'><body>early</body></message>").await.unwrap();
+    assert!(read_until(&mut tcp, &mut seen, "not-authorized").await, "{seen}");
+
+    // A forged key: the authoritative server (the real b.example) says invalid.
+    let mut tcp = TcpStream::connect(addr(p.a_port)).await.unwrap();
+    tcp.write_all(header.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    assert!(read_until(&mut tcp, &mut seen, "</stream:features>").await, "{seen}");
+    assert!(seen.contains("urn:xmpp:features:dialback"), "XEP-0220 §2.4.1: the feature is offered: {seen}");
+    tcp.write_all(b"<db:result from='b.example' to='localhost'>0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef</db:result>").await.unwrap();
+    assert!(read_until(&mut tcp, &mut seen, "type='invalid'").await, "{seen}");
+    tcp.write_all(b"<message from='mallory@b.example' to='alice@localhost' type='chat'><body>forged</body></message>").await.unwrap();
+    let leaked = tokio::time::timeout(Duration::from_millis(500), alice.expect("a message", |e| e.name() == "message")).await;
+    assert!(leaked.is_err(), "a forged peer's message was delivered: {}", leaked.map(|e| show(&e)).unwrap_or_default());
+    p.stop().await;
+}
+
+db_tests!(messages_both_ways, unknown_remote_user, unreachable_server, forged_dialback_refused);
