@@ -32,7 +32,7 @@ impl Live {
                     Ok(nick) => nick,
                     Err(e) => return self.refuse(&stanza, e).await,
                 };
-                if let Some(locked) = self.room.locked_nick(&from.to_bare(), &self.service.config) {
+                if let Some(locked) = self.room.locked_nick(crate::stanza::bare_str(from.as_str()), &self.service.config) {
                     let same = occupant::fold(locked).is_some_and(|l| occupant::fold(&nick) == Some(l));
                     match &current {
                         // §7.10: entering under another nick: under the registered one (210).

@@ -212,14 +212,17 @@ impl Room {
         occupant::fold(nick).and_then(|folded| self.folded.get(&folded)).and_then(|nick| self.occupants.get(nick))
     }
 
-    /// Whether `nick` is reserved (§7.10) by an affiliated JID other than `bare`.
-    /// The nick `bare` registered in this room (§7.10), when nicks are locked down to it
-    /// (`[muc] lock_registered_nicks`).
-    pub(super) fn locked_nick(&self, bare: &BareJid, config: &Config) -> Option<&str> {
-        let a = self.affiliations.get(bare.as_str())?;
-        (config.muc.lock_registered_nicks && !a.nick.is_empty() && a.affiliation != Affiliation::Outcast).then_some(a.nick.as_str())
+    /// The nick `bare` (a bare JID's text) registered in this room (§7.10), when nicks are
+    /// locked down to it (`[muc] lock_registered_nicks`).
+    pub(super) fn locked_nick(&self, bare: &str, config: &Config) -> Option<&str> {
+        if !config.muc.lock_registered_nicks {
+            return None;
+        }
+        let a = self.affiliations.get(bare)?;
+        (!a.nick.is_empty() && a.affiliation != Affiliation::Outcast).then_some(a.nick.as_str())
     }
 
+    /// Whether `nick` is reserved (§7.10) by an affiliated JID other than `bare`.
     pub(super) fn reserved_by_other(&self, nick: &str, bare: &BareJid) -> bool {
         let Some(folded) = occupant::fold(nick) else { return false };
         self.affiliations.iter().any(|(jid, a)| !a.nick.is_empty() && jid != bare.as_str() && occupant::fold(&a.nick).as_ref() == Some(&folded))
