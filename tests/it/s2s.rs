@@ -31,31 +31,41 @@ struct Pair {
     a_port: u16,
 }
 
-async fn pair(backend: Backend, adjust_a: impl FnOnce(&mut starling::config::Config)) -> Pair {
-    let (a_port, b_port, closed_port) = (free_port(), free_port(), free_port());
-    let a = TestServer::start_with(backend, |c| {
-        c.s2s.listen = vec![addr(a_port)];
-        for domain in [B, "conference.b.example"] {
-            c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{b_port}")]);
-        }
-        // Nothing listens there.
-        c.s2s.targets.insert("down.example".into(), vec![format!("127.0.0.1:{closed_port}")]);
-        c.s2s.connect_timeout = 10;
-        adjust_a(c);
-    })
-    .await;
-    let b = TestServer::start_with(backend, |c| {
-        c.domains = vec![B.into()];
-        c.s2s.listen = vec![addr(b_port)];
-        for domain in ["localhost", "conference.localhost"] {
-            c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{a_port}")]);
-        }
-        c.s2s.connect_timeout = 10;
-    })
-    .await;
-    a.users(&["alice"]).await;
-    b.add_user_at(B, "bob", "pw").await;
-    Pair { a, b, a_port }
+/// The two servers, each told where the other listens: the ports are picked before either
+/// starts, so one may be taken meanwhile by another test; then it is tried again.
+async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)) -> Pair {
+    for _ in 0..5 {
+        let (a_port, b_port, closed_port) = (free_port(), free_port(), free_port());
+        let a = TestServer::try_start_with(backend, |c| {
+            c.s2s.listen = vec![addr(a_port)];
+            for domain in [B, "conference.b.example"] {
+                c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{b_port}")]);
+            }
+            // Nothing listens there.
+            c.s2s.targets.insert("down.example".into(), vec![format!("127.0.0.1:{closed_port}")]);
+            c.s2s.connect_timeout = 10;
+            adjust_a(c);
+        })
+        .await;
+        let Ok(a) = a else { continue };
+        let b = TestServer::try_start_with(backend, |c| {
+            c.domains = vec![B.into()];
+            c.s2s.listen = vec![addr(b_port)];
+            for domain in ["localhost", "conference.localhost"] {
+                c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{a_port}")]);
+            }
+            c.s2s.connect_timeout = 10;
+        })
+        .await;
+        let Ok(b) = b else {
+            a.stop().await;
+            continue;
+        };
+        a.users(&["alice"]).await;
+        b.add_user_at(B, "bob", "pw").await;
+        return Pair { a, b, a_port };
+    }
+    panic!("no two free ports for the servers in five tries");
 }
 
 impl Pair {

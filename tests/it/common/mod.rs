@@ -54,6 +54,12 @@ impl TestServer {
 
     /// Start with a config adjusted by `f` (after the test defaults).
     pub async fn start_with(backend: Backend, f: impl FnOnce(&mut Config)) -> TestServer {
+        Self::try_start_with(backend, f).await.expect("server starts")
+    }
+
+    /// [`TestServer::start_with`] that hands back a failure to start (a port picked in
+    /// advance that something else took meanwhile).
+    pub async fn try_start_with(backend: Backend, f: impl FnOnce(&mut Config)) -> Result<TestServer, starling::server::StartError> {
         starling::init_crypto();
         // STARLING_TEST_LOG=debug (a tracing filter) shows the server's logs in test output.
         if let Ok(filter) = std::env::var("STARLING_TEST_LOG") {
@@ -78,8 +84,8 @@ impl TestServer {
             Backend::Postgres => pg::new_database().await,
         };
         f(&mut config);
-        let server = Server::start(config.clone()).await.expect("server starts");
-        TestServer { server: Some(server), config, dir }
+        let server = Server::start(config.clone()).await?;
+        Ok(TestServer { server: Some(server), config, dir })
     }
 
     pub fn server(&self) -> &Server {
