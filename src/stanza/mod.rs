@@ -130,21 +130,24 @@ pub enum Rejected {
 }
 
 impl Stanza {
+    /// The kind of a first-level element of a stream; anything but a stanza is an
+    /// `<unsupported-stanza-type/>` stream error.
+    fn first_level_kind(el: &Element) -> Result<Kind, Rejected> {
+        match (el.name(), el.has_ns(ns::CLIENT)) {
+            ("message", true) => Ok(Kind::Message),
+            ("presence", true) => Ok(Kind::Presence),
+            ("iq", true) => Ok(Kind::Iq),
+            _ => Err(Rejected::Stream(
+                StreamError::new(StreamCondition::UnsupportedStanzaType).with_text(format!("unexpected element <{}/>", el.name())),
+            )),
+        }
+    }
+
     /// Validate a first-level element from an authenticated client and stamp its `from`
     /// (RFC 6120 §8.1.2.1): absent or matching is replaced by the full JID; anything else is
     /// an `<invalid-from/>` stream error.
     pub fn from_client(mut el: Element, session: &FullJid) -> Result<Stanza, Rejected> {
-        let kind = match (el.name(), el.has_ns(ns::CLIENT)) {
-            ("message", true) => Kind::Message,
-            ("presence", true) => Kind::Presence,
-            ("iq", true) => Kind::Iq,
-            _ => {
-                return Err(Rejected::Stream(
-                    StreamError::new(StreamCondition::UnsupportedStanzaType)
-                        .with_text(format!("unexpected element <{}/>", el.name())),
-                ));
-            }
-        };
+        let kind = Self::first_level_kind(&el)?;
         if let Some(from) = el.attr("from") {
             let ok = match Jid::new(from) {
                 Ok(j) => match j.try_as_full() {
@@ -180,16 +183,7 @@ impl Stanza {
     /// answered with `jid-malformed`. Whether the domains may be used on the stream is the
     /// stream's to check.
     pub fn from_server(el: Element) -> Result<Stanza, Rejected> {
-        let kind = match (el.name(), el.has_ns(ns::CLIENT)) {
-            ("message", true) => Kind::Message,
-            ("presence", true) => Kind::Presence,
-            ("iq", true) => Kind::Iq,
-            _ => {
-                return Err(Rejected::Stream(
-                    StreamError::new(StreamCondition::UnsupportedStanzaType).with_text(format!("unexpected element <{}/>", el.name())),
-                ));
-            }
-        };
+        let kind = Self::first_level_kind(&el)?;
         let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return Err(Rejected::Stream(StreamError::new(StreamCondition::InvalidFrom).with_text("a stanza without a valid 'from'")));
         };
