@@ -27,6 +27,16 @@ impl Transport {
         matches!(self, Transport::Tls(_) | Transport::TlsClient(_))
     }
 
+    /// The certificate chain the peer presented in the TLS handshake (empty without TLS or
+    /// without a certificate).
+    pub fn peer_certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        match self {
+            Transport::Plain(_) => Vec::new(),
+            Transport::Tls(tls) => tls.peer_certificates(),
+            Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+        }
+    }
+
     /// RFC 9266 `tls-exporter` (TLS 1.3 only) and RFC 5929 `tls-server-end-point`, learnt
     /// during the handshake.
     pub fn channel_bindings(&self) -> ChannelBindings {

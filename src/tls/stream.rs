@@ -103,6 +103,11 @@ impl TlsStream {
         Ok(stream)
     }
 
+    /// The certificate chain the peer presented, end entity first (empty if none).
+    pub fn peer_certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        self.conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default()
+    }
+
     pub fn channel_bindings(&self) -> ChannelBindings {
         self.bindings.clone()
     }
