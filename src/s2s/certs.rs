@@ -145,6 +145,8 @@ pub struct Identities {
     pub common_name: Option<String>,
     /// Not after, as a unix time.
     pub not_after: Option<i64>,
+    /// The issuer's distinguished name.
+    pub issuer: Option<String>,
 }
 
 impl Identities {
@@ -153,6 +155,7 @@ impl Identities {
         let mut ids = Identities {
             common_name: cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_ascii_lowercase),
             not_after: Some(cert.validity().not_after.timestamp()),
+            issuer: Some(cert.issuer().to_string()),
             ..Identities::default()
         };
         let Ok(Some(san)) = cert.subject_alternative_name() else { return ids };
@@ -207,6 +210,25 @@ impl Identities {
         }
         parts.join("; ")
     }
+}
+
+/// A presented chain in words, for `starling check s2s`: the names of its first certificate,
+/// who issued it, until when.
+pub fn describe_chain(chain: &[CertificateDer<'_>]) -> String {
+    let Some(first) = chain.first() else { return "certificate: none presented".into() };
+    let ids = Identities::of(first);
+    let until = ids
+        .not_after
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .map(|t| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
+        .unwrap_or_else(|| "?".into());
+    format!(
+        "certificate: {}; issued by {}; valid until {until}; {} certificate{} in the chain",
+        ids.describe(),
+        ids.issuer.as_deref().unwrap_or("?"),
+        chain.len(),
+        if chain.len() == 1 { "" } else { "s" }
+    )
 }
 
 /// RFC 6125 §6.4: the same name, or `*.` in place of exactly the left-most label.

@@ -8,6 +8,7 @@
 //! domain authenticated on it and goes to one of ours, then routes it like a local one.
 
 pub mod certs;
+pub mod check;
 pub mod dialback;
 mod incoming;
 mod outgoing;

@@ -68,6 +68,20 @@ impl Certificates {
         }
     }
 
+    /// The certificates as they are, writing nothing (`starling check s2s`): where a
+    /// self-signed one would be generated at the first start, one is made for this run only.
+    pub fn load_without_writing(config: &Config) -> Result<Certificates, Vec<TlsError>> {
+        if let Some(certs) = Self::load_inner(config, false)? {
+            return Ok(certs);
+        }
+        let scratch = std::env::temp_dir().join(format!("starling-check-{}", std::process::id()));
+        let mut temporary = config.clone();
+        temporary.data_dir = scratch.clone();
+        let certs = Self::load_inner(&temporary, true).map(|c| c.expect("generation is allowed"));
+        let _ = std::fs::remove_dir_all(&scratch);
+        certs
+    }
+
     /// `None` when a self-signed certificate would have to be generated and `generate` is off
     /// (everything else was still validated).
     fn load_inner(config: &Config, generate: bool) -> Result<Option<Certificates>, Vec<TlsError>> {

@@ -263,3 +263,86 @@ async fn external_offered_for_the_named_domain() {
     alice.expect_silence(std::time::Duration::from_millis(300)).await;
     p.stop().await;
 }
+
+/// `starling check s2s b.example` run as an admin would, with a configuration of its own
+/// that speaks for `localhost` and finds b.example through `[s2s.targets]`.
+async fn check_s2s(pki: &Pki, b_port: u16, dialback: bool, trust_ca: bool) -> (bool, String) {
+    let a_cert = pki.issue("check-a", &["localhost"]);
+    let ca = if trust_ca { format!("ca_file = {:?}\n", pki.ca_file().display().to_string()) } else { String::new() };
+    let config = format!(
+        "domains = [\"localhost\"]\ndata_dir = {:?}\n[tls.domains.\"localhost\"]\ncert = {:?}\nkey = {:?}\n[s2s]\ndialback = {dialback}\n{ca}[s2s.targets]\n\"b.example\" = \"127.0.0.1:{b_port}\"\n",
+        pki.dir.path().join("check-data").display().to_string(),
+        a_cert.cert.display().to_string(),
+        a_cert.key.display().to_string(),
+    );
+    let path = pki.dir.path().join("check.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["--config", path.to_str().unwrap(), "check", "s2s", "b.example"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(!pki.dir.path().join("check-data").exists(), "check s2s wrote nothing: {text}");
+    (output.status.success(), text)
+}
+
+/// `starling check s2s`: every step reported (DNS or the configured target, TCP, TLS, the
+/// certificate's names and issuer, the features), and the outcome: SASL EXTERNAL when both
+/// certificates are trusted; dialback when b.example does not trust ours; a failure that
+/// says why and what to do when dialback is off and b.example's certificate is not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_s2s_reports_each_step() {
+    let pki = Pki::new();
+    let b_cert = pki.issue("b", &[B]);
+    let b_port = crate::s2s::free_port();
+    let b = crate::common::TestServer::start_with(Backend::Sqlite, |c| {
+        c.domains = vec![B.into()];
+        c.s2s.listen = vec![addr(b_port)];
+        use_cert(c, B, &b_cert, Some(&pki.ca_file()));
+    })
+    .await;
+
+    let (ok, text) = check_s2s(&pki, b_port, false, true).await;
+    assert!(ok, "{text}");
+    for want in [
+        "[s2s.targets] names b.example",
+        "TCP: connected",
+        "TLS: TLSv1_3",
+        "certificate: b.example (DNS); issued by CN=Starling test CA",
+        "certificate: valid for b.example",
+        "stream features: SASL EXTERNAL, dialback",
+        "SASL EXTERNAL: accepted",
+        "ok: links from localhost to b.example are authenticated by SASL EXTERNAL",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+
+    // b.example trusts the CA, we do not: b's certificate is not valid for us, but ours is
+    // for b; with dialback on, EXTERNAL still works one way.
+    let (ok, text) = check_s2s(&pki, b_port, true, false).await;
+    assert!(ok && text.contains("not signed by a trusted authority") && text.contains("SASL EXTERNAL: accepted"), "{text}");
+
+    let (ok, text) = check_s2s(&pki, b_port, false, false).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("not valid") && text.contains("[s2s] dialback = false") && text.contains("what to do"), "{text}");
+    b.stop().await;
+}
+
+/// With a certificate b.example does not trust and dialback on, the outcome is dialback,
+/// with what it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_s2s_dialback_outcome() {
+    let pki = Pki::new();
+    let b_port = crate::s2s::free_port();
+    // b.example with its self-signed certificate and no CA file: it trusts nobody.
+    let b = crate::common::TestServer::start_with(Backend::Sqlite, |c| {
+        c.domains = vec![B.into()];
+        c.s2s.listen = vec![addr(b_port)];
+    })
+    .await;
+    let (ok, text) = check_s2s(&pki, b_port, true, true).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("SASL EXTERNAL: not offered") && text.contains("would be authenticated by dialback"), "{text}");
+    b.stop().await;
+}

@@ -54,6 +54,12 @@ starling_register() {
 
 starling_logs() { echo "$1/server.log"; }
 
+# starling_check_s2s NS DIR PEER_DOMAIN: "starling check s2s" from inside the namespace; its
+# last line is "ok: links ... are authenticated by ..." or the failure.
+starling_check_s2s() {
+    ip netns exec "$1" timeout 60 "$(starling_bin)" --config "$2/starling.toml" check s2s "$3"
+}
+
 # starling_s2s_auth DIR: "out=MECH in=MECH" from the log (tracing's fmt layer, no colours),
 # by the "s2s" span's direction: "authenticated by SASL EXTERNAL" (both directions),
 # "authenticated by dialback" (out, src/s2s/outgoing.rs establish), "dialback: authenticated"
