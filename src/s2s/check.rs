@@ -63,14 +63,14 @@ pub async fn check(config: &Config, certs: Arc<Certificates>, local: &str, remot
         }
     };
     let dialback = config.s2s.dialback;
-    if let Err(why) = &certificate {
-        if !dialback {
-            let mut stream = stream;
-            stream.close().await;
-            return Err(format!(
-                "{remote}'s certificate is not valid ({why}) and [s2s] dialback = false\n  what to do: {remote} needs a certificate for its domain from a CA this server trusts (the system's roots, or [s2s] ca_file), or allow dialback"
-            ));
-        }
+    if let Err(why) = &certificate
+        && !dialback
+    {
+        let mut stream = stream;
+        stream.close().await;
+        return Err(format!(
+            "{remote}'s certificate is not valid ({why}) and [s2s] dialback = false\n  what to do: {remote} needs a certificate for its domain from a CA this server trusts (the system's roots, or [s2s] ca_file), or allow dialback"
+        ));
     }
     if outgoing::offers_external(&features) {
         out(format!("SASL EXTERNAL: offered; authenticating as {local} with our certificate"));
