@@ -33,6 +33,7 @@ mod quotas;
 mod roster;
 mod robustness;
 mod s2s;
+mod s2s_pep;
 mod slow_reader;
 mod sm;
 mod stream;

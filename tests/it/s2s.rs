@@ -14,7 +14,7 @@ use crate::common::client::{CLIENT, Client, condition, show};
 use crate::common::{Backend, TestServer};
 use crate::db_tests;
 
-const B: &str = "b.example";
+pub(crate) const B: &str = "b.example";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -25,15 +25,15 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 /// `localhost` (a) and `b.example` (b), federated.
-struct Pair {
-    a: TestServer,
-    b: TestServer,
+pub(crate) struct Pair {
+    pub(crate) a: TestServer,
+    pub(crate) b: TestServer,
     a_port: u16,
 }
 
 /// The two servers, each told where the other listens: the ports are picked before either
 /// starts, so one may be taken meanwhile by another test; then it is tried again.
-async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)) -> Pair {
+pub(crate) async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)) -> Pair {
     for _ in 0..5 {
         let (a_port, b_port, closed_port) = (free_port(), free_port(), free_port());
         let a = TestServer::try_start_with(backend, |c| {
@@ -70,7 +70,7 @@ async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)
 
 impl Pair {
     /// alice@localhost/a and bob@b.example/b, both available.
-    async fn clients(&self) -> (Client, Client) {
+    pub(crate) async fn clients(&self) -> (Client, Client) {
         let mut alice = self.a.login("alice", "a").await;
         let mut bob = Client::login_at(&self.b, B, "bob", "pw", "b").await;
         alice.available().await;
@@ -78,7 +78,7 @@ impl Pair {
         (alice, bob)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.a.stop().await;
         self.b.stop().await;
     }
