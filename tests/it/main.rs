@@ -34,6 +34,7 @@ mod roster;
 mod robustness;
 mod s2s;
 mod s2s_certs;
+mod s2s_pep;
 mod slow_reader;
 mod sm;
 mod stream;

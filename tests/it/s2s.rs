@@ -14,7 +14,7 @@ use crate::common::client::{CLIENT, Client, condition, show};
 use crate::common::{Backend, TestServer};
 use crate::db_tests;
 
-const B: &str = "b.example";
+pub(crate) const B: &str = "b.example";
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -33,7 +33,7 @@ pub(crate) struct Pair {
 
 /// The two servers, each told where the other listens: the ports are picked before either
 /// starts, so one may be taken meanwhile by another test; then it is tried again.
-async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)) -> Pair {
+pub(crate) async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)) -> Pair {
     pair_with(backend, adjust_a, |_| {}).await
 }
 

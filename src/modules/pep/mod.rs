@@ -8,7 +8,9 @@
 //!   `open` (anyone), `presence` (contacts the owner's roster gives a subscription, `from`
 //!   or `both`; the default), `roster` (those of them in given roster groups), `whitelist`
 //!   (the owner alone: private storage, XEP-0223).
-//! - Notifications: see `notify.rs`; clients' capabilities: see `caps.rs`; forms: `form.rs`.
+//! - Notifications: see `notify.rs` (to local resources and, through the federation link,
+//!   to contacts' resources on other servers); clients' capabilities: see `caps.rs`;
+//!   forms: `form.rs`.
 //!
 //! Writes of one account take turns (a per-account lock), so that a publish's precondition
 //! check, node creation and node limit see no concurrent change.
@@ -125,8 +127,14 @@ impl Module for Pep {
         // Before the presence module (0), which handles the broadcast.
         reg.hook(Hook::PresenceOut, Kinds::PRESENCE, 10, &self, Self::presence_out);
         // After the presence module recorded a subscription change (200), before the block
-        // list (100).
-        reg.hook(Hook::StanzaIn, Kinds::PRESENCE, 150, &self, Self::subscription_approved);
+        // list (100): approvals, and presence of contacts on other servers (whose
+        // unavailable presence must be seen even from a contact the account blocks).
+        reg.hook_when(Hook::StanzaIn, Kinds::PRESENCE, 150, &self, |_, s| notify::presence_in_wanted(s), Self::presence_in);
+        // Errors that say a remote resource cannot be reached, before the block list drops any.
+        reg.hook_when(Hook::StanzaIn, Kinds::MESSAGE, 150, &self, Self::error_in_wanted, Self::error_in);
+        // Approvals to contacts on other servers, after every other hook (that the approval
+        // really leaves).
+        reg.hook_when(Hook::StanzaOut, Kinds::PRESENCE, -100, &self, |_, s| notify::approval_out_wanted(s), Self::approval_out);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::session_closed);
         reg.account_disco(&self, Self::disco);
         reg.data_hook(&self, Self::private_changed);
