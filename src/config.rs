@@ -105,6 +105,9 @@ pub struct S2sConfig {
     /// default: true. Allow Server Dialback (XEP-0220) with a peer whose certificate cannot
     /// be verified; false: only peers with a valid certificate (SASL EXTERNAL, XEP-0178).
     pub dialback: bool,
+    /// default: none (`ca_file = ""`). Extra trust anchors (PEM) for other servers'
+    /// certificates, beside the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// default: 600. Seconds an unused link stays open.
     pub idle_timeout: u64,
     /// default: []. Remote domains (and their subdomains) this server neither talks to nor
@@ -330,6 +333,7 @@ impl Default for Config {
                 listen_tls: Vec::new(),
                 require_encryption: true,
                 dialback: true,
+                ca_file: None,
                 idle_timeout: 600,
                 blocked_domains: Vec::new(),
                 max_stanza_size: 512 << 10,
@@ -570,6 +574,14 @@ fn read_config(
         listen_tls: s.take("listen_tls", d.s2s.listen_tls.clone(), socket_addrs),
         require_encryption: s.take("require_encryption", d.s2s.require_encryption, boolean),
         dialback: s.take("dialback", d.s2s.dialback, boolean),
+        ca_file: s.take("ca_file", None, |v| {
+            let path = string(v)?;
+            if path.is_empty() {
+                return Ok(None);
+            }
+            let path = base.join(path);
+            crate::s2s::certs::check_ca_file(&path).map(|_| Some(path))
+        }),
         idle_timeout: s.take("idle_timeout", d.s2s.idle_timeout, |v| int_in(v, 1, 86_400).map(|n| n as u64)),
         blocked_domains: s.take("blocked_domains", Vec::new(), |v| string_list(v)?.iter().map(|d| normalize_domain(d)).collect()),
         max_stanza_size: s.take("max_stanza_size", d.s2s.max_stanza_size, |v| int_in(v, 10_000, 64 << 20).map(|n| n as usize)),

@@ -58,6 +58,8 @@ impl CoreState {
         getrandom::fill(&mut secret).expect("the OS random source works");
         let certs = Arc::new(certs);
         let tls = certs.server_config();
+        let federates = !config.s2s.listen.is_empty() || !config.s2s.listen_tls.is_empty();
+        let s2s = federates.then(|| Arc::new(crate::s2s::S2s::new(&config.s2s, certs.clone())));
         Arc::new(CoreState {
             certs,
             tls,
@@ -75,7 +77,7 @@ impl CoreState {
             tasks: TaskTracker::new(),
             requests: crate::requests::PendingRequests::new(MAX_PENDING_REQUESTS),
             components: crate::components::Components::new(&config.components),
-            s2s: (!config.s2s.listen.is_empty() || !config.s2s.listen_tls.is_empty()).then(|| Arc::new(crate::s2s::S2s::new(&config.s2s))),
+            s2s,
             config,
             db,
         })

@@ -37,7 +37,11 @@ enum Command {
     /// Run the server.
     Serve,
     /// Validate the configuration, certificates, database and listeners; creates nothing.
-    Check,
+    /// `check s2s DOMAIN`: try a link to another server, step by step.
+    Check {
+        #[command(subcommand)]
+        what: Option<CheckCommand>,
+    },
     /// Manage accounts (works while the server runs).
     #[command(subcommand)]
     User(UserCommand),
@@ -50,6 +54,21 @@ enum Command {
     /// Group chat rooms (XEP-0045).
     #[command(subcommand)]
     Room(RoomCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckCommand {
+    /// Set up a link to another server as the server would, step by step: DNS (SRV
+    /// `_xmpps-server`/`_xmpp-server`, A/AAAA), TCP to each target, TLS, the certificate and
+    /// the names it covers, the stream features, SASL EXTERNAL or dialback; the failing step
+    /// and what to do about it.
+    S2s {
+        /// The remote domain, e.g. jabber.org.
+        domain: String,
+        /// The local domain to speak for (default: the first of `domains`).
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,7 +168,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(config).await,
-            Command::Check => check(config).await,
+            Command::Check { what: None } => check(config).await,
+            Command::Check { what: Some(CheckCommand::S2s { domain, from }) } => check_s2s(config, &domain, from).await,
             Command::User(cmd) => user(config, cmd, cli.create_db).await,
             Command::Session(cmd) => session(config, cmd).await,
             Command::Archive(cmd) => archive(config, cmd, cli.create_db).await,
@@ -250,6 +270,31 @@ async fn check(config: Config) -> anyhow::Result<()> {
     }
     println!("ok");
     Ok(())
+}
+
+/// `starling check s2s DOMAIN`: each step on its own line, then the outcome.
+async fn check_s2s(config: Config, domain: &str, from: Option<String>) -> anyhow::Result<()> {
+    let local = from.unwrap_or_else(|| config.domains[0].clone()).to_ascii_lowercase();
+    if !config.serves(&local) {
+        bail!("{local} is not a domain of this server (domains = {:?})", config.domains);
+    }
+    if config.s2s.listen.is_empty() && config.s2s.listen_tls.is_empty() {
+        println!("note: federation is off in this configuration ([s2s] listen = []); checking the link anyway");
+    }
+    let certs = starling::tls::Certificates::load_without_writing(&config)
+        .map_err(|errors| anyhow::anyhow!("certificates: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+    let mut step = 0;
+    let mut print = |line: String| {
+        step += 1;
+        println!("{step:>2}. {line}");
+    };
+    match starling::s2s::check::check(&config, std::sync::Arc::new(certs), &local, domain, &mut print).await {
+        Ok(outcome) => {
+            println!("ok: {outcome}");
+            Ok(())
+        }
+        Err(failure) => bail!("{failure}"),
+    }
 }
 
 /// Parse an account JID and make sure this server serves its domain.

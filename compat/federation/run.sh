@@ -352,6 +352,22 @@ run_mode() {  # run_mode MODE
         fi
     done
     row "$mode" setup PASS $((SECONDS - t0)) "namespaces, certificates, both servers, accounts"
+    # The kind's own link diagnosis against the peer (Starling: "starling check s2s"), before
+    # the flows: the last flow stops b. It must end with the mode's authentication.
+    local check_want=dialback check_out t1
+    [ "$mode" != dialback ] && check_want="SASL EXTERNAL"
+    for side in a b; do
+        server_env $side "$mode" "$dir"
+        declare -F "${FED_KIND}_check_s2s" >/dev/null || continue
+        t1=$SECONDS
+        if check_out=$("${FED_KIND}_check_s2s" "$FED_NS" "$FED_DIR" "$FED_PEER_DOMAIN" 2>&1 9>&-) \
+            && grep -q "^ok: .*authenticated by $check_want" <<<"$check_out"; then
+            row "$mode" "check-s2s-$side" PASS $((SECONDS - t1)) "$FED_KIND check s2s $FED_PEER_DOMAIN: $(grep '^ok: ' <<<"$check_out" | cut -c1-120)"
+        else
+            row "$mode" "check-s2s-$side" FAIL $((SECONDS - t1)) "$FED_KIND check s2s $FED_PEER_DOMAIN, want $check_want: $(tail -n 2 <<<"$check_out" | tr '\n' ' ' | cut -c1-200)"
+        fi
+        printf '%s\n' "$check_out" >"$FED_DIR/check-s2s.log"
+    done
     log "servers up in $((SECONDS - t0)) s; running the flows"
     rc=0
     timeout --kill-after=10 "$FLOWS_TIMEOUT" "$PYTHON" "$FED_HERE/flows.py" \

@@ -27,6 +27,32 @@ impl Transport {
         matches!(self, Transport::Tls(_) | Transport::TlsClient(_))
     }
 
+    /// The TLS version and cipher suite, for `starling check s2s`.
+    pub fn describe_tls(&self) -> String {
+        let (version, suite) = match self {
+            Transport::Plain(_) => return "none".into(),
+            Transport::Tls(tls) => (tls.protocol_version(), tls.cipher_suite()),
+            Transport::TlsClient(tls) => {
+                let conn = tls.get_ref().1;
+                (conn.protocol_version(), conn.negotiated_cipher_suite())
+            }
+        };
+        match (version, suite) {
+            (Some(v), Some(s)) => format!("{v:?}, {:?}", s.suite()),
+            _ => "handshake not finished".into(),
+        }
+    }
+
+    /// The certificate chain the peer presented in the TLS handshake (empty without TLS or
+    /// without a certificate).
+    pub fn peer_certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        match self {
+            Transport::Plain(_) => Vec::new(),
+            Transport::Tls(tls) => tls.peer_certificates(),
+            Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+        }
+    }
+
     /// RFC 9266 `tls-exporter` (TLS 1.3 only) and RFC 5929 `tls-server-end-point`, learnt
     /// during the handshake.
     pub fn channel_bindings(&self) -> ChannelBindings {

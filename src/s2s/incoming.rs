@@ -23,7 +23,8 @@ use crate::core::Core;
 use crate::modules::Ctx;
 use crate::stanza::{Condition, Rejected, Stanza, StanzaError, StreamCondition, StreamError, new_id};
 use crate::tls::TlsStream;
-use crate::xml::{Element, StreamEvent, ns};
+use crate::xml::{self, Element, StreamEvent, ns};
+use rustls_pki_types::CertificateDer;
 
 /// Time a peer has for TLS and its first dialback request.
 const NEGOTIATION: Duration = Duration::from_secs(60);
@@ -54,7 +55,7 @@ pub async fn accept_loop(core: Core, s2s: Arc<S2s>, listener: TcpListener, direc
 async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let deadline = Instant::now() + NEGOTIATION;
     let transport = if direct_tls {
-        match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, core.tls.clone())).await {
+        match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, s2s.server_tls.clone())).await {
             Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
             _ => return,
         }
@@ -62,7 +63,18 @@ async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, dire
         Transport::Plain(tcp)
     };
     let (verdicts, verdicts_rx) = mpsc::channel(MAX_PENDING_VERIFICATIONS);
-    let incoming = Incoming { core, s2s, peer, stream_id: new_id(), authorized: HashSet::new(), verdicts, pending: 0 };
+    let incoming = Incoming {
+        core,
+        s2s,
+        peer,
+        stream_id: new_id(),
+        local: String::new(),
+        external: None,
+        sasl_failures: 0,
+        authorized: HashSet::new(),
+        verdicts,
+        pending: 0,
+    };
     incoming.run(transport, verdicts_rx, deadline).await
 }
 
@@ -79,6 +91,12 @@ struct Incoming {
     peer: SocketAddr,
     /// The id of our response stream (the last one, after TLS): dialback keys are made for it.
     stream_id: String,
+    /// The local domain the stream was opened to (its header's `to`).
+    local: String,
+    /// The remote domain SASL EXTERNAL is offered for on this stream: the header's `from`,
+    /// when the peer's certificate is valid for it (XEP-0178 step 9).
+    external: Option<String>,
+    sasl_failures: u32,
     /// (remote domain, local domain) pairs the peer may send stanzas for.
     authorized: HashSet<(String, String)>,
     verdicts: mpsc::Sender<Verdict>,
@@ -89,6 +107,8 @@ struct Incoming {
 enum Next {
     Continue,
     StartTls,
+    /// SASL succeeded: a new stream on the same transport (RFC 6120 §6.4.6).
+    Restart,
     End,
 }
 
@@ -96,19 +116,24 @@ impl Incoming {
     async fn run(mut self, mut transport: Transport, mut verdicts: mpsc::Receiver<Verdict>, deadline: Instant) {
         loop {
             let secure = transport.is_tls();
+            let peer_certificates = transport.peer_certificates();
             let mut stream = Stream::new(transport, self.s2s.config.max_stanza_size);
-            match self.open(&mut stream, secure, deadline).await {
+            match self.open(&mut stream, secure, &peer_certificates, deadline).await {
                 Ok(()) => {}
                 Err(Some(error)) => return stream.fail(error).await,
                 Err(None) => return,
             }
             match self.elements(&mut stream, secure, &mut verdicts, deadline).await {
+                Next::Restart => {
+                    transport = stream.into_transport();
+                    self.stream_id = new_id();
+                }
                 Next::StartTls => {
                     let tcp = match stream.into_transport() {
                         Transport::Plain(tcp) => tcp,
                         _ => return,
                     };
-                    match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, self.core.tls.clone())).await {
+                    match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, self.s2s.server_tls.clone())).await {
                         Ok(Ok(tls)) => transport = Transport::Tls(Box::new(tls)),
                         Ok(Err(e)) => return tracing::info!(error = %e, "TLS handshake failed"),
                         Err(_) => return tracing::info!("TLS handshake timed out"),
@@ -122,7 +147,7 @@ impl Incoming {
     }
 
     /// Read the peer's header, answer with ours and the features (RFC 6120 §4.3).
-    async fn open(&mut self, stream: &mut Stream, secure: bool, deadline: Instant) -> Result<(), Option<StreamError>> {
+    async fn open(&mut self, stream: &mut Stream, secure: bool, peer_certificates: &[CertificateDer<'_>], deadline: Instant) -> Result<(), Option<StreamError>> {
         let peer = self.peer.to_string();
         let header = match stream.read(deadline, &peer).await {
             Ok(StreamEvent::Open(header)) => header,
@@ -147,7 +172,31 @@ impl Incoming {
         {
             return Err(Some(StreamError::new(StreamCondition::PolicyViolation).with_text("this server does not federate with your domain")));
         }
+        self.local = to;
+        self.external = None;
+        let sasl_done = self.authorized.contains(&(from.clone().unwrap_or_default(), self.local.clone()));
+        if secure && !sasl_done {
+            // XEP-0178 step 9: EXTERNAL only for the domain the certificate names.
+            let verdict = match &from {
+                Some(from) => self.s2s.trust.check(peer_certificates, from).map(|()| from.clone()),
+                None => Err("the stream header has no 'from'".to_string()),
+            };
+            match verdict {
+                Ok(domain) => self.external = Some(domain),
+                Err(why) if !self.s2s.config.dialback => {
+                    tracing::info!(reason = %why, "refusing a server whose certificate is not valid");
+                    let text = format!("your certificate cannot be verified ({why}), and this server accepts no dialback");
+                    return Err(Some(StreamError::new(StreamCondition::PolicyViolation).with_text(text)));
+                }
+                Err(why) => tracing::debug!(reason = %why, "the peer's certificate is not verified; dialback only"),
+            }
+        }
         let mut features = Element::bare("features", ns::STREAMS);
+        if self.external.is_some() {
+            let mut mechanisms = Element::bare("mechanisms", ns::SASL);
+            mechanisms.append_child(xml::text_element("mechanism", ns::SASL, "EXTERNAL"));
+            features.append_child(mechanisms);
+        }
         if !secure {
             let mut starttls = Element::bare("starttls", ns::TLS);
             if self.s2s.config.require_encryption {
@@ -230,6 +279,12 @@ impl Incoming {
             stream.flush(&self.peer.to_string()).await.map_err(|_| StreamError::new(StreamCondition::UndefinedCondition))?;
             return Ok(Next::StartTls);
         }
+        if el.ns() == ns::SASL {
+            if !secure {
+                return Err(StreamError::new(StreamCondition::PolicyViolation).with_text("TLS comes before SASL"));
+            }
+            return self.sasl(stream, &el).await;
+        }
         if let Some(db) = Dialback::parse(&el) {
             let db = db.map_err(|e| StreamError::new(StreamCondition::BadFormat).with_text(e.0))?;
             if !secure && self.s2s.config.require_encryption {
@@ -242,6 +297,49 @@ impl Incoming {
             return Ok(Next::End);
         }
         self.stanza(el).await.map(|()| Next::Continue)
+    }
+
+    /// XEP-0178 steps 10-12 (RFC 6120 §6.4) as the receiving server: SASL EXTERNAL for the
+    /// domain the stream's certificate was found valid for.
+    async fn sasl(&mut self, stream: &mut Stream, el: &Element) -> Result<Next, StreamError> {
+        use base64::Engine;
+        let failure = |condition: &str, text: &str| {
+            let mut failure = Element::bare("failure", ns::SASL);
+            failure.append_child(Element::bare(condition, ns::SASL));
+            failure.append_child(xml::text_element("text", ns::SASL, text));
+            failure
+        };
+        let refusal = if !el.is("auth", ns::SASL) {
+            // <abort/>, or a response to a challenge never sent.
+            failure("aborted", "no authentication is under way")
+        } else if el.attr("mechanism") != Some("EXTERNAL") || self.external.is_none() {
+            failure("invalid-mechanism", "EXTERNAL is the one mechanism, offered when your certificate is valid for the stream's 'from'")
+        } else {
+            let domain = self.external.clone().unwrap_or_default();
+            let text = el.text();
+            let authzid = match text.trim() {
+                "" | "=" => Ok(domain.clone()),
+                encoded => base64::engine::general_purpose::STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()).ok_or(()),
+            };
+            match authzid {
+                Err(()) => failure("incorrect-encoding", "not base64 of a UTF-8 string"),
+                Ok(authzid) if !authzid.eq_ignore_ascii_case(&domain) => failure("invalid-authzid", &format!("this stream can only authenticate {domain}")),
+                Ok(_) => {
+                    tracing::info!(remote = %domain, local = %self.local, "authenticated by SASL EXTERNAL");
+                    self.authorized.insert((domain, self.local.clone()));
+                    self.external = None;
+                    stream.send(&Element::bare("success", ns::SASL));
+                    stream.flush(&self.peer.to_string()).await.map_err(|_| StreamError::new(StreamCondition::UndefinedCondition))?;
+                    return Ok(Next::Restart);
+                }
+            }
+        };
+        self.sasl_failures += 1;
+        if self.sasl_failures > 3 {
+            return Err(StreamError::new(StreamCondition::PolicyViolation).with_text("too many failed authentication attempts"));
+        }
+        stream.send(&refusal);
+        Ok(Next::Continue)
     }
 
     fn dialback(&mut self, stream: &mut Stream, db: Dialback) -> Result<(), StreamError> {

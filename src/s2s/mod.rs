@@ -7,6 +7,8 @@
 //! Incoming: a listener task per address; each stream checks that every stanza comes from a
 //! domain authenticated on it and goes to one of ours, then routes it like a local one.
 
+pub mod certs;
+pub mod check;
 pub mod dialback;
 mod incoming;
 mod outgoing;
@@ -23,6 +25,7 @@ use crate::config::S2sConfig;
 use crate::core::Core;
 use crate::modules::Ctx;
 use crate::stanza::{Condition, Stanza, StanzaError};
+use crate::tls::Certificates;
 
 pub use incoming::accept_loop;
 
@@ -34,7 +37,14 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(10);
 pub struct S2s {
     config: S2sConfig,
     secret: dialback::Secret,
-    tls: Arc<rustls::ClientConfig>,
+    /// Our certificates, presented to other servers.
+    certs: Arc<Certificates>,
+    /// The client side of TLS, per local domain (each presents its own certificate).
+    client_tls: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
+    /// The server side of TLS: asks the peer for its certificate.
+    server_tls: Arc<rustls::ServerConfig>,
+    /// What other servers' certificates are checked against.
+    trust: certs::Trust,
     resolver: resolve::Resolver,
     /// Outgoing links by (local domain, remote domain).
     links: Mutex<HashMap<(String, String), mpsc::Sender<Stanza>>>,
@@ -43,11 +53,20 @@ pub struct S2s {
 }
 
 impl S2s {
-    pub fn new(config: &S2sConfig) -> S2s {
+    pub fn new(config: &S2sConfig, certs: Arc<Certificates>) -> S2s {
+        let trust = certs::Trust::load(config.ca_file.as_deref()).unwrap_or_else(|e| {
+            // The file was checked with the configuration; it changed since.
+            tracing::error!("[s2s] ca_file: {e}; only the system's roots are trusted");
+            certs::Trust::load(None).expect("the system's roots need no file")
+        });
+        tracing::debug!(trust = %trust.description, "trust anchors for other servers' certificates");
         S2s {
             config: config.clone(),
             secret: dialback::Secret::random(),
-            tls: stream::client_config(),
+            server_tls: certs.s2s_server_config(stream::any_client_certificate()),
+            client_tls: Mutex::new(HashMap::new()),
+            certs,
+            trust,
             resolver: resolve::Resolver::from_system(),
             links: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
@@ -109,6 +128,12 @@ impl S2s {
         }
     }
 
+    /// The client side of TLS for links from `local`.
+    fn client_tls(&self, local: &str) -> Arc<rustls::ClientConfig> {
+        let mut configs = self.client_tls.lock().unwrap();
+        configs.entry(local.to_string()).or_insert_with(|| stream::client_config(self.certs.for_server(local))).clone()
+    }
+
     fn recent_failure(&self, remote: &str) -> Option<StanzaError> {
         let mut failed = self.failed.lock().unwrap();
         match failed.get(remote) {
@@ -146,9 +171,12 @@ mod tests {
 
     #[test]
     fn blocked_domains_cover_subdomains() {
-        let mut config = crate::config::Config::default().s2s;
-        config.blocked_domains = vec!["spam.example".into()];
-        let s2s = S2s::new(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::defaults_here();
+        config.data_dir = dir.path().to_path_buf();
+        config.s2s.blocked_domains = vec!["spam.example".into()];
+        let certs = Arc::new(Certificates::load(&config).unwrap());
+        let s2s = S2s::new(&config.s2s, certs);
         assert!(s2s.is_blocked("spam.example"));
         assert!(s2s.is_blocked("conference.spam.example"));
         assert!(!s2s.is_blocked("nospam.example"));

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::certs as certificates;
 use super::dialback::{Body, Dialback, Kind, Outcome};
 use super::stream::{self, Failure, Reader, Stream};
 use super::S2s;
@@ -58,22 +59,47 @@ impl Link {
         }
     }
 
-    /// A stream to the remote domain, authenticated by dialback.
+    /// A stream to the remote domain, authenticated by SASL EXTERNAL when the peer accepts
+    /// our certificate (XEP-0178), else by dialback if `[s2s] dialback` allows it. With
+    /// dialback off, the peer's certificate must be valid for its domain too.
     async fn establish(&self, deadline: Instant) -> Result<Stream, Failure> {
-        let (mut stream, id) = open(&self.s2s, &self.local, &self.remote, deadline).await?;
+        let Opened { mut stream, id, features, certificate } = open(&self.s2s, &self.local, &self.remote, deadline, &mut log_step).await?;
+        let (local, remote) = (self.local.as_str(), self.remote.as_str());
+        let dialback = self.s2s.config.dialback;
+        if let Err(why) = &certificate {
+            if !dialback {
+                stream.close().await;
+                return Err(Failure::not_found(format!("{remote} cannot be trusted: {why}; [s2s] dialback = false accepts only servers with a valid certificate")));
+            }
+            tracing::debug!(reason = %why, "the peer's certificate is not verified; dialback proves its domain instead");
+        }
+        let refused = if offers_external(&features) {
+            match sasl_external(stream, local, remote, self.s2s.config.max_stanza_size, deadline).await? {
+                Ok(stream) => {
+                    tracing::info!("authenticated by SASL EXTERNAL");
+                    return Ok(stream);
+                }
+                Err((same_stream, why)) => {
+                    stream = same_stream;
+                    why
+                }
+            }
+        } else {
+            format!("{remote} does not offer SASL EXTERNAL for our certificate (does {remote} trust its issuer, and does it name {local}?)")
+        };
+        if !dialback {
+            stream.close().await;
+            return Err(Failure::not_found(format!("{refused}; [s2s] dialback = false turns off the other way in")));
+        }
+        tracing::debug!(reason = %refused, "not SASL EXTERNAL; trying dialback");
         self.dialback(&mut stream, &id, deadline).await?;
+        tracing::info!(peer_certificate_verified = certificate.is_ok(), "authenticated by dialback");
         Ok(stream)
     }
 
     /// XEP-0220 §2.1.1: send our key for the pair and wait for the verdict.
     async fn dialback(&self, stream: &mut Stream, stream_id: &str, deadline: Instant) -> Result<(), Failure> {
         let remote = self.remote.as_str();
-        if !self.s2s.config.dialback {
-            stream.close().await;
-            return Err(Failure::not_found(format!(
-                "{remote} can only be authenticated by dialback, which [s2s] dialback = false turns off (SASL EXTERNAL is not implemented yet)"
-            )));
-        }
         let key = self.s2s.secret.key(remote, &self.local, stream_id);
         let request = Dialback { kind: Kind::Result, from: self.local.clone(), to: remote.to_string(), id: None, body: Body::Key(key) };
         stream.send_raw(&stream::dialback_bytes(&request));
@@ -176,10 +202,19 @@ impl Link {
     }
 }
 
+/// What a link's setup reports step by step: the log (at debug level) for a link, the
+/// admin's terminal for `starling check s2s`.
+pub(super) type Report<'a> = dyn FnMut(String) + Send + 'a;
+
+fn log_step(step: String) {
+    tracing::debug!("{step}");
+}
+
 /// Where to connect for `remote`: `[s2s.targets]` if it names the domain, else DNS (RFC 6120
 /// §3.2, XEP-0368), in the order to try.
-async fn targets(s2s: &S2s, remote: &str) -> Vec<Target> {
+async fn targets(s2s: &S2s, remote: &str, report: &mut Report<'_>) -> Vec<Target> {
     if let Some(configured) = s2s.config.targets.get(remote) {
+        report(format!("DNS: not asked, [s2s.targets] names {remote}: {}", configured.join(", ")));
         return configured
             .iter()
             .filter_map(|t| t.rsplit_once(':'))
@@ -187,18 +222,28 @@ async fn targets(s2s: &S2s, remote: &str) -> Vec<Target> {
             .collect();
     }
     let resolution = s2s.resolver.targets(remote).await;
-    for step in &resolution.steps {
-        tracing::debug!("{step}");
+    for step in resolution.steps {
+        report(format!("DNS: {step}"));
     }
     resolution.targets
 }
 
+/// A stream from `local` to `remote`, not yet authenticated.
+pub(super) struct Opened {
+    pub stream: Stream,
+    /// The id the remote side gave its stream (dialback keys are made with it).
+    pub id: String,
+    /// The stream features it offered.
+    pub features: Element,
+    /// Whether its certificate is valid for `remote` (RFC 6125); `Err` says why not.
+    pub certificate: Result<(), String>,
+}
+
 /// A stream from `local` to `remote`, with TLS where it can be had (required by `[s2s]
 /// require_encryption`), not yet authenticated: each target in turn, each of its addresses
-/// in turn (looked up only when its turn comes), until one works. With the id the remote
-/// side gave its stream.
-pub(super) async fn open(s2s: &S2s, local: &str, remote: &str, deadline: Instant) -> Result<(Stream, String), Failure> {
-    let targets = targets(s2s, remote).await;
+/// in turn (looked up only when its turn comes), until one works.
+pub(super) async fn open(s2s: &S2s, local: &str, remote: &str, deadline: Instant, report: &mut Report<'_>) -> Result<Opened, Failure> {
+    let targets = targets(s2s, remote, report).await;
     let mut last = Failure::not_found(format!("{remote} has no server: DNS names no target for it"));
     for target in targets {
         if Instant::now() >= deadline {
@@ -207,7 +252,8 @@ pub(super) async fn open(s2s: &S2s, local: &str, remote: &str, deadline: Instant
         let addrs = match tokio::time::timeout_at(deadline, s2s.resolver.addresses(&target.host, target.port)).await {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(e)) => {
-                last = Failure::not_found(format!("{remote} cannot be found: {} has no address ({e})", target.host));
+                last = Failure::not_found(format!("{remote} cannot be found: {e}"));
+                report(format!("target {}:{}: {e}", target.host, target.port));
                 continue;
             }
             Err(_) => return Err(Failure::timeout(format!("looking up {} for {remote} took too long", target.host))),
@@ -216,10 +262,12 @@ pub(super) async fn open(s2s: &S2s, local: &str, remote: &str, deadline: Instant
             if Instant::now() >= deadline {
                 break;
             }
-            match open_at(s2s, local, remote, addr, target.direct_tls, deadline).await {
+            report(format!("target {}:{} ({}): connecting to {addr}", target.host, target.port, if target.direct_tls { "direct TLS" } else { "STARTTLS" }));
+            match open_at(s2s, local, remote, addr, target.direct_tls, deadline, report).await {
                 Ok(opened) => return Ok(opened),
                 Err(failure) => {
                     tracing::info!(%addr, reason = %failure.text, "could not use this address");
+                    report(format!("failed: {}", failure.text));
                     last = failure;
                 }
             }
@@ -228,7 +276,8 @@ pub(super) async fn open(s2s: &S2s, local: &str, remote: &str, deadline: Instant
     Err(last)
 }
 
-async fn open_at(s2s: &S2s, local: &str, remote: &str, addr: SocketAddr, direct_tls: bool, deadline: Instant) -> Result<(Stream, String), Failure> {
+async fn open_at(s2s: &S2s, local: &str, remote: &str, addr: SocketAddr, direct_tls: bool, deadline: Instant, report: &mut Report<'_>) -> Result<Opened, Failure> {
+    let started = Instant::now();
     let attempt = deadline.min(Instant::now() + CONNECT_ATTEMPT);
     let tcp = match tokio::time::timeout_at(attempt, TcpStream::connect(addr)).await {
         Err(_) => return Err(Failure::timeout(format!("connecting to {remote} at {addr} timed out"))),
@@ -236,23 +285,29 @@ async fn open_at(s2s: &S2s, local: &str, remote: &str, addr: SocketAddr, direct_
         Ok(Ok(tcp)) => tcp,
     };
     let _ = tcp.set_nodelay(true);
+    report(format!("TCP: connected in {} ms", started.elapsed().as_millis()));
     let mut transport = Transport::Plain(tcp);
     if direct_tls {
-        transport = stream::connect_tls(transport, s2s.tls.clone(), remote, deadline).await?;
+        transport = stream::connect_tls(transport, s2s.client_tls(local), remote, deadline).await?;
     }
     loop {
         let secure = transport.is_tls();
-        let mut stream = Stream::new(transport, s2s.config.max_stanza_size);
-        stream.send_raw(&stream::header(local, Some(remote), ""));
-        stream.flush(remote).await?;
-        let id = match stream.read(deadline, remote).await? {
-            StreamEvent::Open(header) => check_header(&header, remote)?,
-            _ => return Err(Failure::not_found(format!("{remote} did not open a stream"))),
+        let certificate = if secure {
+            let chain = transport.peer_certificates();
+            report(format!("TLS: {}", transport.describe_tls()));
+            report(certificates::describe_chain(&chain));
+            let verdict = s2s.trust.check(&chain, remote);
+            match &verdict {
+                Ok(()) => report(format!("certificate: valid for {remote} (trusted: {})", s2s.trust.description)),
+                Err(why) => report(format!("certificate: not valid for {remote}: {why}")),
+            }
+            verdict
+        } else {
+            Err("the stream is not encrypted".to_string())
         };
-        let features = stream.element(deadline, remote).await?;
-        if !features.is("features", ns::STREAMS) {
-            return Err(Failure::not_found(format!("{remote} sent no stream features (an XMPP 1.0 server sends them)")));
-        }
+        let mut stream = Stream::new(transport, s2s.config.max_stanza_size);
+        let (id, features) = restart(&mut stream, local, remote, deadline).await?;
+        report(format!("stream features: {}", describe_features(&features)));
         if !secure {
             if features.has_child("starttls", ns::TLS) {
                 stream.send(&Element::bare("starttls", ns::TLS));
@@ -261,7 +316,7 @@ async fn open_at(s2s: &S2s, local: &str, remote: &str, addr: SocketAddr, direct_
                 if !answer.is("proceed", ns::TLS) {
                     return Err(Failure::not_found(format!("{remote} refused STARTTLS")));
                 }
-                transport = stream::connect_tls(stream.into_transport(), s2s.tls.clone(), remote, deadline).await?;
+                transport = stream::connect_tls(stream.into_transport(), s2s.client_tls(local), remote, deadline).await?;
                 continue;
             }
             if s2s.config.require_encryption {
@@ -269,8 +324,72 @@ async fn open_at(s2s: &S2s, local: &str, remote: &str, addr: SocketAddr, direct_
                 return Err(Failure::not_found(format!("{remote} does not offer TLS, which [s2s] require_encryption asks for")));
             }
         }
-        return Ok((stream, id));
+        return Ok(Opened { stream, id, features, certificate });
     }
+}
+
+/// Send our stream header and read theirs and the features that follow (RFC 6120 §4.3):
+/// their stream's id and the features.
+async fn restart(stream: &mut Stream, local: &str, remote: &str, deadline: Instant) -> Result<(String, Element), Failure> {
+    stream.send_raw(&stream::header(local, Some(remote), ""));
+    stream.flush(remote).await?;
+    let id = match stream.read(deadline, remote).await? {
+        StreamEvent::Open(header) => check_header(&header, remote)?,
+        _ => return Err(Failure::not_found(format!("{remote} did not open a stream"))),
+    };
+    let features = stream.element(deadline, remote).await?;
+    if !features.is("features", ns::STREAMS) {
+        return Err(Failure::not_found(format!("{remote} sent no stream features (an XMPP 1.0 server sends them)")));
+    }
+    Ok((id, features))
+}
+
+/// What a features element offers, in words: "STARTTLS (required), SASL EXTERNAL, dialback".
+pub(super) fn describe_features(features: &Element) -> String {
+    let mut offered = Vec::new();
+    if let Some(tls) = features.get_child("starttls", ns::TLS) {
+        offered.push(if tls.has_child("required", ns::TLS) { "STARTTLS (required)".to_string() } else { "STARTTLS".to_string() });
+    }
+    if let Some(mechanisms) = features.get_child("mechanisms", ns::SASL) {
+        let names: Vec<String> = mechanisms.children().filter(|c| c.is("mechanism", ns::SASL)).map(|c| format!("SASL {}", c.text().trim())).collect();
+        offered.push(if names.is_empty() { "SASL with no mechanism".to_string() } else { names.join(", ") });
+    }
+    if features.has_child("dialback", super::dialback::FEATURE_NS) {
+        offered.push("dialback".into());
+    }
+    if features.has_child("bidi", "urn:xmpp:features:bidi") {
+        offered.push("bidi (XEP-0288)".into());
+    }
+    if offered.is_empty() { "none".into() } else { offered.join(", ") }
+}
+
+pub(super) fn offers_external(features: &Element) -> bool {
+    features.get_child("mechanisms", ns::SASL).is_some_and(|m| m.children().any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == "EXTERNAL"))
+}
+
+/// XEP-0178 §2 steps 10-12: authenticate as `local` with our certificate, then restart the
+/// stream (RFC 6120 §6.4.6). The inner `Err` gives the stream back with the peer's reason,
+/// for dialback to try on it.
+pub(super) async fn sasl_external(mut stream: Stream, local: &str, remote: &str, max_stanza: usize, deadline: Instant) -> Result<Result<Stream, (Stream, String)>, Failure> {
+    use base64::Engine;
+    // The authorization identity: XEP-0178 says to send it, for servers that rely on it.
+    let mut auth = xml::element("auth", ns::SASL, &[("mechanism", "EXTERNAL")]);
+    auth.append_text(base64::engine::general_purpose::STANDARD.encode(local));
+    stream.send(&auth);
+    stream.flush(remote).await?;
+    let answer = stream.element(deadline, remote).await?;
+    if answer.is("failure", ns::SASL) {
+        let condition = answer.children().find(|c| c.ns() == ns::SASL && c.name() != "text").map(|c| c.name().to_string()).unwrap_or_else(|| "no condition".into());
+        let text = answer.get_child("text", ns::SASL).map(|t| format!(" ({})", t.text())).unwrap_or_default();
+        return Ok(Err((stream, format!("{remote} refused our certificate for {local}: {condition}{text}"))));
+    }
+    if !answer.is("success", ns::SASL) {
+        return Err(Failure::not_found(format!("{remote} answered SASL EXTERNAL with <{}/>", answer.name())));
+    }
+    // Nothing follows <success/> before our new header: the transport holds no unread bytes.
+    let mut stream = Stream::new(stream.into_transport(), max_stanza);
+    restart(&mut stream, local, remote, deadline).await?;
+    Ok(Ok(stream))
 }
 
 /// RFC 6120 §4.7: their answer is a stream, from the domain we asked for, with an id (which
@@ -291,7 +410,7 @@ fn check_header(header: &Element, remote: &str) -> Result<String, Failure> {
 /// whether it made `key` for our stream `stream_id`, on a connection of its own (closed
 /// after the answer, as §2.1.2's note suggests). `Ok(true)`: valid.
 pub(super) async fn verify_key(s2s: &S2s, local: &str, remote: &str, stream_id: &str, key: &str, deadline: Instant) -> Result<bool, Failure> {
-    let (mut stream, _) = open(s2s, local, remote, deadline).await?;
+    let Opened { mut stream, .. } = open(s2s, local, remote, deadline, &mut log_step).await?;
     let request = Dialback { kind: Kind::Verify, from: local.to_string(), to: remote.to_string(), id: Some(stream_id.to_string()), body: Body::Key(key.to_string()) };
     stream.send_raw(&stream::dialback_bytes(&request));
     stream.flush(remote).await?;

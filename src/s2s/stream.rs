@@ -5,9 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::ReadHalf;
 use tokio::time::Instant;
 
@@ -163,10 +166,12 @@ pub(super) fn dialback_bytes(db: &Dialback) -> Vec<u8> {
     out
 }
 
-/// The client side of TLS to other servers. Any certificate is taken at the handshake: with
-/// dialback, a server proves its domain through DNS and a connection back to it, not through
-/// its certificate (XEP-0220 §1, XEP-0344 §2.3). The handshake's signatures are checked.
-pub(super) fn client_config() -> Arc<ClientConfig> {
+/// The client side of TLS to other servers, presenting `our_certificate` when the peer asks
+/// for one (XEP-0178: it is what SASL EXTERNAL authenticates us with). Any certificate of
+/// the peer's is taken at the handshake and judged after it (`S2s::trust`): with dialback, a
+/// server proves its domain through DNS and a connection back to it, not through its
+/// certificate (XEP-0220 §1, XEP-0344 §2.3). The handshake's signatures are checked.
+pub(super) fn client_config(our_certificate: Arc<CertifiedKey>) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
     let config = ClientConfig::builder_with_provider(provider)
@@ -174,8 +179,28 @@ pub(super) fn client_config() -> Arc<ClientConfig> {
         .expect("ring supports TLS 1.2 and 1.3")
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_client_cert_resolver(Arc::new(Present(our_certificate)));
     Arc::new(config)
+}
+
+/// The verifier of the server side of TLS for other servers: asks for their certificate,
+/// does not require one, and takes any at the handshake (it is judged against the stream's
+/// `from`, which only comes after).
+pub(super) fn any_client_certificate() -> Arc<dyn ClientCertVerifier> {
+    Arc::new(AnyCertificate(Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+#[derive(Debug)]
+struct Present(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for Present {
+    fn resolve(&self, _root_hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -191,6 +216,32 @@ impl ServerCertVerifier for AnyCertificate {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for AnyCertificate {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn verify_client_cert(&self, _end_entity: &CertificateDer<'_>, _intermediates: &[CertificateDer<'_>], _now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -67,6 +68,20 @@ impl Certificates {
         }
     }
 
+    /// The certificates as they are, writing nothing (`starling check s2s`): where a
+    /// self-signed one would be generated at the first start, one is made for this run only.
+    pub fn load_without_writing(config: &Config) -> Result<Certificates, Vec<TlsError>> {
+        if let Some(certs) = Self::load_inner(config, false)? {
+            return Ok(certs);
+        }
+        let scratch = std::env::temp_dir().join(format!("starling-check-{}", std::process::id()));
+        let mut temporary = config.clone();
+        temporary.data_dir = scratch.clone();
+        let certs = Self::load_inner(&temporary, true).map(|c| c.expect("generation is allowed"));
+        let _ = std::fs::remove_dir_all(&scratch);
+        certs
+    }
+
     /// `None` when a self-signed certificate would have to be generated and `generate` is off
     /// (everything else was still validated).
     fn load_inner(config: &Config, generate: bool) -> Result<Option<Certificates>, Vec<TlsError>> {
@@ -104,11 +119,22 @@ impl Certificates {
 
     /// The rustls configuration: TLS 1.3 and 1.2 only (RFC 7590), certificates by SNI.
     pub fn server_config(self: &Arc<Self>) -> Arc<ServerConfig> {
+        self.server_config_with(WebPkiClientVerifier::no_client_auth())
+    }
+
+    /// [`Self::server_config`] for server-to-server streams: the peer is asked for its
+    /// certificate, which `client_certificates` judges (XEP-0178: it is checked against the
+    /// stream's `from` once that is known).
+    pub fn s2s_server_config(self: &Arc<Self>, client_certificates: Arc<dyn ClientCertVerifier>) -> Arc<ServerConfig> {
+        self.server_config_with(client_certificates)
+    }
+
+    fn server_config_with(self: &Arc<Self>, client_certificates: Arc<dyn ClientCertVerifier>) -> Arc<ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("ring supports TLS 1.2 and 1.3")
-            .with_no_client_auth()
+            .with_client_cert_verifier(client_certificates)
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         // No ALPN list: XEP-0368 clients may offer "xmpp-client", and rustls would refuse a
         // client whose offer does not overlap a configured list.
@@ -122,6 +148,22 @@ impl Certificates {
     fn for_name(&self, name: Option<&str>) -> &DomainCert {
         name.and_then(|n| self.by_domain.get(&n.to_ascii_lowercase()))
             .unwrap_or_else(|| &self.by_domain[&self.default_domain])
+    }
+
+    /// The certificate to present as `domain` to other servers: its own, or that of the
+    /// served domain it is under (a service's subdomain), or the first domain's.
+    pub fn for_server(&self, domain: &str) -> Arc<CertifiedKey> {
+        let domain = domain.to_ascii_lowercase();
+        let mut name = domain.as_str();
+        loop {
+            if let Some(cert) = self.by_domain.get(name) {
+                return cert.key.clone();
+            }
+            match name.split_once('.') {
+                Some((_, parent)) if parent.contains('.') || self.by_domain.contains_key(parent) => name = parent,
+                _ => return self.by_domain[&self.default_domain].key.clone(),
+            }
+        }
     }
 
     /// The `tls-server-end-point` channel binding for the certificate served under `sni`.

@@ -103,6 +103,19 @@ impl TlsStream {
         Ok(stream)
     }
 
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.conn.protocol_version()
+    }
+
+    pub fn cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
+        self.conn.negotiated_cipher_suite()
+    }
+
+    /// The certificate chain the peer presented, end entity first (empty if none).
+    pub fn peer_certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        self.conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default()
+    }
+
     pub fn channel_bindings(&self) -> ChannelBindings {
         self.bindings.clone()
     }

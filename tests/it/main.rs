@@ -34,6 +34,7 @@ mod quotas;
 mod roster;
 mod robustness;
 mod s2s;
+mod s2s_certs;
 mod slow_reader;
 mod sm;
 mod stream;

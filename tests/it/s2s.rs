@@ -16,24 +16,29 @@ use crate::db_tests;
 
 const B: &str = "b.example";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(crate) fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
 }
 
 /// `localhost` (a) and `b.example` (b), federated.
-struct Pair {
-    a: TestServer,
-    b: TestServer,
-    a_port: u16,
+pub(crate) struct Pair {
+    pub a: TestServer,
+    pub b: TestServer,
+    pub a_port: u16,
 }
 
 /// The two servers, each told where the other listens: the ports are picked before either
 /// starts, so one may be taken meanwhile by another test; then it is tried again.
 async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)) -> Pair {
+    pair_with(backend, adjust_a, |_| {}).await
+}
+
+/// [`pair`], with settings for each server.
+pub(crate) async fn pair_with(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config), adjust_b: impl Fn(&mut starling::config::Config)) -> Pair {
     for _ in 0..5 {
         let (a_port, b_port, closed_port) = (free_port(), free_port(), free_port());
         let a = TestServer::try_start_with(backend, |c| {
@@ -55,6 +60,7 @@ async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)
                 c.s2s.targets.insert(domain.into(), vec![format!("127.0.0.1:{a_port}")]);
             }
             c.s2s.connect_timeout = 10;
+            adjust_b(c);
         })
         .await;
         let Ok(b) = b else {
@@ -70,7 +76,7 @@ async fn pair(backend: Backend, adjust_a: impl Fn(&mut starling::config::Config)
 
 impl Pair {
     /// alice@localhost/a and bob@b.example/b, both available.
-    async fn clients(&self) -> (Client, Client) {
+    pub async fn clients(&self) -> (Client, Client) {
         let mut alice = self.a.login("alice", "a").await;
         let mut bob = Client::login_at(&self.b, B, "bob", "pw", "b").await;
         alice.available().await;
@@ -78,7 +84,7 @@ impl Pair {
         (alice, bob)
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.a.stop().await;
         self.b.stop().await;
     }
@@ -145,7 +151,7 @@ async fn unreachable_server(backend: Backend) {
 }
 
 /// Read until `want` appears in what the peer sent (bounded).
-async fn read_until(tcp: &mut TcpStream, seen: &mut String, want: &str) -> bool {
+pub(crate) async fn read_until<S: tokio::io::AsyncRead + Unpin>(tcp: &mut S, seen: &mut String, want: &str) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 4096];
     while !seen.contains(want) {

@@ -54,15 +54,22 @@ starling_register() {
 
 starling_logs() { echo "$1/server.log"; }
 
-# starling_s2s_auth DIR: "out=MECH in=MECH" from the log (tracing's fmt layer, no colours):
-#   out dialback  a span "s2s{direction="out" ...}" logging "link established" (Starling's only
-#                 way to authenticate an outgoing link is dialback: outgoing.rs establish)
-#   in  dialback  a span "s2s{direction="in" ...}" logging "dialback: authenticated"
-# (SASL EXTERNAL is not implemented: it never appears.)
+# starling_check_s2s NS DIR PEER_DOMAIN: "starling check s2s" from inside the namespace; its
+# last line is "ok: links ... are authenticated by ..." or the failure.
+starling_check_s2s() {
+    ip netns exec "$1" timeout 60 "$(starling_bin)" --config "$2/starling.toml" check s2s "$3"
+}
+
+# starling_s2s_auth DIR: "out=MECH in=MECH" from the log (tracing's fmt layer, no colours),
+# by the "s2s" span's direction: "authenticated by SASL EXTERNAL" (both directions),
+# "authenticated by dialback" (out, src/s2s/outgoing.rs establish), "dialback: authenticated"
+# (in, src/s2s/incoming.rs verdict).
 starling_s2s_auth() {
     awk '
         function join(a,   k, s) { s = ""; for (k in a) s = s (s ? "+" : "") k; return s ? s : "none" }
-        /s2s\{[^}]*direction="?out"?/ && / link established/ { out["dialback"] = 1 }
+        /s2s\{[^}]*direction="?out"?/ && /authenticated by SASL EXTERNAL/ { out["EXTERNAL"] = 1 }
+        /s2s\{[^}]*direction="?out"?/ && /authenticated by dialback/ { out["dialback"] = 1 }
+        /s2s\{[^}]*direction="?in"?/ && /authenticated by SASL EXTERNAL/ { inn["EXTERNAL"] = 1 }
         /s2s\{[^}]*direction="?in"?/ && /dialback: authenticated/ { inn["dialback"] = 1 }
         END { printf "out=%s in=%s\n", join(out), join(inn) }' "$1/server.log"
 }

@@ -102,9 +102,13 @@ impl TestServer {
         self.server().c2s_tls_addrs()[0]
     }
 
-    /// The self-signed certificate the server generated, for the client to trust.
+    /// The certificate file the client is to trust: the chain configured for the domain
+    /// (which then ends with its CA), or the self-signed certificate the server generated.
     pub fn cert_path(&self, domain: &str) -> PathBuf {
-        self.dir.path().join("certs").join(format!("{domain}.crt"))
+        match self.config.tls.domains.get(domain) {
+            Some(paths) => paths.cert.clone(),
+            None => self.dir.path().join("certs").join(format!("{domain}.crt")),
+        }
     }
 
     pub async fn add_user(&self, user: &str, password: &str) {
