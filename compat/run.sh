@@ -149,10 +149,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 free_ports() {
-    # Two distinct free TCP ports on 127.0.0.1 (held open together so they differ).
+    # Three distinct free TCP ports on 127.0.0.1 (held open together so they differ).
     "$PY" - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(3)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -165,8 +165,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 CONFIG="$WORK/starling.toml"
 DOMAIN="localhost"
+# The echo component of slixmpp/test_component.py (XEP-0114).
+COMPONENT_DOMAIN="echo.$DOMAIN"
+COMPONENT_SECRET="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')"
 start_server() {
-    read -r PORT TLS_PORT < <(free_ports)
+    read -r PORT TLS_PORT COMPONENT_PORT < <(free_ports)
     cat >"$CONFIG" <<EOF
 # Written by compat/run.sh for one compat run. Loopback only.
 domains = ["$DOMAIN"]
@@ -184,6 +187,12 @@ require_encryption = true
 # No federation in this suite (compat/federation/ has its own).
 listen = []
 
+[components]
+# The component of slixmpp/test_component.py, on a free port (not the default 5347).
+listen = ["127.0.0.1:$COMPONENT_PORT"]
+[components.domains."$COMPONENT_DOMAIN"]
+secret = "$COMPONENT_SECRET"
+
 [auth]
 # Keep wrong-password tests quick.
 failure_delay_ms = 100
@@ -196,12 +205,12 @@ EOF
             SERVER_PID=""
             return 1
         fi
-        if port_open "$PORT" && port_open "$TLS_PORT" && [ -s "$WORK/data/certs/$DOMAIN.crt" ]; then
+        if port_open "$PORT" && port_open "$TLS_PORT" && port_open "$COMPONENT_PORT" && [ -s "$WORK/data/certs/$DOMAIN.crt" ]; then
             return 0
         fi
         sleep 0.1
     done
-    die "the server did not listen on 127.0.0.1:$PORT and :$TLS_PORT within 15 s"
+    die "the server did not listen on 127.0.0.1:$PORT, :$TLS_PORT and :$COMPONENT_PORT within 15 s"
 }
 started=0
 for attempt in 1 2 3; do
@@ -226,6 +235,9 @@ export COMPAT_TLS_PORT="$TLS_PORT"
 export COMPAT_CA="$WORK/data/certs/$DOMAIN.crt"
 export COMPAT_WORK="$WORK"
 export COMPAT_SERVER_LOG="$WORK/server.log"
+export COMPAT_COMPONENT_DOMAIN="$COMPONENT_DOMAIN"
+export COMPAT_COMPONENT_SECRET="$COMPONENT_SECRET"
+export COMPAT_COMPONENT_PORT="$COMPONENT_PORT"
 
 # --- 5. the suites -----------------------------------------------------------------------
 failed=0

@@ -25,6 +25,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub c2s: C2sConfig,
     pub s2s: S2sConfig,
+    pub components: ComponentsConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub registration: RegistrationConfig,
@@ -112,7 +113,8 @@ pub struct S2sConfig {
     /// default: []. Remote domains (and their subdomains) this server neither talks to nor
     /// accepts streams from.
     pub blocked_domains: Vec<String>,
-    /// default: 524288. Largest stanza a remote server may send, in bytes.
+    /// default: 524288. Largest stanza a remote server or a component (XEP-0114) may send,
+    /// in bytes.
     pub max_stanza_size: usize,
     /// default: 30. Seconds to set up an outgoing link (resolve, connect, TLS,
     /// authentication) before what waits for it is bounced with remote-server-timeout.
@@ -122,6 +124,33 @@ pub struct S2sConfig {
     /// default: {}. `[s2s.targets] "b.example" = ["host:port", …]`: where to connect for a
     /// remote domain instead of asking DNS (private federations, tests).
     pub targets: BTreeMap<String, Vec<String>>,
+}
+
+/// External components (XEP-0114): gateways, bots and bridges that attach over a socket and
+/// get a domain of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentsConfig {
+    /// default: ["127.0.0.1:5347"]. Listeners for components; [] disables them.
+    pub listen: Vec<SocketAddr>,
+    /// default: {}. `[components.domains."gateway.example.org"] secret = "..."`: the
+    /// components that may attach, by domain, each with its shared secret.
+    pub domains: BTreeMap<String, ComponentConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentConfig {
+    /// Required, not empty. The secret the component's handshake proves it knows.
+    pub secret: Secret,
+}
+
+/// A shared secret: never printed, not even in a debug dump of the config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -312,6 +341,7 @@ impl Default for Config {
                 max_queue: 10_000,
                 targets: BTreeMap::new(),
             },
+            components: ComponentsConfig { listen: vec!["127.0.0.1:5347".parse().unwrap()], domains: BTreeMap::new() },
             tls: TlsConfig::default(),
             auth: AuthConfig {
                 scram_iterations: 4096,
@@ -697,6 +727,39 @@ fn read_config(
     };
     s.finish();
 
+    let mut s = root.section("components");
+    let mut components = ComponentsConfig { listen: s.take("listen", d.components.listen.clone(), socket_addrs), domains: BTreeMap::new() };
+    let mut component_domains = s.section("domains");
+    let muc_domains = if muc.subdomain.is_empty() { Vec::new() } else { domains.iter().map(|d| format!("{}.{d}", muc.subdomain)).collect() };
+    for name in component_domains.remaining_keys() {
+        let mut cs = component_domains.section(&name);
+        let secret = cs.take("secret", String::new(), string);
+        if secret.is_empty() {
+            cs.error("secret", "a component needs a secret (a long random string, the same in the component's configuration)".into());
+        }
+        cs.finish();
+        match normalize_domain(&name) {
+            Ok(domain) if domains.contains(&domain) => {
+                component_domains.error(&name, format!("{domain} is a served domain (in `domains`); a component needs a domain of its own, e.g. \"gateway.{domain}\""));
+            }
+            Ok(domain) if muc_domains.contains(&domain) => {
+                component_domains.error(&name, format!("{domain} is the group chat service's domain (`muc.subdomain`); a component needs a domain of its own"));
+            }
+            Ok(domain) if components.domains.contains_key(&domain) => {
+                component_domains.error(&name, format!("{domain} is configured twice (domains are compared after normalisation)"));
+            }
+            Ok(domain) => {
+                if !secret.is_empty() {
+                    components.domains.insert(domain, ComponentConfig { secret: Secret(secret) });
+                }
+            }
+            Err(e) => component_domains.error(&name, e),
+        }
+    }
+    component_domains.note_dynamic("<domain>.secret");
+    component_domains.finish();
+    s.finish();
+
     let mut s = root.section("modules");
     let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), |v| string_list(v).and_then(module_names)) };
     s.finish();
@@ -727,7 +790,13 @@ fn read_config(
 
     // Checks across keys.
     let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    let listeners = [("c2s.listen", &c2s.listen), ("c2s.listen_tls", &c2s.listen_tls), ("s2s.listen", &s2s.listen), ("s2s.listen_tls", &s2s.listen_tls)];
+    let listeners = [
+        ("c2s.listen", &c2s.listen),
+        ("c2s.listen_tls", &c2s.listen_tls),
+        ("s2s.listen", &s2s.listen),
+        ("s2s.listen_tls", &s2s.listen_tls),
+        ("components.listen", &components.listen),
+    ];
     for (key, addrs) in listeners {
         for (i, addr) in addrs.iter().enumerate() {
             let here = format!("{key}[{i}]");
@@ -743,7 +812,7 @@ fn read_config(
     }
 
     root.finish();
-    Config { source: None, domains, data_dir, admins, log, storage, c2s, s2s, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, modules, admin }
+    Config { source: None, domains, data_dir, admins, log, storage, c2s, s2s, components, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, modules, admin }
 }
 
 /// The longest path a Unix domain socket can be bound to on Linux.
@@ -934,6 +1003,50 @@ mod tests {
     }
 
     #[test]
+    fn components_section() {
+        let c = Config::defaults_here();
+        assert_eq!(c.components.listen, ["127.0.0.1:5347".parse::<SocketAddr>().unwrap()]);
+        assert!(c.components.domains.is_empty());
+        let c = Config::parse(
+            "domains = [\"example.org\"]\n[components]\nlisten = []\n[components.domains.\"Gateway.Example.ORG\"]\nsecret = \"s3cret\"\n",
+            "x.toml",
+            Path::new(""),
+        )
+        .unwrap();
+        assert!(c.components.listen.is_empty());
+        assert_eq!(c.components.domains["gateway.example.org"].secret, Secret("s3cret".into()));
+        assert!(!format!("{c:?}").contains("s3cret"), "the secret never shows in a debug dump");
+        let err = Config::parse(
+            "domains = [\"example.org\"]\n[c2s]\nlisten = [\"127.0.0.1:5222\"]\n[components]\nlisten = [\"127.0.0.1:5222\"]\n\
+             [components.domains.\"example.org\"]\nsecret = \"x\"\n\
+             [components.domains.\"conference.example.org\"]\nsecret = \"x\"\n\
+             [components.domains.\"nosecret.example.org\"]\n\
+             [components.domains.\"empty.example.org\"]\nsecret = \"\"\n\
+             [components.domains.\"bad@name\"]\nsecret = \"x\"\n\
+             [components.domains.\"typo.example.org\"]\nsecret = \"x\"\nsecert = \"y\"\n",
+            "x.toml",
+            Path::new(""),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        for want in [
+            "components.listen[0]",
+            "components.domains.example.org",
+            "components.domains.conference.example.org",
+            "components.domains.nosecret.example.org.secret",
+            "components.domains.empty.example.org.secret",
+            "components.domains.bad@name",
+            "components.domains.typo.example.org.secert",
+        ] {
+            assert!(keys.contains(&want), "{want} in {err}");
+        }
+        assert_eq!(keys.len(), 7, "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains("example.org is a served domain"), "{shown}");
+        assert!(shown.contains("127.0.0.1:5222 is already used by c2s.listen[0]"), "{shown}");
+    }
+
+    #[test]
     fn reports_all_errors_with_keys() {
         let text = r#"
             domains = ["Example.ORG", "not a domain@"]
@@ -1079,6 +1192,15 @@ mod example_tests {
         assert_eq!(example, Config::defaults_here());
     }
 
+    /// A quoted name in a header or key ("example.org", "gateway.example.org") stands for
+    /// any domain: `<domain>`, as the reader records such keys.
+    fn quoted_as_domain(text: &str) -> String {
+        match (text.find('"'), text.rfind('"')) {
+            (Some(a), Some(b)) if a < b => format!("{}<domain>{}", &text[..a], &text[b + 1..]),
+            _ => text.to_string(),
+        }
+    }
+
     /// Every key the reader understands is documented in the example, set or commented.
     #[test]
     fn example_config_documents_every_key() {
@@ -1087,9 +1209,9 @@ mod example_tests {
         for line in EXAMPLE.lines() {
             let line = line.trim().trim_start_matches('#').trim();
             if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = header.replace("\"example.org\"", "<domain>");
+                section = quoted_as_domain(header);
             } else if let Some((key, _)) = line.split_once(" = ") {
-                let key = key.trim().replace("\"example.org\"", "<domain>");
+                let key = quoted_as_domain(key.trim());
                 if !key.contains(' ') {
                     documented.insert(if section.is_empty() { key.to_string() } else { format!("{section}.{key}") });
                 }

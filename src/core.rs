@@ -42,6 +42,8 @@ pub struct CoreState {
     pub requests: crate::requests::PendingRequests,
     /// Federation; `None` when `[s2s]` has no listener (remote domains are then unreachable).
     pub s2s: Option<Arc<crate::s2s::S2s>>,
+    /// External components (XEP-0114): the configured ones and those connected now.
+    pub components: crate::components::Components,
 }
 
 const LOCK_STRIPES: usize = 256;
@@ -74,6 +76,7 @@ impl CoreState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             requests: crate::requests::PendingRequests::new(MAX_PENDING_REQUESTS),
+            components: crate::components::Components::new(&config.components),
             s2s,
             config,
             db,

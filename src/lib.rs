@@ -20,6 +20,7 @@ pub mod archive_import;
 pub mod archive_query;
 pub mod auth;
 pub mod c2s;
+pub mod components;
 pub mod config;
 pub mod core;
 pub mod files;

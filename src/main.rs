@@ -241,6 +241,16 @@ async fn check(config: Config) -> anyhow::Result<()> {
     for addr in &config.c2s.listen_tls {
         println!("c2s direct TLS: {addr}");
     }
+    for addr in &config.components.listen {
+        println!("components (XEP-0114): {addr}");
+    }
+    if !config.components.domains.is_empty() {
+        let names: Vec<&str> = config.components.domains.keys().map(String::as_str).collect();
+        println!("component domains: {}", names.join(", "));
+        if config.components.listen.is_empty() {
+            println!("warning: components are configured but [components] listen = []: none can connect");
+        }
+    }
     let taken = starling::server::check_listeners(&config);
     if running {
         println!("admin socket: {} (a server is running)", socket.display());

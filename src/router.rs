@@ -100,8 +100,12 @@ async fn route_inner(ctx: &Ctx, mut stanza: Stanza) {
         // RFC 6120 §10.3: no `to` means the sender's own account.
         None => Jid::from(stanza.from.to_bare()),
     };
-    // The four kinds of destination (xeps/routing.md): a service on a domain of its own,
-    // a remote domain, a served domain, an account of one.
+    // The four kinds of destination (xeps/routing.md): a service on a domain of its own
+    // (an external component, XEP-0114, or a module's), a remote domain, a served domain,
+    // an account of one.
+    if core.components.serves(to.domain().as_str()) {
+        return core.components.send(ctx, stanza).await;
+    }
     if let Some(service) = core.modules.service(to.domain().as_str()) {
         return (service.handler)(ctx.clone(), stanza).await;
     }

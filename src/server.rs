@@ -48,6 +48,7 @@ pub struct Server {
     core: Core,
     c2s: Vec<SocketAddr>,
     c2s_tls: Vec<SocketAddr>,
+    components: Vec<SocketAddr>,
     connections: TaskTracker,
     acceptors: TaskTracker,
     /// Removed at shutdown.
@@ -81,12 +82,13 @@ fn no_ipv6(addr: &SocketAddr, e: &std::io::Error) -> bool {
 /// Bind every configured listener: (config key, address, listener). The listeners of an
 /// address family the machine lacks are left out with a warning.
 /// Every listener by its config key.
-fn listeners(config: &Config) -> [(&'static str, &Vec<SocketAddr>); 4] {
+fn listeners(config: &Config) -> [(&'static str, &Vec<SocketAddr>); 5] {
     [
         ("c2s.listen", &config.c2s.listen),
         ("c2s.listen_tls", &config.c2s.listen_tls),
         ("s2s.listen", &config.s2s.listen),
         ("s2s.listen_tls", &config.s2s.listen_tls),
+        ("components.listen", &config.components.listen),
     ]
 }
 
@@ -133,9 +135,12 @@ impl Server {
         let mut plain = Vec::new();
         let mut tls = Vec::new();
         let mut s2s_listeners = Vec::new();
+        let mut component_listeners = Vec::new();
         for (key, addr, listener) in bind_all(&config)? {
             let listener = TcpListener::from_std(listener).map_err(|source| StartError::Listen { addr, key: key.clone(), source })?;
-            if key.starts_with("s2s.") {
+            if key.starts_with("components.") {
+                component_listeners.push(listener);
+            } else if key.starts_with("s2s.") {
                 s2s_listeners.push((listener, key.starts_with("s2s.listen_tls")));
             } else if key.starts_with("c2s.listen_tls") {
                 tls.push(listener)
@@ -161,6 +166,7 @@ impl Server {
         let server = Server {
             c2s: plain.iter().filter_map(|l| l.local_addr().ok()).collect(),
             c2s_tls: tls.iter().filter_map(|l| l.local_addr().ok()).collect(),
+            components: component_listeners.iter().filter_map(|l| l.local_addr().ok()).collect(),
             connections: TaskTracker::new(),
             acceptors: TaskTracker::new(),
             core,
@@ -186,9 +192,17 @@ impl Server {
                 server.acceptors.spawn(task);
             }
         }
+        for listener in component_listeners {
+            let task = crate::components::accept_loop(server.core.clone(), listener, server.connections.clone());
+            server.acceptors.spawn(task);
+        }
+        if server.components.is_empty() && !server.core.config.components.domains.is_empty() {
+            tracing::warn!("components are configured but [components] listen = []: none can connect");
+        }
         tracing::info!(
             domains = ?server.core.config.domains,
             s2s = ?s2s_addrs,
+            components = ?server.components,
             storage = server.core.db.backend(),
             starttls = ?server.c2s,
             direct_tls = ?server.c2s_tls,
@@ -211,6 +225,11 @@ impl Server {
 
     pub fn c2s_tls_addrs(&self) -> &[SocketAddr] {
         &self.c2s_tls
+    }
+
+    /// Bound addresses of the component listeners (XEP-0114).
+    pub fn component_addrs(&self) -> &[SocketAddr] {
+        &self.components
     }
 
     /// Stop accepting, end every session with `<system-shutdown/>` (each goes unavailable

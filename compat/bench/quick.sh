@@ -26,6 +26,8 @@ require_encryption = false
 max_bytes_per_second = 0
 [s2s]
 listen = []
+[components]
+listen = []
 CONF
 echo "provisioning $SESSIONS accounts..." >&2
 start=$(date +%s.%N)

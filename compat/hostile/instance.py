@@ -128,6 +128,8 @@ class Instance:
         },
         # Several instances run at once: none listens for other servers.
         "s2s": {"listen": []},
+        # Nor for components (the default 127.0.0.1:5347 would clash between instances).
+        "components": {"listen": []},
         "auth": {
             # Wrong-password tests stay quick; the value still applies to both cases alike.
             "failure_delay_ms": 50,

@@ -121,6 +121,10 @@ impl Disco {
             for (jid, name) in ctx.core.modules.services_under(req.to.domain().as_str()) {
                 query.append_child(xml::element("item", ns::DISCO_ITEMS, &[("jid", jid), ("name", name)]));
             }
+            // The external components (XEP-0114) on its subdomains that are connected now.
+            for jid in ctx.core.components.connected_under(req.to.domain().as_str()) {
+                query.append_child(xml::element("item", ns::DISCO_ITEMS, &[("jid", &jid)]));
+            }
             return Ok(Some(query));
         }
         check_account_access(&ctx, &req).await?;

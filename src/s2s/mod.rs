@@ -157,10 +157,11 @@ impl S2s {
         }
     }
 
-    /// The domains this server speaks for on server-to-server streams: the served domains
-    /// and the services on their subdomains.
+    /// The domains this server speaks for on server-to-server streams: the served domains,
+    /// the services on their subdomains and the external components (XEP-0114), connected
+    /// or not (a stanza for one that is not is answered by the router).
     pub fn is_hosted(core: &Core, domain: &str) -> bool {
-        core.is_local_domain(domain) || core.modules.service(domain).is_some()
+        core.is_local_domain(domain) || core.modules.service(domain).is_some() || core.components.serves(domain)
     }
 }
 

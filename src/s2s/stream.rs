@@ -52,7 +52,7 @@ pub(super) struct Stream {
 impl Stream {
     pub fn new(transport: Transport, max_stanza: usize) -> Stream {
         let (read, write) = tokio::io::split(transport);
-        let limits = Limits { max_stanza_bytes: max_stanza, server_as_client: true, ..Limits::default() };
+        let limits = Limits { max_stanza_bytes: max_stanza, content_as_client: Some(xml::ns::SERVER), ..Limits::default() };
         let reader = StreamReader::new(xml::Input::new(read, ReadStats::new()), limits);
         Stream { reader, writer: Writer::new(write, Duration::from_secs(30)) }
     }

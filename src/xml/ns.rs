@@ -2,6 +2,8 @@
 
 pub const CLIENT: &str = "jabber:client";
 pub const SERVER: &str = "jabber:server";
+/// XEP-0114: the content namespace of a stream from an external component.
+pub const COMPONENT_ACCEPT: &str = "jabber:component:accept";
 pub const STREAMS: &str = "http://etherx.jabber.org/streams";
 pub const XMPP_STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const XMPP_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";

@@ -52,15 +52,16 @@ pub struct Limits {
     pub max_stanza_bytes: usize,
     /// Maximum nesting depth inside a stanza.
     pub max_depth: usize,
-    /// Read `jabber:server`, the content namespace of a stream from another server, as
-    /// `jabber:client`: inside the server a stanza has one namespace whichever stream it
-    /// came by (RFC 6120 §4.8.3), and the writer of each stream writes its own.
-    pub server_as_client: bool,
+    /// A stream's content namespace read as `jabber:client`: `jabber:server` on a stream
+    /// from another server, `jabber:component:accept` on one from a component (XEP-0114).
+    /// Inside the server a stanza has one namespace whichever stream it came by (RFC 6120
+    /// §4.8.3), and the writer of each stream writes its own.
+    pub content_as_client: Option<&'static str>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_stanza_bytes: 262_144, max_depth: 48, server_as_client: false }
+        Limits { max_stanza_bytes: 262_144, max_depth: 48, content_as_client: None }
     }
 }
 
@@ -157,7 +158,7 @@ impl TreeBuilder {
         let name = namespace_name(raw)?;
         let ns = if name == ns::XML {
             Namespace::XML
-        } else if self.limits.server_as_client && name == ns::SERVER {
+        } else if self.limits.content_as_client.is_some_and(|content| name == content) {
             self.namespace(ns::CLIENT)?
         } else {
             self.namespace(&name)?

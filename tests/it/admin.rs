@@ -52,7 +52,7 @@ fn config_for(s: &TestServer) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "domains = [\"localhost\", \"example.test\"]\ndata_dir = \".\"\n[storage]\nurl = \"{}\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n[s2s]\nlisten = []\n",
+            "domains = [\"localhost\", \"example.test\"]\ndata_dir = \".\"\n[storage]\nurl = \"{}\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n[s2s]\nlisten = []\n[components]\nlisten = []\n",
             s.config.storage.url
         ),
     )
@@ -284,7 +284,7 @@ async fn taken_port_is_reported_once_with_its_key() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
     let config = dir.path().join("s.toml");
-    std::fs::write(&config, format!("[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:{port}\"]\n[s2s]\nlisten = []\n")).unwrap();
+    std::fs::write(&config, format!("[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = [\"127.0.0.1:{port}\"]\n[s2s]\nlisten = []\n[components]\nlisten = []\n")).unwrap();
     let (ok, out, err) = cli(&config, &["check"], None).await;
     assert!(!ok, "{out}");
     assert!(err.contains(&format!("c2s.listen_tls[0] = \"127.0.0.1:{port}\": cannot listen: Address already in use")), "{err}");
@@ -304,7 +304,7 @@ async fn taken_port_is_reported_once_with_its_key() {
 async fn check_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("s.toml");
-    std::fs::write(&config, "[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n[s2s]\nlisten = []\n").unwrap();
+    std::fs::write(&config, "[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n[s2s]\nlisten = []\n[components]\nlisten = []\n").unwrap();
     let (ok, out, err) = cli(&config, &["check"], None).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("will be created at start"), "{out}");

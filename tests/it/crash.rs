@@ -41,7 +41,7 @@ impl Process {
         let config = dir.path().join("starling.toml");
         std::fs::write(
             &config,
-            format!("data_dir = \"data\"\n[storage]\nurl = \"{url}\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n[s2s]\nlisten = []\n"),
+            format!("data_dir = \"data\"\n[storage]\nurl = \"{url}\"\n[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n[s2s]\nlisten = []\n[components]\nlisten = []\n"),
         )
         .unwrap();
         let process = Process { dir, config, port, child: None };

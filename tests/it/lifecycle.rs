@@ -136,7 +136,7 @@ async fn serve_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("s.toml");
-    std::fs::write(&config, format!("[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n[s2s]\nlisten = []\n")).unwrap();
+    std::fs::write(&config, format!("[c2s]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = []\n[s2s]\nlisten = []\n[components]\nlisten = []\n")).unwrap();
     let cfg = config.clone();
     let (ok, _, err) = tokio::task::spawn_blocking(move || starling(&cfg, &["user", "add", "--create-db", "alice@localhost", "--password-stdin"], Some("pw\n"))).await.unwrap();
     assert!(ok, "{err}");
@@ -178,7 +178,7 @@ fn free_port() -> u16 {
 async fn check_command() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n[s2s]\nlisten = []\n").unwrap();
+    std::fs::write(&good, "[c2s]\nlisten = [\"127.0.0.1:0\"]\nlisten_tls = []\n[s2s]\nlisten = []\n[components]\nlisten = []\n").unwrap();
     let (ok, out, err) = tokio::task::spawn_blocking(move || starling(&good, &["check"], None)).await.unwrap();
     assert!(ok, "{out}{err}");
     assert!(out.contains("c2s STARTTLS: 127.0.0.1:0") && out.contains("starling.db (sqlite), will be created") && out.trim_end().ends_with("ok"), "{out}");

@@ -14,6 +14,7 @@ mod lifecycle;
 mod register;
 mod blocking;
 mod carbons;
+mod components;
 mod crash;
 mod csi;
 mod bookmarks;

@@ -77,6 +77,8 @@ impl TestServer {
         // No federation unless a test asks for it (tests/it/s2s.rs).
         config.s2s.listen = Vec::new();
         config.s2s.listen_tls = Vec::new();
+        // Nor components (the default port 5347 would clash between tests; tests/it/components.rs).
+        config.components.listen = Vec::new();
         // Failed logins are delayed by design; tests need not wait a whole second.
         config.auth.failure_delay_ms = 20;
         config.storage.url = match backend {
