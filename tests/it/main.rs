@@ -29,6 +29,7 @@ mod muc_presence_broadcast;
 mod offline;
 mod pep;
 mod presence;
+mod push;
 mod quotas;
 mod roster;
 mod robustness;
