@@ -497,7 +497,81 @@ async fn survives_a_restart(b: Backend) {
     assert_eq!(options.get("secret").map(String::as_str), Some("eruio234vzxc2kla-91"));
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The app server on another domain, reached by federation (as Conversations' is): the
+/// notification goes over the server-to-server link and its answer comes back the same
+/// way; an error from there disables the registration. A push service whose server cannot
+/// be reached fails transiently: after five failures in a row the registration goes.
+async fn through_federation(b: Backend) {
+    const B: &str = "b.example";
+    let at = |port: u16| -> std::net::SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let mut started = None;
+    for _ in 0..5 {
+        let (a_port, b_port, closed_port) = (free_port(), free_port(), free_port());
+        let Ok(a) = TestServer::try_start_with(b, |c| {
+            c.push.min_interval = 0;
+            c.s2s.listen = vec![at(a_port)];
+            c.s2s.targets.insert(B.into(), vec![format!("127.0.0.1:{b_port}")]);
+            c.s2s.targets.insert("down.example".into(), vec![format!("127.0.0.1:{closed_port}")]);
+            c.s2s.connect_timeout = 10;
+        })
+        .await
+        else {
+            continue;
+        };
+        let Ok(remote) = TestServer::try_start_with(b, |c| {
+            c.domains = vec![B.into()];
+            c.s2s.listen = vec![at(b_port)];
+            c.s2s.targets.insert("localhost".into(), vec![format!("127.0.0.1:{a_port}")]);
+            c.s2s.connect_timeout = 10;
+        })
+        .await
+        else {
+            a.stop().await;
+            continue;
+        };
+        started = Some((a, remote));
+        break;
+    }
+    let (s, remote) = started.expect("two free ports for the servers in five tries");
+    s.users(&["romeo", "juliet"]).await;
+    remote.add_user_at(B, "app", "pw").await;
+    let mut app = Client::login_at(&remote, B, "app", "pw", "server").await;
+    let mut romeo = s.login("romeo", "phone").await;
+    let r = romeo.request(&enable_xml("e1", "n").replace(SERVICE, "app@b.example/server")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    let r = romeo.request(&format!("<iq type='set' id='e2'><enable xmlns='{PUSH}' jid='push.down.example' node='n'/></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", show(&r));
+    romeo.close().await;
+    let mut juliet = s.login("juliet", "balcony").await;
+    juliet.send("<message to='romeo@localhost' type='chat'><body>across</body></message>").await;
+    let iq = notification(&mut app).await;
+    assert_eq!(iq.attr("from"), Some("romeo@localhost"), "{}", show(&iq));
+    assert_eq!(summary(&iq).1.get("last-message-sender").map(String::as_str), Some("juliet@localhost/balcony"));
+    answer(&mut app, &iq).await;
+    for i in 2..=5 {
+        juliet.send(&format!("<message to='romeo@localhost' type='chat'><body>{i}</body></message>")).await;
+        let iq = notification(&mut app).await;
+        assert_eq!(summary(&iq).1.get("message-count").map(String::as_str), Some(i.to_string().as_str()));
+        if i < 5 {
+            answer(&mut app, &iq).await;
+        } else {
+            answer_error(&mut app, &iq, "cancel", "item-not-found").await;
+        }
+    }
+    // Both gone: the remote one refused, the unreachable one failed five times.
+    wait_for_registrations(&s, 0).await;
+    juliet.send("<message to='romeo@localhost' type='chat'><body>six</body></message>").await;
+    app.expect_silence(Duration::from_millis(600)).await;
+    s.stop().await;
+    remote.stop().await;
+}
+
 db_tests!(
+    through_federation,
     enable_and_disable,
     offline_message,
     body_when_configured,
