@@ -36,6 +36,7 @@ pub struct Config {
     pub pep: PepConfig,
     pub mam: MamConfig,
     pub muc: MucConfig,
+    pub push: PushConfig,
     pub modules: ModulesConfig,
     pub admin: AdminConfig,
 }
@@ -290,6 +291,24 @@ pub enum RoomCreation {
     Anyone,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushConfig {
+    /// default: false. XEP-0357 summaries carry the last message's body
+    /// (`last-message-body`) only if true: it goes to the app's push server, a third party.
+    pub include_body: bool,
+    /// default: true. Summaries carry the last message's sender (`last-message-sender`).
+    pub include_sender: bool,
+    /// default: 10. Push registrations (service and node) one account may have.
+    pub max_per_user: usize,
+    /// default: 10. Seconds between two notifications to one registration: messages
+    /// meanwhile are counted into one notification sent when the time is up.
+    pub min_interval: u64,
+    /// default: 259200 (72 hours, as ejabberd's mod_push_keepalive). Seconds a session
+    /// waiting for resumption (XEP-0198) is kept when its client enabled push, instead of
+    /// `c2s.resume_timeout`, until a notification is sent for it; 0 keeps none longer.
+    pub resume_timeout: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModulesConfig {
     /// default: []. Names of modules not to load (see `starling check`).
@@ -368,6 +387,7 @@ impl Default for Config {
             },
             mam: MamConfig { default: crate::storage::ArchiveDefault::Always, retention_days: 0, max_page: 250 },
             muc: MucConfig { subdomain: "conference".into(), create: RoomCreation::Local, history: 20, max_occupants: 1000, max_rooms_in_memory: 10_000, lock_registered_nicks: false },
+            push: PushConfig { include_body: false, include_sender: true, max_per_user: 10, min_interval: 10, resume_timeout: 259_200 },
             modules: ModulesConfig::default(),
             admin: AdminConfig { socket: PathBuf::from("starling.sock") },
         }
@@ -760,6 +780,16 @@ fn read_config(
     component_domains.finish();
     s.finish();
 
+    let mut s = root.section("push");
+    let push = PushConfig {
+        include_body: s.take("include_body", d.push.include_body, boolean),
+        include_sender: s.take("include_sender", d.push.include_sender, boolean),
+        max_per_user: s.take("max_per_user", d.push.max_per_user, |v| int_in(v, 1, 1000).map(|n| n as usize)),
+        min_interval: s.take("min_interval", d.push.min_interval, |v| int_in(v, 0, 86_400).map(|n| n as u64)),
+        resume_timeout: s.take("resume_timeout", d.push.resume_timeout, |v| int_in(v, 0, 30 * 86_400).map(|n| n as u64)),
+    };
+    s.finish();
+
     let mut s = root.section("modules");
     let modules = ModulesConfig { disabled: s.take("disabled", Vec::new(), |v| string_list(v).and_then(module_names)) };
     s.finish();
@@ -812,7 +842,7 @@ fn read_config(
     }
 
     root.finish();
-    Config { source: None, domains, data_dir, admins, log, storage, c2s, s2s, components, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, modules, admin }
+    Config { source: None, domains, data_dir, admins, log, storage, c2s, s2s, components, tls, auth, registration, offline, private, vcard, roster, pep, mam, muc, push, modules, admin }
 }
 
 /// The longest path a Unix domain socket can be bound to on Linux.
@@ -1170,6 +1200,15 @@ mod tests {
         let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["mam.default", "mam.retention_days", "mam.max_page"], "{err}");
         assert!(err.to_string().contains("\"sometimes\" is not one of"), "{err}");
+    }
+
+    #[test]
+    fn push_keys() {
+        let c = Config::parse("[push]\ninclude_body = true\ninclude_sender = false\nmax_per_user = 3\nmin_interval = 0\nresume_timeout = 0", "p.toml", Path::new("")).unwrap();
+        assert_eq!(c.push, PushConfig { include_body: true, include_sender: false, max_per_user: 3, min_interval: 0, resume_timeout: 0 });
+        let err = Config::parse("[push]\ninclude_body = \"yes\"\nmax_per_user = 0\nresume_timeout = -1\nbody = true", "p.toml", Path::new("")).unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["push.include_body", "push.max_per_user", "push.resume_timeout", "push.body"], "{err}");
     }
 
     #[test]

@@ -112,7 +112,6 @@ impl Holdback {
         Holdback::default()
     }
 
-    #[cfg(test)]
     /// Whether the client said `<inactive/>` last.
     pub fn is_inactive(&self) -> bool {
         self.inactive

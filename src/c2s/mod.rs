@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::core::Core;
-use crate::modules::{BoxFuture, Ctx, SessionHook, SessionOutput};
+use crate::modules::{Asleep, BoxFuture, Ctx, SessionHook, SessionOutput, Sleep, SleepOutcome};
 use crate::router;
 use crate::session::{ConnId, Control, next_conn_id};
 use crate::stanza::{Condition, Kind, Rejected, Stanza, StreamCondition, StreamError, new_id};
@@ -39,6 +39,21 @@ pub use transport::Transport;
 const WRITE_BATCH: usize = 64;
 /// How long the closing of a stream may take to write.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// When a session waiting for resumption stops waiting, given what the modules made of the
+/// latest event (see [`SleepOutcome`]): a device that can be woken keeps it longer, until
+/// it is notified; from then on it waits `timeout` (`c2s.resume_timeout`, or less if the
+/// client asked), never less than it would have without the modules.
+fn hibernation_deadline(deadline: Instant, fell_asleep: Instant, timeout: Duration, outcome: SleepOutcome) -> Instant {
+    let mut deadline = deadline;
+    if let Some(keep) = outcome.keep_for {
+        deadline = deadline.max(fell_asleep + keep);
+    }
+    if outcome.notified {
+        deadline = deadline.min(Instant::now() + timeout);
+    }
+    deadline
+}
 
 /// Serve one client connection until it ends.
 pub async fn serve(core: Core, resumptions: Arc<Resumptions>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
@@ -176,6 +191,10 @@ struct Session {
     /// XEP-0352: what is held back while the client says it is inactive; made at the
     /// first `<inactive/>`.
     csi: Option<Box<Holdback>>,
+    /// With Stream Management: the messages up to this one of ours (a `sent_count`) were
+    /// reported to the modules as written while the client was inactive (`Sleep::Message`),
+    /// so that falling asleep on a lost connection does not report them again.
+    reported_through: u32,
     control: Arc<Control>,
     stats: Arc<ReadStats>,
     ping: PingState,
@@ -294,6 +313,7 @@ impl Session {
             in_flight: Vec::new(),
             sm: None,
             csi: None,
+            reported_through: 0,
             control,
             stats,
         });
@@ -479,14 +499,26 @@ impl Session {
                 Err(_) => break,
             }
         }
-        // XEP-0352: an inactive client gets now only what it must see now.
+        // XEP-0352: an inactive client gets now only what it must see now; the modules
+        // that can wake its device hear of the messages it is sent meanwhile.
+        let inactive = self.csi.as_deref().is_some_and(Holdback::is_inactive);
+        if inactive && self.core.modules.watches_sleep() {
+            for el in batch.iter().filter(|el| el.name() == "message") {
+                let sleep = Sleep::Message { why: Asleep::Inactive, message: (**el).clone() };
+                self.core.modules.run_sleep_hook(&self.ctx, &self.jid, sleep).await;
+            }
+        }
         if let Some(csi) = self.csi.as_deref_mut() {
             batch = batch.into_iter().flat_map(|el| csi.offer(el)).collect();
             if batch.is_empty() {
                 return None;
             }
         }
-        self.write_elements(batch).await
+        let end = self.write_elements(batch).await;
+        if inactive && let Some(sm) = self.sm.as_deref() {
+            self.reported_through = sm.proto.sent_count();
+        }
+        end
     }
 
     /// Write elements taken from the queue (or released by CSI), kept for rerouting until
@@ -715,8 +747,13 @@ impl Session {
     /// what was held before anything else (§5.1).
     async fn client_state(&mut self, el: &Element) -> Option<End> {
         match el.name() {
-            "inactive" => self.csi.get_or_insert_default().set_inactive(true),
+            "inactive" => {
+                self.csi.get_or_insert_default().set_inactive(true);
+                let fell_asleep = Sleep::FellAsleep { why: Asleep::Inactive, pending: Vec::new() };
+                self.core.modules.run_sleep_hook(&self.ctx, &self.jid, fell_asleep).await;
+            }
             "active" => {
+                self.core.modules.run_sleep_hook(&self.ctx, &self.jid, Sleep::Woke).await;
                 if let Some(mut csi) = self.csi.take() {
                     let held = csi.drain();
                     if !held.is_empty() {
@@ -764,8 +801,18 @@ impl Session {
         let soft = self.core.sessions.queue_limits().soft;
         let max_unacked = self.core.config.c2s.max_unacked;
         let timeout = self.sm.as_ref()?.resume_timeout;
-        tracing::info!(timeout = timeout.as_secs(), "connection lost; the session waits to be resumed");
-        let deadline = Instant::now() + timeout;
+        let fell_asleep = Instant::now();
+        let mut deadline = fell_asleep + timeout;
+        // The modules that can wake the client's device hear of it (and of the messages
+        // it may not have got), and may keep the session longer.
+        let watching = self.core.modules.watches_sleep();
+        if watching {
+            let pending = self.unreported_messages();
+            let fell = Sleep::FellAsleep { why: Asleep::Hibernating, pending };
+            let outcome = self.core.modules.run_sleep_hook(&self.ctx, &self.jid, fell).await;
+            deadline = hibernation_deadline(deadline, fell_asleep, timeout, outcome);
+        }
+        tracing::info!(timeout = deadline.duration_since(fell_asleep).as_secs(), "connection lost; the session waits to be resumed");
         loop {
             let sm = self.sm.as_deref_mut()?;
             tokio::select! {
@@ -777,6 +824,11 @@ impl Session {
                 out = self.rx.recv() => {
                     let el = out?;
                     self.control.dequeued(soft);
+                    if watching && el.name() == "message" {
+                        let sleep = Sleep::Message { why: Asleep::Hibernating, message: (*el).clone() };
+                        let outcome = self.core.modules.run_sleep_hook(&self.ctx, &self.jid, sleep).await;
+                        deadline = hibernation_deadline(deadline, fell_asleep, timeout, outcome);
+                    }
                     sm.proto.sent(el);
                     if sm.proto.unacked_len() > max_unacked {
                         tracing::info!("too much waits for a session being resumed; ending it");
@@ -854,7 +906,15 @@ impl Session {
             let sm = self.sm.as_deref_mut().expect("checked above");
             held.into_iter().for_each(|el| sm.proto.sent(el));
         }
+        self.core.modules.run_sleep_hook(&self.ctx, &self.jid, Sleep::Woke).await;
         Some(reader)
+    }
+
+    /// The messages written to the client that it has not acknowledged and that were not
+    /// reported while it was inactive (copies, for the modules).
+    fn unreported_messages(&self) -> Vec<Element> {
+        let Some(sm) = self.sm.as_deref() else { return Vec::new() };
+        sm.proto.unacked_after(self.reported_through).filter(|u| u.el.name() == "message").map(|u| (*u.el).clone()).collect()
     }
 
     /// Write what handlers gave to this session directly, then run their after-write steps;

@@ -173,6 +173,20 @@ impl StreamManagement {
         self.unacked.len()
     }
 
+    /// How many stanzas we sent (wrapping): the number of the newest.
+    pub fn sent_count(&self) -> u32 {
+        self.sent
+    }
+
+    /// The unacknowledged stanzas numbered after `n` (a [`sent_count`] taken earlier),
+    /// oldest first.
+    ///
+    /// [`sent_count`]: StreamManagement::sent_count
+    pub fn unacked_after(&self, n: u32) -> impl Iterator<Item = &Unacked> {
+        let newer = self.sent.wrapping_sub(n) as usize;
+        self.unacked.iter().skip(self.unacked.len().saturating_sub(newer))
+    }
+
     /// The client acknowledged up to our stanza `h`. An `h` beyond what we sent is a stream
     /// error (XEP-0198 §5).
     pub fn acknowledged(&mut self, h: u32) -> Result<(), StreamError> {
@@ -259,6 +273,25 @@ mod tests {
         assert!(sm.acknowledged(1).is_err());
         sm.acknowledged(5).unwrap();
         assert_eq!(sm.unacked_len(), 0);
+    }
+
+    #[test]
+    fn unacked_after_a_count() {
+        let mut sm = StreamManagement::new(None);
+        sm.sent = u32::MAX - 2;
+        for i in 0..3 {
+            sm.sent(msg(i));
+        }
+        let mark = sm.sent_count();
+        for i in 3..6 {
+            sm.sent(msg(i));
+        }
+        let ids = |sm: &StreamManagement, n| sm.unacked_after(n).map(|u| u.el.attr("id").unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&sm, mark), ["3", "4", "5"]);
+        assert_eq!(ids(&sm, u32::MAX - 2).len(), 6, "a mark from before everything still unacknowledged");
+        sm.acknowledged(mark.wrapping_add(1)).unwrap();
+        assert_eq!(ids(&sm, mark), ["4", "5"]);
+        assert!(ids(&sm, sm.sent_count()).is_empty());
     }
 
     /// The counters wrap from 2^32-1 to 0 (§4).

@@ -13,6 +13,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod time;
@@ -68,6 +69,7 @@ pub fn load(deps: &Deps) -> ModuleTable {
     reg.load::<register::Register>(deps);
     reg.load::<pep::Pep>(deps);
     reg.load::<muc::Muc>(deps);
+    reg.load::<push::Push>(deps);
     let mut table = reg.finish();
     // XEP-0115 §6.3: the server's own capabilities, hashed over everything registered.
     if table.loaded.contains(&disco::Disco::NAME) {
@@ -95,6 +97,7 @@ pub const NAMES: &[&str] = &[
     register::Register::NAME,
     pep::Pep::NAME,
     muc::Muc::NAME,
+    push::Push::NAME,
 ];
 
 /// Who an IQ is addressed to.
@@ -184,6 +187,56 @@ pub struct SessionEvent {
     pub last_session: bool,
 }
 
+/// Why a session's client does not read what it is sent right now (a phone with its app
+/// asleep), for the modules that can wake it (XEP-0357 push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asleep {
+    /// Its connection was lost and the session waits to be resumed (XEP-0198).
+    Hibernating,
+    /// Its client said it is inactive (XEP-0352).
+    Inactive,
+}
+
+/// A change in whether a session's client reads what it is sent (see
+/// [`Registrar::sleep_hook`]).
+#[derive(Debug)]
+pub enum Sleep {
+    /// The client fell asleep. `pending`: the messages written to it that it had not
+    /// acknowledged (XEP-0198; it may never have got them) and that were not reported as
+    /// [`Sleep::Message`] already, oldest first.
+    FellAsleep { why: Asleep, pending: Vec<Element> },
+    /// A message was handed to the sleeping client's session: queued while it hibernates,
+    /// or written while it is inactive.
+    Message { why: Asleep, message: Element },
+    /// The client is back: it resumed its session, or became active.
+    Woke,
+}
+
+#[derive(Debug)]
+pub struct SleepEvent {
+    pub jid: FullJid,
+    pub sleep: Sleep,
+}
+
+/// What the modules made of a [`SleepEvent`], for the session.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SleepOutcome {
+    /// The client's device can be woken from afar: a session waiting for resumption waits
+    /// this long (from when it fell asleep) instead of `c2s.resume_timeout`, until
+    /// `notified`.
+    pub keep_for: Option<std::time::Duration>,
+    /// The device was (or is about to be) notified: from now on the session waits no more
+    /// than `c2s.resume_timeout`, as it would without the keep-alive (the device was asked
+    /// to come back; if it does not, it is gone).
+    pub notified: bool,
+}
+
+impl SleepOutcome {
+    fn merge(self, other: SleepOutcome) -> SleepOutcome {
+        SleepOutcome { keep_for: self.keep_for.max(other.keep_for), notified: self.notified || other.notified }
+    }
+}
+
 /// An IQ get or set, addressed to the server or to an account.
 pub struct IqRequest {
     pub stanza: Stanza,
@@ -228,6 +281,7 @@ struct StanzaHook {
     run: StanzaHookFn,
 }
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
+type SleepHookFn = Arc<dyn Fn(Ctx, Arc<SleepEvent>) -> BoxFuture<SleepOutcome> + Send + Sync>;
 /// A module's background task: runs from start until `core.shutdown` is cancelled.
 pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
@@ -301,6 +355,7 @@ pub struct ModuleTable {
     identities: HashMap<Scope, Vec<Identity>>,
     hooks: HashMap<Hook, Vec<StanzaHook>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
+    sleep_hooks: Vec<SleepHookFn>,
     delivered: Vec<DeliveredHookFn>,
     delivery_interest: Vec<DeliveryInterestFn>,
     stream_features: Vec<(Stage, Element)>,
@@ -441,6 +496,27 @@ impl ModuleTable {
         }
     }
 
+    /// Whether any module watches sessions fall asleep (so that a session copies the
+    /// messages it is sent while asleep for them: a tree clone each otherwise spent for
+    /// nothing).
+    pub fn watches_sleep(&self) -> bool {
+        !self.sleep_hooks.is_empty()
+    }
+
+    /// Tell the modules that a session's client fell asleep, was sent a message while
+    /// asleep, or woke (see [`Sleep`]); their outcomes together.
+    pub async fn run_sleep_hook(&self, ctx: &Ctx, jid: &FullJid, sleep: Sleep) -> SleepOutcome {
+        let mut outcome = SleepOutcome::default();
+        if self.sleep_hooks.is_empty() {
+            return outcome;
+        }
+        let event = Arc::new(SleepEvent { jid: jid.clone(), sleep });
+        for h in &self.sleep_hooks {
+            outcome = outcome.merge(h(ctx.clone(), event.clone()).await);
+        }
+        outcome
+    }
+
     pub async fn run_session_hook(&self, hook: SessionHook, ctx: &Ctx, jid: &FullJid, state: Option<PresenceState>, last_session: bool) {
         if let Some(handlers) = self.session_hooks.get(&hook) {
             for h in handlers {
@@ -468,6 +544,7 @@ impl Registrar {
                 identities: HashMap::new(),
                 hooks: HashMap::new(),
                 session_hooks: HashMap::new(),
+                sleep_hooks: Vec::new(),
                 delivered: Vec::new(),
                 delivery_interest: Vec::new(),
                 stream_features: Vec::new(),
@@ -570,6 +647,20 @@ impl Registrar {
         let module = module.clone();
         let handler: SessionHookFn = Arc::new(move |ctx, ev| Box::pin(f(module.clone(), ctx, ev)));
         self.session_order.entry(hook).or_default().push((priority, handler));
+    }
+
+    /// Watch sessions whose clients fall asleep and wake (see [`Sleep`]): for a module that
+    /// can wake a device, and may ask its session to wait longer for it
+    /// ([`SleepOutcome`]).
+    pub fn sleep_hook<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    where
+        M: Send + Sync + 'static,
+        F: Fn(Arc<M>, Ctx, Arc<SleepEvent>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = SleepOutcome> + Send + 'static,
+    {
+        let module = module.clone();
+        let handler: SleepHookFn = Arc::new(move |ctx, event| Box::pin(f(module.clone(), ctx, event)));
+        self.table.sleep_hooks.push(handler);
     }
 
     /// A task the server runs from start to shutdown (it must end once

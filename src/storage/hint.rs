@@ -1,6 +1,7 @@
 //! Which accounts may have rows in a table that is empty for almost everyone: offline
-//! messages, pending subscription requests, block lists. Every login reads these three;
-//! without the hint each read is a database round trip that finds nothing.
+//! messages, pending subscription requests, block lists, push registrations. Every login
+//! reads these (and every message stored offline, the push registrations); without the hint
+//! each read is a database round trip that finds nothing.
 //!
 //! The hint is a superset of the owners with rows. Only the server process adds such rows
 //! (the CLI only deletes accounts, which leaves the hint a superset), so it is enough that a

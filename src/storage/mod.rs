@@ -14,6 +14,7 @@ mod muc_vcard;
 mod offline;
 mod pep;
 mod private;
+mod push;
 mod readers;
 mod roster;
 mod vcard;
@@ -26,6 +27,7 @@ pub use muc::{Affiliation, AffiliationChange, AllowPm, MucStore, PresenceBroadca
 pub use offline::{BatchLimit, OfflineMessage, OfflineQuota, OfflineStore, PendingStore, Stored};
 pub use pep::{AccessModel, Created, LastItem, NodeConfig, NotificationType, PepItem, PepLimits, PepNode, PepStore, SendLast};
 pub use private::PrivateStore;
+pub use push::{PushRegistration, PushStore};
 pub use roster::{RosterItem, RosterLimits, RosterStore, Subscription};
 pub use vcard::VcardStore;
 
@@ -78,6 +80,8 @@ pub enum LimitReached {
     PepBytes(u64),
     #[error("a PEP node has at most {0} subscriptions")]
     PepSubscribers(usize),
+    #[error("an account has at most {0} push notification registrations")]
+    PushRegistrations(usize),
 }
 
 impl From<LimitReached> for StorageError {
@@ -142,6 +146,7 @@ struct Hints {
     offline: hint::OwnerHint,
     pending_in: hint::OwnerHint,
     blocklist: hint::OwnerHint,
+    push: hint::OwnerHint,
 }
 
 impl Hints {
@@ -150,6 +155,7 @@ impl Hints {
             offline: hint::OwnerHint::new("SELECT DISTINCT owner FROM offline_messages"),
             pending_in: hint::OwnerHint::new("SELECT DISTINCT owner FROM roster_pending_in"),
             blocklist: hint::OwnerHint::new("SELECT DISTINCT owner FROM blocklist"),
+            push: hint::OwnerHint::new("SELECT DISTINCT owner FROM push_registrations"),
         }
     }
 }
@@ -362,6 +368,9 @@ impl Db {
     }
     pub fn last_activity(&self) -> LastActivityStore {
         LastActivityStore { db: self.clone() }
+    }
+    pub fn push(&self) -> PushStore {
+        PushStore { db: self.clone() }
     }
 }
 

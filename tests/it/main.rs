@@ -30,6 +30,7 @@ mod muc_presence_broadcast;
 mod offline;
 mod pep;
 mod presence;
+mod push;
 mod quotas;
 mod roster;
 mod robustness;

@@ -5,7 +5,7 @@ use starling::auth::{ScramCredential, ScramHash};
 use starling::xml::Serialised;
 use starling::storage::{
     Affiliation, AffiliationChange, AllowPm, ArchiveRange, BatchLimit, BulkMessage, Db, LastActivity, LimitReached, NewAccount,
-    NewArchived, OfflineQuota, PresenceBroadcast, RoomConfig, RoomSummary, RosterItem, RosterLimits, StorageError, Stored, StoredAffiliation,
+    NewArchived, OfflineQuota, PresenceBroadcast, PushRegistration, RoomConfig, RoomSummary, RosterItem, RosterLimits, StorageError, Stored, StoredAffiliation,
     StoredRoom, Subscription, Whois,
 };
 
@@ -521,6 +521,48 @@ async fn private_quota(b: Backend) {
     assert_eq!(store.get(&a, "n3").await.unwrap(), Some(element("n3", 500)));
 }
 
+/// XEP-0357 registrations: enable replaces the same pair's options and device, counts
+/// against the limit all or nothing; disable by service or by node; an error's removal only
+/// if nothing changed meanwhile; gone with the account.
+async fn push_registrations(b: Backend) {
+    let (db, _dir) = open(b).await;
+    account(&db, "a@x").await;
+    account(&db, "b@x").await;
+    let (a, other) = (j("a@x"), j("b@x"));
+    let store = db.push();
+    assert!(store.list(&a).await.unwrap().is_empty());
+    let reg = |service: &str, node: &str, resource: &str, options: Option<&str>| PushRegistration {
+        service: service.into(),
+        node: node.into(),
+        resource: resource.into(),
+        options: options.map(str::to_string),
+    };
+    store.enable(&a, &reg("p.example", "n1", "phone", Some("<x xmlns='jabber:x:data'/>")), 2).await.unwrap();
+    store.enable(&a, &reg("p.example", "n2", "phone", None), 2).await.unwrap();
+    store.enable(&other, &reg("p.example", "n1", "pad", None), 2).await.unwrap();
+    let refused = store.enable(&a, &reg("q.example", "n", "phone", None), 2).await;
+    assert!(matches!(refused, Err(StorageError::Limit(LimitReached::PushRegistrations(2)))), "{refused:?}");
+    // The same pair again: replaced, not counted twice.
+    store.enable(&a, &reg("p.example", "n1", "tablet", None), 2).await.unwrap();
+    let list = store.list(&a).await.unwrap();
+    assert_eq!(list, [reg("p.example", "n1", "tablet", None), reg("p.example", "n2", "phone", None)]);
+    // Removal after an error: only what was sent to.
+    assert!(!store.disable_if_unchanged(&a, &reg("p.example", "n1", "phone", None)).await.unwrap());
+    assert!(!store.disable_if_unchanged(&a, &reg("p.example", "n1", "tablet", Some("<x/>"))).await.unwrap());
+    assert!(store.disable_if_unchanged(&a, &reg("p.example", "n1", "tablet", None)).await.unwrap());
+    store.enable(&a, &reg("p.example", "n1", "phone", Some("<x/>")), 2).await.unwrap();
+    assert!(store.disable_if_unchanged(&a, &reg("p.example", "n1", "phone", Some("<x/>"))).await.unwrap());
+    store.enable(&a, &reg("p.example", "n1", "phone", None), 2).await.unwrap();
+    assert_eq!(store.disable(&a, "p.example", Some("n9")).await.unwrap(), 0);
+    assert_eq!(store.disable(&a, "p.example", Some("n1")).await.unwrap(), 1);
+    store.enable(&a, &reg("p.example", "n3", "phone", None), 2).await.unwrap();
+    assert_eq!(store.disable(&a, "p.example", None).await.unwrap(), 2);
+    assert!(store.list(&a).await.unwrap().is_empty());
+    assert_eq!(store.list(&other).await.unwrap().len(), 1, "another account's stay");
+    assert!(db.accounts().delete(&other).await.unwrap());
+    assert!(store.list(&other).await.unwrap().is_empty(), "gone with the account");
+}
+
 /// A room with every field set to something other than a default.
 fn room(jid: &str) -> StoredRoom {
     StoredRoom {
@@ -1021,6 +1063,7 @@ db_tests!(
     roster_limits,
     roster_limit_concurrent,
     private_quota,
+    push_registrations,
     muc_rooms,
     muc_affiliations,
     muc_listing,
