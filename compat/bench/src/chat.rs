@@ -116,6 +116,14 @@ type Writer = Arc<tokio::sync::Mutex<WriteHalf<Stream>>>;
 /// The second server of the s2s scenario: the accounts PREFIX0..count-1 log in there too
 /// (sessions count..2 × count), and session i's partner is session (i + count) mod
 /// 2 × count, the same account number on the other server.
+///
+/// Its senders are also spread evenly in time: sender i sends its k-th message of a step
+/// at (k − i/n) ÷ its rate, so that all together make an even stream at every rate. (In
+/// `chat` every sender sends its k-th message at k ÷ its rate, within the same 10 ms tick:
+/// below 100 msg/s per sender that is one burst of one message per user, and its p99 is how
+/// long the server takes for the burst, whatever the rate. Two servers sharing one core
+/// take about twice as long per message, so for the federated chat that burst alone would
+/// decide the sweep.)
 pub struct Federated {
     pub target: Target,
     /// Its process, for its CPU and memory (/proc/PID).
@@ -369,6 +377,7 @@ pub async fn run_between(ctx: Arc<Ctx>, a: Args, fed: Option<Federated>) -> bool
         let per_sender = rate / senders.len() as f64;
         let n = senders.len();
         let duration = a.duration;
+        let spread = fed.is_some();
         let mut tasks = Vec::new();
         for mut s in senders {
             let (jids, padding) = (jids.clone(), padding.clone());
@@ -379,6 +388,9 @@ pub async fn run_between(ctx: Arc<Ctx>, a: Args, fed: Option<Federated>) -> bool
                 let tick = Duration::from_millis(10);
                 let start = Instant::now();
                 tokio::time::sleep(tick.mul_f64(s.i as f64 / n as f64)).await;
+                // The federated chat's senders: each one's messages shifted by its share
+                // of its own period (see Federated).
+                let phase = if spread { s.i as f64 / n as f64 } else { 0.0 };
                 let mut sent = 0u64;
                 let mut buf = String::new();
                 let mut interval = tokio::time::interval(tick);
@@ -386,7 +398,7 @@ pub async fn run_between(ctx: Arc<Ctx>, a: Args, fed: Option<Federated>) -> bool
                 loop {
                     interval.tick().await;
                     let elapsed = start.elapsed().as_secs_f64();
-                    let due = (elapsed.min(duration) * per_sender) as u64;
+                    let due = (elapsed.min(duration) * per_sender + phase) as u64;
                     buf.clear();
                     let burst_start = sent;
                     while sent < due {
