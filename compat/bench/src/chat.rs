@@ -12,6 +12,11 @@
 //! it sends (as Conversations does); the time until a burst is acknowledged is reported,
 //! and at the end of each step every sender asks once more and waits until all it sent is
 //! acknowledged. With --carbons every session enables XEP-0280 carbons.
+//!
+//! The s2s scenario (`s2s-chat`, src/s2s.rs) runs the same between two federated servers:
+//! [`run_between`] with a second server logs the same accounts in on both, and each user
+//! sends only to its partner, the account of the same number on the other server, so every
+//! message crosses the server-to-server link.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -23,9 +28,9 @@ use serde_json::{Value, json};
 use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 
-use crate::client::{self, SendExt, Stream};
+use crate::client::{self, SendExt, Stream, Target};
 use crate::sm::{self, Counters};
-use crate::{Ctx, latency_ms, own_cpu_s, round};
+use crate::{Ctx, ProcStats, latency_ms, own_cpu_s, proc_stats, round};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -108,17 +113,49 @@ struct RecvState {
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<Stream>>>;
 
+/// The second server of the s2s scenario: the accounts PREFIX0..count-1 log in there too
+/// (sessions count..2 × count), and session i's partner is session (i + count) mod
+/// 2 × count, the same account number on the other server.
+///
+/// Its senders are also spread evenly in time: sender i sends its k-th message of a step
+/// at (k − i/n) ÷ its rate, so that all together make an even stream at every rate. (In
+/// `chat` every sender sends its k-th message at k ÷ its rate, within the same 10 ms tick:
+/// below 100 msg/s per sender that is one burst of one message per user, and its p99 is how
+/// long the server takes for the burst, whatever the rate. Two servers sharing one core
+/// take about twice as long per message, so for the federated chat that burst alone would
+/// decide the sweep.)
+pub struct Federated {
+    pub target: Target,
+    /// Its process, for its CPU and memory (/proc/PID).
+    pub pid: Option<u32>,
+    /// Seconds to wait for the warm-up messages, the first over each link.
+    pub link_timeout: f64,
+}
+
+/// The body of the warm-up messages (not counted in any step).
+const WARMUP: &str = "warmup";
+
 struct Sender {
     i: usize,
     writer: Writer,
     seq_to: HashMap<usize, u64>,
     rng: u64,
+    /// The only recipient (the s2s scenario's partner); None: a random other user.
+    partner: Option<usize>,
     /// XEP-0198 counters, with --sm.
     sm: Option<Arc<Counters>>,
 }
 
 pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
-    assert!(a.count >= 2, "chat needs at least two users");
+    run_between(ctx, a, None).await
+}
+
+/// The chat on one server, or with `fed` between the users of two federated servers.
+pub async fn run_between(ctx: Arc<Ctx>, a: Args, fed: Option<Federated>) -> bool {
+    assert!(
+        a.count >= 2 || (fed.is_some() && a.count >= 1),
+        "chat needs at least two users"
+    );
     client::set_read_capacity(a.read_buffer);
     let limit = Arc::new(Semaphore::new(64));
     let mut logins = Vec::new();
@@ -126,13 +163,26 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         sm: a.sm.then_some(true),
         carbons: a.carbons,
     };
-    for i in 0..a.count {
+    let per_side = a.count;
+    let sessions_total = if fed.is_some() { 2 * per_side } else { per_side };
+    let target_b = fed.as_ref().map(|f| Arc::new(f.target.clone()));
+    for i in 0..sessions_total {
         let permit = limit.clone().acquire_owned().await.unwrap();
         let ctx = ctx.clone();
+        let target_b = target_b.clone();
         logins.push(tokio::spawn(async move {
-            let s = ctx.login_with(i, "chat", true, extras).await;
+            let k = i % per_side;
+            let s = match target_b.filter(|_| i >= per_side) {
+                None => ctx.login_with(k, "chat", true, extras).await,
+                Some(t) => {
+                    let (user, password) = (ctx.user(k), &ctx.cli.password);
+                    client::login_with(&t, ctx.source(i), &user, password, "chat", true, extras)
+                        .await
+                }
+            };
             drop(permit);
-            s.map_err(|e| format!("login {}: {e}", ctx.user(i)))
+            let server = if i >= per_side { "the second server" } else { "the server" };
+            s.map_err(|e| format!("login {} on {server}: {e}", ctx.user(k)))
         }));
     }
     let mut sessions = Vec::new();
@@ -155,6 +205,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
     );
     let clock = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
+    // Message errors (bounces) and warm-up messages received, all sessions together.
+    let errors = Arc::new(AtomicU64::new(0));
+    let warmed = Arc::new(AtomicU64::new(0));
     let current_step = Arc::new(AtomicU64::new(0));
     let mut states = Vec::new();
     let mut senders = Vec::new();
@@ -174,7 +227,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         let counters = enabled.map(|e| Arc::new(Counters::starting_at(e.received, e.sent, 0)));
         let state = Arc::new(Mutex::new(RecvState::default()));
         states.push(state.clone());
-        let delivered = delivered.clone();
+        let (delivered, errors, warmed) = (delivered.clone(), errors.clone(), warmed.clone());
         let (sm, answers) = (counters.clone(), writer.clone());
         tokio::spawn(async move {
             while let Ok(s) = reader.stanza().await {
@@ -198,9 +251,17 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                         _ => {}
                     }
                 }
+                if s.name == "message" && s.kind.as_deref() == Some("error") {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let Some(body) = s.body.filter(|_| s.name == "message") else {
                     continue;
                 };
+                if body == WARMUP {
+                    warmed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let mut parts = body.split(' ');
                 let (Some(from), Some(seq), Some(t), Some(step)) =
                     (parts.next(), parts.next(), parts.next(), parts.next())
@@ -250,9 +311,47 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             writer,
             seq_to: HashMap::new(),
             rng,
+            partner: fed.as_ref().map(|_| (i + per_side) % sessions_total),
             sm: counters,
         });
     }
+    // s2s: one message from every user to its partner opens the links both ways (DNS,
+    // TCP, TLS, dialback), which the steps must not measure; all must arrive.
+    let mut link_setup_seconds = None;
+    if let Some(f) = &fed {
+        let t0 = Instant::now();
+        for s in &senders {
+            let to = &jids[s.partner.unwrap()];
+            let xml = format!("<message to='{to}' type='chat'><body>{WARMUP}</body></message>");
+            if let Some(sm) = &s.sm {
+                sm.sent(1, false);
+            }
+            if let Err(e) = s.writer.lock().await.send(xml.as_bytes()).await {
+                eprintln!("s2s warm-up: sending: {e}");
+                return false;
+            }
+        }
+        let deadline = t0 + Duration::from_secs_f64(f.link_timeout);
+        while warmed.load(Ordering::Relaxed) < sessions_total as u64
+            && errors.load(Ordering::Relaxed) == 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (got, bounced) = (warmed.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+        if got < sessions_total as u64 || bounced > 0 {
+            eprintln!(
+                "s2s warm-up: {got} of {sessions_total} messages arrived within {} s, {bounced} bounced: the servers did not federate",
+                f.link_timeout
+            );
+            return false;
+        }
+        link_setup_seconds = Some(round(t0.elapsed().as_secs_f64(), 3));
+        // Anything the warm-up left (acks, presence) settles before the first step.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let scenario = if fed.is_some() { "s2s-chat" } else { "chat" };
+    let server_b = || fed.as_ref().and_then(|f| f.pid).and_then(proc_stats);
     let padding = Arc::new("x".repeat(a.body));
     let mut step_no = 0u64;
     let mut all_ok = true;
@@ -265,17 +364,20 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             st.stats = StepStats::default();
         }
         delivered.store(0, Ordering::Relaxed);
+        let errors0 = errors.load(Ordering::Relaxed);
         let requests0: u64 = senders
             .iter()
             .filter_map(|s| s.sm.as_ref())
             .map(|c| c.requests.load(Ordering::Relaxed) as u64)
             .sum();
         let before = ctx.server();
+        let before_b = server_b();
         let cpu0 = own_cpu_s();
         let wall0 = Instant::now();
         let per_sender = rate / senders.len() as f64;
         let n = senders.len();
         let duration = a.duration;
+        let spread = fed.is_some();
         let mut tasks = Vec::new();
         for mut s in senders {
             let (jids, padding) = (jids.clone(), padding.clone());
@@ -286,6 +388,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 let tick = Duration::from_millis(10);
                 let start = Instant::now();
                 tokio::time::sleep(tick.mul_f64(s.i as f64 / n as f64)).await;
+                // The federated chat's senders: each one's messages shifted by its share
+                // of its own period (see Federated).
+                let phase = if spread { s.i as f64 / n as f64 } else { 0.0 };
                 let mut sent = 0u64;
                 let mut buf = String::new();
                 let mut interval = tokio::time::interval(tick);
@@ -293,7 +398,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 loop {
                     interval.tick().await;
                     let elapsed = start.elapsed().as_secs_f64();
-                    let due = (elapsed.min(duration) * per_sender) as u64;
+                    let due = (elapsed.min(duration) * per_sender + phase) as u64;
                     buf.clear();
                     let burst_start = sent;
                     while sent < due {
@@ -305,6 +410,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                         let mut to = (rng % jids.len() as u64) as usize;
                         if to == s.i {
                             to = (to + 1) % jids.len();
+                        }
+                        if let Some(partner) = s.partner {
+                            to = partner;
                         }
                         let seq = s.seq_to.entry(to).or_insert(0);
                         *seq += 1;
@@ -367,6 +475,7 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         // The server's CPU covers the backlog too: an overloaded server's work on this
         // step's messages (its CPU per message) is not cut off at the drain window.
         let after = ctx.server();
+        let after_b = server_b();
         let measured = wall0.elapsed().as_secs_f64();
         // XEP-0198: everyone asks once more; everything sent must be acknowledged.
         let mut ack_fields = None;
@@ -449,7 +558,9 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         if a.carbons {
             fields["carbons_enabled"] = json!(carbons_enabled);
         }
-        if let (Some(b), Some(af)) = (before, after) {
+        if fed.is_none()
+            && let (Some(b), Some(af)) = (before, after)
+        {
             fields["server_cpu_s"] = json!(round(af.cpu_s - b.cpu_s, 3));
             fields["server_cpu_pct"] = json!(round(100.0 * (af.cpu_s - b.cpu_s) / measured, 1));
             fields["server_cpu_us_per_message"] = json!(round(
@@ -458,10 +569,16 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             ));
             fields["server_rss_kib"] = json!(af.rss_kib);
         }
+        if fed.is_some() {
+            federated_fields(&mut fields, [(before, after), (before_b, after_b)], measured, total.count);
+            fields["users_per_side"] = json!(per_side);
+            fields["errors"] = json!(errors.load(Ordering::Relaxed) - errors0);
+            fields["link_setup_seconds"] = json!(link_setup_seconds);
+        }
         let loadgen_cpu = own_cpu_s() - cpu0;
         fields["loadgen_cpu_us_per_message"] =
             json!(round(loadgen_cpu * 1e6 / total.count.max(1) as f64, 2));
-        ctx.emit("chat", fields.clone(), cpu0, wall0);
+        ctx.emit(scenario, fields.clone(), cpu0, wall0);
         fields["loadgen_cpu_pct"] = json!(round(
             100.0 * loadgen_cpu / wall0.elapsed().as_secs_f64(),
             1
@@ -475,7 +592,8 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
         senders = s;
         all_ok = fields["lost"] == json!(0)
             && fields["duplicates"] == json!(0)
-            && (!a.sm || fields["unacked_at_end"] == json!(0));
+            && (!a.sm || fields["unacked_at_end"] == json!(0))
+            && (fed.is_none() || fields["errors"] == json!(0));
     } else {
         let cpu0 = own_cpu_s();
         let wall0 = Instant::now();
@@ -525,6 +643,16 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
             "first_unsustained_rate_per_s": hi.map(|h| round(h, 0)),
             "steps": steps,
         });
+        let federated_keys: &[&str] = if fed.is_some() {
+            &[
+                "server_a_cpu_us_per_message",
+                "server_b_cpu_us_per_message",
+                "server_a_cpu_pct",
+                "server_b_cpu_pct",
+            ]
+        } else {
+            &[]
+        };
         if let Some(b) = best {
             for k in [
                 "latency_ms",
@@ -534,14 +662,52 @@ pub async fn run(ctx: Arc<Ctx>, a: Args) -> bool {
                 "loadgen_cpu_pct",
                 "delivered_rate_per_s",
                 "ack_latency_ms",
-            ] {
-                fields[format!("at_max_{k}")] = b[k].clone();
+            ]
+            .iter()
+            .chain(federated_keys)
+            {
+                fields[format!("at_max_{k}")] = b[*k].clone();
             }
         }
-        ctx.emit("chat-max", fields, cpu0, wall0);
+        if fed.is_some() {
+            fields["users_per_side"] = json!(per_side);
+            fields["link_setup_seconds"] = json!(link_setup_seconds);
+        }
+        ctx.emit(&format!("{scenario}-max"), fields, cpu0, wall0);
     }
     for s in senders {
         let _ = s.writer.lock().await.send(b"</stream:stream>").await;
     }
     all_ok
+}
+
+/// The server figures of an s2s step: each server's CPU (`server_a_*`: the first server's,
+/// `server_b_*`: the second's) and memory, and both together as `server_cpu_*` (the whole
+/// cost of a federated message: every one is handled by both servers, once as its sender's
+/// server and once as its recipient's). `spans`: (before, after) of each server.
+fn federated_fields(
+    fields: &mut Value,
+    spans: [(Option<ProcStats>, Option<ProcStats>); 2],
+    measured: f64,
+    delivered: u64,
+) {
+    let mut both = Some(0.0);
+    for ((before, after), side) in spans.into_iter().zip(["a", "b"]) {
+        let Some((b, af)) = before.zip(after) else {
+            both = None;
+            continue;
+        };
+        let cpu = af.cpu_s - b.cpu_s;
+        both = both.map(|x| x + cpu);
+        fields[format!("server_{side}_cpu_s")] = json!(round(cpu, 3));
+        fields[format!("server_{side}_cpu_pct")] = json!(round(100.0 * cpu / measured, 1));
+        fields[format!("server_{side}_cpu_us_per_message")] =
+            json!(round(cpu * 1e6 / delivered.max(1) as f64, 2));
+        fields[format!("server_{side}_rss_kib")] = json!(af.rss_kib);
+    }
+    if let Some(cpu) = both {
+        fields["server_cpu_s"] = json!(round(cpu, 3));
+        fields["server_cpu_pct"] = json!(round(100.0 * cpu / measured, 1));
+        fields["server_cpu_us_per_message"] = json!(round(cpu * 1e6 / delivered.max(1) as f64, 2));
+    }
 }

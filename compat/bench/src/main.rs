@@ -18,6 +18,8 @@
 //!   starling-bench --server 127.0.0.1:5222 muc-fanout --sweep --max-p99-ms 100
 //!   starling-bench --server 127.0.0.1:5222 muc-join --count 1000 --history-joins 100
 //!   starling-bench --server 127.0.0.1:5222 muc-memory --count 1000
+//!   starling-bench --server 127.0.0.2:5222 --domain a.example s2s-chat --server-b 127.0.0.3:5222 --domain-b b.example
+//!   starling-bench --server 127.0.0.2:5222 --domain a.example s2s-links --server-b 127.0.0.3:5222 --links 100
 //!   starling-bench report results.jsonl > RESULTS.md
 
 mod archive;
@@ -33,6 +35,7 @@ mod register;
 mod report;
 mod resume;
 mod roster;
+mod s2s;
 mod sm;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -115,6 +118,12 @@ enum Scenario {
     MucJoin(muc_join::Args),
     /// Server memory per occupant of a room.
     MucMemory(muc_memory::Args),
+    /// 1:1 chat between the users of two federated servers, each user with a partner on
+    /// the other: both servers' CPU per message, latency, loss (or a sweep of rates).
+    S2sChat(s2s::ChatArgs),
+    /// Memory per idle s2s link: links to --links more domains of the second server, RSS
+    /// of both servers before and after.
+    S2sLinks(s2s::LinksArgs),
     /// Turn a JSON-lines results file into the Markdown report.
     Report(report::Args),
 }
@@ -370,6 +379,8 @@ async fn run(cli: Cli) {
         Scenario::MucFanout(a) => muc_fanout::run(ctx.clone(), a.clone()).await,
         Scenario::MucJoin(a) => muc_join::run(ctx.clone(), a.clone()).await,
         Scenario::MucMemory(a) => muc_memory::run(ctx.clone(), a.clone()).await,
+        Scenario::S2sChat(a) => s2s::chat(ctx.clone(), a.clone()).await,
+        Scenario::S2sLinks(a) => s2s::links(ctx.clone(), a.clone()).await,
         Scenario::Report(_) | Scenario::ArchiveGen(_) => unreachable!(),
     };
     if let Some(path) = cache && let Err(e) = client::save_scram_cache(&path) {

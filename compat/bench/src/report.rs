@@ -204,6 +204,82 @@ fn muc_figures() -> Vec<Figure> {
     ]
 }
 
+/// A line of the s2s profile (two servers of one kind federating) of this scenario.
+fn s2s(v: &Value, scenario: &str) -> bool {
+    v["scenario"] == scenario && v["security"] == "plain" && v.get("kind").is_none() && v.get("phase").is_none() && v["profile"] == "s2s"
+}
+
+/// The figures of the s2s scenarios, with their targets (the issue's: CPU per federated
+/// message at most 1/5 of the better peer pair's, highest rate at least 4 times theirs).
+fn s2s_figures() -> Vec<Figure> {
+    let f = |title, unit, better, select: Select| Figure { title, unit, better, select };
+    let fixed = |v: &Value| s2s(v, "s2s-chat") && v["sweep"] == false;
+    let max = |v: &Value| s2s(v, "s2s-chat-max");
+    let links = |v: &Value| s2s(v, "s2s-links");
+    vec![
+        f(
+            "Federated 1:1 chat at the fixed rate: server CPU per message, both servers together",
+            "µs",
+            Better::Lower(Some(0.2)),
+            Box::new(move |v| fixed(v).then(|| get(v, "server_cpu_us_per_message")).flatten()),
+        ),
+        f("  a.example's server", "µs", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "server_a_cpu_us_per_message")).flatten())),
+        f("  b.example's server", "µs", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "server_b_cpu_us_per_message")).flatten())),
+        f("  p50 latency", "ms", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "latency_ms.p50")).flatten())),
+        f("  p99 latency", "ms", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "latency_ms.p99")).flatten())),
+        f("  both servers busy", "% of CPU 0", Better::Lower(None), Box::new(move |v| fixed(v).then(|| get(v, "server_cpu_pct")).flatten())),
+        f(
+            "Federated 1:1 chat: highest sustained rate (p99 < 50 ms, nothing lost)",
+            "msg/s",
+            Better::Higher(Some(4.0)),
+            Box::new(move |v| max(v).then(|| get(v, "max_sustained_rate_per_s")).flatten()),
+        ),
+        f(
+            "  server CPU per message at that rate, both servers together",
+            "µs",
+            Better::Lower(None),
+            Box::new(move |v| max(v).then(|| get(v, "at_max_server_cpu_us_per_message")).flatten()),
+        ),
+        f("  p99 latency at that rate", "ms", Better::Lower(None), Box::new(move |v| max(v).then(|| get(v, "at_max_latency_ms.p99")).flatten())),
+        f(
+            "Links set up (first message from every user to its partner, until all arrived)",
+            "s",
+            Better::Lower(None),
+            Box::new(move |v| fixed(v).then(|| get(v, "link_setup_seconds")).flatten()),
+        ),
+        f(
+            "Memory per idle s2s link: a.example's server, per remote domain linked both ways",
+            "KiB",
+            Better::Lower(None),
+            Box::new(move |v| links(v).then(|| get(v, "server_a_kib_per_link")).flatten()),
+        ),
+        f(
+            "  b.example's server, per local domain linked both ways",
+            "KiB",
+            Better::Lower(None),
+            Box::new(move |v| links(v).then(|| get(v, "server_b_kib_per_link")).flatten()),
+        ),
+        f(
+            "  server CPU per link set-up (TLS and dialback, both ways), a.example's server",
+            "ms",
+            Better::Lower(None),
+            Box::new(move |v| links(v).then(|| get(v, "server_a_cpu_ms_per_link")).flatten()),
+        ),
+        f(
+            "  b.example's server",
+            "ms",
+            Better::Lower(None),
+            Box::new(move |v| links(v).then(|| get(v, "server_b_cpu_ms_per_link")).flatten()),
+        ),
+        f(
+            "  load generator busy at the highest sustained rate",
+            "% of its core",
+            Better::Lower(None),
+            Box::new(move |v| max(v).then(|| get(v, "at_max_loadgen_cpu_pct")).flatten()),
+        ),
+    ]
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -708,6 +784,72 @@ pub fn run(a: &Args) -> i32 {
                 let steps: Vec<String> = v["steps"]
                     .as_array()
                     .map(|a| a.iter().map(|s| format!("{} {} {}ms {}/s lost {} {}%", s[0], if s[1] == true { "ok" } else { "no" }, s[2], s[3], s[4], s[5])).collect())
+                    .unwrap_or_default();
+                let _ = writeln!(out, "- {} rep {}: {}", v["server"].as_str().unwrap_or(""), v["rep"], steps.join(" · "));
+            }
+        }
+    }
+
+    // The s2s scenarios.
+    let s2s_lines: Vec<&Value> = lines.iter().filter(|v| v["profile"] == "s2s").collect();
+    if !s2s_lines.is_empty() {
+        let _ = writeln!(out, "\n## Federation (server to server)\n");
+        let _ = writeln!(
+            out,
+            "Two servers of the same kind federating, each column a pair: Starling with Starling, Prosody with \
+             Prosody, ejabberd with ejabberd (the s2s profile above: the base profile plus federation, Server \
+             Dialback on every link). Every user chats only with its partner on the other server, so every \
+             message crosses the link. A message is handled by both servers, once as its sender's (c2s in, s2s \
+             out) and once as its recipient's (s2s in, c2s out); with the same traffic both ways, one server's \
+             CPU ÷ all messages is the mean of the two, and both servers together are the whole cost of one \
+             federated message. Both servers share CPU 0, so the highest rate is where the two together run \
+             out. A scenario whose links could not be set up writes no line (its figures show as –; the run's \
+             `bench.log` says why).\n"
+        );
+        let mut s2s_verdicts = Vec::new();
+        table(&mut out, &lines, &s2s_figures(), true, &mut s2s_verdicts);
+        let _ = writeln!(out, "\nTargets:\n");
+        if s2s_verdicts.is_empty() {
+            let _ = writeln!(out, "No target could be checked (a pair's figures are missing).");
+        }
+        for (what, met) in &s2s_verdicts {
+            let _ = writeln!(out, "- {}: {what}", if *met { "met" } else { "**not met**" });
+        }
+        let _ = writeln!(out, "\nCorrectness (all repetitions; loss, duplicates and reordering per sender as its partner saw them):\n");
+        let _ = writeln!(out, "| Pair | Messages sent | delivered | lost | duplicated | reordered | arrived late (overloaded steps) | Bounced | Links asked / answered |");
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for s in SERVERS {
+            let mine: Vec<&&Value> = s2s_lines.iter().filter(|v| v["server"] == s).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let sum = |scenario: &str, key: &str| -> u64 { mine.iter().filter(|v| v["scenario"] == scenario).filter_map(|v| get(v, key)).map(|x| x as u64).sum() };
+            let _ = writeln!(
+                out,
+                "| {s} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                sum("s2s-chat", "sent"),
+                sum("s2s-chat", "delivered"),
+                sum("s2s-chat", "lost"),
+                sum("s2s-chat", "duplicates"),
+                sum("s2s-chat", "reordered"),
+                sum("s2s-chat", "arrived_after_drain"),
+                sum("s2s-chat", "errors"),
+                sum("s2s-links", "links"),
+                sum("s2s-links", "answered"),
+            );
+        }
+        let sweeps: Vec<&&Value> = s2s_lines.iter().filter(|v| v["scenario"] == "s2s-chat-max").collect();
+        if !sweeps.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nSweeps: the rate (both directions together) doubled until a step is not sustained, then bisected; a step \
+                 is sustained if every message arrived within the drain window, p99 < 50 ms and the senders offered ≥ 95% \
+                 of the rate. Steps: rate (msg/s), sustained, p99 (ms), load generator busy (%).\n"
+            );
+            for v in sweeps {
+                let steps: Vec<String> = v["steps"]
+                    .as_array()
+                    .map(|a| a.iter().map(|s| format!("{} {} {}ms {}%", s[0], if s[1] == true { "ok" } else { "no" }, s[2], s[3])).collect())
                     .unwrap_or_default();
                 let _ = writeln!(out, "- {} rep {}: {}", v["server"].as_str().unwrap_or(""), v["rep"], steps.join(" · "));
             }
