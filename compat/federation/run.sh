@@ -364,7 +364,13 @@ run_mode() {  # run_mode MODE
             && grep -q "^ok: .*authenticated by $check_want" <<<"$check_out"; then
             row "$mode" "check-s2s-$side" PASS $((SECONDS - t1)) "$FED_KIND check s2s $FED_PEER_DOMAIN: $(grep '^ok: ' <<<"$check_out" | cut -c1-120)"
         else
-            row "$mode" "check-s2s-$side" FAIL $((SECONDS - t1)) "$FED_KIND check s2s $FED_PEER_DOMAIN, want $check_want: $(tail -n 2 <<<"$check_out" | tr '\n' ' ' | cut -c1-200)"
+            local check_why check_detail
+            check_detail="$FED_KIND check s2s $FED_PEER_DOMAIN, want $check_want: $(tail -n 2 <<<"$check_out" | tr '\n' ' ' | cut -c1-200)"
+            if check_why=$(known_reason "$mode" "check-s2s-$side"); then
+                row "$mode" "check-s2s-$side" KNOWN $((SECONDS - t1)) "$check_why | $check_detail"
+            else
+                row "$mode" "check-s2s-$side" FAIL $((SECONDS - t1)) "$check_detail"
+            fi
         fi
         printf '%s\n' "$check_out" >"$FED_DIR/check-s2s.log"
     done
