@@ -502,7 +502,7 @@ impl Session {
         // XEP-0352: an inactive client gets now only what it must see now; the modules
         // that can wake its device hear of the messages it is sent meanwhile.
         let inactive = self.csi.as_deref().is_some_and(Holdback::is_inactive);
-        if inactive && self.core.modules.watches_sleep() {
+        if inactive && self.core.modules.watches_sleep(&self.jid) {
             for el in batch.iter().filter(|el| el.name() == "message") {
                 let sleep = Sleep::Message { why: Asleep::Inactive, message: (**el).clone() };
                 self.core.modules.run_sleep_hook(&self.ctx, &self.jid, sleep).await;
@@ -805,7 +805,7 @@ impl Session {
         let mut deadline = fell_asleep + timeout;
         // The modules that can wake the client's device hear of it (and of the messages
         // it may not have got), and may keep the session longer.
-        let watching = self.core.modules.watches_sleep();
+        let watching = self.core.modules.watches_sleep(&self.jid);
         if watching {
             let pending = self.unreported_messages();
             let fell = Sleep::FellAsleep { why: Asleep::Hibernating, pending };

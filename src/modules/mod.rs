@@ -282,6 +282,7 @@ struct StanzaHook {
 }
 type SessionHookFn = Arc<dyn Fn(Ctx, SessionEvent) -> BoxFuture<()> + Send + Sync>;
 type SleepHookFn = Arc<dyn Fn(Ctx, Arc<SleepEvent>) -> BoxFuture<SleepOutcome> + Send + Sync>;
+type SleepInterestFn = Arc<dyn Fn(&FullJid) -> bool + Send + Sync>;
 /// A module's background task: runs from start until `core.shutdown` is cancelled.
 pub type BackgroundTask = Arc<dyn Fn(Core) -> BoxFuture<()> + Send + Sync>;
 type DeliveredHookFn = Arc<dyn Fn(Ctx, Arc<Delivered>) -> BoxFuture<()> + Send + Sync>;
@@ -355,7 +356,10 @@ pub struct ModuleTable {
     identities: HashMap<Scope, Vec<Identity>>,
     hooks: HashMap<Hook, Vec<StanzaHook>>,
     session_hooks: HashMap<SessionHook, Vec<SessionHookFn>>,
-    sleep_hooks: Vec<SleepHookFn>,
+    /// Each with the test of whether it cares about a session at all, asked without
+    /// waiting before an event is built (a copy of every message to an inactive client
+    /// would otherwise be made for nothing).
+    sleep_hooks: Vec<(SleepInterestFn, SleepHookFn)>,
     delivered: Vec<DeliveredHookFn>,
     delivery_interest: Vec<DeliveryInterestFn>,
     stream_features: Vec<(Stage, Element)>,
@@ -499,20 +503,23 @@ impl ModuleTable {
     /// Whether any module watches sessions fall asleep (so that a session copies the
     /// messages it is sent while asleep for them: a tree clone each otherwise spent for
     /// nothing).
-    pub fn watches_sleep(&self) -> bool {
-        !self.sleep_hooks.is_empty()
+    /// Whether a module wants to hear when the client of session `jid` sleeps.
+    pub fn watches_sleep(&self, jid: &FullJid) -> bool {
+        self.sleep_hooks.iter().any(|(wants, _)| wants(jid))
     }
 
     /// Tell the modules that a session's client fell asleep, was sent a message while
     /// asleep, or woke (see [`Sleep`]); their outcomes together.
     pub async fn run_sleep_hook(&self, ctx: &Ctx, jid: &FullJid, sleep: Sleep) -> SleepOutcome {
         let mut outcome = SleepOutcome::default();
-        if self.sleep_hooks.is_empty() {
+        if !self.watches_sleep(jid) {
             return outcome;
         }
         let event = Arc::new(SleepEvent { jid: jid.clone(), sleep });
-        for h in &self.sleep_hooks {
-            outcome = outcome.merge(h(ctx.clone(), event.clone()).await);
+        for (wants, h) in &self.sleep_hooks {
+            if wants(jid) {
+                outcome = outcome.merge(h(ctx.clone(), event.clone()).await);
+            }
         }
         outcome
     }
@@ -652,15 +659,19 @@ impl Registrar {
     /// Watch sessions whose clients fall asleep and wake (see [`Sleep`]): for a module that
     /// can wake a device, and may ask its session to wait longer for it
     /// ([`SleepOutcome`]).
-    pub fn sleep_hook<M, F, Fut>(&mut self, module: &Arc<M>, f: F)
+    /// `wants` says, without waiting, whether the module cares about a session at all.
+    pub fn sleep_hook<M, W, F, Fut>(&mut self, module: &Arc<M>, wants: W, f: F)
     where
         M: Send + Sync + 'static,
+        W: Fn(&M, &FullJid) -> bool + Send + Sync + 'static,
         F: Fn(Arc<M>, Ctx, Arc<SleepEvent>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = SleepOutcome> + Send + 'static,
     {
+        let m = module.clone();
+        let interest: SleepInterestFn = Arc::new(move |jid| wants(&m, jid));
         let module = module.clone();
         let handler: SleepHookFn = Arc::new(move |ctx, event| Box::pin(f(module.clone(), ctx, event)));
-        self.table.sleep_hooks.push(handler);
+        self.table.sleep_hooks.push((interest, handler));
     }
 
     /// A task the server runs from start to shutdown (it must end once

@@ -121,7 +121,7 @@ impl Module for Push {
         reg.hook(Hook::MessageUndeliverable, Kinds::MESSAGE, 10, &self, Self::undeliverable);
         reg.delivered(-10, &self, |push, account| push.online.contains_key(account), Self::delivered);
         reg.hook_when(Hook::StanzaIn, Kinds::MESSAGE, 0, &self, |_, stanza| stanza.el.has_child("pubsub", PUBSUB), Self::remote_disable);
-        reg.sleep_hook(&self, Self::sleep);
+        reg.sleep_hook(&self, Self::has_device, Self::sleep);
         reg.session_hook(SessionHook::Bound, 0, &self, Self::bound);
         reg.session_hook(SessionHook::Closed, 0, &self, Self::closed);
         reg.data_hook(&self, Self::data_changed);
@@ -283,6 +283,13 @@ impl Push {
     }
 
     /// The registrations of the device whose session is `jid` (only for an online account).
+    /// Whether the device of session `jid` has a registration (no allocation: asked for
+    /// every message written to an inactive client).
+    fn has_device(&self, jid: &FullJid) -> bool {
+        let resource = jid.resource().as_str();
+        self.online.get(crate::stanza::bare_str(jid.as_str())).is_some_and(|list| list.iter().any(|r| r.resource == resource))
+    }
+
     fn of_device(&self, jid: &FullJid) -> Vec<PushRegistration> {
         let account = jid.to_bare();
         let resource = jid.resource().as_str();
