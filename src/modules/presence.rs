@@ -220,10 +220,17 @@ impl Presence {
             // answers are written to this session directly). Contacts without an available
             // resource are not probed: their answer would be the `unavailable` that a client
             // assumes for every contact at login.
-            if core.is_local_account(&contact) && core.sessions.has_available(&item.jid) {
+            let domain = item.jid.domain().as_str();
+            if core.is_local_domain(domain) {
+                if core.is_local_account(&contact) && core.sessions.has_available(&item.jid) {
+                    ctx.send(presence(PresenceType::Probe, me.clone(), contact)).await;
+                }
+            } else if core.modules.service(domain).is_none() {
+                // A contact on another server (or of a component): whether it is online
+                // only its server knows, so it is always asked; the answers (its resources'
+                // presence, or `unavailable`) come back to this resource.
                 ctx.send(presence(PresenceType::Probe, me.clone(), contact)).await;
             }
-            // Remote contacts would be probed over s2s, which is not implemented.
         }
         for (res, el) in core.sessions.available_presences(bare) {
             if &res != full {

@@ -195,4 +195,38 @@ async fn forged_dialback_refused(backend: Backend) {
     p.stop().await;
 }
 
-db_tests!(messages_both_ways, unknown_remote_user, unreachable_server, forged_dialback_refused);
+/// RFC 6121 §4.2.2 / §4.3.1 across servers: a user who logs in after a remote contact came
+/// online learns that contact's presence from the probe sent to the contact's server; and
+/// the remote server's probes of a local user are answered (the other direction).
+async fn presence_probes_across(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (mut alice, mut bob) = p.clients().await;
+    // Mutual subscription.
+    for a_asks in [true, false] {
+        let (x, y, y_bare, x_bare) = if a_asks { (&mut alice, &mut bob, "bob@b.example", "alice@localhost") } else { (&mut bob, &mut alice, "alice@localhost", "bob@b.example") };
+        x.send(&format!("<presence type='subscribe' to='{y_bare}'/>")).await;
+        y.expect("the request", |e| e.name() == "presence" && e.attr("type") == Some("subscribe")).await;
+        y.send(&format!("<presence type='subscribed' to='{x_bare}'/>")).await;
+        x.expect("the approval", |e| e.name() == "presence" && e.attr("type") == Some("subscribed")).await;
+    }
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.send("<presence><show>dnd</show><status>busy</status></presence>").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // alice comes back: her server probes bob's; bob's answers with his presence.
+    let mut alice = p.a.login("alice", "a2").await;
+    alice.available().await;
+    let pres = alice.expect("bob's presence", |e| e.name() == "presence" && e.attr("from") == Some("bob@b.example/b")).await;
+    assert_eq!(pres.attr("type"), None, "{}", show(&pres));
+    assert_eq!(pres.get_child("show", CLIENT).map(|s| s.text()).as_deref(), Some("dnd"), "{}", show(&pres));
+    // And bob, logging in again, learns of alice the same way.
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bob = Client::login_at(&p.b, B, "bob", "pw", "b2").await;
+    bob.available().await;
+    let pres = bob.expect("alice's presence", |e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/a2")).await;
+    assert_eq!(pres.attr("type"), None, "{}", show(&pres));
+    p.stop().await;
+}
+
+db_tests!(presence_probes_across, messages_both_ways, unknown_remote_user, unreachable_server, forged_dialback_refused);
