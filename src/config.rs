@@ -122,6 +122,13 @@ pub struct S2sConfig {
     pub connect_timeout: u64,
     /// default: 10000. Stanzas waiting for one remote domain's link; more are bounced.
     pub max_queue: usize,
+    /// default: 1048576. Bytes per second read from one incoming server stream (a burst of
+    /// four seconds' worth is allowed); a faster peer is read more slowly, not cut off.
+    /// 0: no limit.
+    pub max_bytes_per_second: u64,
+    /// default: 100. Incoming server streams from one IP address at once; more are refused
+    /// with policy-violation. One server opens a stream per domain pair, so this is generous.
+    pub max_connections_per_ip: usize,
     /// default: {}. `[s2s.targets] "b.example" = ["host:port", …]`: where to connect for a
     /// remote domain instead of asking DNS (private federations, tests).
     pub targets: BTreeMap<String, Vec<String>>,
@@ -358,6 +365,8 @@ impl Default for Config {
                 max_stanza_size: 512 << 10,
                 connect_timeout: 30,
                 max_queue: 10_000,
+                max_bytes_per_second: 1 << 20,
+                max_connections_per_ip: 100,
                 targets: BTreeMap::new(),
             },
             components: ComponentsConfig { listen: vec!["127.0.0.1:5347".parse().unwrap()], domains: BTreeMap::new() },
@@ -607,6 +616,8 @@ fn read_config(
         max_stanza_size: s.take("max_stanza_size", d.s2s.max_stanza_size, |v| int_in(v, 10_000, 64 << 20).map(|n| n as usize)),
         connect_timeout: s.take("connect_timeout", d.s2s.connect_timeout, |v| int_in(v, 1, 3_600).map(|n| n as u64)),
         max_queue: s.take("max_queue", d.s2s.max_queue, |v| int_in(v, 16, 10_000_000).map(|n| n as usize)),
+        max_bytes_per_second: s.take("max_bytes_per_second", d.s2s.max_bytes_per_second, |v| int_in(v, 0, i64::MAX).map(|n| n as u64)),
+        max_connections_per_ip: s.take("max_connections_per_ip", d.s2s.max_connections_per_ip, |v| int_in(v, 1, 1_000_000).map(|n| n as usize)),
         targets: BTreeMap::new(),
     };
     let mut targets = s.section("targets");

@@ -49,6 +49,7 @@ pub struct Server {
     c2s: Vec<SocketAddr>,
     c2s_tls: Vec<SocketAddr>,
     components: Vec<SocketAddr>,
+    s2s: Vec<SocketAddr>,
     connections: TaskTracker,
     acceptors: TaskTracker,
     /// Removed at shutdown.
@@ -167,6 +168,7 @@ impl Server {
             c2s: plain.iter().filter_map(|l| l.local_addr().ok()).collect(),
             c2s_tls: tls.iter().filter_map(|l| l.local_addr().ok()).collect(),
             components: component_listeners.iter().filter_map(|l| l.local_addr().ok()).collect(),
+            s2s: s2s_listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect(),
             connections: TaskTracker::new(),
             acceptors: TaskTracker::new(),
             core,
@@ -184,10 +186,8 @@ impl Server {
             let limit = limit.clone();
             server.acceptors.spawn(accept_loop(core, resumptions.clone(), listener, direct_tls, connections, limit));
         }
-        let mut s2s_addrs = Vec::new();
         if let Some(s2s) = &server.core.s2s {
             for (listener, direct_tls) in s2s_listeners {
-                s2s_addrs.extend(listener.local_addr().ok());
                 let task = crate::s2s::accept_loop(server.core.clone(), s2s.clone(), listener, direct_tls, server.connections.clone());
                 server.acceptors.spawn(task);
             }
@@ -201,7 +201,7 @@ impl Server {
         }
         tracing::info!(
             domains = ?server.core.config.domains,
-            s2s = ?s2s_addrs,
+            s2s = ?server.s2s,
             components = ?server.components,
             storage = server.core.db.backend(),
             starttls = ?server.c2s,
@@ -225,6 +225,11 @@ impl Server {
 
     pub fn c2s_tls_addrs(&self) -> &[SocketAddr] {
         &self.c2s_tls
+    }
+
+    /// Bound addresses of the server-to-server listeners (STARTTLS and direct TLS).
+    pub fn s2s_addrs(&self) -> &[SocketAddr] {
+        &self.s2s
     }
 
     /// Bound addresses of the component listeners (XEP-0114).

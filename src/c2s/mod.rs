@@ -243,24 +243,26 @@ struct PingState {
     pending: Option<(String, Instant)>,
 }
 
-/// Token bucket on bytes read (Prosody's mod_limits): a client over its rate is not
-/// disconnected, we just stop reading from it for a while.
-struct Bucket {
+/// Token bucket on bytes read (Prosody's mod_limits): a peer over its rate is not
+/// disconnected, we just stop reading from it for a while. Rate 0: no limit.
+pub(crate) struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
-    counted: u64,
+    pub(crate) counted: u64,
     last: Instant,
-    paused_until: Option<Instant>,
+    pub(crate) paused_until: Option<Instant>,
 }
 
 impl Bucket {
-    fn new(rate: u64) -> Bucket {
+    pub(crate) fn new(rate: u64) -> Bucket {
         let burst = rate as f64 * 4.0;
         Bucket { rate: rate as f64, burst, tokens: burst, counted: 0, last: Instant::now(), paused_until: None }
     }
 
-    fn account(&mut self, total: u64) {
+    /// Count what was read up to `total` bytes in all; over the rate, `paused_until` says
+    /// until when not to read.
+    pub(crate) fn account(&mut self, total: u64) {
         if self.rate <= 0.0 {
             return;
         }

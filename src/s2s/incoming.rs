@@ -18,6 +18,7 @@ use super::dialback::{Body, Dialback, Kind, Outcome};
 use super::outgoing;
 use super::stream::{self, Failure, Stream};
 use super::S2s;
+use crate::c2s::Bucket;
 use crate::c2s::transport::Transport;
 use crate::core::Core;
 use crate::modules::Ctx;
@@ -53,6 +54,18 @@ pub async fn accept_loop(core: Core, s2s: Arc<S2s>, listener: TcpListener, direc
 }
 
 async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let Some(_slot) = s2s.admit(peer.ip()) else {
+        tracing::info!("refused: too many server streams from this address");
+        if !direct_tls {
+            // A clear answer where one can be given: the header, then the error (RFC 6120
+            // §4.9.1.1).
+            let mut stream = Stream::new(Transport::Plain(tcp), 4096);
+            stream.send_raw(&stream::header(&core.config.domains[0], None, &new_id()));
+            let text = format!("more than {} server streams from your address", s2s.config.max_connections_per_ip);
+            stream.fail(StreamError::new(StreamCondition::PolicyViolation).with_text(text)).await;
+        }
+        return;
+    };
     let deadline = Instant::now() + NEGOTIATION;
     let transport = if direct_tls {
         match tokio::time::timeout_at(deadline, TlsStream::accept(tcp, s2s.server_tls.clone())).await {
@@ -63,6 +76,7 @@ async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, dire
         Transport::Plain(tcp)
     };
     let (verdicts, verdicts_rx) = mpsc::channel(MAX_PENDING_VERIFICATIONS);
+    let bucket = Bucket::new(s2s.config.max_bytes_per_second);
     let incoming = Incoming {
         core,
         s2s,
@@ -71,6 +85,7 @@ async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, dire
         local: String::new(),
         external: None,
         sasl_failures: 0,
+        bucket,
         authorized: HashSet::new(),
         verdicts,
         pending: 0,
@@ -97,6 +112,8 @@ struct Incoming {
     /// when the peer's certificate is valid for it (XEP-0178 step 9).
     external: Option<String>,
     sasl_failures: u32,
+    /// `[s2s] max_bytes_per_second`: a peer over it is read more slowly.
+    bucket: Bucket,
     /// (remote domain, local domain) pairs the peer may send stanzas for.
     authorized: HashSet<(String, String)>,
     verdicts: mpsc::Sender<Verdict>,
@@ -216,7 +233,15 @@ impl Incoming {
 
     async fn elements(&mut self, stream: &mut Stream, secure: bool, verdicts: &mut mpsc::Receiver<Verdict>, deadline: Instant) -> Next {
         let peer = self.peer.to_string();
+        // A new stream counts its bytes from zero.
+        self.bucket.counted = 0;
         loop {
+            if let Some(until) = self.bucket.paused_until.take() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = self.core.shutdown.cancelled() => {}
+                }
+            }
             // Before the first domain pair is authenticated, the negotiation deadline holds.
             let until = if self.authorized.is_empty() && self.pending == 0 { deadline } else { Instant::now() + Duration::from_secs(self.s2s.config.idle_timeout) };
             let event = tokio::select! {
@@ -235,6 +260,7 @@ impl Incoming {
                 }
                 event = stream.read(until, &peer) => event,
             };
+            self.bucket.account(stream.reader.input().stats().total());
             let el = match event {
                 Ok(StreamEvent::Element(el)) => el,
                 Ok(StreamEvent::Close) => {

@@ -16,6 +16,7 @@ pub mod resolve;
 mod stream;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,26 @@ pub struct S2s {
     links: Mutex<HashMap<(String, String), mpsc::Sender<Stanza>>>,
     /// Remote domains whose link failed recently: until when, and why.
     failed: Mutex<HashMap<String, (Instant, StanzaError)>>,
+    /// Incoming streams open per remote address (`[s2s] max_connections_per_ip`).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// An incoming stream's place in the count of its address, given back when dropped.
+pub(crate) struct IpSlot {
+    s2s: Arc<S2s>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.s2s.per_ip.lock().unwrap();
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl S2s {
@@ -70,7 +91,20 @@ impl S2s {
             resolver: resolve::Resolver::from_system(),
             links: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A place for one more incoming stream from `ip`, if it has fewer than `[s2s]
+    /// max_connections_per_ip` open.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut per_ip = self.per_ip.lock().unwrap();
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open >= self.config.max_connections_per_ip {
+            return None;
+        }
+        *open += 1;
+        Some(IpSlot { s2s: self.clone(), ip })
     }
 
     /// Whether a remote domain is one this server refuses to talk to (it or a parent is in

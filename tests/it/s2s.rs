@@ -229,4 +229,44 @@ async fn presence_probes_across(backend: Backend) {
     p.stop().await;
 }
 
+/// `[s2s] max_connections_per_ip`: the streams beyond it from one address are refused with
+/// policy-violation and a text; when one closes, a new one is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_limited() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.s2s.listen = vec![addr(0)];
+        c.s2s.max_connections_per_ip = 2;
+    })
+    .await;
+    let port = server.server().s2s_addrs()[0].port();
+    let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='b.example' to='localhost' version='1.0'>";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(addr(port)).await.unwrap();
+        tcp.write_all(header.as_bytes()).await.unwrap();
+        let mut seen = String::new();
+        assert!(read_until(&mut tcp, &mut seen, "</stream:features>").await, "{seen}");
+        open.push(tcp);
+    }
+    let mut third = TcpStream::connect(addr(port)).await.unwrap();
+    let mut seen = String::new();
+    assert!(read_until(&mut third, &mut seen, "</stream:stream>").await, "{seen}");
+    assert!(seen.contains("policy-violation") && seen.contains("more than 2 server streams"), "{seen}");
+    drop(open.pop());
+    // The slot comes back once the server sees the close (bounded wait).
+    let mut admitted = false;
+    for _ in 0..50 {
+        let mut tcp = TcpStream::connect(addr(port)).await.unwrap();
+        tcp.write_all(header.as_bytes()).await.unwrap();
+        let mut seen = String::new();
+        if read_until(&mut tcp, &mut seen, "</stream:features>").await {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "a closed stream's place is given back");
+    server.stop().await;
+}
+
 db_tests!(presence_probes_across, messages_both_ways, unknown_remote_user, unreachable_server, forged_dialback_refused);
