@@ -11,7 +11,7 @@ use minidom::Element;
 use crate::common::client::{condition, show};
 use crate::common::{Backend, Client, TestServer, befriend};
 use crate::db_tests;
-use crate::pep::{Caps, DISCO_INFO, EVENT, PUBSUB, pubsub_error, settle};
+use crate::pep::{Caps, DISCO_INFO, EVENT, PUBSUB, expect_event, pubsub_error, settle};
 use crate::s2s::{B, pair};
 
 const TUNE: &str = "http://jabber.org/protocol/tune";
@@ -45,22 +45,6 @@ async fn announce(c: &mut Client, caps: &Caps, askers: &[String]) {
         c.send(&Caps::answer_with(&q, &node, &caps.features)).await;
     }
     settle().await;
-}
-
-/// A notification from `from` about `node`, as XEP-0163 §4.3.1 addresses it.
-async fn expect_event(c: &mut Client, from: &str, node: &str) -> Element {
-    let (from, node) = (from.to_string(), node.to_string());
-    let m = c
-        .expect(&format!("a notification of {node} from {from}"), |e| {
-            e.name() == "message"
-                && e.attr("from") == Some(from.as_str())
-                && e.get_child("event", EVENT).is_some_and(|ev| ev.children().any(|c| c.attr("node") == Some(node.as_str())))
-        })
-        .await;
-    assert_eq!(m.attr("type"), Some("headline"), "{}", show(&m));
-    let me = c.jid.clone();
-    assert_eq!(m.attr("to"), Some(me.as_str()), "notifications go to the full JID: {}", show(&m));
-    m
 }
 
 /// The id of the one item of a notification, and its payload.
