@@ -130,7 +130,9 @@ pub struct S2sConfig {
     /// with policy-violation. One server opens a stream per domain pair, so this is generous.
     pub max_connections_per_ip: usize,
     /// default: {}. `[s2s.targets] "b.example" = ["host:port", …]`: where to connect for a
-    /// remote domain instead of asking DNS (private federations, tests).
+    /// remote domain instead of asking DNS (private federations, tests), in order; a
+    /// `tls:` prefix ("tls:host:port") means TLS from the first byte (XEP-0368) instead of
+    /// STARTTLS.
     pub targets: BTreeMap<String, Vec<String>>,
 }
 
@@ -625,9 +627,8 @@ fn read_config(
         let list = targets.take(&name, Vec::new(), |v| {
             let list = if let Some(one) = v.as_str() { vec![one.to_string()] } else { string_list(v)? };
             for target in &list {
-                let valid = target.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-                if !valid {
-                    return Err(format!("{target:?} is not host:port (e.g. \"xmpp.b.example:5269\" or \"[2001:db8::1]:5269\")"));
+                if parse_s2s_target(target).is_none() {
+                    return Err(format!("{target:?} is not host:port or tls:host:port (e.g. \"xmpp.b.example:5269\", \"[2001:db8::1]:5269\", or \"tls:xmpp.b.example:5270\" for direct TLS)"));
                 }
             }
             Ok(list)
@@ -901,6 +902,19 @@ fn module_names(names: Vec<String>) -> Result<Vec<String>, String> {
     }
 }
 
+/// An `[s2s.targets]` entry: host (an IPv6 address without its brackets), port, and whether
+/// it is direct TLS (`tls:` before it) rather than STARTTLS.
+pub fn parse_s2s_target(target: &str) -> Option<(&str, u16, bool)> {
+    let (direct_tls, rest) = match target.strip_prefix("tls:") {
+        Some(rest) => (true, rest),
+        None => (false, target),
+    };
+    let (host, port) = rest.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!host.is_empty()).then_some((host, port, direct_tls))
+}
+
 /// A domain as a JID domainpart: nameprep'd and lowercased, no node or resource.
 fn normalize_domain(s: &str) -> Result<String, String> {
     match jid::BareJid::new(s) {
@@ -1031,6 +1045,12 @@ mod tests {
         assert!(!c.s2s.dialback && c.s2s.require_encryption);
         assert_eq!(c.s2s.targets["b.example"], ["127.0.0.1:5269"]);
         assert_eq!(c.s2s.targets["c.example"], ["c1.example:5269", "[::1]:5270"]);
+        assert_eq!(parse_s2s_target("[::1]:5270"), Some(("::1", 5270, false)));
+        assert_eq!(parse_s2s_target("tls:xmpp.c.example:5270"), Some(("xmpp.c.example", 5270, true)));
+        assert_eq!(parse_s2s_target("tls:[::1]:5270"), Some(("::1", 5270, true)));
+        for bad in ["tls:", "tls:host", ":5269", "host:0", "host:99999", "[]:5269"] {
+            assert_eq!(parse_s2s_target(bad), None, "{bad}");
+        }
         let err = Config::parse(
             "[c2s]\nlisten = [\"127.0.0.1:5222\"]\n[s2s]\nlisten = [\"127.0.0.1:5222\"]\n[s2s.targets]\n\"b.example\" = \"no-port\"\n\"not a domain@\" = \"x:1\"\n",
             "x.toml",

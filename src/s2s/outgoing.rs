@@ -217,8 +217,8 @@ async fn targets(s2s: &S2s, remote: &str, report: &mut Report<'_>) -> Vec<Target
         report(format!("DNS: not asked, [s2s.targets] names {remote}: {}", configured.join(", ")));
         return configured
             .iter()
-            .filter_map(|t| t.rsplit_once(':'))
-            .filter_map(|(host, port)| Some(Target { host: host.trim_matches(['[', ']']).to_string(), port: port.parse().ok()?, direct_tls: false }))
+            .filter_map(|t| crate::config::parse_s2s_target(t))
+            .map(|(host, port, direct_tls)| Target { host: host.to_string(), port, direct_tls })
             .collect();
     }
     let resolution = s2s.resolver.targets(remote).await;

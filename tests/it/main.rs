@@ -37,6 +37,7 @@ mod robustness;
 mod s2s;
 mod s2s_certs;
 mod s2s_pep;
+mod s2s_rules;
 mod slow_reader;
 mod sm;
 mod stream;

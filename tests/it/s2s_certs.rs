@@ -20,13 +20,13 @@ use starling::config::{CertPaths, Config};
 const B: &str = "b.example";
 
 /// A test CA and certificates it signs, written to a directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::default();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -37,12 +37,12 @@ impl Pki {
         Pki { dir, issuer: rcgen::Issuer::new(params, key) }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// A certificate for `names` (DNS-IDs), its chain file and key file.
-    fn issue(&self, file: &str, names: &[&str]) -> CertPaths {
+    pub(crate) fn issue(&self, file: &str, names: &[&str]) -> CertPaths {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
@@ -200,13 +200,13 @@ impl rustls::client::danger::ServerCertVerifier for TrustAnything {
     }
 }
 
-fn header(from: &str) -> String {
+pub(crate) fn header(from: &str) -> String {
     format!("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='{from}' to='localhost' version='1.0'>")
 }
 
 /// Connect to `localhost`'s s2s port as `from`, STARTTLS with `cert`, and return the TLS
 /// stream with the features of the stream after TLS.
-async fn raw_stream(port: u16, from: &str, cert: &CertPaths) -> (tokio_rustls::client::TlsStream<TcpStream>, String) {
+pub(crate) async fn raw_stream(port: u16, from: &str, cert: &CertPaths) -> (tokio_rustls::client::TlsStream<TcpStream>, String) {
     let mut tcp = TcpStream::connect(addr(port)).await.unwrap();
     tcp.write_all(header(from).as_bytes()).await.unwrap();
     let mut seen = String::new();
