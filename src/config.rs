@@ -1035,8 +1035,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.s2s.blocked_domains, ["spam.example"]);
         assert!(!c.s2s.dialback && c.s2s.require_encryption && c.s2s.bidi);
-        let c = Config::parse("[s2s]\nbidi = false\n", "x.toml", Path::new("")).unwrap();
-        assert!(!c.s2s.bidi);
+        let off = Config::parse("[s2s]\nbidi = false\n", "x.toml", Path::new("")).unwrap();
+        assert!(!off.s2s.bidi);
         let err = Config::parse("[s2s]\nbidi = \"yes\"\n", "x.toml", Path::new("")).unwrap_err();
         assert!(err.issues.iter().any(|i| i.key == "s2s.bidi"), "the bad value names its key: {err}");
         assert_eq!(c.s2s.targets["b.example"], ["127.0.0.1:5269"]);
