@@ -106,6 +106,10 @@ pub struct S2sConfig {
     /// default: true. Allow Server Dialback (XEP-0220) with a peer whose certificate cannot
     /// be verified; false: only peers with a valid certificate (SASL EXTERNAL, XEP-0178).
     pub dialback: bool,
+    /// default: true. Bidirectional streams (XEP-0288): offered on incoming streams and asked
+    /// for on outgoing ones, so that one connection carries a domain pair's stanzas both
+    /// ways; false: neither offered nor asked for (one stream per direction).
+    pub bidi: bool,
     /// default: none (`ca_file = ""`). Extra trust anchors (PEM) for other servers'
     /// certificates, beside the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -361,6 +365,7 @@ impl Default for Config {
                 listen_tls: Vec::new(),
                 require_encryption: true,
                 dialback: true,
+                bidi: true,
                 ca_file: None,
                 idle_timeout: 600,
                 blocked_domains: Vec::new(),
@@ -605,6 +610,7 @@ fn read_config(
         listen_tls: s.take("listen_tls", d.s2s.listen_tls.clone(), socket_addrs),
         require_encryption: s.take("require_encryption", d.s2s.require_encryption, boolean),
         dialback: s.take("dialback", d.s2s.dialback, boolean),
+        bidi: s.take("bidi", d.s2s.bidi, boolean),
         ca_file: s.take("ca_file", None, |v| {
             let path = string(v)?;
             if path.is_empty() {
@@ -1042,7 +1048,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.s2s.blocked_domains, ["spam.example"]);
-        assert!(!c.s2s.dialback && c.s2s.require_encryption);
+        assert!(!c.s2s.dialback && c.s2s.require_encryption && c.s2s.bidi);
+        let off = Config::parse("[s2s]\nbidi = false\n", "x.toml", Path::new("")).unwrap();
+        assert!(!off.s2s.bidi);
+        let err = Config::parse("[s2s]\nbidi = \"yes\"\n", "x.toml", Path::new("")).unwrap_err();
+        assert!(err.issues.iter().any(|i| i.key == "s2s.bidi"), "the bad value names its key: {err}");
         assert_eq!(c.s2s.targets["b.example"], ["127.0.0.1:5269"]);
         assert_eq!(c.s2s.targets["c.example"], ["c1.example:5269", "[::1]:5270"]);
         assert_eq!(parse_s2s_target("[::1]:5270"), Some(("::1", 5270, false)));

@@ -232,6 +232,11 @@ impl Server {
         &self.s2s
     }
 
+    /// Incoming server-to-server streams open now.
+    pub fn s2s_incoming_streams(&self) -> usize {
+        self.core.s2s.as_ref().map_or(0, |s2s| s2s.incoming_streams())
+    }
+
     /// Bound addresses of the component listeners (XEP-0114).
     pub fn component_addrs(&self) -> &[SocketAddr] {
         &self.components

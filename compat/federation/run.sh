@@ -402,9 +402,17 @@ run_mode() {  # run_mode MODE
         got=unknown
         if declare -F "${FED_KIND}_s2s_auth" >/dev/null; then got=$("${FED_KIND}_s2s_auth" "$FED_DIR" || true); fi
         detail="$detail$FED_KIND($FED_DOMAIN): ${got:-none}; "
-        # got: "out=MECH in=MECH" (MECH: EXTERNAL, dialback, none or a list)
-        case " $got " in *" out=$want "*) ;; *) all_ok=0 ;; esac
-        case " $got " in *" in=$want "*) ;; *) all_ok=0 ;; esac
+        # got: "out=MECH in=MECH [bidi=in|out|in+out]" (MECH: EXTERNAL, dialback, none or a
+        # list). What the side sends and what it receives must each go on a stream
+        # authenticated by $want: its own outgoing one and the peer's, or (XEP-0288) one
+        # bidirectional stream carrying both: the side that accepted it sends on it, the side
+        # that opened it receives on it.
+        local sends=0 receives=0
+        case " $got " in *" out=$want "*) sends=1 ;; esac
+        case " $got " in *" in=$want "*) receives=1 ;; esac
+        case " $got " in *" in=$want "*" bidi="*in*) sends=1 ;; esac
+        case " $got " in *" out=$want "*" bidi="*out*) receives=1 ;; esac
+        [ $sends = 1 ] && [ $receives = 1 ] || all_ok=0
     done
     local why
     if [ $all_ok = 1 ]; then

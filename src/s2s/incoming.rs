@@ -76,6 +76,7 @@ async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, dire
         Transport::Plain(tcp)
     };
     let (verdicts, verdicts_rx) = mpsc::channel(MAX_PENDING_VERIFICATIONS);
+    let (outbox, outbox_rx) = mpsc::channel(s2s.config.max_queue);
     let bucket = Bucket::new(s2s.config.max_bytes_per_second);
     let incoming = Incoming {
         core,
@@ -89,8 +90,11 @@ async fn serve(core: Core, s2s: Arc<S2s>, tcp: TcpStream, peer: SocketAddr, dire
         authorized: HashSet::new(),
         verdicts,
         pending: 0,
+        bidi: false,
+        outbox,
+        adopted: Vec::new(),
     };
-    incoming.run(transport, verdicts_rx, deadline).await
+    incoming.run(transport, verdicts_rx, outbox_rx, deadline).await
 }
 
 /// The authoritative server's answer about one key received on this stream.
@@ -118,6 +122,13 @@ struct Incoming {
     authorized: HashSet<(String, String)>,
     verdicts: mpsc::Sender<Verdict>,
     pending: usize,
+    /// XEP-0288: the peer asked for a bidirectional stream (after TLS, if there is TLS).
+    bidi: bool,
+    /// Stanzas for the peer on this stream, once it is bidirectional: the sender is the link
+    /// of the pairs in `adopted` (in `S2s::links`).
+    outbox: mpsc::Sender<Stanza>,
+    /// The (local, remote) pairs whose link this stream is.
+    adopted: Vec<(String, String)>,
 }
 
 /// How one element or event left the stream.
@@ -130,7 +141,12 @@ enum Next {
 }
 
 impl Incoming {
-    async fn run(mut self, mut transport: Transport, mut verdicts: mpsc::Receiver<Verdict>, deadline: Instant) {
+    async fn run(mut self, transport: Transport, mut verdicts: mpsc::Receiver<Verdict>, mut outbox: mpsc::Receiver<Stanza>, deadline: Instant) {
+        self.streams(transport, &mut verdicts, &mut outbox, deadline).await;
+        self.release(outbox).await;
+    }
+
+    async fn streams(&mut self, mut transport: Transport, verdicts: &mut mpsc::Receiver<Verdict>, outbox: &mut mpsc::Receiver<Stanza>, deadline: Instant) {
         loop {
             let secure = transport.is_tls();
             let peer_certificates = transport.peer_certificates();
@@ -140,7 +156,7 @@ impl Incoming {
                 Err(Some(error)) => return stream.fail(error).await,
                 Err(None) => return,
             }
-            match self.elements(&mut stream, secure, &mut verdicts, deadline).await {
+            match self.elements(&mut stream, secure, verdicts, outbox, deadline).await {
                 Next::Restart => {
                     transport = stream.into_transport();
                     self.stream_id = new_id();
@@ -157,6 +173,9 @@ impl Incoming {
                     }
                     // RFC 6120 §5.4.3.3: a new stream, with a new id.
                     self.stream_id = new_id();
+                    // XEP-0288 §2.2: bidi comes after TLS; one asked for before is forgotten
+                    // (the peer asks again on the new stream, or the stream stays one way).
+                    self.bidi = false;
                 }
                 Next::End | Next::Continue => return,
             }
@@ -227,11 +246,15 @@ impl Incoming {
             dialback.append_child(Element::bare("errors", super::dialback::FEATURE_NS));
             features.append_child(dialback);
         }
+        if self.s2s.config.bidi {
+            // XEP-0288 §2.1: before and after TLS.
+            features.append_child(Element::bare("bidi", super::BIDI_FEATURE_NS));
+        }
         stream.send(&features);
         stream.flush(&peer).await.map_err(|_| None)
     }
 
-    async fn elements(&mut self, stream: &mut Stream, secure: bool, verdicts: &mut mpsc::Receiver<Verdict>, deadline: Instant) -> Next {
+    async fn elements(&mut self, stream: &mut Stream, secure: bool, verdicts: &mut mpsc::Receiver<Verdict>, outbox: &mut mpsc::Receiver<Stanza>, deadline: Instant) -> Next {
         let peer = self.peer.to_string();
         // A new stream counts its bytes from zero.
         self.bucket.counted = 0;
@@ -258,7 +281,7 @@ impl Incoming {
                     }
                     continue;
                 }
-                event = stream.read(until, &peer) => event,
+                event = read_while_sending(stream, (!self.adopted.is_empty()).then_some(&mut *outbox), until, Duration::from_secs(self.s2s.config.idle_timeout), &peer) => event,
             };
             self.bucket.account(stream.reader.input().stats().total());
             let el = match event {
@@ -290,7 +313,9 @@ impl Incoming {
             if !matches!(next, Next::Continue) {
                 return next;
             }
-            if stream.flush(&peer).await.is_err() {
+            // On a bidirectional stream what was queued is written while the next element is
+            // read (a peer slow to take our stanzas is still read from).
+            if self.adopted.is_empty() && stream.flush(&peer).await.is_err() {
                 return Next::End;
             }
         }
@@ -322,7 +347,19 @@ impl Incoming {
             tracing::info!("the peer ended the stream: {}", stream::describe_stream_error(&el));
             return Ok(Next::End);
         }
-        self.stanza(el).await.map(|()| Next::Continue)
+        if el.is("bidi", super::BIDI_NS) {
+            if !self.s2s.config.bidi {
+                return Err(StreamError::new(StreamCondition::UnsupportedFeature).with_text("bidirectional streams are not offered here ([s2s] bidi = false)"));
+            }
+            // XEP-0288 §2.2: "SHOULD" come before authentication; pairs authenticated before it
+            // become bidirectional too.
+            self.bidi = true;
+            for (remote, local) in self.authorized.clone() {
+                self.adopt(remote, local);
+            }
+            return Ok(Next::Continue);
+        }
+        stanza(&self.core, &self.authorized, el).await.map(|()| Next::Continue)
     }
 
     /// XEP-0178 steps 10-12 (RFC 6120 §6.4) as the receiving server: SASL EXTERNAL for the
@@ -352,7 +389,8 @@ impl Incoming {
                 Ok(authzid) if !authzid.eq_ignore_ascii_case(&domain) => failure("invalid-authzid", &format!("this stream can only authenticate {domain}")),
                 Ok(_) => {
                     tracing::info!(remote = %domain, local = %self.local, "authenticated by SASL EXTERNAL");
-                    self.authorized.insert((domain, self.local.clone()));
+                    self.authorized.insert((domain.clone(), self.local.clone()));
+                    self.adopt(domain, self.local.clone());
                     self.external = None;
                     stream.send(&Element::bare("success", ns::SASL));
                     stream.flush(&self.peer.to_string()).await.map_err(|_| StreamError::new(StreamCondition::UndefinedCondition))?;
@@ -423,7 +461,8 @@ impl Incoming {
         let outcome = match outcome {
             Ok(true) => {
                 tracing::info!(%remote, %local, "dialback: authenticated");
-                self.authorized.insert((remote, local));
+                self.authorized.insert((remote.clone(), local.clone()));
+                self.adopt(remote.clone(), local.clone());
                 Outcome::Valid
             }
             Ok(false) => {
@@ -445,37 +484,98 @@ impl Incoming {
         Ok(())
     }
 
-    /// RFC 6120 §13.1-§13.3 and §8.1.2.2: a stanza is routed only if its domains are a pair
-    /// this stream authenticated.
-    async fn stanza(&mut self, el: Element) -> Result<(), StreamError> {
-        if self.authorized.is_empty() {
-            return Err(StreamError::new(StreamCondition::NotAuthorized).with_text("no domain is authenticated on this stream"));
+    /// XEP-0288 §2.2: once the peer is authenticated for (remote, local) on a bidirectional
+    /// stream, stanzas from `local` to `remote` may go to it here ("the inverse of any domain
+    /// pair"), if no other link carries them already.
+    fn adopt(&mut self, remote: String, local: String) {
+        if !self.bidi {
+            return;
         }
-        let ctx = Ctx::new(self.core.clone());
-        let stanza = match Stanza::from_server(el) {
-            Ok(stanza) => stanza,
-            Err(Rejected::Stream(e)) => return Err(e),
-            Err(Rejected::Stanza(reply)) => {
-                if let Some(reply) = Stanza::from_stored(reply) {
-                    crate::router::route(&ctx, reply).await;
-                }
-                return Ok(());
-            }
-            Err(Rejected::Ignore) => return Ok(()),
-        };
-        let from = stanza.from.domain().as_str().to_string();
-        let to = stanza.to.as_ref().map(|t| t.domain().as_str().to_string()).unwrap_or_default();
-        if !self.authorized.iter().any(|(remote, _)| *remote == from) {
-            return Err(StreamError::new(StreamCondition::InvalidFrom).with_text(format!("{from} is not authenticated on this stream")));
+        let key = (local, remote);
+        if !self.adopted.contains(&key) && self.s2s.adopt(&key, &self.outbox) {
+            tracing::info!(local = %key.0, remote = %key.1, "bidirectional: this stream is the link");
+            self.adopted.push(key);
         }
-        if !self.authorized.contains(&(from.clone(), to.clone())) {
-            return Err(if S2s::is_hosted(&self.core, &to) {
-                StreamError::new(StreamCondition::NotAuthorized).with_text(format!("{from} is not authenticated for {to} on this stream"))
-            } else {
-                StreamError::new(StreamCondition::HostUnknown).with_text(format!("this server does not serve {to}"))
-            });
-        }
-        crate::router::route(&ctx, stanza).await;
-        Ok(())
     }
+
+    /// The stream ended: its links are taken out of the map, and what was still queued for
+    /// them goes by new links, in order (as an outgoing link's `reroute` does).
+    async fn release(&mut self, mut outbox: mpsc::Receiver<Stanza>) {
+        if self.adopted.is_empty() {
+            return;
+        }
+        let left = self.s2s.hand_over(&self.core, &self.adopted, &self.outbox, &mut outbox);
+        let ctx = Ctx::new(self.core.clone());
+        for stanza in left {
+            self.s2s.send(&ctx, stanza).await;
+        }
+    }
+}
+
+/// Bytes written ahead of the peer's reading before no more stanzas are taken from the
+/// outbox (the outbox then fills, and `S2s::send` bounces what does not fit).
+const WRITE_AHEAD: usize = 64 << 10;
+
+/// The next event from the peer, by `until`; meanwhile, on a bidirectional stream
+/// (`outbox`), the stanzas queued for the peer are written. Neither waits for the other, and
+/// a write never cancels the read (which is not cancel-safe). Each write moves `until` on by
+/// `idle`: a stream that carries our stanzas is not idle.
+async fn read_while_sending(stream: &mut Stream, outbox: Option<&mut mpsc::Receiver<Stanza>>, until: Instant, idle: Duration, peer: &str) -> Result<StreamEvent, Failure> {
+    let Some(outbox) = outbox else { return stream.read(until, peer).await };
+    let Stream { reader, writer } = stream;
+    let read = reader.next();
+    tokio::pin!(read);
+    let timeout = tokio::time::sleep_until(until);
+    tokio::pin!(timeout);
+    loop {
+        tokio::select! {
+            biased;
+            read = &mut read => return stream::read_result(read, peer),
+            written = writer.flush(), if writer.pending() > 0 => {
+                if let Err(e) = written {
+                    return Err(Failure::not_found(format!("writing to {peer} failed: {e}")));
+                }
+            }
+            Some(stanza) = outbox.recv(), if writer.pending() < WRITE_AHEAD => {
+                writer.queue(&outgoing::addressed(stanza));
+                timeout.as_mut().reset(Instant::now() + idle);
+            }
+            _ = &mut timeout => return Err(Failure::timeout(format!("{peer} did not answer in time"))),
+        }
+    }
+}
+
+/// RFC 6120 §13.1-§13.3 and §8.1.2.2: a stanza is routed only if its domains are a pair
+/// the stream authenticated (`authorized`: (remote, local) pairs). The same checks for an
+/// incoming stream and for the peer's stanzas on a bidirectional outgoing one (XEP-0288).
+pub(super) async fn stanza(core: &Core, authorized: &HashSet<(String, String)>, el: Element) -> Result<(), StreamError> {
+    if authorized.is_empty() {
+        return Err(StreamError::new(StreamCondition::NotAuthorized).with_text("no domain is authenticated on this stream"));
+    }
+    let ctx = Ctx::new(core.clone());
+    let stanza = match Stanza::from_server(el) {
+        Ok(stanza) => stanza,
+        Err(Rejected::Stream(e)) => return Err(e),
+        Err(Rejected::Stanza(reply)) => {
+            if let Some(reply) = Stanza::from_stored(reply) {
+                crate::router::route(&ctx, reply).await;
+            }
+            return Ok(());
+        }
+        Err(Rejected::Ignore) => return Ok(()),
+    };
+    let from = stanza.from.domain().as_str().to_string();
+    let to = stanza.to.as_ref().map(|t| t.domain().as_str().to_string()).unwrap_or_default();
+    if !authorized.iter().any(|(remote, _)| *remote == from) {
+        return Err(StreamError::new(StreamCondition::InvalidFrom).with_text(format!("{from} is not authenticated on this stream")));
+    }
+    if !authorized.contains(&(from.clone(), to.clone())) {
+        return Err(if S2s::is_hosted(core, &to) {
+            StreamError::new(StreamCondition::NotAuthorized).with_text(format!("{from} is not authenticated for {to} on this stream"))
+        } else {
+            StreamError::new(StreamCondition::HostUnknown).with_text(format!("this server does not serve {to}"))
+        });
+    }
+    crate::router::route(&ctx, stanza).await;
+    Ok(())
 }

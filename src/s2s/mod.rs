@@ -30,6 +30,11 @@ use crate::tls::Certificates;
 
 pub use incoming::accept_loop;
 
+/// XEP-0288 §2.1: the stream feature a receiving server offers bidirectionality with.
+pub(crate) const BIDI_FEATURE_NS: &str = "urn:xmpp:features:bidi";
+/// XEP-0288 §2.2: the element the initiating server asks for it with.
+pub(crate) const BIDI_NS: &str = "urn:xmpp:bidi";
+
 /// Failures are remembered this long: stanzas for a domain that could not be reached a
 /// moment ago are bounced at once instead of each starting a connection attempt.
 const FAILURE_MEMORY: Duration = Duration::from_secs(10);
@@ -107,6 +112,12 @@ impl S2s {
         Some(IpSlot { s2s: self.clone(), ip })
     }
 
+    /// Incoming streams open now (a bidirectional one carries both directions: tests count
+    /// connections with this).
+    pub fn incoming_streams(&self) -> usize {
+        self.per_ip.lock().unwrap().values().sum()
+    }
+
     /// Whether a remote domain is one this server refuses to talk to (it or a parent is in
     /// `[s2s] blocked_domains`).
     pub fn is_blocked(&self, domain: &str) -> bool {
@@ -140,12 +151,7 @@ impl S2s {
         let key = (local, remote);
         let result = {
             let mut links = self.links.lock().unwrap();
-            let tx = links.entry(key.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(self.config.max_queue);
-                let link = outgoing::Link { s2s: self.clone(), core: ctx.core.clone(), local: key.0.clone(), remote: key.1.clone() };
-                ctx.core.spawn(link.run(rx));
-                tx
-            });
+            let tx = links.entry(key.clone()).or_insert_with(|| self.start_link(&ctx.core, &key));
             tx.try_send(stanza)
         };
         match result {
@@ -182,6 +188,49 @@ impl S2s {
 
     fn remember_failure(&self, remote: &str, error: &StanzaError) {
         self.failed.lock().unwrap().insert(remote.to_string(), (Instant::now() + FAILURE_MEMORY, error.clone()));
+    }
+
+    /// XEP-0288: a bidirectional incoming stream becomes the link for `key` (local, remote)
+    /// when there is none yet (a link of our own already carries the pair otherwise).
+    fn adopt(&self, key: &(String, String), outbox: &mpsc::Sender<Stanza>) -> bool {
+        let mut links = self.links.lock().unwrap();
+        if links.get(key).is_some_and(|tx| !tx.is_closed()) {
+            return false;
+        }
+        links.insert(key.clone(), outbox.clone());
+        true
+    }
+
+    /// A new outgoing link for `key` (local, remote), its task started (`links` is locked).
+    fn start_link(self: &Arc<Self>, core: &Core, key: &(String, String)) -> mpsc::Sender<Stanza> {
+        let (tx, rx) = mpsc::channel(self.config.max_queue);
+        let link = outgoing::Link { s2s: self.clone(), core: core.clone(), local: key.0.clone(), remote: key.1.clone() };
+        core.spawn(link.run(rx));
+        tx
+    }
+
+    /// A bidirectional stream that carried the links of `keys` ended (`own`: their sender).
+    /// Its pairs get links of their own, and what was still queued on the stream goes to
+    /// them first, in order, ahead of whatever is sent from now on: all of it under the lock
+    /// that sending takes. What does not fit there is given back, to be sent (or bounced).
+    fn hand_over(self: &Arc<Self>, core: &Core, keys: &[(String, String)], own: &mpsc::Sender<Stanza>, outbox: &mut mpsc::Receiver<Stanza>) -> Vec<Stanza> {
+        let mut links = self.links.lock().unwrap();
+        outbox.close();
+        for key in keys {
+            if links.get(key).is_some_and(|tx| tx.same_channel(own)) {
+                links.remove(key);
+            }
+        }
+        let mut left = Vec::new();
+        while let Ok(stanza) = outbox.try_recv() {
+            let Some(to) = stanza.to.as_ref() else { continue };
+            let key = (stanza.from.domain().as_str().to_string(), to.domain().as_str().to_string());
+            let tx = links.entry(key.clone()).or_insert_with(|| self.start_link(core, &key));
+            if let Err(e) = tx.try_send(stanza) {
+                left.push(e.into_inner());
+            }
+        }
+        left
     }
 
     fn forget_link(&self, key: &(String, String)) {

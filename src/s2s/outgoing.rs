@@ -2,6 +2,7 @@
 //! negotiates TLS, authenticates by dialback, and then writes the pair's stanzas in order
 //! until the link has been idle for `[s2s] idle_timeout`.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +46,9 @@ impl Link {
             _ = self.core.shutdown.cancelled() => Err(Failure::timeout("the server is shutting down")),
         };
         match stream {
-            Ok(stream) => {
-                tracing::info!("link established");
-                self.serve(stream, &mut rx).await;
+            Ok((stream, bidi)) => {
+                tracing::info!(bidi, "link established");
+                self.serve(stream, bidi, &mut rx).await;
                 tracing::info!("link closed");
                 self.reroute(rx).await
             }
@@ -61,8 +62,9 @@ impl Link {
 
     /// A stream to the remote domain, authenticated by SASL EXTERNAL when the peer accepts
     /// our certificate (XEP-0178), else by dialback if `[s2s] dialback` allows it. With
-    /// dialback off, the peer's certificate must be valid for its domain too.
-    async fn establish(&self, deadline: Instant) -> Result<Stream, Failure> {
+    /// dialback off, the peer's certificate must be valid for its domain too. `true` with the
+    /// stream: it is bidirectional (XEP-0288).
+    async fn establish(&self, deadline: Instant) -> Result<(Stream, bool), Failure> {
         let Opened { mut stream, id, features, certificate } = open(&self.s2s, &self.local, &self.remote, deadline, &mut log_step).await?;
         let (local, remote) = (self.local.as_str(), self.remote.as_str());
         let dialback = self.s2s.config.dialback;
@@ -73,11 +75,17 @@ impl Link {
             }
             tracing::debug!(reason = %why, "the peer's certificate is not verified; dialback proves its domain instead");
         }
+        // XEP-0288 §2.2: after TLS (`open` has done it), before SASL or dialback; it goes
+        // out with the first of those. No answer comes to it.
+        let bidi = self.s2s.config.bidi && features.has_child("bidi", super::BIDI_FEATURE_NS);
+        if bidi {
+            stream.send(&Element::bare("bidi", super::BIDI_NS));
+        }
         let refused = if offers_external(&features) {
             match sasl_external(stream, local, remote, self.s2s.config.max_stanza_size, deadline).await? {
                 Ok(stream) => {
                     tracing::info!("authenticated by SASL EXTERNAL");
-                    return Ok(stream);
+                    return Ok((stream, bidi));
                 }
                 Err((same_stream, why)) => {
                     stream = same_stream;
@@ -94,7 +102,7 @@ impl Link {
         tracing::debug!(reason = %refused, "not SASL EXTERNAL; trying dialback");
         self.dialback(&mut stream, &id, deadline).await?;
         tracing::info!(peer_certificate_verified = certificate.is_ok(), "authenticated by dialback");
-        Ok(stream)
+        Ok((stream, bidi))
     }
 
     /// XEP-0220 §2.1.1: send our key for the pair and wait for the verdict.
@@ -120,9 +128,16 @@ impl Link {
         }
     }
 
-    /// Write the pair's stanzas until the link is idle, closed, or the server stops.
-    async fn serve(&self, stream: Stream, rx: &mut mpsc::Receiver<Stanza>) {
+    /// Write the pair's stanzas until the link is idle, closed, or the server stops. On a
+    /// bidirectional stream, the peer's stanzas for the pair's reverse are taken too.
+    async fn serve(&self, stream: Stream, bidi: bool, rx: &mut mpsc::Receiver<Stanza>) {
         let Stream { reader, mut writer } = stream;
+        // XEP-0288 §2.2: the peer may send from the domain we connected to (the stream's
+        // 'to') to ours. Its identity rests on what the link's set-up proved: its certificate
+        // when valid for `remote`, else (dialback allowed) the DNS look-up we connected by,
+        // which is what dialback trusts the receiving server with (XEP-0220 §1). See
+        // xeps/xep-0288.md.
+        let authorized = if bidi { HashSet::from([(self.remote.clone(), self.local.clone())]) } else { HashSet::new() };
         let read = next_event(reader);
         tokio::pin!(read);
         let idle = Duration::from_secs(self.s2s.config.idle_timeout);
@@ -155,8 +170,22 @@ impl Link {
                             tracing::info!("{remote} ended the stream: {}", stream::describe_stream_error(&el));
                             return;
                         }
-                        // Nothing but dialback answers for other pairs comes this way
-                        // (RFC 6120 §2.4: a stream carries stanzas one way).
+                        Ok(StreamEvent::Element(el)) if bidi => {
+                            if let Some(db) = Dialback::parse(&el) {
+                                if let Some(answer) = db.ok().and_then(|db| self.verify_answer(&db)) {
+                                    writer.queue_raw(&stream::dialback_bytes(&answer));
+                                    if writer.flush().await.is_err() {
+                                        return;
+                                    }
+                                }
+                            } else if let Err(error) = super::incoming::stanza(&self.core, &authorized, el).await {
+                                tracing::info!(%error, "ending the stream");
+                                writer.queue(&error.to_element());
+                                break;
+                            }
+                        }
+                        // Without XEP-0288 nothing but dialback answers for other pairs comes
+                        // this way (RFC 6120 §2.4: a stream carries stanzas one way).
                         Ok(StreamEvent::Element(_)) => {}
                         Ok(StreamEvent::Close) => break,
                         Ok(StreamEvent::Open(_)) | Err(_) => return,
@@ -174,6 +203,23 @@ impl Link {
         writer.queue_raw(&footer);
         let _ = writer.flush().await;
         writer.shutdown().await;
+    }
+
+    /// XEP-0220 §2.2.2 on a bidirectional stream: the peer, as a receiving server, may ask us
+    /// (the authoritative server) about a key received on another connection (XEP-0288 §2.2:
+    /// never on the one the request came on). Other dialback elements are not for this link.
+    fn verify_answer(&self, db: &Dialback) -> Option<Dialback> {
+        let Body::Key(key) = &db.body else { return None };
+        if db.kind != Kind::Verify || !db.from.eq_ignore_ascii_case(&self.remote) {
+            return None;
+        }
+        let local = db.to.to_ascii_lowercase();
+        if !S2s::is_hosted(&self.core, &local) {
+            return Some(db.answer(Outcome::Error(crate::stanza::StanzaError::item_not_found().with_text(format!("{local} is not served here")))));
+        }
+        let valid = self.s2s.secret.verifies(key, &self.remote, &local, db.id.as_deref().unwrap_or_default());
+        tracing::info!(%local, valid, "answered a dialback verification on a bidirectional link");
+        Some(db.answer(if valid { Outcome::Valid } else { Outcome::Invalid }))
     }
 
     /// Out of the map, so that no more is queued here; what still came goes by a new link.
@@ -433,7 +479,7 @@ pub(super) async fn verify_key(s2s: &S2s, local: &str, remote: &str, stream_id: 
 
 /// The element of a stanza with its addresses on it (inside the server they travel beside
 /// it).
-fn addressed(stanza: Stanza) -> Element {
+pub(super) fn addressed(stanza: Stanza) -> Element {
     let Stanza { from, to, mut el, .. } = stanza;
     el.set_attr("from", from.as_str());
     if let Some(to) = to {

@@ -61,9 +61,7 @@ impl Stream {
     pub async fn read(&mut self, deadline: Instant, peer: &str) -> Result<StreamEvent, Failure> {
         match tokio::time::timeout_at(deadline, self.reader.next()).await {
             Err(_) => Err(Failure::timeout(format!("{peer} did not answer in time"))),
-            Ok(Ok(event)) => Ok(event),
-            Ok(Err(XmlError::Eof | XmlError::Io(_))) => Err(Failure::not_found(format!("{peer} closed the connection"))),
-            Ok(Err(e)) => Err(Failure::not_found(format!("{peer} sent what is not XMPP: {e}"))),
+            Ok(read) => read_result(read, peer),
         }
     }
 
@@ -111,6 +109,15 @@ impl Stream {
 
     pub fn into_transport(self) -> Transport {
         self.reader.into_input().into_inner().unsplit(self.writer.into_inner())
+    }
+}
+
+/// What a read gave, with the reason in words when it gave no event.
+pub(super) fn read_result(read: Result<StreamEvent, XmlError>, peer: &str) -> Result<StreamEvent, Failure> {
+    match read {
+        Ok(event) => Ok(event),
+        Err(XmlError::Eof | XmlError::Io(_)) => Err(Failure::not_found(format!("{peer} closed the connection"))),
+        Err(e) => Err(Failure::not_found(format!("{peer} sent what is not XMPP: {e}"))),
     }
 }
 

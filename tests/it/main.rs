@@ -35,6 +35,7 @@ mod quotas;
 mod roster;
 mod robustness;
 mod s2s;
+mod s2s_bidi;
 mod s2s_certs;
 mod s2s_pep;
 mod s2s_rules;

@@ -31,6 +31,8 @@ prosody_logs() { echo "$1/prosody.log $1/console.log"; }
 #                 logged "connection ... is now authenticated for <peer>"
 #   in  dialback  an s2sin session that logged "asking <peer> if key ... belongs to them" and
 #                 then "connection ... is now authenticated for <peer>"
+#   bidi out/in   mod_s2s_bidi (XEP-0288): "Requesting bidirectional stream" (s2sout) /
+#                 "Requested bidirectional stream" (s2sin)
 prosody_s2s_auth() {
     awk -F'\t' '
         function join(a,   k, s) { s = ""; for (k in a) s = s (s ? "+" : "") k; return s ? s : "none" }
@@ -40,5 +42,7 @@ prosody_s2s_auth() {
         src ~ /^s2sout/ && msg ~ /sent dialback key on outgoing s2s stream/ { db[src] = 1 }
         src ~ /^s2sin/ && msg ~ /^asking .* if key .* belongs to them/ { db[src] = 1 }
         msg ~ /is now authenticated for/ && db[src] { if (src ~ /^s2sout/) out["dialback"] = 1; else inn["dialback"] = 1 }
-        END { printf "out=%s in=%s\n", join(out), join(inn) }' "$1/prosody.log"
+        msg ~ /^Requesting bidirectional stream/ { bidi["out"] = 1 }
+        msg ~ /^Requested bidirectional stream/ { bidi["in"] = 1 }
+        END { printf "out=%s in=%s bidi=%s\n", join(out), join(inn), join(bidi) }' "$1/prosody.log"
 }

@@ -63,7 +63,8 @@ starling_check_s2s() {
 # starling_s2s_auth DIR: "out=MECH in=MECH" from the log (tracing's fmt layer, no colours),
 # by the "s2s" span's direction: "authenticated by SASL EXTERNAL" (both directions),
 # "authenticated by dialback" (out, src/s2s/outgoing.rs establish), "dialback: authenticated"
-# (in, src/s2s/incoming.rs verdict).
+# (in, src/s2s/incoming.rs verdict). "bidi=out" if an outgoing link was bidirectional
+# (XEP-0288: "link established" with bidi=true), "bidi=in" if an incoming stream became a link.
 starling_s2s_auth() {
     awk '
         function join(a,   k, s) { s = ""; for (k in a) s = s (s ? "+" : "") k; return s ? s : "none" }
@@ -71,5 +72,7 @@ starling_s2s_auth() {
         /s2s\{[^}]*direction="?out"?/ && /authenticated by dialback/ { out["dialback"] = 1 }
         /s2s\{[^}]*direction="?in"?/ && /authenticated by SASL EXTERNAL/ { inn["EXTERNAL"] = 1 }
         /s2s\{[^}]*direction="?in"?/ && /dialback: authenticated/ { inn["dialback"] = 1 }
-        END { printf "out=%s in=%s\n", join(out), join(inn) }' "$1/server.log"
+        /s2s\{[^}]*direction="?out"?/ && /link established/ && /bidi=true/ { bidi["out"] = 1 }
+        /s2s\{[^}]*direction="?in"?/ && /bidirectional: this stream is the link/ { bidi["in"] = 1 }
+        END { printf "out=%s in=%s bidi=%s\n", join(out), join(inn), join(bidi) }' "$1/server.log"
 }
