@@ -19,7 +19,7 @@ use super::outgoing;
 use super::stream::{self, Failure, Stream};
 use super::S2s;
 use crate::c2s::Bucket;
-use crate::c2s::transport::Transport;
+use crate::c2s::transport::{Transport, Writer};
 use crate::core::Core;
 use crate::modules::Ctx;
 use crate::stanza::{Condition, Rejected, Stanza, StanzaError, StreamCondition, StreamError, new_id};
@@ -256,32 +256,32 @@ impl Incoming {
 
     async fn elements(&mut self, stream: &mut Stream, secure: bool, verdicts: &mut mpsc::Receiver<Verdict>, outbox: &mut mpsc::Receiver<Stanza>, deadline: Instant) -> Next {
         let peer = self.peer.to_string();
+        let shutdown = self.core.shutdown.clone();
         // A new stream counts its bytes from zero.
         self.bucket.counted = 0;
         loop {
             if let Some(until) = self.bucket.paused_until.take() {
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => {}
-                    _ = self.core.shutdown.cancelled() => {}
+                    _ = shutdown.cancelled() => {}
                 }
             }
             // Before the first domain pair is authenticated, the negotiation deadline holds.
             let until = if self.authorized.is_empty() && self.pending == 0 { deadline } else { Instant::now() + Duration::from_secs(self.s2s.config.idle_timeout) };
             let event = tokio::select! {
                 biased;
-                _ = self.core.shutdown.cancelled() => {
+                _ = shutdown.cancelled() => {
                     stream.fail(StreamError::new(StreamCondition::SystemShutdown)).await;
                     return Next::End;
                 }
-                Some(verdict) = verdicts.recv() => {
-                    self.pending -= 1;
-                    if let Err(error) = self.verdict(stream, verdict).await {
-                        stream.fail(error).await;
-                        return Next::End;
-                    }
-                    continue;
+                event = self.next_event(stream, verdicts, outbox, until, &peer) => event,
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    stream.fail(error).await;
+                    return Next::End;
                 }
-                event = read_while_sending(stream, (!self.adopted.is_empty()).then_some(&mut *outbox), until, Duration::from_secs(self.s2s.config.idle_timeout), &peer) => event,
             };
             self.bucket.account(stream.reader.input().stats().total());
             let el = match event {
@@ -313,10 +313,48 @@ impl Incoming {
             if !matches!(next, Next::Continue) {
                 return next;
             }
-            // On a bidirectional stream what was queued is written while the next element is
-            // read (a peer slow to take our stanzas is still read from).
-            if self.adopted.is_empty() && stream.flush(&peer).await.is_err() {
-                return Next::End;
+            // What the element queued (answers, dialback results) is written by `next_event`
+            // while the next element is read.
+        }
+    }
+
+    /// The next event from the peer, by `until`. Meanwhile what is queued for the peer is
+    /// written, the authoritative servers' verdicts are answered and, on a bidirectional
+    /// stream, the stanzas for the peer are taken from the outbox: none of that cancels the
+    /// read, which is not cancel-safe (a verdict arriving while a stanza is half read would
+    /// otherwise lose what was read of it), and a peer slow to take our stanzas is still read
+    /// from. `Err`: the stream ends with that error.
+    async fn next_event(&mut self, stream: &mut Stream, verdicts: &mut mpsc::Receiver<Verdict>, outbox: &mut mpsc::Receiver<Stanza>, until: Instant, peer: &str) -> Result<Result<StreamEvent, Failure>, StreamError> {
+        let idle = Duration::from_secs(self.s2s.config.idle_timeout);
+        let Stream { reader, writer } = stream;
+        let read = reader.next();
+        tokio::pin!(read);
+        let timeout = tokio::time::sleep_until(until);
+        tokio::pin!(timeout);
+        loop {
+            let sending = !self.adopted.is_empty();
+            tokio::select! {
+                biased;
+                read = &mut read => return Ok(stream::read_result(read, peer)),
+                written = writer.flush(), if writer.pending() > 0 => {
+                    if let Err(e) = written {
+                        return Ok(Err(Failure::not_found(format!("writing to {peer} failed: {e}"))));
+                    }
+                }
+                Some(verdict) = verdicts.recv() => {
+                    self.pending -= 1;
+                    self.verdict(writer, verdict)?;
+                    // Before the first pair is authenticated, the negotiation deadline holds.
+                    if !self.authorized.is_empty() || self.pending > 0 {
+                        timeout.as_mut().reset(Instant::now() + idle);
+                    }
+                }
+                Some(stanza) = outbox.recv(), if sending && writer.pending() < WRITE_AHEAD => {
+                    writer.queue(&outgoing::addressed(stanza));
+                    // A stream that carries our stanzas is not idle.
+                    timeout.as_mut().reset(Instant::now() + idle);
+                }
+                _ = &mut timeout => return Ok(Err(Failure::timeout(format!("{peer} did not answer in time")))),
             }
         }
     }
@@ -454,8 +492,9 @@ impl Incoming {
         Ok(())
     }
 
-    /// XEP-0220 §2.2.1 Step 4: tell the initiating server what the authoritative one said.
-    async fn verdict(&mut self, stream: &mut Stream, verdict: Verdict) -> Result<(), StreamError> {
+    /// XEP-0220 §2.2.1 Step 4: tell the initiating server what the authoritative one said
+    /// (queued on `writer`; `next_event` writes it).
+    fn verdict(&mut self, writer: &mut Writer, verdict: Verdict) -> Result<(), StreamError> {
         let Verdict { remote, local, outcome } = verdict;
         let request = Dialback { kind: Kind::Result, from: remote.clone(), to: local.clone(), id: None, body: Body::Key(String::new()) };
         let outcome = match outcome {
@@ -475,8 +514,7 @@ impl Incoming {
             }
         };
         let invalid = outcome == Outcome::Invalid;
-        stream.send_raw(&stream::dialback_bytes(&request.answer(outcome)));
-        let _ = stream.flush(&self.peer.to_string()).await;
+        writer.queue_raw(&stream::dialback_bytes(&request.answer(outcome)));
         // §2.2.1: a first attempt found invalid ends the stream.
         if invalid && self.authorized.is_empty() {
             return Err(StreamError::new(StreamCondition::NotAuthorized).with_text("dialback failed"));
@@ -515,35 +553,6 @@ impl Incoming {
 /// Bytes written ahead of the peer's reading before no more stanzas are taken from the
 /// outbox (the outbox then fills, and `S2s::send` bounces what does not fit).
 const WRITE_AHEAD: usize = 64 << 10;
-
-/// The next event from the peer, by `until`; meanwhile, on a bidirectional stream
-/// (`outbox`), the stanzas queued for the peer are written. Neither waits for the other, and
-/// a write never cancels the read (which is not cancel-safe). Each write moves `until` on by
-/// `idle`: a stream that carries our stanzas is not idle.
-async fn read_while_sending(stream: &mut Stream, outbox: Option<&mut mpsc::Receiver<Stanza>>, until: Instant, idle: Duration, peer: &str) -> Result<StreamEvent, Failure> {
-    let Some(outbox) = outbox else { return stream.read(until, peer).await };
-    let Stream { reader, writer } = stream;
-    let read = reader.next();
-    tokio::pin!(read);
-    let timeout = tokio::time::sleep_until(until);
-    tokio::pin!(timeout);
-    loop {
-        tokio::select! {
-            biased;
-            read = &mut read => return stream::read_result(read, peer),
-            written = writer.flush(), if writer.pending() > 0 => {
-                if let Err(e) = written {
-                    return Err(Failure::not_found(format!("writing to {peer} failed: {e}")));
-                }
-            }
-            Some(stanza) = outbox.recv(), if writer.pending() < WRITE_AHEAD => {
-                writer.queue(&outgoing::addressed(stanza));
-                timeout.as_mut().reset(Instant::now() + idle);
-            }
-            _ = &mut timeout => return Err(Failure::timeout(format!("{peer} did not answer in time"))),
-        }
-    }
-}
 
 /// RFC 6120 §13.1-§13.3 and §8.1.2.2: a stanza is routed only if its domains are a pair
 /// the stream authenticated (`authorized`: (remote, local) pairs). The same checks for an

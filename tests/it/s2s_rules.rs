@@ -186,3 +186,59 @@ async fn direct_tls_between_servers() {
     assert_eq!(m.attr("from"), Some("bob@b.example/b"), "{}", show(&m));
     p.stop().await;
 }
+
+/// XEP-0220 §2.2.1 on a stream that already carries stanzas (one pair authenticated by
+/// SASL EXTERNAL, a second one asked for by dialback): the authoritative server's verdict
+/// arrives while a stanza is half read, and neither is lost: the stanza is delivered whole,
+/// the verdict is answered, and the new pair's stanzas are taken. The authoritative server
+/// of d.example is played here, on plain TCP (`require_encryption = false` on this server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_while_a_stanza_is_half_read() {
+    let pki = Pki::new();
+    let c_cert = pki.issue("c", &["c.example"]);
+    let authoritative = tokio::net::TcpListener::bind(addr(0)).await.unwrap();
+    let authoritative_port = authoritative.local_addr().unwrap().port();
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.s2s.listen = vec![addr(0)];
+        c.s2s.ca_file = Some(pki.ca_file());
+        c.s2s.require_encryption = false;
+        c.s2s.targets.insert("d.example".into(), vec![format!("127.0.0.1:{authoritative_port}")]);
+    })
+    .await;
+    server.users(&["alice"]).await;
+    let mut alice = server.login("alice", "a").await;
+    alice.available().await;
+    let port = server.server().s2s_addrs()[0].port();
+
+    let mut tls = authenticated(port, &c_cert).await;
+    tls.write_all(b"<db:result xmlns:db='jabber:server:dialback' from='d.example' to='localhost'>0123456789abcdef</db:result>").await.unwrap();
+    // The server asks d.example's authoritative server about the key.
+    let (mut verify, _) = tokio::time::timeout(Duration::from_secs(10), authoritative.accept()).await.expect("the server asks the authoritative server").unwrap();
+    let mut seen = String::new();
+    assert!(read_until(&mut verify, &mut seen, "<stream:stream").await, "{seen}");
+    verify
+        .write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='d.example' to='localhost' id='auth1' version='1.0'><stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>")
+        .await
+        .unwrap();
+    assert!(read_until(&mut verify, &mut seen, "</db:verify>").await, "{seen}");
+    let id = seen.split("id='").nth(1).and_then(|r| r.split('\'').next()).unwrap_or_else(|| panic!("{seen}")).to_string();
+
+    // Half a stanza on the main stream, read by the server (it waits for the rest)...
+    tls.write_all(b"<message from='carol@c.example/x' to='alice@localhost' type='chat' id='half'><body>first ha").await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...then the verdict, then the rest of the stanza.
+    verify.write_all(format!("<db:verify from='d.example' to='localhost' id='{id}' type='valid'/>").as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    assert!(read_until(&mut tls, &mut seen, "type='valid'").await, "the verdict is answered: {seen}");
+    assert!(seen.contains("from='localhost'") && seen.contains("to='d.example'"), "{seen}");
+    tls.write_all(b"lf</body></message>").await.unwrap();
+    let m = alice.expect("the message read in two halves", |e| e.name() == "message").await;
+    assert_eq!(m.attr("id"), Some("half"), "{}", show(&m));
+    assert_eq!(m.get_child("body", crate::common::client::CLIENT).map(|b| b.text()).as_deref(), Some("first half"), "{}", show(&m));
+    // The new pair is authenticated on the stream.
+    tls.write_all(b"<message from='dave@d.example/y' to='alice@localhost' type='chat' id='d1'><body>via dialback</body></message>").await.unwrap();
+    let m = alice.expect("d.example's message", |e| e.name() == "message").await;
+    assert_eq!(m.attr("from"), Some("dave@d.example/y"), "{}", show(&m));
+    server.stop().await;
+}
