@@ -68,9 +68,10 @@ fn error_text(e: &minidom::Element) -> String {
         .unwrap_or_default()
 }
 
-async fn chat_both_ways(p: &Pair) {
+/// A message each way between alice@localhost and bob@b.example, with the `from` each sees.
+pub(crate) async fn chat_both_ways(p: &Pair) {
     let (mut alice, mut bob) = p.clients().await;
-    alice.send("<message to='bob@b.example' type='chat' id='x1'><body>over EXTERNAL</body></message>").await;
+    alice.send("<message to='bob@b.example' type='chat' id='x1'><body>across</body></message>").await;
     let m = bob.expect("alice's message", |e| e.name() == "message").await;
     assert_eq!(m.attr("from"), Some("alice@localhost/a"), "{}", show(&m));
     bob.send("<message to='alice@localhost/a' type='chat' id='x2'><body>and back</body></message>").await;

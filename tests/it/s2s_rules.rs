@@ -177,13 +177,7 @@ async fn direct_tls_between_servers() {
         },
     )
     .await;
-    let (mut alice, mut bob) = p.clients().await;
-    alice.send("<message to='bob@b.example' type='chat' id='d1'><body>direct TLS</body></message>").await;
-    let m = bob.expect("alice's message", |e| e.name() == "message").await;
-    assert_eq!(m.attr("from"), Some("alice@localhost/a"), "{}", show(&m));
-    bob.send("<message to='alice@localhost/a' type='chat' id='d2'><body>and back</body></message>").await;
-    let m = alice.expect("bob's message", |e| e.name() == "message").await;
-    assert_eq!(m.attr("from"), Some("bob@b.example/b"), "{}", show(&m));
+    crate::s2s_certs::chat_both_ways(&p).await;
     p.stop().await;
 }
 
